@@ -1,0 +1,76 @@
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char error_message[2048];
+static int error_set;
+static int error_reported;
+static char tmpfile_path[4096];
+
+int aptq_error(const char *fmt, ...) {
+  if (error_set) return APTQ_ERR;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_message, sizeof error_message, fmt, ap);
+  va_end(ap);
+  error_set = 1;
+  return APTQ_ERR;
+}
+
+const char *aptq_error_message(void) {
+  return error_set ? error_message : "unknown error (no message recorded)";
+}
+
+void aptq_clear_error(void) {
+  error_set = 0;
+  error_message[0] = 0;
+}
+
+int aptq_agree(MPI_Comm comm, int local_status) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int mine = local_status ? rank : size, first = size;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+  if (first == size) return APTQ_OK;
+  if (rank == first) {
+    fprintf(stderr, "aptq: error: %s\n", aptq_error_message());
+    fflush(stderr);
+  }
+  error_reported = 1;
+  return APTQ_ERR;
+}
+
+int aptq_error_reported(void) { return error_reported; }
+
+void aptq_register_tmpfile(const char *path) {
+  snprintf(tmpfile_path, sizeof tmpfile_path, "%s", path);
+}
+
+void aptq_unregister_tmpfile(void) { tmpfile_path[0] = 0; }
+
+void aptq_fatal(MPI_Comm comm) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  fprintf(stderr, "aptq: error (rank %d): %s\n", rank, aptq_error_message());
+  fflush(stderr);
+  if (tmpfile_path[0]) unlink(tmpfile_path);
+  MPI_Abort(comm, 1);
+  exit(1);
+}
+
+void *aptq_malloc(size_t bytes, const char *what) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) aptq_error("out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
+  return p;
+}
+
+void *aptq_calloc(size_t n, size_t size, const char *what) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) aptq_error("out of memory allocating %zu x %zu bytes for %s", n, size, what);
+  return p;
+}

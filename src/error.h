@@ -1,0 +1,44 @@
+/* Error propagation, PETSc style: every call that can fail returns an int
+ * (0 = success). The first failure records one message; callers add nothing
+ * and return the code upward with CHECK(). main() is the single place that
+ * turns an error into a message and an exit status for all ranks. */
+#ifndef APTQ_ERROR_H
+#define APTQ_ERROR_H
+
+#include <mpi.h>
+
+enum { APTQ_OK = 0, APTQ_ERR = 1 };
+
+/* Record an error message (printf-style) and return APTQ_ERR. Only the first
+ * message since the last aptq_clear_error() is kept: it is the root cause. */
+int aptq_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *aptq_error_message(void);
+void aptq_clear_error(void);
+
+#define CHECK(call)                                                        \
+  do {                                                                     \
+    int check_rc_ = (call);                                                \
+    if (check_rc_) return check_rc_;                                       \
+  } while (0)
+
+/* Collective: every rank passes its local status. Returns APTQ_ERR on every
+ * rank if any rank failed; the lowest failing rank prints its message (one
+ * line, on stderr) unless quiet is set. Used at phase boundaries so that a
+ * failure on one rank never leaves the others waiting in a collective. */
+int aptq_agree(MPI_Comm comm, int local_status);
+/* Has an agreed error already been printed (so main only exits)? */
+int aptq_error_reported(void);
+
+/* A failure in the middle of a collective phase (I/O error, out of memory):
+ * print the message, remove registered temporary files, abort all ranks. */
+void aptq_fatal(MPI_Comm comm) __attribute__((noreturn));
+
+/* Temporary output that must not survive a failed run. */
+void aptq_register_tmpfile(const char *path);
+void aptq_unregister_tmpfile(void);
+
+/* Checked allocation: returns NULL and records an error on failure. */
+void *aptq_malloc(size_t bytes, const char *what);
+void *aptq_calloc(size_t n, size_t size, const char *what);
+
+#endif

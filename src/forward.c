@@ -1,0 +1,203 @@
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+static int64_t lin_rows(const ModelConfig *c, int k) {
+  switch (k) {
+    case LIN_Q: return (int64_t)c->n_heads * c->head_dim;
+    case LIN_K: case LIN_V: return (int64_t)c->n_kv_heads * c->head_dim;
+    case LIN_GATE: case LIN_UP: return c->hidden_dim;
+    default: return c->dim;
+  }
+}
+static int64_t lin_cols(const ModelConfig *c, int k) {
+  return k == LIN_O ? (int64_t)c->n_heads * c->head_dim : k == LIN_DOWN ? c->hidden_dim : c->dim;
+}
+
+int block_weights_alloc(const ModelConfig *c, BlockWeights *w) {
+  memset(w, 0, sizeof *w);
+  w->attn_norm = aptq_malloc(sizeof(float) * (size_t)c->dim, "attention norm");
+  w->ffn_norm = aptq_malloc(sizeof(float) * (size_t)c->dim, "MLP norm");
+  if (!w->attn_norm || !w->ffn_norm) return APTQ_ERR;
+  for (int k = 0; k < LIN_COUNT; k++) {
+    w->w[k] = aptq_malloc(sizeof(float) * (size_t)(lin_rows(c, k) * lin_cols(c, k)), linear_names[k]);
+    if (!w->w[k]) return APTQ_ERR;
+  }
+  return 0;
+}
+
+void block_weights_free(BlockWeights *w) {
+  free(w->attn_norm);
+  free(w->ffn_norm);
+  for (int k = 0; k < LIN_COUNT; k++) free(w->w[k]);
+  memset(w, 0, sizeof *w);
+}
+
+int block_weights_load(const Model *m, int layer, BlockWeights *w) {
+  CHECK(tensor_f32(&m->attn_norm[layer], w->attn_norm));
+  CHECK(tensor_f32(&m->ffn_norm[layer], w->ffn_norm));
+  for (int k = 0; k < LIN_COUNT; k++) CHECK(tensor_f32(&m->linear[layer][k], w->w[k]));
+  return 0;
+}
+
+int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
+  memset(s, 0, sizeof *s);
+  s->T = T;
+  size_t t = (size_t)T, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+  float **bufs[] = {&s->xn, &s->xn2, &s->tmp, &s->q, &s->z, &s->k, &s->v, &s->att, &s->gate, &s->act, &s->cos, &s->sin};
+  size_t sizes[] = {t * c->dim, t * c->dim, t * c->dim, t * qd, t * qd, t * kvd, t * kvd, t * t,
+                    t * c->hidden_dim, t * c->hidden_dim, t * c->head_dim / 2, t * c->head_dim / 2};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    *bufs[i] = aptq_malloc(sizes[i] * sizeof(float), "activations");
+    if (!*bufs[i]) return APTQ_ERR;
+  }
+  /* RoPE tables: angle = pos · theta^(-2i/head_dim), as HF computes inv_freq */
+  int half = c->head_dim / 2;
+  for (int i = 0; i < half; i++) {
+    float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim));
+    for (int p = 0; p < T; p++) {
+      float angle = (float)p * inv_freq;
+      s->cos[p * half + i] = cosf(angle);
+      s->sin[p * half + i] = sinf(angle);
+    }
+  }
+  return 0;
+}
+
+void scratch_free(BlockScratch *s) {
+  float *bufs[] = {s->xn, s->xn2, s->tmp, s->q, s->z, s->k, s->v, s->att, s->gate, s->act, s->cos, s->sin};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+  memset(s, 0, sizeof *s);
+}
+
+void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+  float ss = 0.0f;
+  for (int i = 0; i < n; i++) ss += x[i] * x[i];
+  float r = 1.0f / sqrtf(ss / (float)n + eps);
+  for (int i = 0; i < n; i++) out[i] = weight[i] * (x[i] * r);
+}
+
+/* Rotate each head of a T × (nheads·hd) matrix in place. */
+static void rope(const ModelConfig *c, const BlockScratch *s, float *m, int nheads) {
+  int hd = c->head_dim, half = hd / 2, ld = nheads * hd;
+  for (int p = 0; p < s->T; p++) {
+    const float *cs = s->cos + p * half, *sn = s->sin + p * half;
+    for (int h = 0; h < nheads; h++) {
+      float *v = m + (size_t)p * ld + h * hd;
+      for (int i = 0; i < half; i++) {
+        /* HF rotate_half pairs (i, i+hd/2); llama2.c pairs (2i, 2i+1) */
+        int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cs[i] - x1 * sn[i];
+        v[b] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  }
+}
+
+/* out (T × rows) = in (T × cols) · Wᵀ */
+static void linear(const float *in, const float *w, float *out, int T, int64_t rows, int64_t cols) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)rows, (int)cols, 1.0f, in, (int)cols, w, (int)cols, 0.0f, out, (int)rows);
+}
+
+void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
+  int T = s->T, hd = c->head_dim, group = c->n_heads / c->n_kv_heads, g = head / group;
+  int qld = c->n_heads * hd, kld = c->n_kv_heads * hd;
+  float scale = 1.0f / sqrtf((float)hd);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, s->q + head * hd, qld, s->k + g * hd, kld, 0.0f, s->att, T);
+  for (int t = 0; t < T; t++) {
+    float *row = s->att + (size_t)t * T, mx = row[0];
+    for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j <= t; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= t; j++) row[j] *= inv;
+    for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+  }
+}
+
+void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x) {
+  int T = s->T, D = c->dim, F = c->hidden_dim, hd = c->head_dim;
+  int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+
+  /* attention */
+  for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * D, x + (size_t)t * D, w->attn_norm, D, c->norm_eps);
+  linear(s->xn, w->w[LIN_Q], s->q, T, qd, D);
+  linear(s->xn, w->w[LIN_K], s->k, T, kvd, D);
+  linear(s->xn, w->w[LIN_V], s->v, T, kvd, D);
+  rope(c, s, s->q, c->n_heads);
+  rope(c, s, s->k, c->n_kv_heads);
+  for (int h = 0; h < c->n_heads; h++) {
+    attention_probs(c, s, h);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd, qd);
+  }
+  linear(s->z, w->w[LIN_O], s->tmp, T, D, qd);
+  for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
+
+  /* SwiGLU MLP */
+  for (int t = 0; t < T; t++) rmsnorm(s->xn2 + (size_t)t * D, x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
+  linear(s->xn2, w->w[LIN_GATE], s->gate, T, F, D);
+  linear(s->xn2, w->w[LIN_UP], s->act, T, F, D);
+  for (size_t i = 0; i < (size_t)T * F; i++) {
+    float g = s->gate[i];
+    s->act[i] *= g / (1.0f + expf(-g));
+  }
+  linear(s->act, w->w[LIN_DOWN], s->tmp, T, D, F);
+  for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
+}
+
+int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x) {
+  for (int t = 0; t < T; t++) CHECK(tensor_rows_f32(&m->embed, ids[t], ids[t] + 1, x + (size_t)t * m->cfg.dim));
+  return 0;
+}
+
+enum { HEAD_CHUNK = 64 };
+
+int head_load(const Model *m, Head *h) {
+  const ModelConfig *c = &m->cfg;
+  memset(h, 0, sizeof *h);
+  h->lm_head = &m->lm_head;
+  h->final_norm = aptq_malloc(sizeof(float) * (size_t)c->dim, "final norm");
+  h->lm_head_f32 = aptq_malloc(sizeof(float) * (size_t)c->vocab_size * c->dim, "lm_head");
+  h->buf = aptq_malloc(sizeof(float) * (size_t)HEAD_CHUNK * c->vocab_size, "logits");
+  h->xf = aptq_malloc(sizeof(float) * (size_t)HEAD_CHUNK * c->dim, "final norm output");
+  if (!h->final_norm || !h->lm_head_f32 || !h->buf || !h->xf) return APTQ_ERR;
+  CHECK(tensor_f32(&m->final_norm, h->final_norm));
+  CHECK(tensor_f32(&m->lm_head, h->lm_head_f32));
+  return 0;
+}
+
+void head_free(Head *h) {
+  free(h->final_norm);
+  free(h->lm_head_f32);
+  free(h->buf);
+  free(h->xf);
+  memset(h, 0, sizeof *h);
+}
+
+void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out) {
+  int D = c->dim, V = c->vocab_size;
+  double total = 0.0;
+  for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
+    int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
+    for (int i = 0; i < n; i++) rmsnorm(h->xf + (size_t)i * D, x + (size_t)(t0 + i) * D, h->final_norm, D, c->norm_eps);
+    float *logits = logits_out ? logits_out + (size_t)t0 * V : h->buf;
+    linear(h->xf, h->lm_head_f32, logits, n, V, D);
+    for (int i = 0; i < n; i++) {
+      int t = t0 + i;
+      if (t + 1 >= T) break;
+      const float *row = logits + (size_t)i * V;
+      float mx = row[0];
+      for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+      double sum = 0.0;
+      for (int j = 0; j < V; j++) sum += exp((double)(row[j] - mx));
+      total += log(sum) + (double)mx - (double)row[ids[t + 1]];
+    }
+  }
+  if (nll) *nll = total;
+}

@@ -1,0 +1,59 @@
+/* The LLaMA decoder block forward pass for one sequence of T tokens:
+ * RMSNorm, RoPE, causal GQA attention, SwiGLU MLP, matrix products by BLAS.
+ * The scratch keeps every intermediate a Hessian needs: the q/k/v input
+ * (xn), post-RoPE q and k, v, the o_proj input (z), the gate/up input (xn2)
+ * and the down_proj input (act). Attention probabilities are recomputed per
+ * head from q and k when needed (attention_probs). */
+#ifndef APTQ_FORWARD_H
+#define APTQ_FORWARD_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct {
+  float *attn_norm, *ffn_norm;   /* [dim] */
+  float *w[LIN_COUNT];            /* row-major [out][in], HF orientation */
+} BlockWeights;
+
+typedef struct {
+  int T;
+  float *xn, *xn2, *tmp;          /* T × dim */
+  float *q, *z;                   /* T × n_heads·head_dim */
+  float *k, *v;                   /* T × n_kv_heads·head_dim */
+  float *att;                     /* T × T, one head at a time */
+  float *gate, *act;              /* T × hidden_dim */
+  float *cos, *sin;               /* T × head_dim/2 */
+} BlockScratch;
+
+int block_weights_alloc(const ModelConfig *c, BlockWeights *w);
+void block_weights_free(BlockWeights *w);
+/* Full-precision weights of one block from the checkpoint. */
+int block_weights_load(const Model *m, int layer, BlockWeights *w);
+
+int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s);
+void scratch_free(BlockScratch *s);
+
+/* x: T × dim residual stream, updated in place. */
+void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x);
+/* Causal softmax probabilities of head h into s->att (T × T, zero above
+ * the diagonal), from s->q and s->k as left by block_forward. */
+void attention_probs(const ModelConfig *c, BlockScratch *s, int head);
+
+void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
+int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x);
+
+/* Final norm and lm_head. nll: sum over t < T-1 of -log p(ids[t+1] | ..t).
+ * logits_out (optional): T × vocab. Works in chunks of tokens. */
+typedef struct {
+  float *final_norm;  /* [dim] */
+  const TensorRef *lm_head;
+  float *lm_head_f32; /* vocab × dim */
+  float *buf;         /* chunk × vocab */
+  float *xf;          /* chunk × dim */
+} Head;
+int head_load(const Model *m, Head *h);
+void head_free(Head *h);
+void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out);
+
+#endif

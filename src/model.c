@@ -1,0 +1,422 @@
+#include "model.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "json.h"
+#include "sha256.h"
+
+const char *const linear_names[LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                             "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+
+static int read_file(const char *path, char **out, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return aptq_error("cannot open '%s': %s", path, strerror(errno));
+  if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return aptq_error("cannot read '%s'", path); }
+  long n = ftell(f);
+  if (n < 0 || n > 64 * 1024 * 1024) { fclose(f); return aptq_error("'%s' is too large for a JSON file", path); }
+  rewind(f);
+  char *buf = malloc((size_t)n + 1);
+  if (!buf) { fclose(f); return aptq_error("out of memory reading '%s'", path); }
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); return aptq_error("cannot read '%s'", path); }
+  fclose(f);
+  buf[n] = 0;
+  *out = buf;
+  *len = (size_t)n;
+  return 0;
+}
+
+/* --- config.json ------------------------------------------------------- */
+
+static int cfg_int(const JsonValue *root, const char *key, int required, int def, int *out, const char *path) {
+  const JsonValue *v = json_get(root, key);
+  if (!v || v->type == JSON_NULL) {
+    if (required) return aptq_error("%s: missing required key '%s'", path, key);
+    *out = def;
+    return 0;
+  }
+  if (v->type != JSON_NUMBER || !v->is_integer || v->integer <= 0 || v->integer > (1 << 30))
+    return aptq_error("%s: '%s' must be a positive integer", path, key);
+  *out = (int)v->integer;
+  return 0;
+}
+
+static int cfg_num(const JsonValue *v, double def, double *out, const char *path, const char *key) {
+  if (!v || v->type == JSON_NULL) { *out = def; return 0; }
+  if (v->type != JSON_NUMBER || !(v->number > 0)) return aptq_error("%s: '%s' must be a positive number", path, key);
+  *out = v->number;
+  return 0;
+}
+
+static int cfg_false(const JsonValue *root, const char *key, const char *path, const char *why) {
+  const JsonValue *v = json_get(root, key);
+  if (v && v->type == JSON_BOOL && v->boolean) return aptq_error("%s: '%s' is true; %s", path, key, why);
+  return 0;
+}
+
+static int parse_config(const char *path, ModelConfig *c) {
+  char *text;
+  size_t len;
+  CHECK(read_file(path, &text, &len));
+  JsonValue *root = NULL;
+  int rc = json_parse(text, len, path, &root);
+  free(text);
+  if (rc) return rc;
+  memset(c, 0, sizeof *c);
+  if (root->type != JSON_OBJECT) { rc = aptq_error("%s: not a JSON object", path); goto done; }
+  const JsonValue *mt = json_get(root, "model_type");
+  if (mt && (mt->type != JSON_STRING || (strcmp(mt->string, "llama") && strcmp(mt->string, "mistral")))) {
+    rc = aptq_error("%s: model_type '%s' is not a LLaMA-family model (llama)", path, mt->type == JSON_STRING ? mt->string : "?");
+    goto done;
+  }
+  const JsonValue *act = json_get(root, "hidden_act");
+  if (act && (act->type != JSON_STRING || strcmp(act->string, "silu"))) { rc = aptq_error("%s: hidden_act must be \"silu\" for LLaMA", path); goto done; }
+  if ((rc = cfg_int(root, "hidden_size", 1, 0, &c->dim, path)) || (rc = cfg_int(root, "intermediate_size", 1, 0, &c->hidden_dim, path)) ||
+      (rc = cfg_int(root, "num_hidden_layers", 1, 0, &c->n_layers, path)) || (rc = cfg_int(root, "num_attention_heads", 1, 0, &c->n_heads, path)) ||
+      (rc = cfg_int(root, "vocab_size", 1, 0, &c->vocab_size, path)) ||
+      (rc = cfg_int(root, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, path)) ||
+      (rc = cfg_int(root, "max_position_embeddings", 0, 1 << 20, &c->max_seq_len, path)))
+    goto done;
+  if (c->dim % c->n_heads && !json_get(root, "head_dim")) { rc = aptq_error("%s: hidden_size %d is not divisible by num_attention_heads %d", path, c->dim, c->n_heads); goto done; }
+  if ((rc = cfg_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, path))) goto done;
+  if (c->head_dim % 2) { rc = aptq_error("%s: head_dim %d must be even for RoPE", path, c->head_dim); goto done; }
+  if (c->n_heads % c->n_kv_heads) { rc = aptq_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads); goto done; }
+  double eps = 1e-6;
+  if ((rc = cfg_num(json_get(root, "rms_norm_eps"), 1e-6, &eps, path, "rms_norm_eps"))) goto done;
+  c->norm_eps = (float)eps;
+  const JsonValue *theta = json_get(root, "rope_theta");
+  const JsonValue *rp = json_get(root, "rope_parameters");
+  if (!theta && rp && rp->type == JSON_OBJECT) {
+    theta = json_get(rp, "rope_theta");
+    const JsonValue *type = json_get(rp, "rope_type");
+    if (type && type->type == JSON_STRING && strcmp(type->string, "default")) {
+      rc = aptq_error("%s: rope_type '%s' is not supported (only default RoPE)", path, type->string);
+      goto done;
+    }
+  }
+  if ((rc = cfg_num(theta, 10000.0, &c->rope_theta, path, "rope_theta"))) goto done;
+  const JsonValue *scaling = json_get(root, "rope_scaling");
+  if (scaling && scaling->type != JSON_NULL) { rc = aptq_error("%s: rope_scaling is set; scaled RoPE is not supported", path); goto done; }
+  if ((rc = cfg_false(root, "attention_bias", path, "biased projections are not LLaMA and not supported")) ||
+      (rc = cfg_false(root, "mlp_bias", path, "biased projections are not LLaMA and not supported")))
+    goto done;
+  const JsonValue *tie = json_get(root, "tie_word_embeddings");
+  c->tied_embeddings = tie && tie->type == JSON_BOOL && tie->boolean;
+done:
+  json_free(root);
+  return rc;
+}
+
+/* --- tensor lookup ----------------------------------------------------- */
+
+static int bind(Model *m, const char *name, int64_t rows, int64_t cols, TensorRef *out) {
+  for (int i = 0; i < m->nfiles; i++) {
+    const StTensor *t = st_find(&m->files[i], name);
+    if (!t) continue;
+    if (t->dtype == DT_UNSUPPORTED)
+      return aptq_error("%s: tensor '%s' has dtype %s; supported are F32, F16, BF16", m->files[i].path, name, t->dtype_name);
+    int ok = rows == 1 ? (t->ndim == 1 && t->shape[0] == cols) : (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok) {
+      char got[128] = "";
+      for (int d = 0; d < t->ndim; d++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "x" : "", (long long)t->shape[d]);
+      return aptq_error("%s: tensor '%s' has shape [%s] but config.json implies [%lld%s%lld]", m->files[i].path, name, got,
+                        (long long)(rows == 1 ? cols : rows), rows == 1 ? "" : "x", (long long)(rows == 1 ? 0 : cols));
+    }
+    snprintf(out->name, sizeof out->name, "%s", name);
+    out->dtype = t->dtype;
+    out->rows = rows;
+    out->cols = cols;
+    out->data = t->data;
+    return 0;
+  }
+  return aptq_error("%s: required tensor '%s' is missing from the checkpoint", m->source, name);
+}
+
+static int alloc_layers(Model *m) {
+  int L = m->cfg.n_layers;
+  m->attn_norm = calloc((size_t)L, sizeof *m->attn_norm);
+  m->ffn_norm = calloc((size_t)L, sizeof *m->ffn_norm);
+  m->linear = calloc((size_t)L, sizeof *m->linear);
+  if (!m->attn_norm || !m->ffn_norm || !m->linear) return aptq_error("out of memory for the tensor table");
+  return 0;
+}
+
+static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t *cols) {
+  int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+  switch (kind) {
+    case LIN_Q: *rows = q; *cols = c->dim; break;
+    case LIN_K: case LIN_V: *rows = kv; *cols = c->dim; break;
+    case LIN_O: *rows = c->dim; *cols = q; break;
+    case LIN_GATE: case LIN_UP: *rows = c->hidden_dim; *cols = c->dim; break;
+    default: *rows = c->dim; *cols = c->hidden_dim; break;
+  }
+}
+
+static int bind_all(Model *m) {
+  const ModelConfig *c = &m->cfg;
+  char name[ST_NAME_MAX];
+  CHECK(alloc_layers(m));
+  CHECK(bind(m, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->embed));
+  CHECK(bind(m, "model.norm.weight", 1, c->dim, &m->final_norm));
+  if (c->tied_embeddings) m->lm_head = m->embed;
+  else CHECK(bind(m, "lm_head.weight", c->vocab_size, c->dim, &m->lm_head));
+  for (int l = 0; l < c->n_layers; l++) {
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    CHECK(bind(m, name, 1, c->dim, &m->attn_norm[l]));
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+    CHECK(bind(m, name, 1, c->dim, &m->ffn_norm[l]));
+    for (int k = 0; k < LIN_COUNT; k++) {
+      int64_t rows, cols;
+      linear_shape(c, k, &rows, &cols);
+      snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[k]);
+      CHECK(bind(m, name, rows, cols, &m->linear[l][k]));
+    }
+  }
+  return 0;
+}
+
+static int open_hf(const char *dir, Model *m) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  CHECK(parse_config(path, &m->cfg));
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  char *text = NULL;
+  size_t len;
+  if (access(path, F_OK) == 0) {
+    CHECK(read_file(path, &text, &len));
+    JsonValue *root = NULL;
+    int rc = json_parse(text, len, path, &root);
+    free(text);
+    if (rc) return rc;
+    const JsonValue *map = json_get(root, "weight_map");
+    if (!map || map->type != JSON_OBJECT || map->count == 0) { json_free(root); return aptq_error("%s: no weight_map object", path); }
+    /* unique shard names, in order of first appearance */
+    char **names = calloc((size_t)map->count, sizeof *names);
+    if (!names) { json_free(root); return aptq_error("out of memory"); }
+    int n = 0;
+    for (int i = 0; i < map->count && !rc; i++) {
+      const JsonValue *v = &map->items[i];
+      if (v->type != JSON_STRING || !v->string[0] || strchr(v->string, '/')) { rc = aptq_error("%s: bad shard file name for '%s'", path, map->keys[i]); break; }
+      int seen = 0;
+      for (int k = 0; k < n; k++) seen |= !strcmp(names[k], v->string);
+      if (!seen) names[n++] = v->string;
+    }
+    m->files = calloc((size_t)n + 1, sizeof *m->files);
+    if (!rc && !m->files) rc = aptq_error("out of memory");
+    for (int k = 0; k < n && !rc; k++) {
+      snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+      rc = st_open(path, &m->files[k]);
+      if (!rc) m->nfiles++;
+    }
+    /* every tensor the index names must be in the shard it names */
+    for (int i = 0; i < map->count && !rc; i++) {
+      for (int k = 0; k < m->nfiles; k++) {
+        const char *base = strrchr(m->files[k].path, '/') + 1;
+        if (!strcmp(base, map->items[i].string) && !st_find(&m->files[k], map->keys[i]))
+          rc = aptq_error("%s: index says tensor '%s' is in it, but it is not", m->files[k].path, map->keys[i]);
+      }
+    }
+    free(names);
+    json_free(root);
+    CHECK(rc);
+  } else {
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (access(path, F_OK) != 0)
+      return aptq_error("%s: no model.safetensors.index.json and no model.safetensors; not a Hugging Face checkpoint directory", dir);
+    m->files = calloc(1, sizeof *m->files);
+    if (!m->files) return aptq_error("out of memory");
+    CHECK(st_open(path, &m->files[0]));
+    m->nfiles = 1;
+  }
+  return bind_all(m);
+}
+
+/* llama2.c checkpoint: 7 int32 then float32 tensors in a fixed order. */
+static int open_llama2c(const char *path, Model *m) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return aptq_error("cannot open '%s': %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return aptq_error("'%s' is not a regular file", path); }
+  m->map_size = (size_t)st.st_size;
+  if (m->map_size < 28) { close(fd); return aptq_error("%s: %zu bytes is too short for a llama2.c checkpoint header", path, m->map_size); }
+  m->map = mmap(NULL, m->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (m->map == MAP_FAILED) { m->map = NULL; return aptq_error("cannot map '%s': %s", path, strerror(errno)); }
+  int32_t h[7];
+  memcpy(h, m->map, sizeof h);
+  ModelConfig *c = &m->cfg;
+  c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
+  c->vocab_size = h[5] < 0 ? -h[5] : h[5];
+  c->tied_embeddings = h[5] > 0;
+  c->max_seq_len = h[6];
+  for (int i = 0; i < 7; i++)
+    if (i != 5 && (h[i] <= 0 || h[i] > (1 << 24))) return aptq_error("%s: header field %d is %d; not a llama2.c checkpoint", path, i, h[i]);
+  if (h[5] == 0 || h[5] == INT32_MIN) return aptq_error("%s: vocab_size is 0; not a llama2.c checkpoint", path);
+  if (c->dim % c->n_heads || c->n_heads % c->n_kv_heads || (c->dim / c->n_heads) % 2)
+    return aptq_error("%s: dim %d, n_heads %d, n_kv_heads %d are inconsistent", path, c->dim, c->n_heads, c->n_kv_heads);
+  c->head_dim = c->dim / c->n_heads;
+  c->norm_eps = 1e-5f;
+  c->rope_theta = 10000.0;
+  c->rope_interleaved = 1;
+  int64_t D = c->dim, F = c->hidden_dim, L = c->n_layers, V = c->vocab_size, kv = (int64_t)c->n_kv_heads * c->head_dim;
+  int64_t floats = V * D + L * D + L * D * D + 2 * L * D * kv + L * D * D + L * D + 3 * L * F * D + D +
+                   (int64_t)c->max_seq_len * c->head_dim + (c->tied_embeddings ? 0 : V * D);
+  if ((int64_t)m->map_size != 28 + 4 * floats)
+    return aptq_error("%s: file is %zu bytes but its header implies %lld; truncated or not a llama2.c checkpoint", path, m->map_size,
+                      (long long)(28 + 4 * floats));
+  CHECK(alloc_layers(m));
+  const uint8_t *p = m->map + 28;
+#define TAKE(ref, nm, r, cc)                                                       \
+  do {                                                                            \
+    snprintf((ref).name, sizeof (ref).name, "%s", nm);                            \
+    (ref).dtype = DT_F32; (ref).rows = (r); (ref).cols = (cc); (ref).data = p;     \
+    p += 4 * (r) * (cc);                                                          \
+  } while (0)
+  char nm[ST_NAME_MAX];
+  TAKE(m->embed, "model.embed_tokens.weight", V, D);
+  for (int l = 0; l < L; l++) { snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); TAKE(m->attn_norm[l], nm, 1, D); }
+  static const int order[4] = {LIN_Q, LIN_K, LIN_V, LIN_O};
+  for (int k = 0; k < 4; k++)
+    for (int l = 0; l < L; l++) {
+      int64_t rows, cols;
+      linear_shape(c, order[k], &rows, &cols);
+      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[order[k]]);
+      TAKE(m->linear[l][order[k]], nm, rows, cols);
+    }
+  for (int l = 0; l < L; l++) { snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); TAKE(m->ffn_norm[l], nm, 1, D); }
+  static const int mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
+  for (int k = 0; k < 3; k++)
+    for (int l = 0; l < L; l++) {
+      int64_t rows, cols;
+      linear_shape(c, mlp[k], &rows, &cols);
+      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[mlp[k]]);
+      TAKE(m->linear[l][mlp[k]], nm, rows, cols);
+    }
+  TAKE(m->final_norm, "model.norm.weight", 1, D);
+  p += 4 * (int64_t)c->max_seq_len * c->head_dim; /* freq_cis_real, freq_cis_imag: recomputed */
+  if (c->tied_embeddings) m->lm_head = m->embed;
+  else TAKE(m->lm_head, "lm_head.weight", V, D);
+#undef TAKE
+  return 0;
+}
+
+int model_open(const char *path, Model *m) {
+  memset(m, 0, sizeof *m);
+  snprintf(m->source, sizeof m->source, "%s", path);
+  struct stat st;
+  if (stat(path, &st) != 0) return aptq_error("model '%s' not found: %s; set model = a Hugging Face directory or a llama2.c .bin", path, strerror(errno));
+  int rc;
+  if (S_ISDIR(st.st_mode)) { m->format = MODEL_HF; rc = open_hf(path, m); }
+  else { m->format = MODEL_LLAMA2C; rc = open_llama2c(path, m); }
+  if (rc) model_close(m);
+  return rc;
+}
+
+void model_close(Model *m) {
+  for (int i = 0; i < m->nfiles; i++) st_close(&m->files[i]);
+  free(m->files);
+  if (m->map) munmap(m->map, m->map_size);
+  free(m->attn_norm);
+  free(m->ffn_norm);
+  free(m->linear);
+  m->files = NULL; m->map = NULL; m->attn_norm = m->ffn_norm = NULL; m->linear = NULL;
+  m->nfiles = 0;
+}
+
+int tensor_rows_f32(const TensorRef *t, int64_t r0, int64_t r1, float *dst) {
+  size_t n = (size_t)((r1 - r0) * t->cols);
+  dtype_to_f32(t->dtype, t->data, (size_t)(r0 * t->cols), n, dst);
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(dst[i]))
+      return aptq_error("tensor '%s' holds a non-finite value (%g) at row %lld column %lld; the checkpoint is corrupt", t->name,
+                        (double)dst[i], (long long)(r0 + (int64_t)i / t->cols), (long long)((int64_t)i % t->cols));
+  return 0;
+}
+
+int tensor_f32(const TensorRef *t, float *dst) { return tensor_rows_f32(t, 0, t->rows, dst); }
+
+void model_config_json(const ModelConfig *c, char *buf, int size) {
+  snprintf(buf, (size_t)size,
+           "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+           "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
+           "\"rms_norm_eps\": %.9g, \"rope_theta\": %.17g, \"rope_interleaved\": %s, \"tie_word_embeddings\": %s}",
+           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len,
+           (double)c->norm_eps, c->rope_theta, c->rope_interleaved ? "true" : "false", c->tied_embeddings ? "true" : "false");
+}
+
+/* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */
+static int tensor_list(const Model *m, const TensorRef ***out) {
+  int L = m->cfg.n_layers, n = 0;
+  const TensorRef **list = malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)));
+  if (!list) return -1;
+  list[n++] = &m->embed;
+  for (int l = 0; l < L; l++) {
+    list[n++] = &m->attn_norm[l];
+    list[n++] = &m->ffn_norm[l];
+    for (int k = 0; k < LIN_COUNT; k++) list[n++] = &m->linear[l][k];
+  }
+  list[n++] = &m->final_norm;
+  if (!m->cfg.tied_embeddings) list[n++] = &m->lm_head;
+  *out = list;
+  return n;
+}
+
+int model_fingerprint(Model *m, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const TensorRef **list;
+  int n = tensor_list(m, &list);
+  if (n < 0) return aptq_agree(comm, aptq_error("out of memory"));
+  uint8_t *digests = calloc((size_t)n, 32);
+  int rc = digests ? 0 : aptq_error("out of memory");
+  float *buf = NULL;
+  size_t buf_rows = 0;
+  for (int i = rank; i < n && !rc; i += size) {
+    const TensorRef *t = list[i];
+    /* the hash is over the stored bytes; the conversion checks finiteness */
+    Sha256 s;
+    sha256_init(&s);
+    sha256_update(&s, t->data, (size_t)(t->rows * t->cols) * dtype_size(t->dtype));
+    sha256_final(&s, digests + 32 * i);
+    int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1;
+    if ((size_t)chunk > buf_rows) {
+      free(buf);
+      buf = malloc((size_t)(chunk * t->cols) * sizeof *buf);
+      buf_rows = (size_t)chunk;
+      if (!buf) { rc = aptq_error("out of memory"); break; }
+    }
+    for (int64_t r = 0; r < t->rows && !rc; r += chunk)
+      rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
+  }
+  free(buf);
+  if (aptq_agree(comm, rc)) { free(digests); free(list); return APTQ_ERR; }
+  /* each rank owns digests i ≡ rank (mod size); a sum-reduce merges them */
+  MPI_Allreduce(MPI_IN_PLACE, digests, 32 * n, MPI_UNSIGNED_CHAR, MPI_BOR, comm);
+  Sha256 s;
+  sha256_init(&s);
+  char cfg[1024];
+  model_config_json(&m->cfg, cfg, sizeof cfg);
+  sha256_update(&s, cfg, strlen(cfg));
+  for (int i = 0; i < n; i++) {
+    char head[512];
+    snprintf(head, sizeof head, "%s %d %lld %lld ", list[i]->name, (int)list[i]->dtype, (long long)list[i]->rows, (long long)list[i]->cols);
+    sha256_update(&s, head, strlen(head));
+    sha256_update(&s, digests + 32 * i, 32);
+  }
+  uint8_t d[32];
+  sha256_final(&s, d);
+  sha256_digest_to_hex(d, m->fingerprint);
+  free(digests);
+  free(list);
+  return 0;
+}

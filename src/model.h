@@ -1,0 +1,65 @@
+/* A LLaMA-family checkpoint: configuration plus read-only views of its
+ * tensors (mapped files, converted to float32 on demand, block by block). */
+#ifndef APTQ_MODEL_H
+#define APTQ_MODEL_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "safetensors.h"
+
+typedef struct {
+  int dim;          /* hidden_size */
+  int hidden_dim;   /* intermediate_size */
+  int n_layers;
+  int n_heads;
+  int n_kv_heads;
+  int head_dim;
+  int vocab_size;
+  int max_seq_len;
+  float norm_eps;
+  double rope_theta;
+  int rope_interleaved; /* llama2.c pairs (2i,2i+1); HF rotate_half pairs (i,i+d/2) */
+  int tied_embeddings;
+} ModelConfig;
+
+/* The seven quantized projections of a decoder block, in solve order. */
+typedef enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_COUNT } LinearKind;
+extern const char *const linear_names[LIN_COUNT]; /* "self_attn.q_proj", ... */
+
+typedef struct {
+  char name[ST_NAME_MAX]; /* Hugging Face name */
+  DType dtype;
+  int64_t rows, cols;     /* 1-D tensors: rows = 1 */
+  const uint8_t *data;
+} TensorRef;
+
+enum { MODEL_HF = 1, MODEL_LLAMA2C = 2 };
+
+typedef struct {
+  ModelConfig cfg;
+  int format;
+  char source[4096];
+  TensorRef embed, final_norm, lm_head;
+  TensorRef *attn_norm, *ffn_norm;   /* [n_layers] */
+  TensorRef (*linear)[LIN_COUNT];    /* [n_layers][LIN_COUNT] */
+  StFile *files;
+  int nfiles;
+  uint8_t *map; /* llama2.c file mapping */
+  size_t map_size;
+  char fingerprint[65]; /* sha256 of config and every tensor used, see docs */
+} Model;
+
+/* Open and validate (collective only through model_fingerprint). */
+int model_open(const char *path, Model *m);
+void model_close(Model *m);
+/* Rows [r0, r1) of a 2-D tensor (or the whole 1-D tensor) to float32; NaN
+ * and Inf are errors that name the tensor. */
+int tensor_rows_f32(const TensorRef *t, int64_t r0, int64_t r1, float *dst);
+int tensor_f32(const TensorRef *t, float *dst);
+/* Content hash, computed in parallel (tensors dealt round-robin over ranks);
+ * also checks every weight is finite. Collective. */
+int model_fingerprint(Model *m, MPI_Comm comm);
+void model_config_json(const ModelConfig *c, char *buf, int size);
+
+#endif

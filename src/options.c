@@ -1,0 +1,206 @@
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+typedef enum { T_PATH, T_INT, T_FLOAT, T_BOOL, T_CHOICE } OptType;
+
+typedef struct {
+  const char *key;
+  OptType type;
+  size_t offset, size;
+  const char *def;
+  const char *choices; /* T_CHOICE: '|'-separated; T_INT: allowed list or NULL */
+  double min, max;
+  const char *help;
+} OptSpec;
+
+#define F(field) offsetof(Options, field), sizeof(((Options *)0)->field)
+static const OptSpec specs[] = {
+  {"model", T_PATH, F(model), "", NULL, 0, 0, "model: Hugging Face directory or llama2.c .bin"},
+  {"tokens", T_PATH, F(tokens), "", NULL, 0, 0, "evaluation tokens, raw little-endian uint32"},
+  {"calib", T_PATH, F(calib), "", NULL, 0, 0, "calibration tokens, raw little-endian uint32"},
+  {"output", T_PATH, F(output), "", NULL, 0, 0, "output file or directory"},
+  {"report", T_PATH, F(report), "", NULL, 0, 0, "JSON report file (optional)"},
+  {"quantized", T_PATH, F(quantized), "", NULL, 0, 0, "quantized HDF5 to evaluate (eval)"},
+  {"logits", T_PATH, F(logits), "", NULL, 0, 0, "eval: write all logits as raw float32 [nseq][seqlen][vocab] (for tests)"},
+  {"method", T_CHOICE, F(method), "rtn", "rtn", 0, 0, "quantization method"},
+  {"seqlen", T_INT, F(seqlen), "256", NULL, 2, 1 << 20, "tokens per sequence"},
+  {"nseq", T_INT, F(nseq), "", NULL, 1, INT_MAX, "number of sequences"},
+  {"bits", T_INT, F(bits), "4", "2|3|4|8", 2, 8, "bit width of the quantized weights"},
+  {"group_size", T_INT, F(group_size), "0", NULL, 0, INT_MAX, "columns per quantization group; 0 = one group per row"},
+  {"sym", T_BOOL, F(sym), "no", NULL, 0, 0, "symmetric quantization grid"},
+  {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
+  {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate)"},
+  {"temperature", T_FLOAT, F(temperature), "1.0", NULL, 0, 100, "sampling temperature (generate); 0 = greedy"},
+  {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "BLAS threads per rank"},
+};
+#undef F
+enum { NSPECS = sizeof specs / sizeof specs[0] };
+
+static int given[NSPECS];
+static char raw[NSPECS][OPT_PATH_MAX];
+
+static const OptSpec *find(const char *key, int *index) {
+  for (int i = 0; i < NSPECS; i++)
+    if (strcmp(specs[i].key, key) == 0) { *index = i; return &specs[i]; }
+  return NULL;
+}
+
+static int in_list(const char *list, const char *value) {
+  size_t n = strlen(value);
+  for (const char *p = list; *p;) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == n && strncmp(p, value, n) == 0) return 1;
+    if (!bar) break;
+    p = bar + 1;
+  }
+  return 0;
+}
+
+static int set_value(Options *o, const OptSpec *s, const char *value, const char *where) {
+  char *field = (char *)o + s->offset;
+  char *end;
+  switch (s->type) {
+    case T_PATH:
+      if (strlen(value) >= s->size) return aptq_error("%s: value of '%s' is too long (max %zu characters)", where, s->key, s->size - 1);
+      strcpy(field, value);
+      return 0;
+    case T_CHOICE:
+      if (!in_list(s->choices, value))
+        return aptq_error("%s: bad value '%s' for '%s'; expected one of %s", where, value, s->key, s->choices);
+      strcpy(field, value);
+      return 0;
+    case T_BOOL:
+      if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1")) *(int *)field = 1;
+      else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0")) *(int *)field = 0;
+      else return aptq_error("%s: bad value '%s' for '%s'; expected yes or no", where, value, s->key);
+      return 0;
+    case T_INT: {
+      errno = 0;
+      long v = strtol(value, &end, 10);
+      if (errno || end == value || *end || v < s->min || v > s->max)
+        return aptq_error("%s: bad value '%s' for '%s'; expected an integer in [%.0f, %.0f]", where, value, s->key, s->min, s->max);
+      if (s->choices && !in_list(s->choices, value))
+        return aptq_error("%s: bad value '%s' for '%s'; expected one of %s", where, value, s->key, s->choices);
+      *(int *)field = (int)v;
+      return 0;
+    }
+    case T_FLOAT: {
+      errno = 0;
+      double v = strtod(value, &end);
+      if (errno || end == value || *end || !(v >= s->min && v <= s->max))
+        return aptq_error("%s: bad value '%s' for '%s'; expected a number in [%g, %g]", where, value, s->key, s->min, s->max);
+      *(double *)field = v;
+      return 0;
+    }
+  }
+  return 0;
+}
+
+static int apply(Options *o, const char *key, const char *value, const char *where) {
+  int index;
+  const OptSpec *s = find(key, &index);
+  if (!s) return aptq_error("%s: unknown key '%s'; the keys are listed in docs/options.md and by 'aptq help'", where, key);
+  if (!value[0]) return aptq_error("%s: empty value for '%s'", where, key);
+  CHECK(set_value(o, s, value, where));
+  given[index] = 1;
+  snprintf(raw[index], sizeof raw[index], "%s", value);
+  return 0;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n')) s[--n] = 0;
+  return s;
+}
+
+static int read_deck(Options *o, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return aptq_error("cannot open input deck '%s': %s", path, strerror(errno));
+  char line[OPT_PATH_MAX + 256], where[OPT_PATH_MAX + 64];
+  int lineno = 0, rc = 0;
+  while (!rc && fgets(line, sizeof line, f)) {
+    lineno++;
+    snprintf(where, sizeof where, "deck %s line %d", path, lineno);
+    if (!strchr(line, '\n') && !feof(f)) { rc = aptq_error("%s: line too long", where); break; }
+    char *hash = strchr(line, '#');
+    if (hash) *hash = 0;
+    char *s = trim(line);
+    if (!*s) continue;
+    char *eq = strchr(s, '=');
+    if (!eq) { rc = aptq_error("%s: expected 'key = value', got '%s'", where, s); break; }
+    *eq = 0;
+    char *key = trim(s), *value = trim(eq + 1);
+    if (!*key) { rc = aptq_error("%s: missing key before '='", where); break; }
+    rc = apply(o, key, value, where);
+  }
+  fclose(f);
+  return rc;
+}
+
+int options_parse(Options *o, int argc, char **argv) {
+  memset(o, 0, sizeof *o);
+  memset(given, 0, sizeof given);
+  for (int i = 0; i < NSPECS; i++) {
+    raw[i][0] = 0;
+    if (specs[i].def[0]) {
+      CHECK(set_value(o, &specs[i], specs[i].def, "built-in default"));
+      snprintf(raw[i], sizeof raw[i], "%s", specs[i].def);
+    }
+  }
+  const char *deck = NULL;
+  for (int i = 0; i < argc; i++) {
+    if (strncmp(argv[i], "--", 2) != 0) {
+      if (deck) return aptq_error("two input decks given ('%s' and '%s'); give one deck and override keys with --key=value", deck, argv[i]);
+      deck = argv[i];
+    }
+  }
+  if (deck) CHECK(read_deck(o, deck));
+  for (int i = 0; i < argc; i++) {
+    if (strncmp(argv[i], "--", 2) != 0) continue;
+    char buf[OPT_PATH_MAX + 64];
+    if (strlen(argv[i]) >= sizeof buf) return aptq_error("command line argument too long: %.40s...", argv[i]);
+    strcpy(buf, argv[i] + 2);
+    char *eq = strchr(buf, '=');
+    if (!eq) return aptq_error("command line: expected --key=value, got '%s'", argv[i]);
+    *eq = 0;
+    CHECK(apply(o, buf, eq + 1, "command line"));
+  }
+  return 0;
+}
+
+int options_given(const char *key) {
+  int index;
+  return find(key, &index) ? given[index] : 0;
+}
+
+int options_require(const Options *o, const char *key) {
+  int index;
+  if (!find(key, &index)) return aptq_error("internal: unknown option '%s'", key);
+  if (!given[index] && !specs[index].def[0])
+    return aptq_error("missing required key '%s'; give it in the deck ('%s = ...') or on the command line (--%s=...)", key, key, key);
+  return 0;
+}
+
+int options_item(const Options *o, int index, const char **key, char *value, int value_size) {
+  if (index < 0 || index >= NSPECS) return 0;
+  *key = specs[index].key;
+  snprintf(value, (size_t)value_size, "%s", raw[index]);
+  return 1;
+}
+
+void options_print_help(void) {
+  printf("keys (deck 'key = value' or --key=value):\n");
+  for (int i = 0; i < NSPECS; i++)
+    printf("  %-12s %s%s%s%s\n", specs[i].key, specs[i].help, specs[i].def[0] ? " [default " : "",
+           specs[i].def, specs[i].def[0] ? "]" : "");
+}

@@ -1,0 +1,38 @@
+/* Run options: one plain struct. Values come from the built-in defaults, then
+ * the input deck (`key = value` lines, # comments), then `--key=value` on the
+ * command line. Every key is documented in docs/options.md. */
+#ifndef APTQ_OPTIONS_H
+#define APTQ_OPTIONS_H
+
+enum { OPT_PATH_MAX = 4096 };
+
+typedef struct {
+  char model[OPT_PATH_MAX];     /* HF directory or llama2.c .bin */
+  char tokens[OPT_PATH_MAX];    /* evaluation tokens (uint32) */
+  char calib[OPT_PATH_MAX];     /* calibration tokens (uint32) */
+  char output[OPT_PATH_MAX];    /* quantized HDF5 / generated files */
+  char report[OPT_PATH_MAX];    /* JSON report */
+  char quantized[OPT_PATH_MAX]; /* HDF5 to evaluate */
+  char logits[OPT_PATH_MAX];    /* eval: dump float32 logits here (tests) */
+  char method[16];              /* rtn */
+  int seqlen, nseq;
+  int bits, group_size, sym;
+  int overwrite;
+  int seed;
+  double temperature;
+  int threads;
+} Options;
+
+/* Fill defaults, read the deck (may be NULL) and apply argv overrides.
+ * argv holds only the arguments after the subcommand. */
+int options_parse(Options *o, int argc, char **argv);
+/* Error naming the key if it was not given. */
+int options_require(const Options *o, const char *key);
+/* Was the key given (deck or command line)? */
+int options_given(const char *key);
+/* One "key = value" line per option into buf (for metadata and reports);
+ * iterate with index 0.. until it returns 0. */
+int options_item(const Options *o, int index, const char **key, char *value, int value_size);
+void options_print_help(void);
+
+#endif

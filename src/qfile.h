@@ -1,0 +1,58 @@
+/* The quantized-model HDF5 file (schema in docs/hdf5-schema.md), written
+ * collectively by all ranks with MPI-IO under a temporary name and renamed
+ * into place on success; read back for evaluation. */
+#ifndef APTQ_QFILE_H
+#define APTQ_QFILE_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "options.h"
+
+enum { QFILE_FORMAT_VERSION = 1 };
+
+typedef struct {
+  hid_t file, dxpl;
+  MPI_Comm comm;
+  char path[OPT_PATH_MAX], tmp[OPT_PATH_MAX + 64];
+} QFileWriter;
+
+/* One linear layer's row slab [r0, r1) on this rank. */
+typedef struct {
+  const char *name;     /* e.g. model.layers.0.self_attn.q_proj */
+  int rows, cols, bits, group_size, sym;
+  int r0, r1;
+  const uint32_t *qweight;  /* (r1-r0) × words_per_row */
+  const float *scales;      /* (r1-r0) × ngroups */
+  const int32_t *zeros;     /* (r1-r0) × ngroups */
+  const int32_t *g_idx;     /* cols; only rank 0's copy is written */
+} QLayerSlab;
+
+/* Collective. Checks nothing about the final path: callers check first. */
+int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
+int qfile_write_layer(QFileWriter *w, const QLayerSlab *s);
+int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method);
+int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value);
+int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value);
+/* Close and rename into place (collective). */
+int qfile_commit(QFileWriter *w);
+void qfile_discard(QFileWriter *w);
+
+typedef struct {
+  hid_t file;
+  char path[OPT_PATH_MAX];
+  char model_fingerprint[65];
+} QFileReader;
+
+int qfile_open(QFileReader *r, const char *path, MPI_Comm comm);
+/* Dequantized weights of one linear layer into W (rows × cols); checks the
+ * stored shapes against the expected ones and the codes against the bits. */
+int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W);
+void qfile_close(QFileReader *r);
+
+/* "model.layers.<l>.<linear_names[k]>" */
+void linear_layer_name(int layer, int kind, char *buf, int size);
+
+#endif

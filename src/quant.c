@@ -1,0 +1,64 @@
+#include "quant.h"
+
+#include <string.h>
+
+void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {
+  int32_t maxq = (1 << bits) - 1;
+  float xmin = 0.0f, xmax = 0.0f;
+  for (int i = 0; i < n; i++) {
+    float v = w[(int64_t)i * stride];
+    xmin = v < xmin ? v : xmin;
+    xmax = v > xmax ? v : xmax;
+  }
+  if (sym) {
+    xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
+    if (xmin < 0.0f) xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
+  *scale = (xmax - xmin) / (float)maxq;
+  *zero = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / *scale);
+}
+
+void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales,
+               int32_t *zeros, double *err2) {
+  int32_t maxq = (1 << bits) - 1;
+  int gs = group_size > 0 ? group_size : cols, ng = quant_ngroups(cols, group_size);
+  double e = 0.0;
+  for (int r = 0; r < rows; r++) {
+    const float *row = W + (int64_t)r * cols;
+    for (int g = 0; g < ng; g++) {
+      float scale;
+      int32_t zero;
+      quant_find_params(row + g * gs, gs, 1, bits, sym, &scale, &zero);
+      scales[(int64_t)r * ng + g] = scale;
+      zeros[(int64_t)r * ng + g] = zero;
+      for (int j = g * gs; j < (g + 1) * gs; j++) {
+        int32_t q = quant_code(row[j], scale, zero, maxq);
+        codes[(int64_t)r * cols + j] = (uint8_t)q;
+        double d = (double)row[j] - (double)quant_dequant(q, scale, zero);
+        e += d * d;
+      }
+    }
+  }
+  *err2 += e;
+}
+
+void quant_pack_row(const uint8_t *codes, int cols, int bits, uint32_t *words) {
+  memset(words, 0, sizeof(uint32_t) * (size_t)quant_words_per_row(cols, bits));
+  for (int64_t j = 0; j < cols; j++) {
+    int64_t bit = j * bits;
+    uint64_t v = (uint64_t)codes[j] << (bit % 32);
+    words[bit / 32] |= (uint32_t)v;
+    if ((bit % 32) + bits > 32) words[bit / 32 + 1] |= (uint32_t)(v >> 32);
+  }
+}
+
+void quant_unpack_row(const uint32_t *words, int cols, int bits, uint8_t *codes) {
+  uint32_t mask = (1u << bits) - 1;
+  for (int64_t j = 0; j < cols; j++) {
+    int64_t bit = j * bits;
+    uint64_t v = words[bit / 32] >> (bit % 32);
+    if ((bit % 32) + bits > 32) v |= (uint64_t)words[bit / 32 + 1] << (32 - bit % 32);
+    codes[j] = (uint8_t)(v & mask);
+  }
+}

@@ -1,0 +1,32 @@
+/* Uniform min/max quantizer with the semantics of the GPTQ reference
+ * (IST-DASLab quant.py): asymmetric grid over [min(w,0), max(w,0)], or
+ * symmetric around (maxq+1)/2; round half to even; codes clamped to [0, maxq].
+ * Codes are bit-packed per row, LSB first, into uint32 words. */
+#ifndef APTQ_QUANT_H
+#define APTQ_QUANT_H
+
+#include <math.h>
+#include <stdint.h>
+
+/* scale and zero point for the n values w[0], w[stride], ... */
+void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);
+
+static inline int32_t quant_code(float w, float scale, int32_t zero, int32_t maxq) {
+  float q = rintf(w / scale) + (float)zero;
+  return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int32_t)q;
+}
+static inline float quant_dequant(int32_t code, float scale, int32_t zero) { return scale * (float)(code - zero); }
+
+static inline int quant_ngroups(int cols, int group_size) { return group_size > 0 ? cols / group_size : 1; }
+static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64_t)cols * bits + 31) / 32); }
+
+/* Round-to-nearest of rows × cols (row-major) with groups of group_size
+ * consecutive columns (0 = whole row). codes rows × cols, scales/zeros
+ * rows × ngroups; err2 += Σ (w − q)². */
+void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales,
+               int32_t *zeros, double *err2);
+
+void quant_pack_row(const uint8_t *codes, int cols, int bits, uint32_t *words);
+void quant_unpack_row(const uint32_t *words, int cols, int bits, uint8_t *codes);
+
+#endif

@@ -1,0 +1,131 @@
+/* aptq synth: the embedded default model. Writes a small LLaMA-architecture
+ * checkpoint in the real Hugging Face layout (config.json, two safetensors
+ * shards, one BF16 and one F32, and the index), with GQA and seeded weights,
+ * so the whole pipeline runs with no download. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "error.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+static const ModelConfig synth_config = {
+  .dim = 128, .hidden_dim = 344, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
+  .vocab_size = 512, .max_seq_len = 512, .norm_eps = 1e-5f, .rope_theta = 10000.0};
+
+typedef struct {
+  char name[ST_NAME_MAX];
+  int64_t rows, cols;
+  float *data;
+  int shard;
+} SynthTensor;
+
+static int add(SynthTensor *t, int *n, const char *name, int64_t rows, int64_t cols, int shard, Rng *rng, double mean, double std) {
+  SynthTensor *s = &t[(*n)++];
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->rows = rows;
+  s->cols = cols;
+  s->shard = shard;
+  s->data = aptq_malloc(sizeof(float) * (size_t)(rows * cols), name);
+  if (!s->data) return APTQ_ERR;
+  for (int64_t i = 0; i < rows * cols; i++) s->data[i] = (float)(mean + std * rng_normal(rng));
+  return 0;
+}
+
+static int write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (!f) return aptq_error("cannot create '%s': %s", path, strerror(errno));
+  int ok = fputs(text, f) >= 0;
+  if (fclose(f) != 0 || !ok) return aptq_error("error writing '%s'", path);
+  return 0;
+}
+
+static int synth(const Options *o) {
+  const ModelConfig *c = &synth_config;
+  char path[OPT_PATH_MAX + 64];
+  struct stat st;
+  if (stat(o->output, &st) == 0 && !S_ISDIR(st.st_mode)) return aptq_error("output '%s' exists and is not a directory", o->output);
+  if (stat(o->output, &st) != 0 && mkdir(o->output, 0777) != 0)
+    return aptq_error("cannot create directory '%s': %s", o->output, strerror(errno));
+  snprintf(path, sizeof path, "%s/config.json", o->output);
+  if (!o->overwrite && stat(path, &st) == 0)
+    return aptq_error("'%s' already holds a model; set overwrite = yes to replace it, or choose another output", o->output);
+
+  Rng rng = {(uint64_t)o->seed};
+  enum { MAXT = 64 };
+  SynthTensor t[MAXT];
+  int n = 0, rc = 0;
+  int64_t D = c->dim, F = c->hidden_dim, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+  rc = add(t, &n, "model.embed_tokens.weight", c->vocab_size, D, 0, &rng, 0.0, 1.0);
+  for (int l = 0; !rc && l < c->n_layers; l++) {
+    int shard = l < c->n_layers / 2 ? 0 : 1;
+    char nm[ST_NAME_MAX];
+    const struct { const char *what; int64_t rows, cols; double mean, std; } parts[] = {
+      {"input_layernorm", 1, D, 1.0, 0.1}, {"self_attn.q_proj", q, D, 0, 2.0 / sqrt((double)D)},
+      {"self_attn.k_proj", kv, D, 0, 2.0 / sqrt((double)D)}, {"self_attn.v_proj", kv, D, 0, 1.0 / sqrt((double)D)},
+      {"self_attn.o_proj", D, q, 0, 0.5 / sqrt((double)q)}, {"post_attention_layernorm", 1, D, 1.0, 0.1},
+      {"mlp.gate_proj", F, D, 0, 1.0 / sqrt((double)D)}, {"mlp.up_proj", F, D, 0, 1.0 / sqrt((double)D)},
+      {"mlp.down_proj", D, F, 0, 0.5 / sqrt((double)F)}};
+    for (size_t p = 0; !rc && p < sizeof parts / sizeof parts[0]; p++) {
+      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, parts[p].what);
+      rc = add(t, &n, nm, parts[p].rows, parts[p].cols, shard, &rng, parts[p].mean, parts[p].std);
+    }
+  }
+  if (!rc) rc = add(t, &n, "model.norm.weight", 1, D, 1, &rng, 1.0, 0.1);
+  if (!rc) rc = add(t, &n, "lm_head.weight", c->vocab_size, D, 1, &rng, 0.0, 3.0 / sqrt((double)D));
+
+  /* shard 1 in BF16, shard 2 in F32: both converters are exercised */
+  char index[32768];
+  int entries = 0;
+  size_t len = (size_t)snprintf(index, sizeof index, "{\n  \"metadata\": {\"generator\": \"aptq synth seed %d\"},\n  \"weight_map\": {", o->seed);
+  for (int s = 0; !rc && s < 2; s++) {
+    StWriteTensor w[MAXT];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+      if (t[i].shard != s) continue;
+      w[k] = (StWriteTensor){t[i].name, s == 0 ? DT_BF16 : DT_F32, t[i].rows == 1 ? 1 : 2, {0}, t[i].data};
+      if (t[i].rows == 1) w[k].shape[0] = t[i].cols;
+      else { w[k].shape[0] = t[i].rows; w[k].shape[1] = t[i].cols; }
+      k++;
+      len += (size_t)snprintf(index + len, sizeof index - len, "%s\n    \"%s\": \"model-%05d-of-00002.safetensors\"", entries++ ? "," : "",
+                              t[i].name, s + 1);
+    }
+    snprintf(path, sizeof path, "%s/model-%05d-of-00002.safetensors", o->output, s + 1);
+    rc = st_write(path, w, k);
+  }
+  snprintf(index + len, sizeof index - len, "\n  }\n}\n");
+  if (!rc) {
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", o->output);
+    rc = write_text(path, index);
+  }
+  if (!rc) {
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_act\": \"silu\",\n"
+             "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+             "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n"
+             "  \"rms_norm_eps\": %g,\n  \"rope_theta\": %.1f,\n  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 1,\n"
+             "  \"eos_token_id\": 2,\n  \"torch_dtype\": \"bfloat16\"\n}\n",
+             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len,
+             (double)c->norm_eps, c->rope_theta);
+    snprintf(path, sizeof path, "%s/config.json", o->output);
+    rc = write_text(path, cfg);
+  }
+  for (int i = 0; i < n; i++) free(t[i].data);
+  if (!rc) printf("aptq synth: wrote a %d-layer LLaMA-architecture checkpoint (hidden %d, %d heads, %d kv heads, vocab %d, seed %d) to %s\n",
+                  c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->vocab_size, o->seed, o->output);
+  return rc;
+}
+
+int cmd_synth(const Options *o, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  CHECK(aptq_agree(comm, options_require(o, "output")));
+  return aptq_agree(comm, rank == 0 ? synth(o) : 0);
+}
