@@ -120,7 +120,8 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   report_str(&rep, "model", o->model);
   report_str(&rep, "model_fingerprint", m.fingerprint);
   report_str(&rep, "quantized", o->quantized);
-  report_str(&rep, "tokens", o->tokens);
+  report_str(&rep, "tokens_file", o->tokens);
+  report_int(&rep, "tokens", (long long)o->nseq * T);
   report_str(&rep, "tokens_sha256", tok.sha256);
   report_num(&rep, "perplexity", ppl);
   report_num(&rep, "nll_sum", total);

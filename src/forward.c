@@ -194,8 +194,13 @@ void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t 
       const float *row = logits + (size_t)i * V;
       float mx = row[0];
       for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+      /* float exponentials (the vocabulary makes this the hot loop), summed in double */
       double sum = 0.0;
-      for (int j = 0; j < V; j++) sum += exp((double)(row[j] - mx));
+      for (int j0 = 0; j0 < V; j0 += 256) {
+        float part = 0.0f;
+        for (int j = j0; j < V && j < j0 + 256; j++) part += expf(row[j] - mx);
+        sum += part;
+      }
       total += log(sum) + (double)mx - (double)row[ids[t + 1]];
     }
   }
