@@ -286,7 +286,7 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
     H5Gclose(g);
     return aptq_error("%s: layer %s lacks its bits/rows/cols/group_size attributes", r->path, name);
   }
-  if (grows != rows || gcols != cols || bits < 1 || bits > 8 || group_size < 0 || (group_size && cols % group_size)) {
+  if (grows != rows || gcols != cols || bits < 1 || bits > 8 || group_size < 0) {
     H5Gclose(g);
     return aptq_error("%s: layer %s is %d x %d at %d bits (group %d) but the model needs %d x %d; wrong model for this file", r->path,
                       name, grows, gcols, bits, group_size, rows, cols);

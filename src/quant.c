@@ -29,10 +29,11 @@ void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int
     for (int g = 0; g < ng; g++) {
       float scale;
       int32_t zero;
-      quant_find_params(row + g * gs, gs, 1, bits, sym, &scale, &zero);
+      int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+      quant_find_params(row + g * gs, end - g * gs, 1, bits, sym, &scale, &zero);
       scales[(int64_t)r * ng + g] = scale;
       zeros[(int64_t)r * ng + g] = zero;
-      for (int j = g * gs; j < (g + 1) * gs; j++) {
+      for (int j = g * gs; j < end; j++) {
         int32_t q = quant_code(row[j], scale, zero, maxq);
         codes[(int64_t)r * cols + j] = (uint8_t)q;
         double d = (double)row[j] - (double)quant_dequant(q, scale, zero);

@@ -17,12 +17,14 @@ static inline int32_t quant_code(float w, float scale, int32_t zero, int32_t max
 }
 static inline float quant_dequant(int32_t code, float scale, int32_t zero) { return scale * (float)(code - zero); }
 
-static inline int quant_ngroups(int cols, int group_size) { return group_size > 0 ? cols / group_size : 1; }
+/* groups of group_size consecutive columns; the last may be shorter (as in GPTQ) */
+static inline int quant_ngroups(int cols, int group_size) { return group_size > 0 ? (cols + group_size - 1) / group_size : 1; }
 static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64_t)cols * bits + 31) / 32); }
 
 /* Round-to-nearest of rows × cols (row-major) with groups of group_size
  * consecutive columns (0 = whole row). codes rows × cols, scales/zeros
- * rows × ngroups; err2 += Σ (w − q)². */
+ * rows × ngroups; err2 += Σ (w − q)². A last group narrower than group_size
+ * (cols not a multiple) gets its own grid, as in the GPTQ reference. */
 void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales,
                int32_t *zeros, double *err2);
 

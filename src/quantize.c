@@ -20,15 +20,16 @@ typedef struct {
   double err2, norm2; /* Σ (w − q)², Σ w² over the layer */
 } LayerError;
 
-static int check_group_size(const Model *m, int group_size) {
-  if (!group_size) return 0;
+/* GPTQ semantics: a group_size that does not divide a layer's width leaves
+ * a narrower last group. Say so, since exporters may expect equal groups. */
+static void note_partial_groups(const Model *m, int group_size) {
+  if (!group_size) return;
   for (int k = 0; k < LIN_COUNT; k++) {
     const TensorRef *t = &m->linear[0][k];
     if (t->cols % group_size)
-      return aptq_error("group_size %d does not divide the %lld columns of %s; choose a divisor (e.g. 32, 64, 128) or 0 for per-row",
-                        group_size, (long long)t->cols, linear_names[k]);
+      printf("aptq quantize: note: group_size %d leaves a last group of %lld columns in %s (%lld columns)\n", group_size,
+             (long long)(t->cols % group_size), linear_names[k], (long long)t->cols);
   }
-  return 0;
 }
 
 /* RTN of rows [r0, r1) of one layer, written collectively. */
@@ -67,7 +68,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
 
   Model m;
   CHECK(aptq_agree(comm, model_open(o->model, &m)));
-  CHECK(aptq_agree(comm, check_group_size(&m, o->group_size)));
+  if (rank == 0) note_partial_groups(&m, o->group_size);
   CHECK(model_fingerprint(&m, comm));
   /* RTN needs no calibration data; when given it is validated and its hash recorded */
   TokenShard calib = {0};

@@ -16,7 +16,7 @@
 #include "safetensors.h"
 
 static const ModelConfig synth_config = {
-  .dim = 128, .hidden_dim = 344, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
+  .dim = 128, .hidden_dim = 384, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
   .vocab_size = 512, .max_seq_len = 512, .norm_eps = 1e-5f, .rope_theta = 10000.0};
 
 typedef struct {

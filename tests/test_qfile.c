@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
   snprintf(path, sizeof path, "/tmp/aptq-test-qfile-%d.h5", pid);
 
   const int rows = 37, cols = 96; /* rows not divisible by the rank count */
-  const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 48, 0};
+  const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 40, 0}; /* 40: a partial last group */
   float *W = malloc(sizeof(float) * rows * cols), *back = malloc(sizeof(float) * rows * cols);
   Rng rng = {42};
   for (int i = 0; i < rows * cols; i++) W[i] = (float)rng_normal(&rng);

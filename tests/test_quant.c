@@ -52,6 +52,10 @@ int main(void) {
   EXPECT(s[0] == 2.0f / 255.0f && s[1] == 20.0f / 255.0f && z[1] == 0, "groups: scales %g %g zeros %d %d", s[0], s[1], z[0], z[1]);
   EXPECT(c[3] == 255 && c[2] == 127, "groups: codes %d %d", c[2], c[3]); /* 10/fl(20/255) = 127.49999 */
 
+  const float r6[5] = {-1.0f, 1.0f, 2.0f, 4.0f, -8.0f}; /* group 2 over 5 columns: last group is {-8} alone */
+  rtn_row(r6, 5, 2, 4, 0, c, s, z);
+  EXPECT(s[2] == 8.0f / 15.0f && z[2] == 15 && c[4] == 0, "partial last group: scale %g zero %d code %d", s[2], z[2], c[4]);
+
   /* error bound: |w - q| <= scale/2 inside the grid */
   Rng rng = {7};
   float w[256];
