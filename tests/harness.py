@@ -12,8 +12,10 @@ A case file (tests/cases/NAME.case) declares:
     output:  expected output file under tests/output/ (compared line by
              line: words exactly, numbers within tolerance)
     rtol, atol: numeric tolerance (default rtol 1e-6, atol 0)
-    error:   the last run must fail: exit != 0, exactly one line starting
-             "aptq: error" on stderr, matching this regex, no hang
+    error:   the last run: step must fail: exit != 0, exactly one line
+             starting "aptq: error" on stderr, matching this regex, within
+             the timeout (no hang); shell: steps after it still run
+    timeout: seconds allowed per step (default 600)
     absent:  paths (after substitution) that must not exist afterwards
 
 Usage: harness.py CASE --ranks P --aptq BIN --data DIR [--mpiexec mpirun]
@@ -99,8 +101,9 @@ def main():
     timeout = float(case.get("timeout", 600))
     stdout_all = []
     failed = None
+    last_run = max([i for i, (kind, _) in enumerate(case["steps"]) if kind == "run"], default=-1)
     for i, (kind, value) in enumerate(case["steps"]):
-        last = i == len(case["steps"]) - 1
+        last = i == last_run
         if kind == "run":
             cmd = [args.mpiexec, "--oversubscribe", "-n", str(args.ranks), subst["APTQ"]] + shlex.split(expand(value))
         else:
@@ -122,7 +125,9 @@ def main():
                 failed = f"expected exactly one 'aptq: error' line on stderr, got {len(errors)}"
             elif not re.search(case["error"], errors[0]):
                 failed = f"error line {errors[0]!r} does not match {case['error']!r}"
-            break
+            if failed:
+                break
+            continue
         if p.returncode != 0:
             failed = f"step {i + 1} exited with status {p.returncode}"
             break
