@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what aptq needs to build and test on Debian 12, if it is missing:
+# compilers, CMake, Open MPI, parallel HDF5 (+ h5diff), ScaLAPACK, OpenBLAS,
+# and Debian's python3 with numpy and h5py for the independent references.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+      libscalapack-openmpi-dev libopenblas-dev python3 python3-numpy python3-h5py)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo > /dev/null || { echo "error: missing packages (${missing[*]}) and not root; install them as root" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
