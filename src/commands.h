@@ -11,5 +11,6 @@ int cmd_eval(const Options *o, MPI_Comm comm);
 int cmd_quantize(const Options *o, MPI_Comm comm);
 int cmd_synth(const Options *o, MPI_Comm comm);
 int cmd_generate(const Options *o, MPI_Comm comm);
+int cmd_layer(const Options *o, MPI_Comm comm);
 
 #endif

@@ -122,11 +122,16 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
 }
 
 void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x) {
+  block_forward_until(c, w, s, x, STOP_FULL);
+}
+
+void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop) {
   int T = s->T, D = c->dim, F = c->hidden_dim, hd = c->head_dim;
   int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
 
   /* attention */
   for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * D, x + (size_t)t * D, w->attn_norm, D, c->norm_eps);
+  if (stop == STOP_QKV_INPUT) return;
   linear(s->xn, w->w[LIN_Q], s->q, T, qd, D);
   linear(s->xn, w->w[LIN_K], s->k, T, kvd, D);
   linear(s->xn, w->w[LIN_V], s->v, T, kvd, D);
@@ -136,17 +141,20 @@ void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s,
     attention_probs(c, s, h);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd, qd);
   }
+  if (stop == STOP_O_INPUT) return;
   linear(s->z, w->w[LIN_O], s->tmp, T, D, qd);
   for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
 
   /* SwiGLU MLP */
   for (int t = 0; t < T; t++) rmsnorm(s->xn2 + (size_t)t * D, x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
+  if (stop == STOP_MLP_INPUT) return;
   linear(s->xn2, w->w[LIN_GATE], s->gate, T, F, D);
   linear(s->xn2, w->w[LIN_UP], s->act, T, F, D);
   for (size_t i = 0; i < (size_t)T * F; i++) {
     float g = s->gate[i];
     s->act[i] *= g / (1.0f + expf(-g));
   }
+  if (stop == STOP_DOWN_INPUT) return;
   linear(s->act, w->w[LIN_DOWN], s->tmp, T, D, F);
   for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
 }

@@ -34,8 +34,16 @@ int block_weights_load(const Model *m, int layer, BlockWeights *w);
 int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s);
 void scratch_free(BlockScratch *s);
 
+/* How far block_forward_until runs: up to (and including) computing the
+ * input of a group of projections, or the whole block. */
+typedef enum { STOP_QKV_INPUT, STOP_O_INPUT, STOP_MLP_INPUT, STOP_DOWN_INPUT, STOP_FULL } BlockStop;
+
 /* x: T × dim residual stream, updated in place. */
 void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x);
+/* Partial forward: s->xn (q/k/v input), s->z (o_proj input), s->xn2
+ * (gate/up input) or s->act (down_proj input) is valid on return; x is
+ * updated in place as far as the block got. */
+void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
 /* Causal softmax probabilities of head h into s->att (T × T, zero above
  * the diagonal), from s->q and s->k as left by block_forward. */
 void attention_probs(const ModelConfig *c, BlockScratch *s, int head);

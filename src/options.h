@@ -14,7 +14,12 @@ typedef struct {
   char report[OPT_PATH_MAX];    /* JSON report */
   char quantized[OPT_PATH_MAX]; /* HDF5 to evaluate */
   char logits[OPT_PATH_MAX];    /* eval: dump float32 logits here (tests) */
-  char method[16];              /* rtn */
+  char input[OPT_PATH_MAX];     /* layer: HDF5 with W and H */
+  char method[16];              /* rtn | gptq */
+  char factor[16];              /* auto | lapack | scalapack */
+  int act_order, static_groups, mse, true_sequential;
+  double damp;
+  int block_size, nb;
   int seqlen, nseq;
   int bits, group_size, sym;
   int overwrite;

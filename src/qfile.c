@@ -105,6 +105,22 @@ static int write_vector(QFileWriter *w, hid_t group, const char *name, hid_t typ
   return st < 0 ? h5fail(name, w->tmp) : 0;
 }
 
+int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1, const void *data) {
+  hid_t g = open_group(w->file, group);
+  if (g < 0) return h5fail("create a group", w->tmp);
+  int rc = write_rows(w, g, name, type, rows, cols, r0, r1, data);
+  H5Gclose(g);
+  return rc;
+}
+
+int qfile_write_vector(QFileWriter *w, const char *group, const char *name, hid_t type, int n, int mine, const void *data) {
+  hid_t g = open_group(w->file, group);
+  if (g < 0) return h5fail("create a group", w->tmp);
+  int rc = write_vector(w, g, name, type, n, mine, data);
+  H5Gclose(g);
+  return rc;
+}
+
 int qfile_write_layer(QFileWriter *w, const QLayerSlab *s) {
   char gname[512];
   snprintf(gname, sizeof gname, "/layers/%s", s->name);
@@ -132,6 +148,14 @@ int qfile_attr_double(QFileWriter *w, const char *group, const char *name, doubl
   hid_t g;
   CHECK(in_group(w, group, &g));
   int rc = put_double(g, name, value);
+  H5Gclose(g);
+  return rc ? h5fail("write an attribute", w->tmp) : 0;
+}
+
+int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value) {
+  hid_t g;
+  CHECK(in_group(w, group, &g));
+  int rc = put_int(g, name, value);
   H5Gclose(g);
   return rc ? h5fail("write an attribute", w->tmp) : 0;
 }
@@ -318,4 +342,47 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
 void qfile_close(QFileReader *r) {
   if (r->file > 0) H5Fclose(r->file);
   r->file = -1;
+}
+
+int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, int r1, int *rows, int *cols, void *buf, MPI_Comm comm) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  if (access(path, R_OK) != 0) return aptq_error("input '%s' cannot be read: %s", path, strerror(errno));
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  if (f < 0) return aptq_error("'%s' is not an HDF5 file (or is damaged)", path);
+  int rc = 0;
+  if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
+    H5Fclose(f);
+    return aptq_error("'%s' has no dataset '%s'", path, name);
+  }
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  hid_t space = d < 0 ? -1 : H5Dget_space(d);
+  hsize_t dims[2] = {0, 0};
+  int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+  if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+  hid_t dtype = d < 0 ? -1 : H5Dget_type(d);
+  H5T_class_t cls = dtype < 0 ? H5T_NO_CLASS : H5Tget_class(dtype);
+  if (nd != 2 || dims[0] == 0 || dims[1] == 0 || dims[0] > (1u << 30) || dims[1] > (1u << 30))
+    rc = aptq_error("'%s' dataset '%s' must be a non-empty 2-D matrix", path, name);
+  else if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+    rc = aptq_error("'%s' dataset '%s' must hold numbers", path, name);
+  if (!rc) {
+    *rows = (int)dims[0];
+    *cols = (int)dims[1];
+  }
+  if (!rc && buf) {
+    hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)(r1 - r0), dims[1]};
+    hid_t mspace = H5Screate_simple(2, count, NULL);
+    if (r1 > r0) H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
+    else { H5Sselect_none(space); H5Sselect_none(mspace); }
+    if (H5Dread(d, memtype, mspace, space, H5P_DEFAULT, buf) < 0) rc = aptq_error("cannot read dataset '%s' of '%s'", name, path);
+    H5Sclose(mspace);
+  }
+  if (dtype >= 0) H5Tclose(dtype);
+  if (space >= 0) H5Sclose(space);
+  if (d >= 0) H5Dclose(d);
+  H5Fclose(f);
+  return rc;
 }

@@ -33,6 +33,11 @@ typedef struct {
 /* Collective. Checks nothing about the final path: callers check first. */
 int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
 int qfile_write_layer(QFileWriter *w, const QLayerSlab *s);
+/* Rows [r0, r1) of a rows × cols dataset GROUP/NAME, written collectively. */
+int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1, const void *data);
+/* A 1-D dataset whose data only the rank with mine != 0 supplies. */
+int qfile_write_vector(QFileWriter *w, const char *group, const char *name, hid_t type, int n, int mine, const void *data);
+int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value);
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method);
 int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value);
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value);
@@ -51,6 +56,10 @@ int qfile_open(QFileReader *r, const char *path, MPI_Comm comm);
  * stored shapes against the expected ones and the codes against the bits. */
 int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W);
 void qfile_close(QFileReader *r);
+
+/* Shape of a 2-D dataset (buf NULL) or rows [r0, r1) of it converted to
+ * memtype. Opens the file with MPI-IO on comm (collective open). */
+int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, int r1, int *rows, int *cols, void *buf, MPI_Comm comm);
 
 /* "model.layers.<l>.<linear_names[k]>" */
 void linear_layer_name(int layer, int kind, char *buf, int size);

@@ -1,0 +1,138 @@
+#include "factor.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* LAPACK (column-major Fortran interface). H is symmetric, so a row-major
+ * array is the same matrix; the computed column-major upper factor U(i,j),
+ * i ≤ j, sits at a[i + j·d]. */
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+
+/* BLACS and ScaLAPACK */
+int Csys2blacs_handle(MPI_Comm comm);
+void Cfree_blacs_system_handle(int handle);
+void Cblacs_gridinit(int *context, const char *order, int nprow, int npcol);
+void Cblacs_gridinfo(int context, int *nprow, int *npcol, int *myrow, int *mycol);
+void Cblacs_gridexit(int context);
+int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
+void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc,
+               const int *ictxt, const int *lld, int *info);
+void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
+void pdpotri_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
+
+void blacs_grid_shape(int size, int *nprow, int *npcol) {
+  int r = (int)sqrt((double)size);
+  while (r > 1 && size % r) r--;
+  *nprow = r < 1 ? 1 : r;
+  *npcol = size / *nprow;
+}
+
+static double mean_diag(const double *H, int d) {
+  double s = 0.0;
+  for (int i = 0; i < d; i++) s += H[(size_t)i * d + i];
+  return s / d;
+}
+
+/* 0 on success, >0: not positive definite (retry), <0: argument error */
+static int lapack_path(const double *H, int d, double lambda, double *U) {
+  memcpy(U, H, sizeof(double) * (size_t)d * d);
+  for (int i = 0; i < d; i++) U[(size_t)i * d + i] += lambda;
+  int info = 0;
+  dpotrf_("U", &d, U, &d, &info);
+  if (!info) dpotri_("U", &d, U, &d, &info);
+  if (!info) dpotrf_("U", &d, U, &d, &info);
+  if (info) return info;
+  /* column-major upper U(i,j) is at row-major (j,i): move it above the diagonal */
+  for (int i = 0; i < d; i++)
+    for (int j = i + 1; j < d; j++) {
+      U[(size_t)i * d + j] = U[(size_t)j * d + i];
+      U[(size_t)j * d + i] = 0.0;
+    }
+  return 0;
+}
+
+static int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
+
+static int scalapack_path(const double *H, int d, double lambda, int nb, MPI_Comm comm, double *U, FactorInfo *fi) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  int nprow, npcol, myrow, mycol;
+  blacs_grid_shape(size, &nprow, &npcol);
+  int handle = Csys2blacs_handle(comm), ctxt = handle;
+  Cblacs_gridinit(&ctxt, "Row", nprow, npcol);
+  Cblacs_gridinfo(ctxt, &nprow, &npcol, &myrow, &mycol);
+  fi->nprow = nprow;
+  fi->npcol = npcol;
+  int zero = 0, info = 0;
+  int mloc = numroc_(&d, &nb, &myrow, &zero, &nprow), nloc = numroc_(&d, &nb, &mycol, &zero, &npcol);
+  int lld = mloc > 1 ? mloc : 1, desc[9];
+  descinit_(desc, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
+  double *A = aptq_malloc(sizeof(double) * ((size_t)lld * nloc + 1), "ScaLAPACK local Hessian block");
+  int rc = 0;
+  if (!A || info) rc = -1;
+  if (!rc) {
+    /* each rank copies its block-cyclic pieces of the replicated H */
+    for (int lj = 0; lj < nloc; lj++) {
+      int j = local_to_global(lj, nb, mycol, npcol);
+      for (int li = 0; li < mloc; li++) {
+        int i = local_to_global(li, nb, myrow, nprow);
+        A[(size_t)lj * lld + li] = H[(size_t)i * d + j] + (i == j ? lambda : 0.0);
+      }
+    }
+    int one = 1;
+    pdpotrf_("U", &d, A, &one, &one, desc, &info);
+    if (!info) pdpotri_("U", &d, A, &one, &one, desc, &info);
+    if (!info) pdpotrf_("U", &d, A, &one, &one, desc, &info);
+    rc = info;
+  }
+  int flags[2] = {rc < 0, rc > 0 ? rc : 0}; /* any argument error, worst pivot failure */
+  MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm);
+  rc = flags[0] ? -1 : flags[1];
+  if (!rc) {
+    /* replicate U: every rank contributes its upper-triangle pieces */
+    memset(U, 0, sizeof(double) * (size_t)d * d);
+    for (int lj = 0; lj < nloc; lj++) {
+      int j = local_to_global(lj, nb, mycol, npcol);
+      for (int li = 0; li < mloc; li++) {
+        int i = local_to_global(li, nb, myrow, nprow);
+        if (i <= j) U[(size_t)i * d + j] = A[(size_t)lj * lld + li];
+      }
+    }
+    MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_DOUBLE, MPI_SUM, comm);
+  }
+  free(A);
+  Cblacs_gridexit(ctxt);
+  Cfree_blacs_system_handle(handle);
+  return rc;
+}
+
+int factor_inverse_cholesky(const double *H, int d, double damp, FactorPath path, int nb, MPI_Comm comm, double *U, FactorInfo *info) {
+  int size;
+  MPI_Comm_size(comm, &size);
+  double t0 = MPI_Wtime(), mean = mean_diag(H, d);
+  memset(info, 0, sizeof *info);
+  info->damp_requested = damp;
+  int scalapack = path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && d >= 2048);
+  info->used_scalapack = scalapack;
+  info->nprow = info->npcol = 1;
+  for (int attempt = 0; attempt <= 6; attempt++) {
+    double lambda = damp * mean;
+    int rc = scalapack ? scalapack_path(H, d, lambda, nb, comm, U, info) : lapack_path(H, d, lambda, U);
+    if (rc < 0) return aptq_error("%s rejected its arguments (d = %d, nb = %d)", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+    if (rc == 0) {
+      info->damp_used = damp;
+      info->lambda = lambda;
+      info->retries = attempt;
+      info->seconds = MPI_Wtime() - t0;
+      return 0;
+    }
+    info->retries = attempt + 1;
+    damp = damp > 0 ? damp * 10.0 : 1e-6;
+  }
+  return aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
+}

@@ -1,0 +1,241 @@
+#include "gptq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "quant.h"
+#include "tokens.h"
+
+void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {
+  const int grid = 100;
+  const float maxshrink = 0.8f, norm = 2.4f;
+  int32_t maxq = (1 << bits) - 1;
+  quant_find_params(w, n, stride, bits, sym, scale, zero);
+  float xmin = 0.0f, xmax = 0.0f;
+  for (int i = 0; i < n; i++) {
+    float v = w[(int64_t)i * stride];
+    xmin = v < xmin ? v : xmin;
+    xmax = v > xmax ? v : xmax;
+  }
+  if (sym) {
+    xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
+    if (xmin < 0.0f) xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
+  float best = INFINITY;
+  for (int i = 0; i < (int)(maxshrink * grid); i++) {
+    float p = 1.0f - (float)i / grid;
+    float xmin1 = p * xmin, xmax1 = p * xmax;
+    float scale1 = (xmax1 - xmin1) / (float)maxq;
+    int32_t zero1 = sym ? *zero : (int32_t)rintf(-xmin1 / scale1);
+    float err = 0.0f;
+    for (int k = 0; k < n; k++) {
+      float v = w[(int64_t)k * stride];
+      float q = quant_dequant(quant_code(v, scale1, zero1, maxq), scale1, zero1);
+      err += powf(fabsf(q - v), norm);
+    }
+    if (err < best) {
+      best = err;
+      *scale = scale1;
+      *zero = zero1;
+    }
+  }
+}
+
+static void find_params(const GptqParams *p, const float *w, int n, float *scale, int32_t *zero) {
+  if (p->mse) quant_find_params_mse(w, n, 1, p->bits, p->sym, scale, zero);
+  else quant_find_params(w, n, 1, p->bits, p->sym, scale, zero);
+}
+
+/* Stable sort of perm by descending key (bottom-up merge sort): ties keep
+ * column order, as numpy's argsort(-diag, kind='stable'). */
+static void sort_desc_stable(int *perm, const double *key, int n) {
+  int *tmp = malloc(sizeof(int) * (size_t)n);
+  for (int width = 1; width < n; width *= 2) {
+    for (int lo = 0; lo < n; lo += 2 * width) {
+      int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+      int i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) tmp[k++] = key[perm[j]] > key[perm[i]] ? perm[j++] : perm[i++];
+      while (i < mid) tmp[k++] = perm[i++];
+      while (j < hi) tmp[k++] = perm[j++];
+    }
+    memcpy(perm, tmp, sizeof(int) * (size_t)n);
+  }
+  free(tmp);
+}
+
+int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+  memset(L, 0, sizeof *L);
+  L->cols = cols;
+  L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
+  L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
+  L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
+  L->U = aptq_malloc(sizeof(float) * (size_t)cols * cols, "factor");
+  double *Hp = aptq_malloc(sizeof(double) * (size_t)cols * cols, "Hessian copy");
+  double *Ud = aptq_malloc(sizeof(double) * (size_t)cols * cols, "factor");
+  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U || !Hp || !Ud) ? APTQ_ERR : 0;
+  if (!rc) {
+    double *diag = malloc(sizeof(double) * (size_t)cols);
+    for (int j = 0; j < cols; j++) {
+      diag[j] = H[(size_t)j * cols + j];
+      L->dead[j] = diag[j] == 0.0;
+      L->perm[j] = j;
+    }
+    if (p->act_order) {
+      /* dead columns count with diag 1: gptq.py sets H_jj = 1 before sorting */
+      for (int j = 0; j < cols; j++) if (L->dead[j]) diag[j] = 1.0;
+      sort_desc_stable(L->perm, diag, cols);
+    }
+    free(diag);
+    /* permuted H with dead columns set to the identity */
+    for (int a = 0; a < cols; a++)
+      for (int b = 0; b < cols; b++) {
+        int i = L->perm[a], j = L->perm[b];
+        Hp[(size_t)a * cols + b] = (L->dead[i] || L->dead[j]) ? (i == j ? 1.0 : 0.0) : H[(size_t)i * cols + j];
+      }
+    for (int k = 0; k < cols; k++) {
+      int j = L->perm[k];
+      L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
+    }
+  }
+  rc = aptq_agree(comm, rc);
+  if (!rc) {
+    rc = factor_inverse_cholesky(Hp, cols, p->damp, p->factor_path, p->nb, comm, Ud, &L->factor);
+    rc = aptq_agree(comm, rc);
+  }
+  if (!rc)
+    for (size_t i = 0; i < (size_t)cols * cols; i++) L->U[i] = (float)Ud[i];
+  free(Hp);
+  free(Ud);
+  return rc;
+}
+
+void gptq_layer_free(GptqLayer *L) {
+  free(L->perm);
+  free(L->g_idx);
+  free(L->dead);
+  free(L->U);
+  memset(L, 0, sizeof *L);
+}
+
+void gptq_row_range(int rows, int size, int rank, int *r0, int *n) {
+  int chunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, c0, nc;
+  shard_range(chunks, size, rank, &c0, &nc);
+  *r0 = c0 * GPTQ_ROW_CHUNK < rows ? c0 * GPTQ_ROW_CHUNK : rows;
+  int end = (c0 + nc) * GPTQ_ROW_CHUNK < rows ? (c0 + nc) * GPTQ_ROW_CHUNK : rows;
+  *n = end - *r0;
+}
+
+double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
+  int size, rank;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  int chunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK;
+  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
+  double *all = malloc(sizeof(double) * (size_t)chunks);
+  for (int r = 0; r < size; r++) shard_range(chunks, size, r, &displs[r], &counts[r]);
+  MPI_Allgatherv(chunk_loss, counts[rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm);
+  double total = 0.0;
+  for (int i = 0; i < chunks; i++) total += all[i];
+  free(counts); free(displs); free(all);
+  return total;
+}
+
+/* One chunk of rows: the blocked column sweep of gptq.py. */
+static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales,
+                          int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp, float *w1) {
+  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols;
+  int ng = quant_ngroups(cols, gs);
+  int32_t maxq = (1 << p->bits) - 1;
+  float row_scale[GPTQ_ROW_CHUNK];
+  int32_t row_zero[GPTQ_ROW_CHUNK];
+  /* per-channel grid from the original weights (before dead columns are zeroed, as gptq.py) */
+  if (gs == 0)
+    for (int r = 0; r < rows; r++) {
+      find_params(p, W + (size_t)r * cols, cols, &row_scale[r], &row_zero[r]);
+      scales[r] = row_scale[r];
+      zeros[r] = row_zero[r];
+    }
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < cols; j++)
+      if (L->dead[j]) W[(size_t)r * cols + j] = 0.0f;
+  if (gs > 0 && p->static_groups)
+    for (int r = 0; r < rows; r++)
+      for (int g = 0; g < ng; g++) {
+        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+      }
+  for (int r = 0; r < rows; r++)
+    for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+
+  double total = 0.0;
+  for (int i1 = 0; i1 < cols; i1 += B) {
+    int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
+    /* rows are independent: each row runs the whole block in cache */
+    for (int r = 0; r < rows; r++) {
+      float *wrow = Wp + (size_t)r * cols;
+      memcpy(w1, wrow + i1, sizeof(float) * (size_t)count);
+      float scale = gs == 0 ? row_scale[r] : 0.0f;
+      int32_t zero = gs == 0 ? row_zero[r] : 0;
+      double row_loss = 0.0;
+      for (int i = 0; i < count; i++) {
+        int k = i1 + i;
+        if (gs > 0) {
+          int g = p->static_groups ? L->perm[k] / gs : k / gs;
+          if (!p->static_groups && k % gs == 0) {
+            /* gptq.py takes the group's grid from W, which the current block has not updated yet */
+            int end = k + gs < cols ? k + gs : cols;
+            find_params(p, wrow + k, end - k, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+          }
+          scale = scales[(size_t)r * ng + g];
+          zero = zeros[(size_t)r * ng + g];
+        }
+        const float *urow = L->U + (size_t)k * cols;
+        float w = w1[i], d = urow[k];
+        int32_t c = quant_code(w, scale, zero, maxq);
+        float q = quant_dequant(c, scale, zero);
+        Cp[(size_t)r * cols + k] = (uint8_t)c;
+        Qp[(size_t)r * cols + k] = q;
+        float e = (w - q) / d;
+        row_loss += (double)(w - q) * (w - q) / ((double)d * d);
+        for (int t = i + 1; t < count; t++) w1[t] -= e * urow[i1 + t];
+        Err[(size_t)r * B + i] = e;
+      }
+      total += row_loss / 2.0;
+    }
+    /* lazy batch update of the columns after the block */
+    if (i2 < cols)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, Err, B, L->U + (size_t)i1 * cols + i2, cols,
+                  1.0f, Wp + i2, cols);
+  }
+  for (int r = 0; r < rows; r++)
+    for (int k = 0; k < cols; k++) {
+      int j = L->perm[k];
+      codes[(size_t)r * cols + j] = Cp[(size_t)r * cols + k];
+      Q[(size_t)r * cols + j] = Qp[(size_t)r * cols + k];
+    }
+  return total;
+}
+
+int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
+               double *chunk_loss) {
+  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
+  size_t chunk = (size_t)GPTQ_ROW_CHUNK * cols;
+  float *Wp = aptq_malloc(sizeof(float) * chunk, "permuted weights");
+  float *Err = aptq_malloc(sizeof(float) * (size_t)GPTQ_ROW_CHUNK * B, "block errors");
+  float *Qp = aptq_malloc(sizeof(float) * chunk, "permuted result");
+  uint8_t *Cp = aptq_malloc(chunk, "permuted codes");
+  float *w1 = aptq_malloc(sizeof(float) * (size_t)B, "block row");
+  int rc = (!Wp || !Err || !Qp || !Cp || !w1) ? APTQ_ERR : 0;
+  for (int r0 = 0; !rc && r0 < rows; r0 += GPTQ_ROW_CHUNK) {
+    int n = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK;
+    size_t off = (size_t)r0 * cols;
+    chunk_loss[r0 / GPTQ_ROW_CHUNK] = solve_chunk(L, p, W + off, n, codes + off, Q + off, scales + (size_t)r0 * ng,
+                                                  zeros + (size_t)r0 * ng, Wp, Err, Qp, Cp, w1);
+  }
+  free(Wp); free(Err); free(Qp); free(Cp); free(w1);
+  return rc;
+}

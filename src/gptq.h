@@ -1,0 +1,63 @@
+/* The GPTQ column-sequential solver with lazy block updates, semantics of the
+ * IST-DASLab reference (gptq.py fasterquant, quant.py): dead columns, damping,
+ * act-order, groups (dynamic or static), symmetric or asymmetric grid, the
+ * optional MSE clipping search. Rows are independent given the factor, so a
+ * caller solves any slab of rows; the slabs of all ranks make the layer. */
+#ifndef APTQ_GPTQ_H
+#define APTQ_GPTQ_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "factor.h"
+
+typedef struct {
+  int bits, group_size, sym;
+  int act_order, static_groups, mse;
+  int block_size;
+  double damp;
+  FactorPath factor_path;
+  int nb;
+} GptqParams;
+
+/* Everything shared by the row slabs of one layer. */
+typedef struct {
+  int cols;
+  int *perm;        /* solve order → column (identity without act-order) */
+  int *g_idx;       /* column → group */
+  uint8_t *dead;    /* column had diag(H) = 0 */
+  float *U;         /* cols × cols upper factor of (H+λI)⁻¹ in solve order */
+  FactorInfo factor;
+} GptqLayer;
+
+/* H: cols × cols (replicated, not modified). Collective (factorization). */
+int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
+void gptq_layer_free(GptqLayer *L);
+
+/* Rows are solved in chunks of GPTQ_ROW_CHUNK; a chunk's result depends only
+ * on its own rows, so slabs that start on chunk boundaries give results that
+ * are bit-identical for any number of ranks. */
+enum { GPTQ_ROW_CHUNK = 64 };
+
+/* This rank's slab [*r0, *r0 + *n) of rows, whole chunks over the ranks. */
+void gptq_row_range(int rows, int size, int rank, int *r0, int *n);
+
+/* Solve rows × cols of W (row-major, overwritten as work space). Outputs in
+ * the original column order: codes rows × cols, Q (dequantized) rows × cols,
+ * scales/zeros rows × ngroups; chunk_loss[i] = Σ (w − q)² / U_jj² / 2 over
+ * chunk i of the slab (summed over a layer: the figure gptq.py reports as
+ * the error). */
+int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
+               double *chunk_loss);
+
+/* Collective: the layer error, summed in chunk order (rank-count independent). */
+double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
+
+#include "options.h"
+GptqParams gptq_params_from_options(const Options *o);
+
+/* quant.py find_params with mse = True: shrink the grid in 100 steps down
+ * to 20% and keep the scale with the least Σ|q − w|^2.4 */
+void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);
+
+#endif

@@ -1,0 +1,58 @@
+#include "hessian.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+int hessian_init(Hessian *h, int d) {
+  memset(h, 0, sizeof *h);
+  h->d = d;
+  h->sum = aptq_calloc((size_t)d * d, sizeof(double), "Hessian");
+  h->chunk = aptq_malloc(sizeof(float) * (size_t)d * d, "Hessian chunk");
+  return h->sum && h->chunk ? 0 : APTQ_ERR;
+}
+
+void hessian_free(Hessian *h) {
+  free(h->sum);
+  free(h->chunk);
+  memset(h, 0, sizeof *h);
+}
+
+void hessian_reset(Hessian *h) {
+  memset(h->sum, 0, sizeof(double) * (size_t)h->d * h->d);
+  h->tokens = 0;
+}
+
+void hessian_add(Hessian *h, const float *X, int n) {
+  int d = h->d;
+  for (int t0 = 0; t0 < n; t0 += HESS_CHUNK) {
+    int m = n - t0 < HESS_CHUNK ? n - t0 : HESS_CHUNK;
+    /* upper triangle (row-major) of Xᵀ X */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, m, 1.0f, X + (size_t)t0 * d, d, 0.0f, h->chunk, d);
+    for (int i = 0; i < d; i++) {
+      const float *src = h->chunk + (size_t)i * d;
+      double *dst = h->sum + (size_t)i * d;
+      for (int j = i; j < d; j++) dst[j] += src[j];
+    }
+  }
+  h->tokens += n;
+}
+
+int hessian_finish(Hessian *h, MPI_Comm comm) {
+  int d = h->d;
+  MPI_Allreduce(MPI_IN_PLACE, h->sum, d * d, MPI_DOUBLE, MPI_SUM, comm);
+  int64_t total = h->tokens;
+  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+  if (total == 0) return aptq_error("no calibration tokens reached the Hessian");
+  double scale = 2.0 / (double)total;
+  for (int i = 0; i < d; i++)
+    for (int j = i; j < d; j++) {
+      double v = h->sum[(size_t)i * d + j] * scale;
+      h->sum[(size_t)i * d + j] = v;
+      h->sum[(size_t)j * d + i] = v;
+    }
+  h->tokens = total;
+  return 0;
+}

@@ -1,0 +1,113 @@
+/* aptq layer: re-solve one layer. Input HDF5: W (rows × cols) and H
+ * (cols × cols). The factor is computed on all ranks (ScaLAPACK or LAPACK),
+ * the rows are solved in slabs across the ranks, and the output HDF5 holds Q
+ * (dequantized), codes, scales, zeros, g_idx and the layer error. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "error.h"
+#include "gptq.h"
+#include "outpath.h"
+#include "qfile.h"
+#include "quant.h"
+#include "tokens.h"
+
+GptqParams gptq_params_from_options(const Options *o) {
+  GptqParams p = {o->bits, o->group_size, o->sym, o->act_order, o->static_groups, o->mse, o->block_size, o->damp,
+                  !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO, o->nb};
+  return p;
+}
+
+static int check_hessian(const double *H, int d, const char *path) {
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < d; j++) {
+      double a = H[(size_t)i * d + j], b = H[(size_t)j * d + i];
+      if (!isfinite(a)) return aptq_error("%s: H[%d][%d] is not finite", path, i, j);
+      if (fabs(a - b) > 1e-6 * (fabs(a) + fabs(b)) + 1e-300)
+        return aptq_error("%s: H is not symmetric (H[%d][%d] = %g, H[%d][%d] = %g)", path, i, j, a, j, i, b);
+    }
+  for (int i = 0; i < d; i++)
+    if (H[(size_t)i * d + i] < 0) return aptq_error("%s: H[%d][%d] = %g is negative; H must be positive semidefinite", path, i, i, H[(size_t)i * d + i]);
+  return 0;
+}
+
+int cmd_layer(const Options *o, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  double t0 = MPI_Wtime();
+  CHECK(aptq_agree(comm, options_require(o, "input") || options_require(o, "output")));
+  CHECK(output_check(o->output, "output", o->overwrite, comm));
+  int rows = 0, cols = 0, hr = 0, hc = 0;
+  int rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, 0, 0, &rows, &cols, NULL, comm);
+  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, 0, &hr, &hc, NULL, comm);
+  if (!rc && (hr != cols || hc != cols))
+    rc = aptq_error("%s: H is %d x %d but W has %d columns; H must be cols x cols", o->input, hr, hc, cols);
+  CHECK(aptq_agree(comm, rc));
+  int r0, n;
+  gptq_row_range(rows, size, rank, &r0, &n);
+  int ng = quant_ngroups(cols, o->group_size);
+  double *H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
+  float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W");
+  float *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "Q");
+  uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
+  int32_t *codes32 = aptq_malloc(sizeof(int32_t) * ((size_t)n * cols + 1), "codes");
+  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
+  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
+  rc = !H || !W || !Q || !codes || !codes32 || !scales || !zeros;
+  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, cols, &hr, &hc, H, comm);
+  if (!rc) rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, r0, r0 + n, &rows, &cols, W, comm);
+  for (size_t i = 0; !rc && i < (size_t)n * cols; i++)
+    if (!isfinite(W[i])) rc = aptq_error("%s: W holds a non-finite value at row %zu", o->input, r0 + i / cols);
+  if (!rc) rc = check_hessian(H, cols, o->input);
+  CHECK(aptq_agree(comm, rc));
+  double t_read = MPI_Wtime();
+
+  GptqParams p = gptq_params_from_options(o);
+  GptqLayer L;
+  CHECK(gptq_prepare(H, cols, &p, comm, &L));
+  double t_factor = MPI_Wtime();
+  double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
+  CHECK(aptq_agree(comm, !chunk_loss || gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)));
+  double loss = gptq_layer_loss(chunk_loss, rows, comm);
+  free(chunk_loss);
+  double t_solve = MPI_Wtime();
+  for (size_t i = 0; i < (size_t)n * cols; i++) codes32[i] = codes[i];
+
+  QFileWriter w;
+  CHECK(qfile_create(&w, o->output, comm));
+  if (qfile_attr_string(&w, "/", "format", "aptq-layer-solve") || qfile_attr_string(&w, "/", "aptq_version", APTQ_VERSION) ||
+      qfile_attr_double(&w, "/", "error", loss) || qfile_attr_double(&w, "/", "damp_used", L.factor.damp_used) ||
+      qfile_attr_int(&w, "/", "damp_retries", L.factor.retries) || qfile_attr_int(&w, "/", "bits", o->bits) ||
+      qfile_attr_int(&w, "/", "group_size", o->group_size) || qfile_attr_int(&w, "/", "act_order", o->act_order) ||
+      qfile_attr_int(&w, "/", "sym", o->sym) || qfile_attr_int(&w, "/", "static_groups", o->static_groups) ||
+      qfile_attr_int(&w, "/", "mse", o->mse) || qfile_attr_int(&w, "/", "block_size", o->block_size) ||
+      qfile_attr_string(&w, "/", "factor", L.factor.used_scalapack ? "scalapack" : "lapack") ||
+      qfile_write_matrix(&w, "/", "Q", H5T_NATIVE_FLOAT, rows, cols, r0, r0 + n, Q) ||
+      qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r0 + n, codes32) ||
+      qfile_write_matrix(&w, "/", "scales", H5T_NATIVE_FLOAT, rows, ng, r0, r0 + n, scales) ||
+      qfile_write_matrix(&w, "/", "zeros", H5T_NATIVE_INT32, rows, ng, r0, r0 + n, zeros) ||
+      qfile_write_vector(&w, "/", "g_idx", H5T_NATIVE_INT32, cols, rank == 0, L.g_idx))
+    aptq_fatal(comm);
+  CHECK(qfile_commit(&w));
+  double t_end = MPI_Wtime();
+  if (rank == 0) {
+    printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", rows, cols, o->bits, o->group_size,
+           o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
+    printf("  factor  : %s%s, %d x %d grid, damp %g%s, %.3f s\n", L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK",
+           L.factor.used_scalapack ? "" : " (every rank)", L.factor.nprow, L.factor.npcol, L.factor.damp_used,
+           L.factor.retries ? " (raised: the factorization failed at the requested damping)" : "", t_factor - t_read);
+    if (L.factor.retries)
+      printf("aptq layer: warning: damping raised from %g to %g after %d failed factorization(s)\n", L.factor.damp_requested,
+             L.factor.damp_used, L.factor.retries);
+    printf("  solve   : %.3f s on %d ranks (read %.3f s, write %.3f s)\n", t_solve - t_factor, size, t_read - t0, t_end - t_solve);
+    printf("error: %.9g\n", loss);
+    fflush(stdout);
+  }
+  free(H); free(W); free(Q); free(codes); free(codes32); free(scales); free(zeros);
+  gptq_layer_free(&L);
+  return 0;
+}
