@@ -1,7 +1,13 @@
 /* aptq quantize: the whole data path from checkpoint to quantized HDF5.
  * method=rtn: every linear layer is split into row slabs over the ranks;
  * each rank converts, quantizes and packs its slab and all ranks write
- * their slabs collectively into one file. */
+ * their slabs collectively into one file.
+ * method=gptq: the sequential pass. Block by block, each rank runs its shard
+ * of the calibration sequences through the block (whose inputs come from
+ * the already quantized earlier blocks), accumulates the layer-input
+ * Hessians, the ranks reduce them, factor them, solve row slabs of every
+ * layer and write them; the quantized rows are exchanged so that every rank
+ * runs the quantized block to make the next block's inputs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +15,9 @@
 
 #include "commands.h"
 #include "error.h"
+#include "forward.h"
+#include "gptq.h"
+#include "hessian.h"
 #include "model.h"
 #include "outpath.h"
 #include "qfile.h"
@@ -17,7 +26,10 @@
 #include "tokens.h"
 
 typedef struct {
-  double err2, norm2; /* Σ (w − q)², Σ w² over the layer */
+  double err2, norm2;   /* Σ (w − q)², Σ w² over the layer */
+  double loss;          /* GPTQ: Σ (w − q)²/U_jj²/2 */
+  double damp_used;
+  int retries;
 } LayerError;
 
 /* GPTQ semantics: a group_size that does not divide a layer's width leaves
@@ -32,28 +44,194 @@ static void note_partial_groups(const Model *m, int group_size) {
   }
 }
 
+/* Pack and write one layer's slab, and add its squared errors. */
+static int write_slab(QFileWriter *qw, const Options *o, const char *name, int rows, int cols, int r0, int n, const uint8_t *codes,
+                      const float *scales, const int32_t *zeros, const int32_t *g_idx) {
+  int wpr = quant_words_per_row(cols, o->bits);
+  uint32_t *packed = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
+  if (!packed) return APTQ_ERR;
+  for (int i = 0; i < n; i++) quant_pack_row(codes + (size_t)i * cols, cols, o->bits, packed + (size_t)i * wpr);
+  QLayerSlab slab = {name, rows, cols, o->bits, o->group_size, o->sym, r0, r0 + n, packed, scales, zeros, g_idx};
+  int rc = qfile_write_layer(qw, &slab);
+  free(packed);
+  return rc;
+}
+
 /* RTN of rows [r0, r1) of one layer, written collectively. */
 static int rtn_layer(QFileWriter *qw, const Options *o, const TensorRef *t, const char *name, int r0, int r1, LayerError *e) {
   int rows = (int)t->rows, cols = (int)t->cols, n = r1 - r0;
-  int ng = quant_ngroups(cols, o->group_size), wpr = quant_words_per_row(cols, o->bits);
+  int ng = quant_ngroups(cols, o->group_size);
   float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "weight slab");
   uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
-  uint32_t *packed = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
   float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
   int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
   int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols, "g_idx");
-  int rc = (!W || !codes || !packed || !scales || !zeros || !g_idx) ? APTQ_ERR : 0;
+  int rc = (!W || !codes || !scales || !zeros || !g_idx) ? APTQ_ERR : 0;
   if (!rc) rc = tensor_rows_f32(t, r0, r1, W);
   if (!rc) {
     quant_rtn(W, n, cols, o->group_size, o->bits, o->sym, codes, scales, zeros, &e->err2);
     for (size_t i = 0; i < (size_t)n * cols; i++) e->norm2 += (double)W[i] * W[i];
-    for (int i = 0; i < n; i++) quant_pack_row(codes + (size_t)i * cols, cols, o->bits, packed + (size_t)i * wpr);
     for (int j = 0; j < cols; j++) g_idx[j] = o->group_size ? j / o->group_size : 0;
-    QLayerSlab slab = {name, rows, cols, o->bits, o->group_size, o->sym, r0, r1, packed, scales, zeros, g_idx};
-    rc = qfile_write_layer(qw, &slab);
+    rc = write_slab(qw, o, name, rows, cols, r0, n, codes, scales, zeros, g_idx);
   }
-  free(W); free(codes); free(packed); free(scales); free(zeros); free(g_idx);
+  free(W); free(codes); free(scales); free(zeros); free(g_idx);
   return rc;
+}
+
+static int rtn_pass(QFileWriter *qw, const Options *o, const Model *m, LayerError *err, double t_start, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    for (int k = 0; k < LIN_COUNT; k++) {
+      const TensorRef *t = &m->linear[l][k];
+      char name[256];
+      linear_layer_name(l, k, name, sizeof name);
+      int r0, n;
+      shard_range((int)t->rows, size, rank, &r0, &n);
+      if (rtn_layer(qw, o, t, name, r0, r0 + n, &err[l * LIN_COUNT + k])) aptq_fatal(comm);
+    }
+    if (rank == 0) {
+      printf("aptq quantize: block %d of %d done, %.1f s elapsed\n", l + 1, m->cfg.n_layers, MPI_Wtime() - t_start);
+      fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+/* The groups of a block in true-sequential order and where their input is. */
+typedef struct {
+  BlockStop stop;
+  int first, count; /* linear kinds first .. first+count-1 share the input */
+} LinearGroup;
+static const LinearGroup groups[4] = {{STOP_QKV_INPUT, LIN_Q, 3}, {STOP_O_INPUT, LIN_O, 1}, {STOP_MLP_INPUT, LIN_GATE, 2}, {STOP_DOWN_INPUT, LIN_DOWN, 1}};
+
+static const float *group_input(const BlockScratch *s, BlockStop stop) {
+  switch (stop) {
+    case STOP_QKV_INPUT: return s->xn;
+    case STOP_O_INPUT: return s->z;
+    case STOP_MLP_INPUT: return s->xn2;
+    default: return s->act;
+  }
+}
+
+/* GPTQ of one layer whose Hessian factor is prepared: solve this rank's rows,
+ * write them, and give every rank the whole quantized weight in W. */
+static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, const GptqLayer *L, const char *name, float *W, int rows,
+                       LayerError *e, MPI_Comm comm) {
+  int rank, size, cols = L->cols, ng = quant_ngroups(cols, o->group_size), r0, n;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  gptq_row_range(rows, size, rank, &r0, &n);
+  float *slab = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "weight slab");
+  float *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "quantized slab");
+  uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
+  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
+  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
+  double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
+  int rc = (!slab || !Q || !codes || !scales || !zeros || !chunk_loss) ? APTQ_ERR : 0;
+  if (!rc) {
+    memcpy(slab, W + (size_t)r0 * cols, sizeof(float) * (size_t)n * cols);
+    rc = gptq_solve(L, p, slab, n, codes, Q, scales, zeros, chunk_loss);
+  }
+  if (!rc) {
+    const float *orig = W + (size_t)r0 * cols;
+    for (size_t i = 0; i < (size_t)n * cols; i++) {
+      double d = (double)orig[i] - Q[i];
+      e->err2 += d * d;
+      e->norm2 += (double)orig[i] * orig[i];
+    }
+    rc = write_slab(qw, o, name, rows, cols, r0, n, codes, scales, zeros, L->g_idx);
+  }
+  if (rc) aptq_fatal(comm);
+  memcpy(W + (size_t)r0 * cols, Q, sizeof(float) * (size_t)n * cols);
+  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
+  for (int r = 0; r < size; r++) {
+    gptq_row_range(rows, size, r, &displs[r], &counts[r]);
+    counts[r] *= cols;
+    displs[r] *= cols;
+  }
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
+  e->loss = gptq_layer_loss(chunk_loss, rows, comm);
+  e->damp_used = L->factor.damp_used;
+  e->retries = L->factor.retries;
+  char group[300];
+  snprintf(group, sizeof group, "/layers/%s", name);
+  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
+      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
+      qfile_attr_int(qw, group, "static_groups", o->static_groups))
+    aptq_fatal(comm);
+  free(counts); free(displs); free(slab); free(Q); free(codes); free(scales); free(zeros); free(chunk_loss);
+  return 0;
+}
+
+static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, LayerError *err, double t_start,
+                     MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  const ModelConfig *c = &m->cfg;
+  int T = calib->seqlen, D = c->dim, count = calib->count;
+  GptqParams p = gptq_params_from_options(o);
+  float *X = aptq_malloc(sizeof(float) * ((size_t)count * T * D + 1), "calibration activations");
+  float *xtmp = aptq_malloc(sizeof(float) * (size_t)T * D, "block input copy");
+  BlockWeights w;
+  BlockScratch s;
+  Hessian H[4];
+  int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
+  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s);
+  for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
+  for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
+  CHECK(aptq_agree(comm, rc));
+  double t_blocks = MPI_Wtime();
+  for (int l = 0; l < c->n_layers; l++) {
+    CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
+    if (!o->true_sequential) {
+      /* every group's input from the full-precision block */
+      for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
+      for (int i = 0; i < count; i++) {
+        memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
+        block_forward(c, &w, &s, xtmp);
+        for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
+      }
+    }
+    for (int g = 0; g < 4; g++) {
+      if (o->true_sequential) {
+        hessian_reset(&H[g]);
+        for (int i = 0; i < count; i++) {
+          memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
+          block_forward_until(c, &w, &s, xtmp, groups[g].stop);
+          hessian_add(&H[g], group_input(&s, groups[g].stop), T);
+        }
+      }
+      CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
+      GptqLayer L;
+      CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+      for (int k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
+        char name[256];
+        linear_layer_name(l, k, name, sizeof name);
+        LayerError *e = &err[l * LIN_COUNT + k];
+        gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+        if (rank == 0) {
+          double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
+          printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
+                 linear_names[k], e->loss, e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0, e->retries ? " (damping raised)" : "",
+                 now - t_start, (now - t_blocks) * (1.0 - done) / done);
+          if (e->retries)
+            printf("aptq quantize: warning: %s: factorization failed at damp %g; used damp %g\n", name, o->damp, e->damp_used);
+          fflush(stdout);
+        }
+      }
+      gptq_layer_free(&L);
+    }
+    /* the quantized block makes the next block's inputs */
+    for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
+  }
+  for (int g = 0; g < 4; g++) hessian_free(&H[g]);
+  block_weights_free(&w);
+  scratch_free(&s);
+  free(X);
+  free(xtmp);
+  return 0;
 }
 
 int cmd_quantize(const Options *o, MPI_Comm comm) {
@@ -72,6 +250,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   CHECK(model_fingerprint(&m, comm));
   /* RTN needs no calibration data; when given it is validated and its hash recorded */
   TokenShard calib = {0};
+  int gptq = !strcmp(o->method, "gptq");
+  if (gptq) CHECK(aptq_agree(comm, options_require(o, "calib")));
   if (o->calib[0]) {
     CHECK(aptq_agree(comm, options_require(o, "nseq")));
     CHECK(tokens_load(o->calib, "calib", o->seqlen, o->nseq, m.cfg.vocab_size, comm, &calib));
@@ -84,21 +264,9 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   int nlayers = c->n_layers * LIN_COUNT;
   LayerError *err = aptq_calloc((size_t)nlayers, sizeof *err, "layer errors");
   if (!err) aptq_fatal(comm);
-  for (int l = 0; l < c->n_layers; l++) {
-    for (int k = 0; k < LIN_COUNT; k++) {
-      const TensorRef *t = &m.linear[l][k];
-      char name[256];
-      linear_layer_name(l, k, name, sizeof name);
-      int r0, n;
-      shard_range((int)t->rows, size, rank, &r0, &n);
-      if (rtn_layer(&qw, o, t, name, r0, r0 + n, &err[l * LIN_COUNT + k])) aptq_fatal(comm);
-    }
-    if (rank == 0) {
-      printf("aptq quantize: block %d of %d done, %.1f s elapsed\n", l + 1, c->n_layers, MPI_Wtime() - t_start);
-      fflush(stdout);
-    }
-  }
-  MPI_Allreduce(MPI_IN_PLACE, err, 2 * nlayers, MPI_DOUBLE, MPI_SUM, comm);
+  if (gptq) gptq_pass(&qw, o, &m, &calib, err, t_start, comm);
+  else rtn_pass(&qw, o, &m, err, t_start, comm);
+  for (int i = 0; i < nlayers; i++) MPI_Allreduce(MPI_IN_PLACE, &err[i], 2, MPI_DOUBLE, MPI_SUM, comm);
   if (qfile_write_metadata(&qw, o, &m, o->calib[0] ? calib.sha256 : NULL, o->method)) aptq_fatal(comm);
   double t_solved = MPI_Wtime();
   if (qfile_attr_double(&qw, "/meta", "seconds_quantize", t_solved - t_loaded)) aptq_fatal(comm);
@@ -125,6 +293,15 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   report_int(&rep, "bits", o->bits);
   report_int(&rep, "group_size", o->group_size);
   report_int(&rep, "sym", o->sym);
+  if (gptq) {
+    report_int(&rep, "act_order", o->act_order);
+    report_int(&rep, "static_groups", o->static_groups);
+    report_int(&rep, "true_sequential", o->true_sequential);
+    report_num(&rep, "damp", o->damp);
+    report_int(&rep, "block_size", o->block_size);
+    report_int(&rep, "calib_nseq", o->nseq);
+    report_int(&rep, "calib_seqlen", o->seqlen);
+  }
   report_str(&rep, "model", o->model);
   report_str(&rep, "model_fingerprint", m.fingerprint);
   report_str(&rep, "calib_sha256", o->calib[0] ? calib.sha256 : "");
@@ -148,6 +325,11 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       report_str(&rep, "name", name);
       report_int(&rep, "bits", o->bits);
       report_num(&rep, "relative_error", e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0);
+      if (gptq) {
+        report_num(&rep, "gptq_loss", e->loss);
+        report_num(&rep, "damp", e->damp_used);
+        report_int(&rep, "damp_retries", e->retries);
+      }
       report_end(&rep, '}');
     }
   report_end(&rep, ']');
