@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static char error_message[2048];
@@ -63,14 +65,25 @@ void aptq_fatal(MPI_Comm comm) {
   exit(1);
 }
 
+/* Large buffers (Hessians, factors, activations) on transparent huge pages:
+ * first-touch page faults otherwise dominate the factorization of a 4096²
+ * Hessian. Memory from here is released with free(). */
+enum { HUGE_THRESHOLD = 4 << 20, HUGE_PAGE = 2 << 20 };
+
 void *aptq_malloc(size_t bytes, const char *what) {
-  void *p = malloc(bytes ? bytes : 1);
+  void *p = NULL;
+  if (bytes >= HUGE_THRESHOLD) {
+    if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
+    else madvise(p, bytes, MADV_HUGEPAGE);
+  } else
+    p = malloc(bytes ? bytes : 1);
   if (!p) aptq_error("out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
   return p;
 }
 
 void *aptq_calloc(size_t n, size_t size, const char *what) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) aptq_error("out of memory allocating %zu x %zu bytes for %s", n, size, what);
+  if (size && n > SIZE_MAX / size) { aptq_error("allocation of %zu x %zu bytes for %s overflows", n, size, what); return NULL; }
+  void *p = aptq_malloc(n * size, what);
+  if (p) memset(p, 0, n * size);
   return p;
 }

@@ -32,17 +32,65 @@ void blacs_grid_shape(int size, int *nprow, int *npcol) {
   *npcol = size / *nprow;
 }
 
-static double mean_diag(const double *H, int d) {
+static inline double view_at(const HessianView *h, int a, int b) {
+  int i = h->perm ? h->perm[a] : a, j = h->perm ? h->perm[b] : b;
+  if (h->dead && (h->dead[i] || h->dead[j])) return i == j ? 1.0 : 0.0;
+  return h->H[(size_t)i * h->d + j];
+}
+
+static double mean_diag(const HessianView *h) {
   double s = 0.0;
-  for (int i = 0; i < d; i++) s += H[(size_t)i * d + i];
-  return s / d;
+  for (int a = 0; a < h->d; a++) s += view_at(h, a, a);
+  return s / h->d;
+}
+
+/* A (d × d, row-major) = the view plus λI, index-reversed if asked */
+static void fill(const HessianView *h, double lambda, int reversed, double *A) {
+  int d = h->d;
+  for (int a = 0; a < d; a++) {
+    int ra = reversed ? d - 1 - a : a;
+    double *row = A + (size_t)a * d;
+    for (int b = 0; b < d; b++) row[b] = view_at(h, ra, reversed ? d - 1 - b : b);
+    row[a] += lambda;
+  }
+}
+
+/* Two ways to the same factor U (UᵀU = A⁻¹, A = H + λI):
+ *  - POTRI: potrf(A) = RᵀR, potri → A⁻¹, potrf(A⁻¹) → U (4d³/3 flops);
+ *  - TRTRI (default): with J the index reversal, potrf(JAJ) = RᵀR, then
+ *    U = J R⁻¹ J... read in the transposed orientation: A = (J Rᵀ J)(J R J),
+ *    so A⁻¹ = (J R⁻¹ J)(J R⁻ᵀ J) and U = (J R⁻ᵀ J) is upper triangular with
+ *    positive diagonal: the Cholesky factor (2d³/3 flops: one potrf, one trtri).
+ * Reversing both indices of a d × d array is reversing it flat, and a
+ * column-major lower triangle read row-major is an upper one, so the TRTRI
+ * path needs no transposes. */
+void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info);
+void pdtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
+
+static void reverse_in_place(double *a, size_t n) {
+  for (size_t k = 0; k < n / 2; k++) {
+    double t = a[k];
+    a[k] = a[n - 1 - k];
+    a[n - 1 - k] = t;
+  }
 }
 
 /* 0 on success, >0: not positive definite (retry), <0: argument error */
-static int lapack_path(const double *H, int d, double lambda, double *U) {
-  memcpy(U, H, sizeof(double) * (size_t)d * d);
-  for (int i = 0; i < d; i++) U[(size_t)i * d + i] += lambda;
-  int info = 0;
+static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *U) {
+  int d = h->d, info = 0;
+  size_t n2 = (size_t)d * d;
+  if (alg == FACTOR_TRTRI) {
+    fill(h, lambda, 1, U);
+    dpotrf_("U", &d, U, &d, &info);
+    if (!info) dtrtri_("U", "N", &d, U, &d, &info);
+    if (info) return info;
+    /* column-major upper R⁻¹ reversed flat = row-major upper J R⁻ᵀ J */
+    reverse_in_place(U, n2);
+    /* below the diagonal: what was left of A */
+    for (int i = 1; i < d; i++) memset(U + (size_t)i * d, 0, sizeof(double) * (size_t)i);
+    return 0;
+  }
+  fill(h, lambda, 0, U);
   dpotrf_("U", &d, U, &d, &info);
   if (!info) dpotri_("U", &d, U, &d, &info);
   if (!info) dpotrf_("U", &d, U, &d, &info);
@@ -58,7 +106,8 @@ static int lapack_path(const double *H, int d, double lambda, double *U) {
 
 static int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
 
-static int scalapack_path(const double *H, int d, double lambda, int nb, MPI_Comm comm, double *U, FactorInfo *fi) {
+static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U, FactorInfo *fi) {
+  int d = h->d;
   int size;
   MPI_Comm_size(comm, &size);
   int nprow, npcol, myrow, mycol;
@@ -73,34 +122,44 @@ static int scalapack_path(const double *H, int d, double lambda, int nb, MPI_Com
   int lld = mloc > 1 ? mloc : 1, desc[9];
   descinit_(desc, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
   double *A = aptq_malloc(sizeof(double) * ((size_t)lld * nloc + 1), "ScaLAPACK local Hessian block");
-  int rc = 0;
-  if (!A || info) rc = -1;
+  int ok = A && !info;
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody enters pdpotrf alone */
+  int rc = ok ? 0 : -1;
+  int trtri = alg == FACTOR_TRTRI;
   if (!rc) {
-    /* each rank copies its block-cyclic pieces of the replicated H */
+    /* each rank copies its block-cyclic pieces of the replicated H (index-reversed for TRTRI) */
     for (int lj = 0; lj < nloc; lj++) {
       int j = local_to_global(lj, nb, mycol, npcol);
       for (int li = 0; li < mloc; li++) {
         int i = local_to_global(li, nb, myrow, nprow);
-        A[(size_t)lj * lld + li] = H[(size_t)i * d + j] + (i == j ? lambda : 0.0);
+        double v = trtri ? view_at(h, d - 1 - i, d - 1 - j) : view_at(h, i, j);
+        A[(size_t)lj * lld + li] = v + (i == j ? lambda : 0.0);
       }
     }
     int one = 1;
     pdpotrf_("U", &d, A, &one, &one, desc, &info);
-    if (!info) pdpotri_("U", &d, A, &one, &one, desc, &info);
-    if (!info) pdpotrf_("U", &d, A, &one, &one, desc, &info);
+    if (trtri) {
+      if (!info) pdtrtri_("U", "N", &d, A, &one, &one, desc, &info);
+    } else {
+      if (!info) pdpotri_("U", &d, A, &one, &one, desc, &info);
+      if (!info) pdpotrf_("U", &d, A, &one, &one, desc, &info);
+    }
     rc = info;
   }
   int flags[2] = {rc < 0, rc > 0 ? rc : 0}; /* any argument error, worst pivot failure */
   MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm);
   rc = flags[0] ? -1 : flags[1];
   if (!rc) {
-    /* replicate U: every rank contributes its upper-triangle pieces */
+    /* replicate U: every rank contributes its upper-triangle pieces. POTRI: U(i,j) = A(i,j);
+     * TRTRI: A = R⁻¹ and U(r,c) = R⁻¹(d-1-c, d-1-r) */
     memset(U, 0, sizeof(double) * (size_t)d * d);
     for (int lj = 0; lj < nloc; lj++) {
       int j = local_to_global(lj, nb, mycol, npcol);
       for (int li = 0; li < mloc; li++) {
         int i = local_to_global(li, nb, myrow, nprow);
-        if (i <= j) U[(size_t)i * d + j] = A[(size_t)lj * lld + li];
+        if (i > j) continue;
+        if (trtri) U[(size_t)(d - 1 - j) * d + (d - 1 - i)] = A[(size_t)lj * lld + li];
+        else U[(size_t)i * d + j] = A[(size_t)lj * lld + li];
       }
     }
     MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_DOUBLE, MPI_SUM, comm);
@@ -111,10 +170,11 @@ static int scalapack_path(const double *H, int d, double lambda, int nb, MPI_Com
   return rc;
 }
 
-int factor_inverse_cholesky(const double *H, int d, double damp, FactorPath path, int nb, MPI_Comm comm, double *U, FactorInfo *info) {
-  int size;
+int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U,
+                            FactorInfo *info) {
+  int size, d = h->d;
   MPI_Comm_size(comm, &size);
-  double t0 = MPI_Wtime(), mean = mean_diag(H, d);
+  double t0 = MPI_Wtime(), mean = mean_diag(h);
   memset(info, 0, sizeof *info);
   info->damp_requested = damp;
   int scalapack = path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && d >= 2048);
@@ -122,7 +182,7 @@ int factor_inverse_cholesky(const double *H, int d, double damp, FactorPath path
   info->nprow = info->npcol = 1;
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(H, d, lambda, nb, comm, U, info) : lapack_path(H, d, lambda, U);
+    int rc = scalapack ? scalapack_path(h, lambda, alg, nb, comm, U, info) : lapack_path(h, lambda, alg, U);
     if (rc < 0) return aptq_error("%s rejected its arguments (d = %d, nb = %d)", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
     if (rc == 0) {
       info->damp_used = damp;

@@ -1,16 +1,21 @@
 /* The factor the GPTQ solver needs: U, the upper Cholesky factor of
  * (H + λI)⁻¹ (UᵀU = (H + λI)⁻¹), with λ = damp · mean(diag H).
- * Distributed: ScaLAPACK pdpotrf, pdpotri, pdpotrf on a BLACS grid over the
+ * Distributed: ScaLAPACK (pdpotrf + pdtrtri, or pdpotrf, pdpotri, pdpotrf) on a BLACS grid over the
  * ranks of comm (nprow × npcol as square as the rank count allows), block
- * size nb. Serial: LAPACK dpotrf, dpotri, dpotrf on every rank. If a
+ * size nb. Serial: the same with LAPACK on every rank. If a
  * factorization fails (H + λI not positive definite to working precision),
  * damp is multiplied by 10 and the factorization retried (up to 6 times). */
 #ifndef APTQ_FACTOR_H
 #define APTQ_FACTOR_H
 
 #include <mpi.h>
+#include <stdint.h>
 
 typedef enum { FACTOR_AUTO, FACTOR_LAPACK, FACTOR_SCALAPACK } FactorPath;
+/* TRTRI: potrf of the index-reversed matrix and a triangular inverse
+ * (2d³/3 flops, the default); POTRI: potrf, potri, potrf (4d³/3 flops).
+ * Both give the same U up to rounding. */
+typedef enum { FACTOR_TRTRI, FACTOR_POTRI } FactorAlgorithm;
 
 typedef struct {
   double damp_requested, damp_used, lambda; /* λ actually added */
@@ -19,9 +24,20 @@ typedef struct {
   double seconds;
 } FactorInfo;
 
-/* H: d × d symmetric, replicated on every rank, not modified. U: d × d
- * row-major, upper triangle set, lower zero, replicated. Collective. */
-int factor_inverse_cholesky(const double *H, int d, double damp, FactorPath path, int nb, MPI_Comm comm, double *U, FactorInfo *info);
+/* The matrix to factor, read in place: element (a, b) is H[perm[a]][perm[b]]
+ * (perm NULL: identity), with dead columns (dead[j] != 0) replaced by the
+ * identity as gptq.py does (H_jj = 1, the rest of the row and column 0). */
+typedef struct {
+  const double *H; /* d × d symmetric, replicated on every rank */
+  int d;
+  const int *perm;
+  const uint8_t *dead;
+} HessianView;
+
+/* U: d × d row-major, upper triangle set, lower zero, replicated.
+ * λ = damp · mean of the view's diagonal. Collective. */
+int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U,
+                            FactorInfo *info);
 
 /* nprow × npcol = size with nprow ≤ npcol, as square as possible. */
 void blacs_grid_shape(int size, int *nprow, int *npcol);

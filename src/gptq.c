@@ -74,9 +74,8 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
   L->U = aptq_malloc(sizeof(float) * (size_t)cols * cols, "factor");
-  double *Hp = aptq_malloc(sizeof(double) * (size_t)cols * cols, "Hessian copy");
   double *Ud = aptq_malloc(sizeof(double) * (size_t)cols * cols, "factor");
-  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U || !Hp || !Ud) ? APTQ_ERR : 0;
+  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U || !Ud) ? APTQ_ERR : 0;
   if (!rc) {
     double *diag = malloc(sizeof(double) * (size_t)cols);
     for (int j = 0; j < cols; j++) {
@@ -90,12 +89,6 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
       sort_desc_stable(L->perm, diag, cols);
     }
     free(diag);
-    /* permuted H with dead columns set to the identity */
-    for (int a = 0; a < cols; a++)
-      for (int b = 0; b < cols; b++) {
-        int i = L->perm[a], j = L->perm[b];
-        Hp[(size_t)a * cols + b] = (L->dead[i] || L->dead[j]) ? (i == j ? 1.0 : 0.0) : H[(size_t)i * cols + j];
-      }
     for (int k = 0; k < cols; k++) {
       int j = L->perm[k];
       L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
@@ -103,12 +96,12 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
   }
   rc = aptq_agree(comm, rc);
   if (!rc) {
-    rc = factor_inverse_cholesky(Hp, cols, p->damp, p->factor_path, p->nb, comm, Ud, &L->factor);
+    HessianView view = {H, cols, L->perm, L->dead};
+    rc = factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, Ud, &L->factor);
     rc = aptq_agree(comm, rc);
   }
   if (!rc)
     for (size_t i = 0; i < (size_t)cols * cols; i++) L->U[i] = (float)Ud[i];
-  free(Hp);
   free(Ud);
   return rc;
 }

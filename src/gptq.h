@@ -17,6 +17,7 @@ typedef struct {
   int block_size;
   double damp;
   FactorPath factor_path;
+  FactorAlgorithm factor_algorithm;
   int nb;
 } GptqParams;
 

@@ -17,7 +17,8 @@
 
 GptqParams gptq_params_from_options(const Options *o) {
   GptqParams p = {o->bits, o->group_size, o->sym, o->act_order, o->static_groups, o->mse, o->block_size, o->damp,
-                  !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO, o->nb};
+                  !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO,
+                  !strcmp(o->factor_algorithm, "potri") ? FACTOR_POTRI : FACTOR_TRTRI, o->nb};
   return p;
 }
 

@@ -17,6 +17,7 @@ typedef struct {
   char input[OPT_PATH_MAX];     /* layer: HDF5 with W and H */
   char method[16];              /* rtn | gptq */
   char factor[16];              /* auto | lapack | scalapack */
+  char factor_algorithm[16];    /* trtri | potri */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

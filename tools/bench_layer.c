@@ -1,0 +1,111 @@
+/* Benchmark: GPTQ solve of one synthetic layer (default 4096 × 4096, 4-bit,
+ * group 128, act-order), on however many ranks it is started with. Prints
+ * the phase times, the FLOP counts, the achieved rates and, measured in the
+ * same run on every rank at once, the machine's SGEMM and DGEMM rates, and
+ * the ratio of the solve time to its FLOP floor:
+ *   floor = factor FLOPs / (P · DGEMM rate) + solve FLOPs / (P · SGEMM rate)
+ * usage: mpirun -n P build/bench_layer [ROWS COLS [BITS GROUP ACT_ORDER [lapack|scalapack [trtri|potri]]]] */
+#include <cblas.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "gptq.h"
+#include "quant.h"
+#include "rng.h"
+
+/* GEMM rate of one rank while every rank runs one (the machine loaded as in the solve). */
+static double gemm_rate(int dbl, int n, MPI_Comm comm) {
+  size_t sz = (size_t)n * n;
+  void *a = malloc(sz * 8), *b = malloc(sz * 8), *c = malloc(sz * 8);
+  memset(a, 0, sz * 8); memset(b, 0, sz * 8); memset(c, 0, sz * 8);
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    MPI_Barrier(comm);
+    double t = MPI_Wtime();
+    if (dbl) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    t = MPI_Wtime() - t;
+    double r = 2.0 * n * n * (double)n / t;
+    best = r > best ? r : best;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_DOUBLE, MPI_MIN, comm);
+  free(a); free(b); free(c);
+  return best;
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm comm = MPI_COMM_WORLD;
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int rows = argc > 2 ? atoi(argv[1]) : 4096, cols = argc > 2 ? atoi(argv[2]) : 4096;
+  GptqParams p = {4, 128, 0, 1, 0, 0, 128, 0.01, FACTOR_AUTO, FACTOR_TRTRI, 64};
+  if (argc > 5) { p.bits = atoi(argv[3]); p.group_size = atoi(argv[4]); p.act_order = atoi(argv[5]); }
+  if (argc > 6) p.factor_path = !strcmp(argv[6], "lapack") ? FACTOR_LAPACK : FACTOR_SCALAPACK;
+  if (argc > 7) p.factor_algorithm = !strcmp(argv[7], "potri") ? FACTOR_POTRI : FACTOR_TRTRI;
+
+  /* H = 2/n XᵀX of correlated synthetic activations (n = 2 cols tokens), W ~ N(0, 0.02²) */
+  Rng rng = {12345};
+  int ntok = 2 * cols;
+  float *X = malloc(sizeof(float) * (size_t)ntok * cols);
+  for (size_t i = 0; i < (size_t)ntok * cols; i++) X[i] = (float)rng_normal(&rng);
+  for (int t = 0; t < ntok; t++)
+    for (int j = 1; j < cols; j++) X[(size_t)t * cols + j] += 0.5f * X[(size_t)t * cols + j - 1];
+  float *Hf = malloc(sizeof(float) * (size_t)cols * cols);
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, ntok, 2.0f / ntok, X, cols, 0.0f, Hf, cols);
+  free(X);
+  double *H = malloc(sizeof(double) * (size_t)cols * cols);
+  for (int i = 0; i < cols; i++)
+    for (int j = i; j < cols; j++) H[(size_t)i * cols + j] = H[(size_t)j * cols + i] = Hf[(size_t)i * cols + j];
+  free(Hf);
+  int r0, n;
+  gptq_row_range(rows, size, rank, &r0, &n);
+  float *W = malloc(sizeof(float) * ((size_t)n * cols + 1)), *Q = malloc(sizeof(float) * ((size_t)n * cols + 1));
+  Rng wr = {777};
+  for (size_t i = 0; i < (size_t)r0 * cols; i++) rng_next(&wr);
+  for (size_t i = 0; i < (size_t)n * cols; i++) W[i] = 0.02f * (float)rng_normal(&wr);
+  int ng = quant_ngroups(cols, p.group_size);
+  uint8_t *codes = malloc((size_t)n * cols + 1);
+  float *scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
+  int32_t *zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1));
+  double *chunk_loss = calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double));
+
+  double sgemm = gemm_rate(0, 2048, comm), dgemm = gemm_rate(1, 2048, comm);
+  MPI_Barrier(comm);
+  double t0 = MPI_Wtime();
+  GptqLayer L;
+  if (gptq_prepare(H, cols, &p, comm, &L)) aptq_fatal(comm);
+  MPI_Barrier(comm);
+  double t1 = MPI_Wtime();
+  if (gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)) aptq_fatal(comm);
+  MPI_Barrier(comm);
+  double t2 = MPI_Wtime();
+  double loss = gptq_layer_loss(chunk_loss, rows, comm);
+
+  /* FLOPs: potrf + trtri = 2d³/3 (potrf + potri + potrf = 4d³/3) in float64; the solve's lazy and in-block updates in float32 */
+  double d = cols, factor_flops = (p.factor_algorithm == FACTOR_TRTRI ? 2.0 : 4.0) / 3.0 * d * d * d, solve_flops = 0;
+  int B = p.block_size;
+  for (int i1 = 0; i1 < cols; i1 += B) {
+    int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
+    solve_flops += 2.0 * rows * count * (double)(cols - i2) + 2.0 * rows * (count * (count - 1) / 2.0);
+  }
+  double floor_s = factor_flops / (size * dgemm) + solve_flops / (size * sgemm), total = t2 - t0;
+  if (rank == 0) {
+    printf("bench_layer: %d x %d, %d bits, group %d, act_order %d, %d ranks, factor %s (%d x %d grid)\n", rows, cols, p.bits, p.group_size,
+           p.act_order, size, L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK", L.factor.nprow, L.factor.npcol);
+    printf("  machine     : SGEMM %.1f GFLOP/s, DGEMM %.1f GFLOP/s per rank (2048^3, all ranks at once)\n", sgemm / 1e9, dgemm / 1e9);
+    printf("  factor      : %.3f s, %.2f GFLOP (fp64), %.1f GFLOP/s\n", t1 - t0, factor_flops / 1e9, factor_flops / (t1 - t0) / 1e9);
+    printf("  solve       : %.3f s, %.2f GFLOP (fp32), %.1f GFLOP/s\n", t2 - t1, solve_flops / 1e9, solve_flops / (t2 - t1) / 1e9);
+    printf("  total       : %.3f s; FLOP floor %.3f s; ratio %.2f (target <= 1.6)\n", total, floor_s, total / floor_s);
+    printf("  layer error : %.6g\n", loss);
+  }
+  gptq_layer_free(&L);
+  free(H); free(W); free(Q); free(codes); free(scales); free(zeros); free(chunk_loss);
+  MPI_Finalize();
+  return 0;
+}
