@@ -79,6 +79,7 @@ static void reverse_in_place(double *a, size_t n) {
 static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *U) {
   int d = h->d, info = 0;
   size_t n2 = (size_t)d * d;
+  if (!U) return -1;
   if (alg == FACTOR_TRTRI) {
     fill(h, lambda, 1, U);
     dpotrf_("U", &d, U, &d, &info);
@@ -106,7 +107,7 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
 
 static int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
 
-static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U, FactorInfo *fi) {
+static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U, FactorInfo *fi) {
   int d = h->d;
   int size;
   MPI_Comm_size(comm, &size);
@@ -128,10 +129,11 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   int trtri = alg == FACTOR_TRTRI;
   if (!rc) {
     /* each rank copies its block-cyclic pieces of the replicated H (index-reversed for TRTRI) */
-    for (int lj = 0; lj < nloc; lj++) {
-      int j = local_to_global(lj, nb, mycol, npcol);
-      for (int li = 0; li < mloc; li++) {
-        int i = local_to_global(li, nb, myrow, nprow);
+    /* row-wise over H: one row of the permuted view stays in cache */
+    for (int li = 0; li < mloc; li++) {
+      int i = local_to_global(li, nb, myrow, nprow);
+      for (int lj = 0; lj < nloc; lj++) {
+        int j = local_to_global(lj, nb, mycol, npcol);
         double v = trtri ? view_at(h, d - 1 - i, d - 1 - j) : view_at(h, i, j);
         A[(size_t)lj * lld + li] = v + (i == j ? lambda : 0.0);
       }
@@ -152,17 +154,18 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   if (!rc) {
     /* replicate U: every rank contributes its upper-triangle pieces. POTRI: U(i,j) = A(i,j);
      * TRTRI: A = R⁻¹ and U(r,c) = R⁻¹(d-1-c, d-1-r) */
-    memset(U, 0, sizeof(double) * (size_t)d * d);
+    memset(U, 0, sizeof(float) * (size_t)d * d);
     for (int lj = 0; lj < nloc; lj++) {
       int j = local_to_global(lj, nb, mycol, npcol);
       for (int li = 0; li < mloc; li++) {
         int i = local_to_global(li, nb, myrow, nprow);
         if (i > j) continue;
-        if (trtri) U[(size_t)(d - 1 - j) * d + (d - 1 - i)] = A[(size_t)lj * lld + li];
-        else U[(size_t)i * d + j] = A[(size_t)lj * lld + li];
+        if (trtri) U[(size_t)(d - 1 - j) * d + (d - 1 - i)] = (float)A[(size_t)lj * lld + li];
+        else U[(size_t)i * d + j] = (float)A[(size_t)lj * lld + li];
       }
     }
-    MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_DOUBLE, MPI_SUM, comm);
+    /* every entry comes from exactly one rank, so the sum is exact */
+    MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
   }
   free(A);
   Cblacs_gridexit(ctxt);
@@ -170,7 +173,7 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   return rc;
 }
 
-int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U,
+int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                             FactorInfo *info) {
   int size, d = h->d;
   MPI_Comm_size(comm, &size);
@@ -180,19 +183,27 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   int scalapack = path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && d >= 2048);
   info->used_scalapack = scalapack;
   info->nprow = info->npcol = 1;
+  double *work = scalapack ? NULL : aptq_malloc(sizeof(double) * (size_t)d * d, "factor work space");
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(h, lambda, alg, nb, comm, U, info) : lapack_path(h, lambda, alg, U);
-    if (rc < 0) return aptq_error("%s rejected its arguments (d = %d, nb = %d)", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+    int rc = scalapack ? scalapack_path(h, lambda, alg, nb, comm, U, info) : lapack_path(h, lambda, alg, work);
+    if (rc == 0 && work)
+      for (size_t k = 0; k < (size_t)d * d; k++) U[k] = (float)work[k];
+    if (rc < 0) {
+      free(work);
+      return aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+    }
     if (rc == 0) {
       info->damp_used = damp;
       info->lambda = lambda;
       info->retries = attempt;
       info->seconds = MPI_Wtime() - t0;
+      free(work);
       return 0;
     }
     info->retries = attempt + 1;
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
+  free(work);
   return aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
 }

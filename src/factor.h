@@ -34,9 +34,10 @@ typedef struct {
   const uint8_t *dead;
 } HessianView;
 
-/* U: d × d row-major, upper triangle set, lower zero, replicated.
+/* U: d × d row-major float32 (the precision the solver applies it in),
+ * upper triangle set, lower zero, replicated; computed in float64.
  * λ = damp · mean of the view's diagonal. Collective. */
-int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, double *U,
+int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                             FactorInfo *info);
 
 /* nprow × npcol = size with nprow ≤ npcol, as square as possible. */

@@ -74,8 +74,7 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
   L->U = aptq_malloc(sizeof(float) * (size_t)cols * cols, "factor");
-  double *Ud = aptq_malloc(sizeof(double) * (size_t)cols * cols, "factor");
-  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U || !Ud) ? APTQ_ERR : 0;
+  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U) ? APTQ_ERR : 0;
   if (!rc) {
     double *diag = malloc(sizeof(double) * (size_t)cols);
     for (int j = 0; j < cols; j++) {
@@ -97,12 +96,9 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
   rc = aptq_agree(comm, rc);
   if (!rc) {
     HessianView view = {H, cols, L->perm, L->dead};
-    rc = factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, Ud, &L->factor);
+    rc = factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
     rc = aptq_agree(comm, rc);
   }
-  if (!rc)
-    for (size_t i = 0; i < (size_t)cols * cols; i++) L->U[i] = (float)Ud[i];
-  free(Ud);
   return rc;
 }
 
