@@ -189,7 +189,7 @@ static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int
         Cp[(size_t)r * cols + k] = (uint8_t)c;
         Qp[(size_t)r * cols + k] = q;
         float e = (w - q) / d;
-        row_loss += (double)(w - q) * (w - q) / ((double)d * d);
+        row_loss += (double)e * e;
         for (int t = i + 1; t < count; t++) w1[t] -= e * urow[i1 + t];
         Err[(size_t)r * B + i] = e;
       }

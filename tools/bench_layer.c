@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
   gptq_row_range(rows, size, rank, &r0, &n);
   float *W = malloc(sizeof(float) * ((size_t)n * cols + 1)), *Q = malloc(sizeof(float) * ((size_t)n * cols + 1));
   Rng wr = {777};
-  for (size_t i = 0; i < (size_t)r0 * cols; i++) rng_next(&wr);
+  for (size_t i = 0; i < 2 * (size_t)r0 * cols; i++) rng_next(&wr); /* rng_normal draws twice */
   for (size_t i = 0; i < (size_t)n * cols; i++) W[i] = 0.02f * (float)rng_normal(&wr);
   int ng = quant_ngroups(cols, p.group_size);
   uint8_t *codes = malloc((size_t)n * cols + 1);
