@@ -98,13 +98,14 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   if (rank == 0) {
     printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", rows, cols, o->bits, o->group_size,
            o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
-    printf("  factor  : %s%s, %d x %d grid, damp %g%s, %.3f s\n", L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK",
+    printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK",
            L.factor.used_scalapack ? "" : " (every rank)", L.factor.nprow, L.factor.npcol, L.factor.damp_used,
-           L.factor.retries ? " (raised: the factorization failed at the requested damping)" : "", t_factor - t_read);
+           L.factor.retries ? " (raised: the factorization failed at the requested damping)" : "");
     if (L.factor.retries)
       printf("aptq layer: warning: damping raised from %g to %g after %d failed factorization(s)\n", L.factor.damp_requested,
              L.factor.damp_used, L.factor.retries);
-    printf("  solve   : %.3f s on %d ranks (read %.3f s, write %.3f s)\n", t_solve - t_factor, size, t_read - t0, t_end - t_solve);
+    printf("  time    : read %.3f s, factor %.3f s, solve %.3f s on %d ranks, write %.3f s\n", t_read - t0, t_factor - t_read,
+           t_solve - t_factor, size, t_end - t_solve);
     printf("error: %.9g\n", loss);
     fflush(stdout);
   }

@@ -10,7 +10,8 @@ A case file (tests/cases/NAME.case) declares:
              ${APTQ} the binary, ${PY} this Python)
     filter:  regular expression; only stdout lines matching it are compared
     output:  expected output file under tests/output/ (compared line by
-             line: words exactly, numbers within tolerance)
+             line: words exactly, numbers within tolerance); may use
+             ${RANKS} for outputs that name the rank count
     rtol, atol: numeric tolerance (default rtol 1e-6, atol 0)
     error:   the last run: step must fail: exit != 0, exactly one line
              starting "aptq: error" on stderr, matching this regex, within
@@ -141,7 +142,7 @@ def main():
             failed = f"temporary files left behind: {leftovers}"
     if not failed and "output" in case:
         lines = [l for l in stdout_all if re.search(case.get("filter", ""), l)]
-        expected = os.path.join(os.path.dirname(os.path.abspath(args.case)), "..", "output", case["output"])
+        expected = os.path.join(os.path.dirname(os.path.abspath(args.case)), "..", "output", expand(case["output"]))
         if args.regenerate:
             with open(expected, "w") as f:
                 f.write("\n".join(lines) + "\n")
