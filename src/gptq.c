@@ -212,19 +212,31 @@ static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int
 int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
                double *chunk_loss) {
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
-  size_t chunk = (size_t)GPTQ_ROW_CHUNK * cols;
-  float *Wp = aptq_malloc(sizeof(float) * chunk, "permuted weights");
-  float *Err = aptq_malloc(sizeof(float) * (size_t)GPTQ_ROW_CHUNK * B, "block errors");
-  float *Qp = aptq_malloc(sizeof(float) * chunk, "permuted result");
-  uint8_t *Cp = aptq_malloc(chunk, "permuted codes");
-  float *w1 = aptq_malloc(sizeof(float) * (size_t)B, "block row");
-  int rc = (!Wp || !Err || !Qp || !Cp || !w1) ? APTQ_ERR : 0;
-  for (int r0 = 0; !rc && r0 < rows; r0 += GPTQ_ROW_CHUNK) {
-    int n = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK;
-    size_t off = (size_t)r0 * cols;
-    chunk_loss[r0 / GPTQ_ROW_CHUNK] = solve_chunk(L, p, W + off, n, codes + off, Q + off, scales + (size_t)r0 * ng,
-                                                  zeros + (size_t)r0 * ng, Wp, Err, Qp, Cp, w1);
+  int nchunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, failed = 0;
+  /* chunks are independent: OpenMP threads take whole chunks, each calling
+   * single-threaded BLAS, so the result does not depend on the thread count */
+  int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel reduction(|| : failed)
+  {
+    size_t chunk = (size_t)GPTQ_ROW_CHUNK * cols;
+    float *Wp = aptq_malloc(sizeof(float) * chunk, "permuted weights");
+    float *Err = aptq_malloc(sizeof(float) * (size_t)GPTQ_ROW_CHUNK * B, "block errors");
+    float *Qp = aptq_malloc(sizeof(float) * chunk, "permuted result");
+    uint8_t *Cp = aptq_malloc(chunk, "permuted codes");
+    float *w1 = aptq_malloc(sizeof(float) * (size_t)B, "block row");
+    failed = !Wp || !Err || !Qp || !Cp || !w1;
+    if (!failed) {
+#pragma omp for schedule(dynamic)
+      for (int c = 0; c < nchunks; c++) {
+        int r0 = c * GPTQ_ROW_CHUNK, n = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK;
+        size_t off = (size_t)r0 * cols;
+        chunk_loss[c] = solve_chunk(L, p, W + off, n, codes + off, Q + off, scales + (size_t)r0 * ng, zeros + (size_t)r0 * ng, Wp, Err,
+                                    Qp, Cp, w1);
+      }
+    }
+    free(Wp); free(Err); free(Qp); free(Cp); free(w1);
   }
-  free(Wp); free(Err); free(Qp); free(Cp); free(w1);
-  return rc;
+  openblas_set_num_threads(blas_threads);
+  return failed ? aptq_error("out of memory in the GPTQ solve") : 0;
 }

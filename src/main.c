@@ -6,6 +6,9 @@
  * error either is agreed by all ranks (printed once, exit 1 everywhere) or
  * is local to one rank mid-phase (printed by that rank, MPI_Abort). */
 #include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -55,6 +58,9 @@ int main(int argc, char **argv) {
     rc = aptq_agree(comm, rc);
     if (!rc) {
       openblas_set_num_threads(o.threads);
+#ifdef _OPENMP
+      omp_set_num_threads(o.threads);
+#endif
       rc = commands[which].run(&o, comm);
     }
     if (rc && !aptq_error_reported()) aptq_fatal(comm); /* one rank failed alone: take all down */

@@ -49,7 +49,7 @@ static const OptSpec specs[] = {
   {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
   {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate)"},
   {"temperature", T_FLOAT, F(temperature), "1.0", NULL, 0, 100, "sampling temperature (generate); 0 = greedy"},
-  {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "BLAS threads per rank"},
+  {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "threads per rank: BLAS, and the GPTQ row chunks"},
 };
 #undef F
 enum { NSPECS = sizeof specs / sizeof specs[0] };

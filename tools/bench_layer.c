@@ -4,6 +4,7 @@
  * same run on every rank at once, the machine's SGEMM and DGEMM rates, and
  * the ratio of the solve time to its FLOP floor:
  *   floor = factor FLOPs / (P · DGEMM rate) + solve FLOPs / (P · SGEMM rate)
+ * Threads per rank for the row chunks: APTQ_THREADS (default 1).
  * usage: mpirun -n P build/bench_layer [ROWS COLS [BITS GROUP ACT_ORDER [lapack|scalapack [trtri|potri]]]] */
 #include <cblas.h>
 #include <math.h>
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <omp.h>
 
 #include "error.h"
 #include "gptq.h"
@@ -43,6 +46,9 @@ int main(int argc, char **argv) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
+  /* one thread per rank unless APTQ_THREADS says otherwise (as aptq's threads key) */
+  int threads = getenv("APTQ_THREADS") ? atoi(getenv("APTQ_THREADS")) : 1;
+  omp_set_num_threads(threads > 0 ? threads : 1);
   int rows = argc > 2 ? atoi(argv[1]) : 4096, cols = argc > 2 ? atoi(argv[2]) : 4096;
   GptqParams p = {4, 128, 0, 1, 0, 0, 128, 0.01, FACTOR_AUTO, FACTOR_TRTRI, 64};
   if (argc > 5) { p.bits = atoi(argv[3]); p.group_size = atoi(argv[4]); p.act_order = atoi(argv[5]); }
