@@ -27,7 +27,7 @@ void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym,
   if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
   float best = INFINITY;
   for (int i = 0; i < (int)(maxshrink * grid); i++) {
-    float p = 1.0f - (float)i / grid;
+    float p = (float)(1.0 - (double)i / grid); /* torch: the Python float 1 - i/grid, rounded to float32 */
     float xmin1 = p * xmin, xmax1 = p * xmax;
     float scale1 = (xmax1 - xmin1) / (float)maxq;
     int32_t zero1 = sym ? *zero : (int32_t)rintf(-xmin1 / scale1);
