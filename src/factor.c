@@ -44,15 +44,29 @@ static double mean_diag(const HessianView *h) {
   return s / h->d;
 }
 
-/* A (d × d, row-major) = the view plus λI, index-reversed if asked */
+/* A (d × d, row-major) = the view plus λI, index-reversed if asked. Row by
+ * row through a column map, so each source row is read once, in cache. */
 static void fill(const HessianView *h, double lambda, int reversed, double *A) {
   int d = h->d;
+  int *colmap = malloc(sizeof(int) * (size_t)d);
+  for (int b = 0; b < d; b++) {
+    int vb = reversed ? d - 1 - b : b;
+    colmap[b] = h->perm ? h->perm[vb] : vb;
+  }
+  int any_dead = 0;
+  for (int j = 0; h->dead && j < d; j++) any_dead |= h->dead[j];
+#pragma omp parallel for schedule(static)
   for (int a = 0; a < d; a++) {
-    int ra = reversed ? d - 1 - a : a;
+    int i = colmap[a];
+    const double *src = h->H + (size_t)i * d;
     double *row = A + (size_t)a * d;
-    for (int b = 0; b < d; b++) row[b] = view_at(h, ra, reversed ? d - 1 - b : b);
+    for (int b = 0; b < d; b++) row[b] = src[colmap[b]];
+    if (any_dead)
+      for (int b = 0; b < d; b++)
+        if (h->dead[i] || h->dead[colmap[b]]) row[b] = i == colmap[b] ? 1.0 : 0.0;
     row[a] += lambda;
   }
+  free(colmap);
 }
 
 /* Two ways to the same factor U (UᵀU = A⁻¹, A = H + λI):
@@ -173,6 +187,23 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   return rc;
 }
 
+/* The float64 work space of the LAPACK path, kept between factorizations:
+ * a fresh d² buffer per layer costs more in page faults than potrf itself
+ * at d = 4096. Grows to the largest d seen; released at exit. */
+static double *workspace;
+static size_t workspace_size;
+
+static void release_workspace(void) { free(workspace); }
+
+static double *factor_workspace(size_t n) {
+  if (n <= workspace_size) return workspace;
+  if (!workspace) atexit(release_workspace);
+  free(workspace);
+  workspace = aptq_malloc(sizeof(double) * n, "factor work space");
+  workspace_size = workspace ? n : 0;
+  return workspace;
+}
+
 int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                             FactorInfo *info) {
   int size, d = h->d;
@@ -186,14 +217,16 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   int scalapack = path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && (d >= 8192 || (size >= 4 && d >= 2048)));
   info->used_scalapack = scalapack;
   info->nprow = info->npcol = 1;
-  double *work = scalapack ? NULL : aptq_malloc(sizeof(double) * (size_t)d * d, "factor work space");
+  double *work = scalapack ? NULL : factor_workspace((size_t)d * d);
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
     int rc = scalapack ? scalapack_path(h, lambda, alg, nb, comm, U, info) : lapack_path(h, lambda, alg, work);
-    if (rc == 0 && work)
-      for (size_t k = 0; k < (size_t)d * d; k++) U[k] = (float)work[k];
+    if (rc == 0 && work) {
+#pragma omp parallel for schedule(static)
+      for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) U[(size_t)i * d + j] = (float)work[(size_t)i * d + j];
+    }
     if (rc < 0) {
-      free(work);
       return aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
     }
     if (rc == 0) {
@@ -201,12 +234,10 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
       info->lambda = lambda;
       info->retries = attempt;
       info->seconds = MPI_Wtime() - t0;
-      free(work);
       return 0;
     }
     info->retries = attempt + 1;
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
-  free(work);
   return aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
 }

@@ -134,8 +134,11 @@ double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
 }
 
 /* One chunk of rows: the blocked column sweep of gptq.py. */
+enum { LANES = 16 }; /* rows swept together, one per SIMD lane */
+
 static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales,
-                          int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp, float *w1) {
+                          int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp, float *blk) {
+  uint8_t code_col[LANES];
   int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols;
   int ng = quant_ngroups(cols, gs);
   int32_t maxq = (1 << p->bits) - 1;
@@ -160,46 +163,64 @@ static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
 
-  double total = 0.0;
+  double row_loss[GPTQ_ROW_CHUNK] = {0};
   for (int i1 = 0; i1 < cols; i1 += B) {
     int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
-    /* rows are independent: each row runs the whole block in cache */
-    for (int r = 0; r < rows; r++) {
-      float *wrow = Wp + (size_t)r * cols;
-      memcpy(w1, wrow + i1, sizeof(float) * (size_t)count);
-      float scale = gs == 0 ? row_scale[r] : 0.0f;
-      int32_t zero = gs == 0 ? row_zero[r] : 0;
-      double row_loss = 0.0;
+    /* LANES rows at a time, transposed so that the column sweep runs across
+     * rows in SIMD lanes: blk[i][r] is column i1+i of row r0+r */
+    for (int r0 = 0; r0 < rows; r0 += LANES) {
+      int nr = rows - r0 < LANES ? rows - r0 : LANES;
+      for (int i = 0; i < count; i++)
+        for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
+      float scale[LANES], zero[LANES], e[LANES];
+      for (int r = 0; r < LANES; r++) {
+        scale[r] = r < nr && gs == 0 ? row_scale[r0 + r] : 1.0f;
+        zero[r] = r < nr && gs == 0 ? (float)row_zero[r0 + r] : 0.0f;
+      }
       for (int i = 0; i < count; i++) {
         int k = i1 + i;
         if (gs > 0) {
           int g = p->static_groups ? L->perm[k] / gs : k / gs;
-          if (!p->static_groups && k % gs == 0) {
-            /* gptq.py takes the group's grid from W, which the current block has not updated yet */
-            int end = k + gs < cols ? k + gs : cols;
-            find_params(p, wrow + k, end - k, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+          for (int r = 0; r < nr; r++) {
+            size_t sg = (size_t)(r0 + r) * ng + g;
+            if (!p->static_groups && k % gs == 0) {
+              /* gptq.py takes the group's grid from W, which the current block has not updated yet */
+              int end = k + gs < cols ? k + gs : cols;
+              find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
+            }
+            scale[r] = scales[sg];
+            zero[r] = (float)zeros[sg];
           }
-          scale = scales[(size_t)r * ng + g];
-          zero = zeros[(size_t)r * ng + g];
         }
         const float *urow = L->U + (size_t)k * cols;
-        float w = w1[i], d = urow[k];
-        int32_t c = quant_code(w, scale, zero, maxq);
-        float q = quant_dequant(c, scale, zero);
-        Cp[(size_t)r * cols + k] = (uint8_t)c;
-        Qp[(size_t)r * cols + k] = q;
-        float e = (w - q) / d;
-        row_loss += (double)e * e;
-        for (int t = i + 1; t < count; t++) w1[t] -= e * urow[i1 + t];
-        Err[(size_t)r * B + i] = e;
+        float d = urow[k], *col = blk + i * LANES;
+        for (int r = 0; r < LANES; r++) {
+          float w = col[r], c = rintf(w / scale[r]) + zero[r];
+          c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
+          float q = scale[r] * (c - zero[r]);
+          col[r] = q; /* the column is done: keep q, the codes follow from it below */
+          e[r] = (w - q) / d;
+          code_col[r] = (uint8_t)c;
+        }
+        for (int r = 0; r < nr; r++) {
+          Cp[(size_t)(r0 + r) * cols + k] = code_col[r];
+          Qp[(size_t)(r0 + r) * cols + k] = col[r];
+          Err[(size_t)(r0 + r) * B + i] = e[r];
+          row_loss[r0 + r] += (double)e[r] * e[r];
+        }
+        for (int t = i + 1; t < count; t++) {
+          float u = urow[i1 + t], *next = blk + t * LANES;
+          for (int r = 0; r < LANES; r++) next[r] -= e[r] * u;
+        }
       }
-      total += row_loss / 2.0;
     }
     /* lazy batch update of the columns after the block */
     if (i2 < cols)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, Err, B, L->U + (size_t)i1 * cols + i2, cols,
                   1.0f, Wp + i2, cols);
   }
+  double total = 0.0;
+  for (int r = 0; r < rows; r++) total += row_loss[r] / 2.0;
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) {
       int j = L->perm[k];
@@ -224,18 +245,18 @@ int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint
     float *Err = aptq_malloc(sizeof(float) * (size_t)GPTQ_ROW_CHUNK * B, "block errors");
     float *Qp = aptq_malloc(sizeof(float) * chunk, "permuted result");
     uint8_t *Cp = aptq_malloc(chunk, "permuted codes");
-    float *w1 = aptq_malloc(sizeof(float) * (size_t)B, "block row");
-    failed = !Wp || !Err || !Qp || !Cp || !w1;
+    float *blk = aptq_malloc(sizeof(float) * (size_t)B * LANES, "block of rows");
+    failed = !Wp || !Err || !Qp || !Cp || !blk;
     if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int c = 0; c < nchunks; c++) {
         int r0 = c * GPTQ_ROW_CHUNK, n = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK;
         size_t off = (size_t)r0 * cols;
         chunk_loss[c] = solve_chunk(L, p, W + off, n, codes + off, Q + off, scales + (size_t)r0 * ng, zeros + (size_t)r0 * ng, Wp, Err,
-                                    Qp, Cp, w1);
+                                    Qp, Cp, blk);
       }
     }
-    free(Wp); free(Err); free(Qp); free(Cp); free(w1);
+    free(Wp); free(Err); free(Qp); free(Cp); free(blk);
   }
   openblas_set_num_threads(blas_threads);
   return failed ? aptq_error("out of memory in the GPTQ solve") : 0;

@@ -71,12 +71,13 @@ int main(int argc, char **argv) {
   free(Hf);
   int r0, n;
   gptq_row_range(rows, size, rank, &r0, &n);
-  float *W = malloc(sizeof(float) * ((size_t)n * cols + 1)), *Q = malloc(sizeof(float) * ((size_t)n * cols + 1));
+  /* as aptq allocates them: large buffers on huge pages */
+  float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W"), *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "Q");
   Rng wr = {777};
   for (size_t i = 0; i < 2 * (size_t)r0 * cols; i++) rng_next(&wr); /* rng_normal draws twice */
   for (size_t i = 0; i < (size_t)n * cols; i++) W[i] = 0.02f * (float)rng_normal(&wr);
   int ng = quant_ngroups(cols, p.group_size);
-  uint8_t *codes = malloc((size_t)n * cols + 1);
+  uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
   float *scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
   int32_t *zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1));
   double *chunk_loss = calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double));
