@@ -67,13 +67,37 @@ static void sort_desc_stable(int *perm, const double *key, int n) {
   free(tmp);
 }
 
+/* The factor's buffer is kept for the next layer: fresh memory costs a
+ * first-touch page fault per page, which for a 4096² factor is a sizeable
+ * fraction of the factorization itself. One layer holds it at a time. */
+static float *cached_U;
+static size_t cached_U_size;
+static int cached_U_busy;
+
+static void release_cached_U(void) { free(cached_U); }
+
+static float *factor_buffer(size_t n, int *from_cache) {
+  *from_cache = 0;
+  if (cached_U_busy) return aptq_malloc(sizeof(float) * n, "factor");
+  if (n > cached_U_size) {
+    if (!cached_U) atexit(release_cached_U);
+    free(cached_U);
+    cached_U = aptq_malloc(sizeof(float) * n, "factor");
+    cached_U_size = cached_U ? n : 0;
+    if (!cached_U) return NULL;
+  }
+  cached_U_busy = 1;
+  *from_cache = 1;
+  return cached_U;
+}
+
 int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
   memset(L, 0, sizeof *L);
   L->cols = cols;
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
-  L->U = aptq_malloc(sizeof(float) * (size_t)cols * cols, "factor");
+  L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
   int rc = (!L->perm || !L->g_idx || !L->dead || !L->U) ? APTQ_ERR : 0;
   if (!rc) {
     double *diag = malloc(sizeof(double) * (size_t)cols);
@@ -106,7 +130,8 @@ void gptq_layer_free(GptqLayer *L) {
   free(L->perm);
   free(L->g_idx);
   free(L->dead);
-  free(L->U);
+  if (L->U_cached) cached_U_busy = 0;
+  else free(L->U);
   memset(L, 0, sizeof *L);
 }
 

@@ -28,6 +28,7 @@ typedef struct {
   int *g_idx;       /* column → group */
   uint8_t *dead;    /* column had diag(H) = 0 */
   float *U;         /* cols × cols upper factor of (H+λI)⁻¹ in solve order */
+  int U_cached;     /* U is the reused buffer (see gptq.c) */
   FactorInfo factor;
 } GptqLayer;
 

@@ -4,7 +4,9 @@
  * same run on every rank at once, the machine's SGEMM and DGEMM rates, and
  * the ratio of the solve time to its FLOP floor:
  *   floor = factor FLOPs / (P · DGEMM rate) + solve FLOPs / (P · SGEMM rate)
- * Threads per rank for the row chunks: APTQ_THREADS (default 1).
+ * Threads per rank for the row chunks: APTQ_THREADS (default 1). With
+ * APTQ_BENCH_WARM=1 one untimed factorization of the same shape runs first,
+ * as in the sequential pass where the factor's buffers are reused.
  * usage: mpirun -n P build/bench_layer [ROWS COLS [BITS GROUP ACT_ORDER [lapack|scalapack [trtri|potri]]]] */
 #include <cblas.h>
 #include <math.h>
@@ -84,6 +86,13 @@ int main(int argc, char **argv) {
 
   double sgemm = gemm_rate(0, 2048, comm), dgemm = gemm_rate(1, 2048, comm);
   MPI_Barrier(comm);
+  int warm = getenv("APTQ_BENCH_WARM") && atoi(getenv("APTQ_BENCH_WARM"));
+  if (warm) {
+    GptqLayer first;
+    if (gptq_prepare(H, cols, &p, comm, &first)) aptq_fatal(comm);
+    gptq_layer_free(&first);
+    MPI_Barrier(comm);
+  }
   double t0 = MPI_Wtime();
   GptqLayer L;
   if (gptq_prepare(H, cols, &p, comm, &L)) aptq_fatal(comm);
@@ -103,8 +112,8 @@ int main(int argc, char **argv) {
   }
   double floor_s = factor_flops / (size * dgemm) + solve_flops / (size * sgemm), total = t2 - t0;
   if (rank == 0) {
-    printf("bench_layer: %d x %d, %d bits, group %d, act_order %d, %d ranks, factor %s (%d x %d grid)\n", rows, cols, p.bits, p.group_size,
-           p.act_order, size, L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK", L.factor.nprow, L.factor.npcol);
+    printf("bench_layer: %d x %d, %d bits, group %d, act_order %d, %d ranks x %d threads, %s, factor %s (%d x %d grid)\n", rows, cols,
+           p.bits, p.group_size, p.act_order, size, threads, warm ? "warm (buffers reused)" : "cold",  L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK", L.factor.nprow, L.factor.npcol);
     printf("  machine     : SGEMM %.1f GFLOP/s, DGEMM %.1f GFLOP/s per rank (2048^3, all ranks at once)\n", sgemm / 1e9, dgemm / 1e9);
     printf("  factor      : %.3f s, %.2f GFLOP (fp64), %.1f GFLOP/s\n", t1 - t0, factor_flops / 1e9, factor_flops / (t1 - t0) / 1e9);
     printf("  solve       : %.3f s, %.2f GFLOP (fp32), %.1f GFLOP/s\n", t2 - t1, solve_flops / 1e9, solve_flops / (t2 - t1) / 1e9);
