@@ -5,8 +5,11 @@
  * the ratio of the solve time to its FLOP floor:
  *   floor = factor FLOPs / (P · DGEMM rate) + solve FLOPs / (P · SGEMM rate)
  * Threads per rank for the row chunks: APTQ_THREADS (default 1). With
- * APTQ_BENCH_WARM=1 one untimed factorization of the same shape runs first,
- * as in the sequential pass where the factor's buffers are reused.
+ * APTQ_BENCH_WARM=1 one untimed factorization of the same shape runs first
+ * and the output buffers are touched before timing: the steady state of a
+ * long run whose buffers are reused. Cold (the default) includes the
+ * first-touch page faults of every fresh buffer, which are slow on the
+ * virtual machines this was developed on (about 0.2 s per 128 MB).
  * usage: mpirun -n P build/bench_layer [ROWS COLS [BITS GROUP ACT_ORDER [lapack|scalapack [trtri|potri]]]] */
 #include <cblas.h>
 #include <math.h>
@@ -91,6 +94,8 @@ int main(int argc, char **argv) {
     GptqLayer first;
     if (gptq_prepare(H, cols, &p, comm, &first)) aptq_fatal(comm);
     gptq_layer_free(&first);
+    memset(Q, 0, sizeof(float) * (size_t)n * cols);
+    memset(codes, 0, (size_t)n * cols);
     MPI_Barrier(comm);
   }
   double t0 = MPI_Wtime();
