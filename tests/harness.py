@@ -7,7 +7,7 @@ A case file (tests/cases/NAME.case) declares:
              is the shared data folder, ${TMP} a fresh folder for the test,
              ${RANKS} the rank count
     shell:   a shell command run between steps (same substitutions,
-             ${APTQ} the binary, ${PY} this Python)
+             ${APTQ} the binary, ${BUILD} its folder, ${PY} this Python)
     filter:  regular expression; only stdout lines matching it are compared
     output:  expected output file under tests/output/ (compared line by
              line: words exactly, numbers within tolerance); may use
@@ -94,6 +94,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix=f"aptq-{name}-np{args.ranks}-")
     subst = {"DATA": os.path.abspath(args.data), "TMP": tmp, "RANKS": str(args.ranks),
              "APTQ": os.path.abspath(args.aptq), "PY": sys.executable,
+             "BUILD": os.path.dirname(os.path.abspath(args.aptq)),
              "TESTS": os.path.dirname(os.path.abspath(__file__))}
 
     def expand(s):
