@@ -286,3 +286,121 @@ int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint
   openblas_set_num_threads(blas_threads);
   return failed ? aptq_error("out of memory in the GPTQ solve") : 0;
 }
+
+int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used) {
+  FactorInfo info;
+  HessianView view = {H_out, dh, NULL, NULL};
+  CHECK(factor_inverse_cholesky(&view, damp, FACTOR_LAPACK, FACTOR_TRTRI, 64, MPI_COMM_SELF, U_out, &info));
+  *damp_used = info.damp_used;
+  return 0;
+}
+
+/* One head (dh rows) of the Kronecker solve. */
+static double solve_head(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, float *W, uint8_t *codes, float *Q,
+                         float *scales, int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp) {
+  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, gs);
+  int32_t maxq = (1 << p->bits) - 1;
+  float *row_scale = malloc(sizeof(float) * (size_t)dh), *e = malloc(sizeof(float) * (size_t)dh), *et = malloc(sizeof(float) * (size_t)dh);
+  int32_t *row_zero = malloc(sizeof(int32_t) * (size_t)dh);
+  if (gs == 0)
+    for (int r = 0; r < dh; r++) {
+      find_params(p, W + (size_t)r * cols, cols, &row_scale[r], &row_zero[r]);
+      scales[r] = row_scale[r];
+      zeros[r] = row_zero[r];
+    }
+  for (int r = 0; r < dh; r++)
+    for (int j = 0; j < cols; j++)
+      if (L->dead[j]) W[(size_t)r * cols + j] = 0.0f;
+  if (gs > 0 && p->static_groups)
+    for (int r = 0; r < dh; r++)
+      for (int g = 0; g < ng; g++) {
+        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+      }
+  for (int r = 0; r < dh; r++)
+    for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+  double loss = 0.0;
+  /* the block works on a copy (W1): group grids read Wp as the previous blocks left it, as in gptq.py */
+  float *W1 = malloc(sizeof(float) * (size_t)dh * B);
+  for (int i1 = 0; i1 < cols; i1 += B) {
+    int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
+    for (int r = 0; r < dh; r++) memcpy(W1 + (size_t)r * B, Wp + (size_t)r * cols + i1, sizeof(float) * (size_t)count);
+    for (int i = 0; i < count; i++) {
+      int k = i1 + i;
+      const float *urow = L->U + (size_t)k * cols;
+      float uin = urow[k];
+      if (gs > 0) {
+        int g = p->static_groups ? L->perm[k] / gs : k / gs;
+        for (int r = 0; r < dh; r++) {
+          size_t sg = (size_t)r * ng + g;
+          if (!p->static_groups && k % gs == 0) {
+            int end = k + gs < cols ? k + gs : cols;
+            find_params(p, Wp + (size_t)r * cols + k, end - k, &scales[sg], &zeros[sg]);
+          }
+          row_scale[r] = scales[sg];
+          row_zero[r] = zeros[sg];
+        }
+      }
+      /* the rows of the head in turn, compensating the later rows of this column through U_out */
+      for (int r = 0; r < dh; r++) {
+        float w = W1[(size_t)r * B + i];
+        int32_t c = quant_code(w, row_scale[r], row_zero[r], maxq);
+        float q = quant_dequant(c, row_scale[r], row_zero[r]);
+        Cp[(size_t)r * cols + k] = (uint8_t)c;
+        Qp[(size_t)r * cols + k] = q;
+        float d = uin * Uo[r * dh + r];
+        e[r] = (w - q) / d;
+        loss += 0.5 * (double)e[r] * e[r];
+        for (int r2 = r + 1; r2 < dh; r2++) W1[(size_t)r2 * B + i] -= e[r] * uin * Uo[r * dh + r2];
+      }
+      /* the column's error vector for the later columns: U_outᵀ e */
+      for (int r2 = 0; r2 < dh; r2++) {
+        float acc = 0.0f;
+        for (int r = 0; r <= r2; r++) acc += e[r] * Uo[r * dh + r2];
+        et[r2] = acc;
+      }
+      for (int r = 0; r < dh; r++) {
+        Err[(size_t)r * B + i] = et[r];
+        float *w1 = W1 + (size_t)r * B;
+        for (int t = i + 1; t < count; t++) w1[t] -= et[r] * urow[i1 + t];
+      }
+    }
+    if (i2 < cols)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dh, cols - i2, count, -1.0f, Err, B, L->U + (size_t)i1 * cols + i2, cols, 1.0f,
+                  Wp + i2, cols);
+  }
+  for (int r = 0; r < dh; r++)
+    for (int k = 0; k < cols; k++) {
+      int j = L->perm[k];
+      codes[(size_t)r * cols + j] = Cp[(size_t)r * cols + k];
+      Q[(size_t)r * cols + j] = Qp[(size_t)r * cols + k];
+    }
+  free(W1); free(row_scale); free(row_zero); free(e); free(et);
+  return loss;
+}
+
+int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const *U_out, int dh, float *W, int nheads, uint8_t *codes,
+                    float *Q, float *scales, int32_t *zeros, double *losses) {
+  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size), failed = 0;
+  int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel reduction(|| : failed)
+  {
+    float *Wp = aptq_malloc(sizeof(float) * (size_t)dh * cols, "permuted weights");
+    float *Err = aptq_malloc(sizeof(float) * (size_t)dh * B, "block errors");
+    float *Qp = aptq_malloc(sizeof(float) * (size_t)dh * cols, "permuted result");
+    uint8_t *Cp = aptq_malloc((size_t)dh * cols, "permuted codes");
+    failed = !Wp || !Err || !Qp || !Cp;
+    if (!failed) {
+#pragma omp for schedule(dynamic)
+      for (int h = 0; h < nheads; h++) {
+        size_t off = (size_t)h * dh * cols;
+        losses[h] = solve_head(L, p, U_out[h], dh, W + off, codes + off, Q + off, scales + (size_t)h * dh * ng, zeros + (size_t)h * dh * ng,
+                               Wp, Err, Qp, Cp);
+      }
+    }
+    free(Wp); free(Err); free(Qp); free(Cp);
+  }
+  openblas_set_num_threads(blas_threads);
+  return failed ? aptq_error("out of memory in the Kronecker solve") : 0;
+}

@@ -52,6 +52,21 @@ void gptq_row_range(int rows, int size, int rank, int *r0, int *n);
 int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
                double *chunk_loss);
 
+/* Kronecker form H = H_in ⊗ H_out (docs/aptq.md): the rows come in heads of
+ * dh rows, head i with the upper factor U_out[i] (dh × dh, float) of
+ * (H_out + λI)⁻¹; columns use L's factor of H_in as in GPTQ. Within a column
+ * the rows of a head are quantized in turn with compensation through U_out
+ * (head-wise simultaneous quantization); the column's error vector U_outᵀ e
+ * then updates the later columns. rows = nheads · dh; heads are independent
+ * given the factors, so callers split the rows by heads. losses[i]: head i's
+ * Σ (w − q)²/(U_in,jj U_out,rr)²/2. With U_out = I this is gptq_solve. */
+int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const *U_out, int dh, float *W, int nheads, uint8_t *codes,
+                    float *Q, float *scales, int32_t *zeros, double *losses);
+
+/* The upper factor of (H_out + λI)⁻¹ in float32, λ = damp·mean(diag), with
+ * the same retry as factor_inverse_cholesky (LAPACK, local). */
+int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used);
+
 /* Collective: the layer error, summed in chunk order (rank-count independent). */
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
 

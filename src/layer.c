@@ -47,9 +47,25 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, 0, &hr, &hc, NULL, comm);
   if (!rc && (hr != cols || hc != cols))
     rc = aptq_error("%s: H is %d x %d but W has %d columns; H must be cols x cols", o->input, hr, hc, cols);
+  int kron = !strcmp(o->hessian_form, "kron"), dh = 0, nout = 0, oc = 0;
+  if (!rc && kron) {
+    /* H_out: [dh][dh] shared by every head, or [heads · dh][dh] one per head */
+    rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, 0, &nout, &oc, NULL, comm);
+    if (!rc) {
+      dh = oc;
+      if (nout % dh || rows % dh || (nout != dh && nout != rows))
+        rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input, nout, oc, rows);
+    }
+  }
   CHECK(aptq_agree(comm, rc));
   int r0, n;
-  gptq_row_range(rows, size, rank, &r0, &n);
+  if (kron) {
+    int h0, nh;
+    shard_range(rows / dh, size, rank, &h0, &nh); /* whole heads per rank */
+    r0 = h0 * dh;
+    n = nh * dh;
+  } else
+    gptq_row_range(rows, size, rank, &r0, &n);
   int ng = quant_ngroups(cols, o->group_size);
   double *H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
   float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W");
@@ -70,11 +86,34 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   GptqParams p = gptq_params_from_options(o);
   GptqLayer L;
   CHECK(gptq_prepare(H, cols, &p, comm, &L));
-  double t_factor = MPI_Wtime();
-  double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
-  CHECK(aptq_agree(comm, !chunk_loss || gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)));
-  double loss = gptq_layer_loss(chunk_loss, rows, comm);
-  free(chunk_loss);
+  double t_factor = MPI_Wtime(), loss = 0.0, damp_out = 0.0;
+  if (kron) {
+    int nh = n / dh, heads = rows / dh;
+    double *Hout = aptq_malloc(sizeof(double) * (size_t)nout * dh, "H_out");
+    float *Uo = aptq_malloc(sizeof(float) * ((size_t)nh * dh * dh + 1), "output factors");
+    const float **Uh = malloc(sizeof(float *) * (size_t)(nh + 1));
+    double *losses = aptq_calloc((size_t)heads, sizeof(double), "losses");
+    rc = !Hout || !Uo || !Uh || !losses;
+    if (!rc) rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, nout, &nout, &oc, Hout, comm);
+    for (int i = 0; !rc && i < nh; i++) {
+      const double *Hh = nout == dh ? Hout : Hout + (size_t)(r0 / dh + i) * dh * dh;
+      rc = check_hessian(Hh, dh, o->input) || gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &damp_out);
+      Uh[i] = Uo + (size_t)i * dh * dh;
+    }
+    if (!rc) rc = gptq_solve_kron(&L, &p, Uh, dh, W, nh, codes, Q, scales, zeros, losses + r0 / dh);
+    CHECK(aptq_agree(comm, rc));
+    /* heads in order, whatever the rank count */
+    int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
+    for (int r = 0; r < size; r++) shard_range(heads, size, r, &displs[r], &counts[r]);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, counts, displs, MPI_DOUBLE, comm);
+    for (int i = 0; i < heads; i++) loss += losses[i];
+    free(counts); free(displs); free(Hout); free(Uo); free(Uh); free(losses);
+  } else {
+    double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
+    CHECK(aptq_agree(comm, !chunk_loss || gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)));
+    loss = gptq_layer_loss(chunk_loss, rows, comm);
+    free(chunk_loss);
+  }
   double t_solve = MPI_Wtime();
   for (size_t i = 0; i < (size_t)n * cols; i++) codes32[i] = codes[i];
 
@@ -86,6 +125,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
       qfile_attr_int(&w, "/", "group_size", o->group_size) || qfile_attr_int(&w, "/", "act_order", o->act_order) ||
       qfile_attr_int(&w, "/", "sym", o->sym) || qfile_attr_int(&w, "/", "static_groups", o->static_groups) ||
       qfile_attr_int(&w, "/", "mse", o->mse) || qfile_attr_int(&w, "/", "block_size", o->block_size) ||
+      qfile_attr_string(&w, "/", "hessian_form", kron ? "kron" : "gptq") || qfile_attr_double(&w, "/", "damp_out", damp_out) ||
       qfile_attr_string(&w, "/", "factor", L.factor.used_scalapack ? "scalapack" : "lapack") ||
       qfile_write_matrix(&w, "/", "Q", H5T_NATIVE_FLOAT, rows, cols, r0, r0 + n, Q) ||
       qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r0 + n, codes32) ||
@@ -98,6 +138,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   if (rank == 0) {
     printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", rows, cols, o->bits, o->group_size,
            o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
+    if (kron) printf("  form    : Kronecker H x H_out, %d heads of %d rows, head-wise simultaneous quantization\n", rows / dh, dh);
     printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK",
            L.factor.used_scalapack ? "" : " (every rank)", L.factor.nprow, L.factor.npcol, L.factor.damp_used,
            L.factor.retries ? " (raised: the factorization failed at the requested damping)" : "");

@@ -40,6 +40,7 @@ static const OptSpec specs[] = {
   {"block_size", T_INT, F(block_size), "128", NULL, 1, 65536, "GPTQ: columns per lazy batch update"},
   {"factor", T_CHOICE, F(factor), "auto", "auto|lapack|scalapack", 0, 0, "Hessian factorization: ScaLAPACK on a BLACS grid, or LAPACK on every rank; auto = ScaLAPACK for d >= 8192, or d >= 2048 on 4 or more ranks"},
   {"factor_algorithm", T_CHOICE, F(factor_algorithm), "trtri", "trtri|potri", 0, 0, "how U = chol(H^-1) is formed: potrf of the reversed H and trtri (2d^3/3 flops), or potrf, potri, potrf (4d^3/3)"},
+  {"hessian_form", T_CHOICE, F(hessian_form), "gptq", "gptq|kron", 0, 0, "layer: gptq = H on the columns only; kron = H (columns) x H_out (rows of each head), head-wise simultaneous quantization"},
   {"nb", T_INT, F(nb), "64", NULL, 1, 4096, "ScaLAPACK block size"},
   {"seqlen", T_INT, F(seqlen), "256", NULL, 2, 1 << 20, "tokens per sequence"},
   {"nseq", T_INT, F(nseq), "", NULL, 1, INT_MAX, "number of sequences"},

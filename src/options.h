@@ -18,6 +18,7 @@ typedef struct {
   char method[16];              /* rtn | gptq */
   char factor[16];              /* auto | lapack | scalapack */
   char factor_algorithm[16];    /* trtri | potri */
+  char hessian_form[16];        /* layer: gptq | kron */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;
