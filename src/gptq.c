@@ -92,6 +92,10 @@ static float *factor_buffer(size_t n, int *from_cache) {
 }
 
 int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+  return gptq_prepare_ordered(H, NULL, cols, p, comm, L);
+}
+
+int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
   memset(L, 0, sizeof *L);
   L->cols = cols;
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
@@ -109,6 +113,8 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
     if (p->act_order) {
       /* dead columns count with diag 1: gptq.py sets H_jj = 1 before sorting */
       for (int j = 0; j < cols; j++) if (L->dead[j]) diag[j] = 1.0;
+      if (order)
+        for (int j = 0; j < cols; j++) diag[j] = order[(size_t)j * cols + j];
       sort_desc_stable(L->perm, diag, cols);
     }
     free(diag);

@@ -34,6 +34,9 @@ typedef struct {
 
 /* H: cols × cols (replicated, not modified). Collective (factorization). */
 int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
+/* The same with the act-order taken from the diagonal of another matrix, so
+ * that several factors share one column order (and one g_idx). */
+int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
 void gptq_layer_free(GptqLayer *L);
 
 /* Rows are solved in chunks of GPTQ_ROW_CHUNK; a chunk's result depends only

@@ -15,10 +15,11 @@ typedef struct {
   char quantized[OPT_PATH_MAX]; /* HDF5 to evaluate */
   char logits[OPT_PATH_MAX];    /* eval: dump float32 logits here (tests) */
   char input[OPT_PATH_MAX];     /* layer: HDF5 with W and H */
-  char method[16];              /* rtn | gptq */
+  char method[16];              /* rtn | gptq | aptq */
   char factor[16];              /* auto | lapack | scalapack */
   char factor_algorithm[16];    /* trtri | potri */
   char hessian_form[16];        /* layer: gptq | kron */
+  char v_form[16];              /* aptq: kron | gptq */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

@@ -18,6 +18,7 @@
 #include "forward.h"
 #include "gptq.h"
 #include "hessian.h"
+#include "attn_hessian.h"
 #include "model.h"
 #include "outpath.h"
 #include "qfile.h"
@@ -165,6 +166,75 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   return 0;
 }
 
+/* APTQ v_proj: per kv group g the Kronecker Hessian H_in^g ⊗ H_out^g
+ * (docs/aptq.md), one column order for all groups (from Σ_g H_in^g) so that
+ * the layer has one g_idx; whole groups are solved per rank. */
+static int aptq_v_proj(QFileWriter *qw, const Options *o, const GptqParams *p, VHessian *vh, const char *name, float *W, LayerError *e,
+                       MPI_Comm comm) {
+  int rank, size, D = vh->d, dh = vh->dh, groups = vh->groups, ng = quant_ngroups(D, o->group_size), g0, mine;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  shard_range(groups, size, rank, &g0, &mine);
+  double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
+  float *Uo = aptq_malloc(sizeof(float) * (size_t)dh * dh, "output factor");
+  float *slab = aptq_malloc(sizeof(float) * ((size_t)mine * dh * D + 1), "weight slab");
+  float *Q = aptq_malloc(sizeof(float) * ((size_t)mine * dh * D + 1), "quantized slab");
+  uint8_t *codes = aptq_malloc((size_t)mine * dh * D + 1, "codes");
+  float *scales = aptq_malloc(sizeof(float) * ((size_t)mine * dh * ng + 1), "scales");
+  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)mine * dh * ng + 1), "zeros");
+  double *losses = aptq_calloc((size_t)groups, sizeof(double), "losses");
+  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)D, "g_idx");
+  int rc = !order || !Uo || !slab || !Q || !codes || !scales || !zeros || !losses || !g_idx;
+  CHECK(aptq_agree(comm, rc));
+  for (int g = 0; g < groups; g++)
+    for (size_t i = 0; i < (size_t)D * D; i++) order[i] += vh->in[g].sum[i];
+  memcpy(slab, W + (size_t)g0 * dh * D, sizeof(float) * (size_t)mine * dh * D);
+  double damp_out = 0;
+  for (int g = 0; g < groups; g++) {
+    GptqLayer L;
+    CHECK(gptq_prepare_ordered(vh->in[g].sum, order, D, p, comm, &L));
+    if (g == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)D);
+    e->damp_used = L.factor.damp_used;
+    e->retries = e->retries > L.factor.retries ? e->retries : L.factor.retries;
+    if (g >= g0 && g < g0 + mine) {
+      size_t off = (size_t)(g - g0) * dh * D;
+      const float *uo = Uo;
+      rc = gptq_output_factor(vh->out + (size_t)g * dh * dh, dh, o->damp, Uo, &damp_out) ||
+           gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(g - g0) * dh * ng,
+                           zeros + (size_t)(g - g0) * dh * ng, &losses[g]);
+    }
+    gptq_layer_free(&L);
+    CHECK(aptq_agree(comm, rc));
+  }
+  const float *orig = W + (size_t)g0 * dh * D;
+  for (size_t i = 0; i < (size_t)mine * dh * D; i++) {
+    double d = (double)orig[i] - Q[i];
+    e->err2 += d * d;
+    e->norm2 += (double)orig[i] * orig[i];
+  }
+  if (write_slab(qw, o, name, groups * dh, D, g0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
+  memcpy(W + (size_t)g0 * dh * D, Q, sizeof(float) * (size_t)mine * dh * D);
+  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
+  for (int r = 0; r < size; r++) shard_range(groups, size, r, &displs[r], &counts[r]);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, counts, displs, MPI_DOUBLE, comm);
+  for (int r = 0; r < size; r++) {
+    counts[r] *= dh * D;
+    displs[r] *= dh * D;
+  }
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
+  e->loss = 0;
+  for (int g = 0; g < groups; g++) e->loss += losses[g];
+  char group[300];
+  snprintf(group, sizeof group, "/layers/%s", name);
+  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
+      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
+      qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", "kron") ||
+      qfile_attr_double(qw, group, "damp_out", damp_out))
+    aptq_fatal(comm);
+  free(counts); free(displs); free(order); free(Uo); free(slab); free(Q); free(codes); free(scales); free(zeros); free(losses); free(g_idx);
+  return 0;
+}
+
 static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, LayerError *err, double t_start,
                      MPI_Comm comm) {
   int rank;
@@ -177,14 +247,17 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   BlockWeights w;
   BlockScratch s;
   Hessian H[4];
+  VHessian vh;
+  int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
-  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s);
+  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T));
   for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
   double t_blocks = MPI_Wtime();
   for (int l = 0; l < c->n_layers; l++) {
     CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
+    if (v_kron) vhessian_reset(&vh);
     if (!o->true_sequential) {
       /* every group's input from the full-precision block */
       for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
@@ -192,15 +265,19 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
         block_forward(c, &w, &s, xtmp);
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
+        if (v_kron) vhessian_add(&vh, c, &s, s.xn);
       }
     }
     for (int g = 0; g < 4; g++) {
       if (o->true_sequential) {
         hessian_reset(&H[g]);
+        /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
+        BlockStop stop = g == 0 && v_kron ? STOP_O_INPUT : groups[g].stop;
         for (int i = 0; i < count; i++) {
           memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
-          block_forward_until(c, &w, &s, xtmp, groups[g].stop);
+          block_forward_until(c, &w, &s, xtmp, stop);
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
+          if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
         }
       }
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
@@ -210,7 +287,12 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         char name[256];
         linear_layer_name(l, k, name, sizeof name);
         LayerError *e = &err[l * LIN_COUNT + k];
-        gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+        if (k == LIN_V && v_kron) {
+          vhessian_set_output(&vh, w.w[LIN_O]);
+          CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
+          aptq_v_proj(qw, o, &p, &vh, name, w.w[k], e, comm);
+        } else
+          gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
         if (rank == 0) {
           double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
           printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
@@ -227,6 +309,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
   }
   for (int g = 0; g < 4; g++) hessian_free(&H[g]);
+  if (v_kron) vhessian_free(&vh);
   block_weights_free(&w);
   scratch_free(&s);
   free(X);
@@ -250,7 +333,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   CHECK(model_fingerprint(&m, comm));
   /* RTN needs no calibration data; when given it is validated and its hash recorded */
   TokenShard calib = {0};
-  int gptq = !strcmp(o->method, "gptq");
+  int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
   if (gptq) CHECK(aptq_agree(comm, options_require(o, "calib")));
   if (o->calib[0]) {
     CHECK(aptq_agree(comm, options_require(o, "nseq")));
@@ -301,6 +384,11 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     report_int(&rep, "block_size", o->block_size);
     report_int(&rep, "calib_nseq", o->nseq);
     report_int(&rep, "calib_seqlen", o->seqlen);
+  }
+  if (!strcmp(o->method, "aptq")) {
+    report_begin(&rep, "hessian_forms", '{');
+    for (int k = 0; k < LIN_COUNT; k++) report_str(&rep, linear_names[k], k == LIN_V && !strcmp(o->v_form, "kron") ? "kron" : "gptq");
+    report_end(&rep, '}');
   }
   report_str(&rep, "model", o->model);
   report_str(&rep, "model_fingerprint", m.fingerprint);

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Print fields of an aptq JSON report as 'report KEY VALUE' lines for the
-harness to compare; --expect KEY=VALUE fails unless the field equals VALUE."""
+harness to compare (KEY a path, parts separated by '/': layers/0/name);
+--expect KEY=VALUE fails unless the field equals VALUE."""
 import json
 import sys
 
@@ -18,7 +19,7 @@ while i < len(args):
         i += 1
 for key in keys:
     node = report
-    for part in key.split("."):
+    for part in key.split("/"):
         node = node[int(part)] if isinstance(node, list) else node[part]
     print("report", key, node)
 for key, value in expect:
