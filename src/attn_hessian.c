@@ -1,6 +1,7 @@
 #include "attn_hessian.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,4 +71,144 @@ int vhessian_finish(VHessian *v, MPI_Comm comm) {
     CHECK(hessian_finish(&v->in[g], comm));
   }
   return 0;
+}
+
+int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
+  memset(q, 0, sizeof *q);
+  q->d = c->dim;
+  q->dh = c->head_dim;
+  q->heads = c->n_heads;
+  q->hpg = c->n_heads / c->n_kv_heads;
+  q->T = T;
+  size_t dh2 = (size_t)q->dh * q->dh;
+  q->out = aptq_calloc((size_t)q->heads * dh2, sizeof(double), "q_proj output factors");
+  q->P = aptq_malloc(sizeof(float) * q->heads * dh2, "W_O^T W_O");
+  q->VK = aptq_malloc(sizeof(float) * (size_t)T * dh2, "v k outer products");
+  q->NT = aptq_malloc(sizeof(float) * (size_t)T * dh2, "N_t");
+  q->KB = aptq_malloc(sizeof(float) * (size_t)T * q->dh, "mean keys");
+  q->Xw = aptq_malloc(sizeof(float) * (size_t)T * q->d, "weighted inputs");
+  q->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
+  if (!q->out || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w) return APTQ_ERR;
+  return hessian_init(&q->in, q->d);
+}
+
+void qhessian_free(QHessian *q) {
+  hessian_free(&q->in);
+  free(q->out); free(q->P); free(q->VK); free(q->NT); free(q->KB); free(q->Xw); free(q->w);
+  memset(q, 0, sizeof *q);
+}
+
+void qhessian_reset(QHessian *q) {
+  hessian_reset(&q->in);
+  memset(q->out, 0, sizeof(double) * (size_t)q->heads * q->dh * q->dh);
+  q->tokens = 0;
+}
+
+void qhessian_set_output(QHessian *q, const float *Wo) {
+  int d = q->d, dh = q->dh, ld = q->heads * dh;
+  for (int h = 0; h < q->heads; h++) {
+    float *P = q->P + (size_t)h * dh * dh;
+    for (int a = 0; a < dh; a++)
+      for (int b = 0; b < dh; b++) {
+        double acc = 0;
+        for (int i = 0; i < d; i++) acc += (double)Wo[(size_t)i * ld + h * dh + a] * Wo[(size_t)i * ld + h * dh + b];
+        P[a * dh + b] = (float)acc;
+      }
+  }
+}
+
+/* M ← R_tᵀ M R_t for the RoPE rotation of position t (pairs as in forward.c) */
+static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, double *M) {
+  int dh = c->head_dim, half = dh / 2;
+  const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
+  for (int i = 0; i < half; i++) {
+    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    double co = cs[i], si = sn[i];
+    for (int r = 0; r < dh; r++) { /* columns: M R */
+      double x = M[r * dh + a], y = M[r * dh + b];
+      M[r * dh + a] = x * co + y * si;
+      M[r * dh + b] = -x * si + y * co;
+    }
+    for (int col = 0; col < dh; col++) { /* rows: Rᵀ (M R) */
+      double x = M[a * dh + col], y = M[b * dh + col];
+      M[a * dh + col] = co * x + si * y;
+      M[b * dh + col] = -si * x + co * y;
+    }
+  }
+}
+
+void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const float *X, QDiag *diag) {
+  int T = s->T, d = q->d, dh = q->dh, dh2 = dh * dh, kvd = c->n_kv_heads * dh, qd = q->heads * dh;
+  double *N = malloc(sizeof(double) * dh2), *PN = malloc(sizeof(double) * dh2), *M = malloc(sizeof(double) * dh2);
+  for (int t = 0; t < T; t++) q->w[t] = 0.0f;
+  int vk_group = -1;
+  for (int h = 0; h < q->heads; h++) {
+    int g = h / q->hpg;
+    const float *K = s->k + (size_t)g * dh, *V = s->v + (size_t)g * dh, *P = q->P + (size_t)h * dh2;
+    if (g != vk_group) { /* outer products v_s k_sᵀ, once per kv group */
+      for (int t = 0; t < T; t++)
+        for (int a = 0; a < dh; a++)
+          for (int b = 0; b < dh; b++) q->VK[(size_t)t * dh2 + a * dh + b] = V[(size_t)t * kvd + a] * K[(size_t)t * kvd + b];
+      vk_group = g;
+    }
+    attention_probs(c, s, h);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh2, T, 1.0f, s->att, T, q->VK, dh2, 0.0f, q->NT, dh2);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, s->att, T, K, kvd, 0.0f, q->KB, dh);
+    double *out = q->out + (size_t)h * dh2;
+    for (int t = 0; t < T; t++) {
+      const float *z = s->z + (size_t)t * qd + h * dh, *kb = q->KB + (size_t)t * dh, *nt = q->NT + (size_t)t * dh2;
+      for (int a = 0; a < dh; a++)
+        for (int b = 0; b < dh; b++) N[a * dh + b] = (double)nt[a * dh + b] - (double)z[a] * kb[b];
+      /* M = Nᵀ P N */
+      for (int a = 0; a < dh; a++)
+        for (int b = 0; b < dh; b++) {
+          double acc = 0;
+          for (int k = 0; k < dh; k++) acc += (double)P[a * dh + k] * N[k * dh + b];
+          PN[a * dh + b] = acc;
+        }
+      double tr = 0;
+      for (int a = 0; a < dh; a++)
+        for (int b = 0; b < dh; b++) {
+          double acc = 0;
+          for (int k = 0; k < dh; k++) acc += N[k * dh + a] * PN[k * dh + b];
+          M[a * dh + b] = acc;
+        }
+      for (int a = 0; a < dh; a++) tr += M[a * dh + a];
+      q->w[t] += (float)(tr / ((double)dh * dh));
+      rotate_both(c, s, t, M);
+      if (diag && diag->head == h) {
+        double u[512], uu = 0, quad = 0;
+        for (int a = 0; a < dh; a++) {
+          double acc = 0;
+          for (int j = 0; j < d; j++) acc += (double)diag->delta[(size_t)a * d + j] * X[(size_t)t * d + j];
+          u[a] = acc;
+          uu += acc * acc;
+        }
+        for (int a = 0; a < dh; a++)
+          for (int b = 0; b < dh; b++) {
+            quad += u[a] * M[a * dh + b] * u[b] / dh;
+            diag->uu[a * dh + b] += u[a] * u[b];
+          }
+        diag->exact += quad;
+        diag->rowshared += tr / ((double)dh * dh) * uu;
+      }
+      for (int k = 0; k < dh2; k++) out[k] += M[k] / dh;
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float r = sqrtf(q->w[t]);
+    for (int j = 0; j < d; j++) q->Xw[(size_t)t * d + j] = r * X[(size_t)t * d + j];
+  }
+  hessian_add(&q->in, q->Xw, T);
+  q->tokens += T;
+  free(N); free(PN); free(M);
+}
+
+int qhessian_finish(QHessian *q, MPI_Comm comm) {
+  size_t n = (size_t)q->heads * q->dh * q->dh;
+  MPI_Allreduce(MPI_IN_PLACE, q->out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
+  int64_t total = q->tokens;
+  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+  for (size_t k = 0; k < n; k++) q->out[k] /= (double)total;
+  return hessian_finish(&q->in, comm);
 }

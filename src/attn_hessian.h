@@ -30,4 +30,40 @@ void vhessian_set_output(VHessian *v, const float *Wo);
 /* Collective: reduce the input factors, scale by 2/N. */
 int vhessian_finish(VHessian *v, MPI_Comm comm);
 
+/* q_proj (docs/aptq.md): δo_t = G_t^h Δ_h x_t with
+ * G_t^h = W_O^h N_t^h R_t / √dh, N_t^h = Σ_s A_ts v_s (k_s − k̄_t)ᵀ.
+ * Accumulates, per sequence and head, M_t^h = N_tᵀ P_h N_t (P_h = W_O^hᵀ W_O^h):
+ *  - row-shared: w_t = Σ_h tr(M_t^h)/dh², in = Σ_t w_t x_t x_tᵀ (one d × d);
+ *  - Kronecker: out_h = Σ_t R_tᵀ M_t^h R_t / dh (pre-RoPE coordinates),
+ *    the input factor being the plain Σ_t x_t x_tᵀ (K-FAC).
+ * Cost per head: T²·dh² for N_t (the attention with dh² values). */
+typedef struct {
+  int d, dh, heads, hpg, T;
+  Hessian in;        /* row-shared input factor */
+  double *out;       /* heads × dh × dh, summed over tokens */
+  int64_t tokens;
+  float *P;          /* heads × dh × dh */
+  float *VK, *NT, *KB, *Xw, *w;  /* scratch */
+} QHessian;
+
+int qhessian_init(QHessian *q, const ModelConfig *c, int T);
+void qhessian_free(QHessian *q);
+void qhessian_reset(QHessian *q);
+void qhessian_set_output(QHessian *q, const float *Wo);
+/* Golden-check diagnostics for a perturbation delta (dh × d) of one head's
+ * rows of W_Q, accumulated over tokens: the exact Gauss–Newton form
+ * Σ_t u_tᵀ G_tᵀG_t u_t (u_t = Δ x_t), the row-shared form
+ * Σ_t tr(G_tᵀG_t)/dh · |u_t|², and Σ_t u_t u_tᵀ for the Kronecker form. */
+typedef struct {
+  const float *delta;
+  int head;
+  double exact, rowshared;
+  double *uu; /* dh × dh */
+} QDiag;
+
+/* s: after block_forward_until(STOP_O_INPUT); X = s->xn; diag optional. */
+void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const float *X, QDiag *diag);
+/* Collective: in scaled by 2/N (row-shared); out averaged over tokens (mean G_tᵀG_t). */
+int qhessian_finish(QHessian *q, MPI_Comm comm);
+
 #endif

@@ -123,12 +123,51 @@ int main(int argc, char **argv) {
       }
     free(DH);
   }
+  /* q_proj, head 0: second order. E(εΔ)/ε² → Δᵀ(GN)Δ as ε → 0; measured at ε and ε/2 */
+  QHessian Hq;
+  if (qhessian_init(&Hq, c, T)) return 1;
+  qhessian_set_output(&Hq, w.w[LIN_O]);
+  double *uu = calloc((size_t)dh * dh, sizeof(double));
+  float *dQ = malloc(sizeof(float) * dh * D);
+  double wq_rms = 0;
+  for (int i = 0; i < dh * D; i++) wq_rms += (double)w.w[LIN_Q][i] * w.w[LIN_Q][i];
+  wq_rms = sqrt(wq_rms / (dh * D));
+  for (int i = 0; i < dh * D; i++) dQ[i] = (float)(wq_rms * rng_normal(&rng));
+  QDiag qd0 = {dQ, 0, 0, 0, uu};
+  const double eps[2] = {1e-2, 5e-3};
+  double e_q[2] = {0, 0};
+  for (int i = 0; i < nseq; i++) {
+    const uint32_t *ids = tok.ids + (size_t)i * T;
+    embed_tokens(&m, ids, T, x);
+    block_forward_until(c, &w, &s, x, STOP_O_INPUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o, D);
+    qhessian_add(&Hq, c, &s, s.xn, &qd0);
+    for (int k = 0; k < 2; k++) {
+      memcpy(wp.w[LIN_Q], w.w[LIN_Q], sizeof(float) * qd * D);
+      memcpy(wp.w[LIN_V], w.w[LIN_V], sizeof(float) * kvd * D);
+      for (int j = 0; j < dh * D; j++) wp.w[LIN_Q][j] += (float)eps[k] * dQ[j];
+      embed_tokens(&m, ids, T, x);
+      block_forward_until(c, &wp, &s, x, STOP_O_INPUT);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o2, D);
+      for (int t = 0; t < T * D; t++) e_q[k] += ((double)o2[t] - o[t]) * ((double)o2[t] - o[t]);
+    }
+  }
+  if (qhessian_finish(&Hq, MPI_COMM_SELF)) return 1;
+  double q_kron = 0; /* tr(H_out^0 Σ u uᵀ) */
+  for (int k = 0; k < dh * dh; k++) q_kron += Hq.out[k] * uu[k];
+  double r1 = e_q[0] / (eps[0] * eps[0]) / qd0.exact, r2 = e_q[1] / (eps[1] * eps[1]) / qd0.exact;
+  double rs_ratio = qd0.rowshared / qd0.exact, kron_ratio = q_kron / qd0.exact;
+  int ok_q = fabs(r2 - 1) < 0.05 && fabs(r2 - 1) <= fabs(r1 - 1) + 1e-3;
+
   double ratio = q_v / (e_v_exact / N);
   int ok_o = rel(e_o / N, q_o) < 1e-6, ok_v = rel(e_v, e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
   printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], nseq, T, c->n_heads, c->n_kv_heads);
   printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", e_o / N, q_o, rel(e_o / N, q_o), ok_o ? "PASSED" : "FAILED");
   printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", e_v / N, e_v_exact / N, rel(e_v, e_v_exact), ok_v ? "PASSED" : "FAILED");
   printf("v_proj: Kronecker form / exact = %.4f (bounds [%g, %g])  %s\n", ratio, ratio_min, ratio_max, ok_ratio ? "PASSED" : "FAILED");
+  printf("q_proj head 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], r1, eps[1], r2,
+         ok_q ? "PASSED" : "FAILED");
+  printf("q_proj head 0: row-shared / exact GN = %.4f, Kronecker / exact GN = %.4f\n", rs_ratio, kron_ratio);
   MPI_Finalize();
-  return ok_o && ok_v && ok_ratio ? 0 : 1;
+  return ok_o && ok_v && ok_ratio && ok_q ? 0 : 1;
 }
