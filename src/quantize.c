@@ -166,64 +166,72 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   return 0;
 }
 
-/* APTQ v_proj: per kv group g the Kronecker Hessian H_in^g ⊗ H_out^g
- * (docs/aptq.md), one column order for all groups (from Σ_g H_in^g) so that
- * the layer has one g_idx; whole groups are solved per rank. */
-static int aptq_v_proj(QFileWriter *qw, const Options *o, const GptqParams *p, VHessian *vh, const char *name, float *W, LayerError *e,
-                       MPI_Comm comm) {
-  int rank, size, D = vh->d, dh = vh->dh, groups = vh->groups, ng = quant_ngroups(D, o->group_size), g0, mine;
+/* A layer with a Kronecker Hessian per head of dh rows (docs/aptq.md):
+ * head i has the input factor Hin[i] (d × d) and the output factor
+ * Hout + i·dh² (dh × dh). Heads sharing one input factor (the same pointer)
+ * share one factorization; one column order for the whole layer, from the
+ * diagonal of `order` (NULL: of Hin[0]), so that it keeps one g_idx. Whole
+ * heads are solved per rank, then written and exchanged. */
+static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, const double *const *Hin, const double *order,
+                       const double *Hout, int heads, int dh, int d, const char *name, float *W, LayerError *e, MPI_Comm comm) {
+  int rank, size, ng = quant_ngroups(d, o->group_size), h0, mine;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  shard_range(groups, size, rank, &g0, &mine);
-  double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
+  shard_range(heads, size, rank, &h0, &mine);
+  size_t slab_n = (size_t)mine * dh * d;
   float *Uo = aptq_malloc(sizeof(float) * (size_t)dh * dh, "output factor");
-  float *slab = aptq_malloc(sizeof(float) * ((size_t)mine * dh * D + 1), "weight slab");
-  float *Q = aptq_malloc(sizeof(float) * ((size_t)mine * dh * D + 1), "quantized slab");
-  uint8_t *codes = aptq_malloc((size_t)mine * dh * D + 1, "codes");
+  float *slab = aptq_malloc(sizeof(float) * (slab_n + 1), "weight slab");
+  float *Q = aptq_malloc(sizeof(float) * (slab_n + 1), "quantized slab");
+  uint8_t *codes = aptq_malloc(slab_n + 1, "codes");
   float *scales = aptq_malloc(sizeof(float) * ((size_t)mine * dh * ng + 1), "scales");
   int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)mine * dh * ng + 1), "zeros");
-  double *losses = aptq_calloc((size_t)groups, sizeof(double), "losses");
-  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)D, "g_idx");
-  int rc = !order || !Uo || !slab || !Q || !codes || !scales || !zeros || !losses || !g_idx;
+  double *losses = aptq_calloc((size_t)heads, sizeof(double), "losses");
+  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)d, "g_idx");
+  int rc = !Uo || !slab || !Q || !codes || !scales || !zeros || !losses || !g_idx;
   CHECK(aptq_agree(comm, rc));
-  for (int g = 0; g < groups; g++)
-    for (size_t i = 0; i < (size_t)D * D; i++) order[i] += vh->in[g].sum[i];
-  memcpy(slab, W + (size_t)g0 * dh * D, sizeof(float) * (size_t)mine * dh * D);
+  memcpy(slab, W + (size_t)h0 * dh * d, sizeof(float) * slab_n);
   double damp_out = 0;
-  for (int g = 0; g < groups; g++) {
-    GptqLayer L;
-    CHECK(gptq_prepare_ordered(vh->in[g].sum, order, D, p, comm, &L));
-    if (g == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)D);
-    e->damp_used = L.factor.damp_used;
-    e->retries = e->retries > L.factor.retries ? e->retries : L.factor.retries;
-    if (g >= g0 && g < g0 + mine) {
-      size_t off = (size_t)(g - g0) * dh * D;
-      const float *uo = Uo;
-      rc = gptq_output_factor(vh->out + (size_t)g * dh * dh, dh, o->damp, Uo, &damp_out) ||
-           gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(g - g0) * dh * ng,
-                           zeros + (size_t)(g - g0) * dh * ng, &losses[g]);
+  GptqLayer L;
+  const double *prepared = NULL;
+  for (int i = 0; i < heads; i++) {
+    if (Hin[i] != prepared) {
+      if (prepared) gptq_layer_free(&L);
+      CHECK(gptq_prepare_ordered(Hin[i], order, d, p, comm, &L));
+      prepared = Hin[i];
+      if (i == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)d);
+      e->damp_used = L.factor.damp_used;
+      e->retries = e->retries > L.factor.retries ? e->retries : L.factor.retries;
     }
-    gptq_layer_free(&L);
-    CHECK(aptq_agree(comm, rc));
+    if (i >= h0 && i < h0 + mine) {
+      size_t off = (size_t)(i - h0) * dh * d;
+      const float *uo = Uo;
+      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out) ||
+           gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
+                           zeros + (size_t)(i - h0) * dh * ng, &losses[i]);
+    }
+    /* a rank that failed must not leave the others in the next collective factorization */
+    if (i + 1 == heads || Hin[i + 1] != prepared) CHECK(aptq_agree(comm, rc));
   }
-  const float *orig = W + (size_t)g0 * dh * D;
-  for (size_t i = 0; i < (size_t)mine * dh * D; i++) {
-    double d = (double)orig[i] - Q[i];
-    e->err2 += d * d;
+  if (prepared) gptq_layer_free(&L);
+  CHECK(aptq_agree(comm, rc));
+  const float *orig = W + (size_t)h0 * dh * d;
+  for (size_t i = 0; i < slab_n; i++) {
+    double diff = (double)orig[i] - Q[i];
+    e->err2 += diff * diff;
     e->norm2 += (double)orig[i] * orig[i];
   }
-  if (write_slab(qw, o, name, groups * dh, D, g0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
-  memcpy(W + (size_t)g0 * dh * D, Q, sizeof(float) * (size_t)mine * dh * D);
+  if (write_slab(qw, o, name, heads * dh, d, h0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
+  memcpy(W + (size_t)h0 * dh * d, Q, sizeof(float) * slab_n);
   int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) shard_range(groups, size, r, &displs[r], &counts[r]);
+  for (int r = 0; r < size; r++) shard_range(heads, size, r, &displs[r], &counts[r]);
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, counts, displs, MPI_DOUBLE, comm);
   for (int r = 0; r < size; r++) {
-    counts[r] *= dh * D;
-    displs[r] *= dh * D;
+    counts[r] *= dh * d;
+    displs[r] *= dh * d;
   }
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
   e->loss = 0;
-  for (int g = 0; g < groups; g++) e->loss += losses[g];
+  for (int i = 0; i < heads; i++) e->loss += losses[i];
   char group[300];
   snprintf(group, sizeof group, "/layers/%s", name);
   if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
@@ -231,7 +239,7 @@ static int aptq_v_proj(QFileWriter *qw, const Options *o, const GptqParams *p, V
       qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", "kron") ||
       qfile_attr_double(qw, group, "damp_out", damp_out))
     aptq_fatal(comm);
-  free(counts); free(displs); free(order); free(Uo); free(slab); free(Q); free(codes); free(scales); free(zeros); free(losses); free(g_idx);
+  free(counts); free(displs); free(Uo); free(slab); free(Q); free(codes); free(scales); free(zeros); free(losses); free(g_idx);
   return 0;
 }
 
@@ -248,9 +256,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   BlockScratch s;
   Hessian H[4];
   VHessian vh;
+  QHessian qh;
   int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
+  enum { Q_GPTQ, Q_ROWSHARED, Q_KRON } q_form = !aptq || !strcmp(o->q_form, "gptq") ? Q_GPTQ : !strcmp(o->q_form, "kron") ? Q_KRON : Q_ROWSHARED;
+  int attn_stats = v_kron || q_form != Q_GPTQ;
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
-  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T));
+  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
+           (q_form != Q_GPTQ && qhessian_init(&qh, c, T));
   for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
@@ -258,6 +270,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   for (int l = 0; l < c->n_layers; l++) {
     CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
     if (v_kron) vhessian_reset(&vh);
+    if (q_form != Q_GPTQ) {
+      qhessian_reset(&qh);
+      qhessian_set_output(&qh, w.w[LIN_O]);
+    }
     if (!o->true_sequential) {
       /* every group's input from the full-precision block */
       for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
@@ -266,18 +282,20 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         block_forward(c, &w, &s, xtmp);
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
         if (v_kron) vhessian_add(&vh, c, &s, s.xn);
+        if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
       }
     }
     for (int g = 0; g < 4; g++) {
       if (o->true_sequential) {
         hessian_reset(&H[g]);
         /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
-        BlockStop stop = g == 0 && v_kron ? STOP_O_INPUT : groups[g].stop;
+        BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : groups[g].stop;
         for (int i = 0; i < count; i++) {
           memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
           block_forward_until(c, &w, &s, xtmp, stop);
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
           if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
+          if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
         }
       }
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
@@ -290,7 +308,31 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         if (k == LIN_V && v_kron) {
           vhessian_set_output(&vh, w.w[LIN_O]);
           CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
-          aptq_v_proj(qw, o, &p, &vh, name, w.w[k], e, comm);
+          /* one column order for the layer: from Σ_g H_in^g */
+          double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
+          const double **Hin = malloc(sizeof(double *) * (size_t)vh.groups);
+          CHECK(aptq_agree(comm, !order || !Hin));
+          for (int gr = 0; gr < vh.groups; gr++) {
+            Hin[gr] = vh.in[gr].sum;
+            for (size_t i = 0; i < (size_t)D * D; i++) order[i] += vh.in[gr].sum[i];
+          }
+          CHECK(kron_linear(qw, o, &p, Hin, order, vh.out, vh.groups, vh.dh, D, name, w.w[k], e, comm));
+          free(order);
+          free(Hin);
+        } else if (k == LIN_Q && q_form != Q_GPTQ) {
+          CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
+          if (q_form == Q_KRON) {
+            /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
+            const double **Hin = malloc(sizeof(double *) * (size_t)c->n_heads);
+            for (int h = 0; h < c->n_heads; h++) Hin[h] = H[0].sum;
+            CHECK(kron_linear(qw, o, &p, Hin, NULL, qh.out, c->n_heads, c->head_dim, D, name, w.w[k], e, comm));
+            free(Hin);
+          } else {
+            GptqLayer Lq;
+            CHECK(gptq_prepare(qh.in.sum, D, &p, comm, &Lq));
+            gptq_linear(qw, o, &p, &Lq, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+            gptq_layer_free(&Lq);
+          }
         } else
           gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
         if (rank == 0) {
@@ -310,6 +352,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   }
   for (int g = 0; g < 4; g++) hessian_free(&H[g]);
   if (v_kron) vhessian_free(&vh);
+  if (q_form != Q_GPTQ) qhessian_free(&qh);
   block_weights_free(&w);
   scratch_free(&s);
   free(X);
@@ -387,7 +430,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   }
   if (!strcmp(o->method, "aptq")) {
     report_begin(&rep, "hessian_forms", '{');
-    for (int k = 0; k < LIN_COUNT; k++) report_str(&rep, linear_names[k], k == LIN_V && !strcmp(o->v_form, "kron") ? "kron" : "gptq");
+    for (int k = 0; k < LIN_COUNT; k++)
+      report_str(&rep, linear_names[k], k == LIN_V ? o->v_form : k == LIN_Q ? o->q_form : "gptq");
     report_end(&rep, '}');
   }
   report_str(&rep, "model", o->model);
