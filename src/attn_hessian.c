@@ -139,41 +139,39 @@ static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, doub
 
 void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const float *X, QDiag *diag) {
   int T = s->T, d = q->d, dh = q->dh, dh2 = dh * dh, kvd = c->n_kv_heads * dh, qd = q->heads * dh;
-  double *N = malloc(sizeof(double) * dh2), *PN = malloc(sizeof(double) * dh2), *M = malloc(sizeof(double) * dh2);
+  float *Y = malloc(sizeof(float) * (size_t)T * dh2), *Mf = malloc(sizeof(float) * dh2);
+  double *M = malloc(sizeof(double) * dh2);
   for (int t = 0; t < T; t++) q->w[t] = 0.0f;
   int vk_group = -1;
   for (int h = 0; h < q->heads; h++) {
     int g = h / q->hpg;
     const float *K = s->k + (size_t)g * dh, *V = s->v + (size_t)g * dh, *P = q->P + (size_t)h * dh2;
-    if (g != vk_group) { /* outer products v_s k_sᵀ, once per kv group */
+    if (g != vk_group) { /* outer products k_s v_sᵀ, once per kv group */
       for (int t = 0; t < T; t++)
-        for (int a = 0; a < dh; a++)
-          for (int b = 0; b < dh; b++) q->VK[(size_t)t * dh2 + a * dh + b] = V[(size_t)t * kvd + a] * K[(size_t)t * kvd + b];
+        for (int b = 0; b < dh; b++)
+          for (int a = 0; a < dh; a++) q->VK[(size_t)t * dh2 + b * dh + a] = K[(size_t)t * kvd + b] * V[(size_t)t * kvd + a];
       vk_group = g;
     }
     attention_probs(c, s, h);
+    /* NT row t = N_tᵀ = Σ_s A_ts k_s v_sᵀ − k̄_t z_tᵀ (dh × dh, rows over key dims) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh2, T, 1.0f, s->att, T, q->VK, dh2, 0.0f, q->NT, dh2);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, s->att, T, K, kvd, 0.0f, q->KB, dh);
+    for (int t = 0; t < T; t++) {
+      const float *z = s->z + (size_t)t * qd + h * dh, *kb = q->KB + (size_t)t * dh;
+      float *nt = q->NT + (size_t)t * dh2;
+      for (int b = 0; b < dh; b++)
+        for (int a = 0; a < dh; a++) nt[b * dh + a] -= kb[b] * z[a];
+    }
+    /* Y_t = N_tᵀ P for all tokens at once: (T·dh × dh)(dh × dh) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T * dh, dh, dh, 1.0f, q->NT, dh, P, dh, 0.0f, Y, dh);
     double *out = q->out + (size_t)h * dh2;
     for (int t = 0; t < T; t++) {
-      const float *z = s->z + (size_t)t * qd + h * dh, *kb = q->KB + (size_t)t * dh, *nt = q->NT + (size_t)t * dh2;
-      for (int a = 0; a < dh; a++)
-        for (int b = 0; b < dh; b++) N[a * dh + b] = (double)nt[a * dh + b] - (double)z[a] * kb[b];
-      /* M = Nᵀ P N */
-      for (int a = 0; a < dh; a++)
-        for (int b = 0; b < dh; b++) {
-          double acc = 0;
-          for (int k = 0; k < dh; k++) acc += (double)P[a * dh + k] * N[k * dh + b];
-          PN[a * dh + b] = acc;
-        }
+      const float *nt = q->NT + (size_t)t * dh2, *y = Y + (size_t)t * dh2;
+      /* M_t = N_tᵀ P N_t = Y_t (N_tᵀ)ᵀ; its trace is Σ Y_t ∘ N_tᵀ */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, dh, dh, dh, 1.0f, y, dh, nt, dh, 0.0f, Mf, dh);
       double tr = 0;
-      for (int a = 0; a < dh; a++)
-        for (int b = 0; b < dh; b++) {
-          double acc = 0;
-          for (int k = 0; k < dh; k++) acc += N[k * dh + a] * PN[k * dh + b];
-          M[a * dh + b] = acc;
-        }
-      for (int a = 0; a < dh; a++) tr += M[a * dh + a];
+      for (int a = 0; a < dh; a++) tr += Mf[a * dh + a];
+      for (int k = 0; k < dh2; k++) M[k] = Mf[k];
       q->w[t] += (float)(tr / ((double)dh * dh));
       rotate_both(c, s, t, M);
       if (diag && diag->head == h) {
@@ -201,7 +199,7 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
   }
   hessian_add(&q->in, q->Xw, T);
   q->tokens += T;
-  free(N); free(PN); free(M);
+  free(Y); free(Mf); free(M);
 }
 
 int qhessian_finish(QHessian *q, MPI_Comm comm) {

@@ -32,7 +32,8 @@ int vhessian_finish(VHessian *v, MPI_Comm comm);
 
 /* q_proj (docs/aptq.md): δo_t = G_t^h Δ_h x_t with
  * G_t^h = W_O^h N_t^h R_t / √dh, N_t^h = Σ_s A_ts v_s (k_s − k̄_t)ᵀ.
- * Accumulates, per sequence and head, M_t^h = N_tᵀ P_h N_t (P_h = W_O^hᵀ W_O^h):
+ * Accumulates, per sequence and head, M_t^h = N_tᵀ P_h N_t (P_h = W_O^hᵀ W_O^h),
+ * in float32 with BLAS (N_tᵀ P for all tokens in one GEMM):
  *  - row-shared: w_t = Σ_h tr(M_t^h)/dh², in = Σ_t w_t x_t x_tᵀ (one d × d);
  *  - Kronecker: out_h = Σ_t R_tᵀ M_t^h R_t / dh (pre-RoPE coordinates),
  *    the input factor being the plain Σ_t x_t x_tᵀ (K-FAC).
