@@ -243,6 +243,10 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   return 0;
 }
 
+/* Seconds of the sequential pass spent on the calibration forwards and
+ * Hessian accumulation and reduction, and on factor + solve + write. */
+static double t_hessian, t_solve;
+
 static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, LayerError *err, double t_start,
                      MPI_Comm comm) {
   int rank;
@@ -269,6 +273,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   double t_blocks = MPI_Wtime();
   for (int l = 0; l < c->n_layers; l++) {
     CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
+    double th = MPI_Wtime();
     if (v_kron) vhessian_reset(&vh);
     if (q_form != Q_GPTQ) {
       qhessian_reset(&qh);
@@ -285,7 +290,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
       }
     }
+    t_hessian += MPI_Wtime() - th;
     for (int g = 0; g < 4; g++) {
+      th = MPI_Wtime();
       if (o->true_sequential) {
         hessian_reset(&H[g]);
         /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
@@ -299,6 +306,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         }
       }
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
+      if (g == 0 && v_kron) {
+        vhessian_set_output(&vh, w.w[LIN_O]);
+        CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
+      }
+      if (g == 0 && q_form != Q_GPTQ) CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
+      double ts = MPI_Wtime();
+      t_hessian += ts - th;
       GptqLayer L;
       CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
       for (int k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
@@ -306,8 +320,6 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         linear_layer_name(l, k, name, sizeof name);
         LayerError *e = &err[l * LIN_COUNT + k];
         if (k == LIN_V && v_kron) {
-          vhessian_set_output(&vh, w.w[LIN_O]);
-          CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
           /* one column order for the layer: from Σ_g H_in^g */
           double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
           const double **Hin = malloc(sizeof(double *) * (size_t)vh.groups);
@@ -320,7 +332,6 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           free(order);
           free(Hin);
         } else if (k == LIN_Q && q_form != Q_GPTQ) {
-          CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
           if (q_form == Q_KRON) {
             /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
             const double **Hin = malloc(sizeof(double *) * (size_t)c->n_heads);
@@ -346,6 +357,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         }
       }
       gptq_layer_free(&L);
+      t_solve += MPI_Wtime() - ts;
     }
     /* the quantized block makes the next block's inputs */
     for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
@@ -446,6 +458,10 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   report_begin(&rep, "phase_seconds", '{');
   report_num(&rep, "load", t_loaded - t_start);
   report_num(&rep, "quantize_write", t_end - t_loaded);
+  if (gptq) {
+    report_num(&rep, "hessian", t_hessian);
+    report_num(&rep, "factor_solve_write", t_solve);
+  }
   report_end(&rep, '}');
   report_begin(&rep, "layers", '[');
   for (int l = 0; l < c->n_layers; l++)
