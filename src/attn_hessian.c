@@ -210,3 +210,82 @@ int qhessian_finish(QHessian *q, MPI_Comm comm) {
   for (size_t k = 0; k < n; k++) q->out[k] /= (double)total;
   return hessian_finish(&q->in, comm);
 }
+
+int khessian_init(KHessian *k, const ModelConfig *c, int T) {
+  memset(k, 0, sizeof *k);
+  k->d = c->dim;
+  k->dh = c->head_dim;
+  k->heads = c->n_heads;
+  k->hpg = c->n_heads / c->n_kv_heads;
+  k->T = T;
+  k->P = aptq_malloc(sizeof(float) * (size_t)k->heads * k->dh * k->dh, "W_O^T W_O");
+  k->VP = aptq_malloc(sizeof(float) * (size_t)T * k->dh, "V P");
+  k->C = aptq_malloc(sizeof(float) * (size_t)T * T, "v P z");
+  k->Xw = aptq_malloc(sizeof(float) * (size_t)T * k->d, "weighted inputs");
+  k->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
+  if (!k->P || !k->VP || !k->C || !k->Xw || !k->w) return APTQ_ERR;
+  return hessian_init(&k->in, k->d);
+}
+
+void khessian_free(KHessian *k) {
+  hessian_free(&k->in);
+  free(k->P); free(k->VP); free(k->C); free(k->Xw); free(k->w);
+  memset(k, 0, sizeof *k);
+}
+
+void khessian_reset(KHessian *k) {
+  hessian_reset(&k->in);
+  k->tokens = 0;
+}
+
+void khessian_set_output(KHessian *k, const float *Wo) {
+  QHessian q = {.d = k->d, .dh = k->dh, .heads = k->heads, .P = k->P};
+  qhessian_set_output(&q, Wo);
+}
+
+void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg) {
+  int T = s->T, d = k->d, dh = k->dh, kvd = c->n_kv_heads * dh, qd = k->heads * dh, groups = c->n_kv_heads;
+  double *ws = calloc((size_t)T, sizeof(double)), *avec = malloc(sizeof(double) * (size_t)T);
+  if (wg) memset(wg, 0, sizeof(double) * (size_t)T * groups);
+  for (int h = 0; h < k->heads; h++) {
+    int g = h / k->hpg;
+    const float *V = s->v + (size_t)g * dh, *Q = s->q + (size_t)h * dh, *Z = s->z + (size_t)h * dh, *P = k->P + (size_t)h * dh * dh;
+    attention_probs(c, s, h);
+    /* C[t][s] = v_sᵀ P z_t: (Z P)(Vᵀ) with P symmetric */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, dh, 1.0f, V, kvd, P, dh, 0.0f, k->VP, dh);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, Z, qd, k->VP, dh, 0.0f, k->C, T);
+    for (int j = 0; j < T; j++) { /* a_j = v_jᵀ P v_j */
+      double aj = 0;
+      for (int a = 0; a < dh; a++) aj += (double)k->VP[(size_t)j * dh + a] * V[(size_t)j * kvd + a];
+      avec[j] = aj;
+    }
+    for (int t = 0; t < T; t++) {
+      /* b_t = z_tᵀ P z_t, |q_t|² */
+      double bt = 0, qn = 0;
+      const float *z = Z + (size_t)t * qd, *q = Q + (size_t)t * qd;
+      for (int a = 0; a < dh; a++) {
+        double pz = 0;
+        for (int b = 0; b < dh; b++) pz += (double)P[a * dh + b] * z[b];
+        bt += z[a] * pz;
+        qn += (double)q[a] * q[a];
+      }
+      const float *arow = s->att + (size_t)t * T, *crow = k->C + (size_t)t * T;
+      for (int j = 0; j <= t; j++) {
+        double cts = avec[j] - 2.0 * crow[j] + bt, contrib = (double)arow[j] * arow[j] * cts * qn / ((double)dh * dh);
+        ws[j] += contrib;
+        if (wg) wg[(size_t)j * groups + g] += contrib;
+      }
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float r = sqrtf((float)(ws[t] > 0 ? ws[t] : 0));
+    k->w[t] = (float)ws[t];
+    for (int j = 0; j < d; j++) k->Xw[(size_t)t * d + j] = r * X[(size_t)t * d + j];
+  }
+  hessian_add(&k->in, k->Xw, T);
+  k->tokens += T;
+  free(ws);
+  free(avec);
+}
+
+int khessian_finish(KHessian *k, MPI_Comm comm) { return hessian_finish(&k->in, comm); }

@@ -67,4 +67,26 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
 /* Collective: in scaled by 2/N (row-shared); out averaged over tokens (mean G_tᵀG_t). */
 int qhessian_finish(QHessian *q, MPI_Comm comm);
 
+/* k_proj (docs/aptq.md): δo_t = Σ_{h∈g} Σ_s M_ts Δ_g x_s with
+ * M_ts = A_ts W_O^h (v_s − z_t) q_tᵀ R_s/√dh. Keeping the s = s' terms,
+ * Σ_t M_tsᵀ M_ts = R_sᵀ (Σ_t A_ts² c_ts q_t q_tᵀ) R_s / dh with the scalar
+ * c_ts = (v_s − z_t)ᵀ P_h (v_s − z_t). Row-shared weight of token s:
+ * w_s = Σ_h Σ_t A_ts² c_ts |q_t|² / dh², at the attention's cost (T²·dh per
+ * head); in = Σ_s w_s x_s x_sᵀ. If wg (T × kv groups) is given, each
+ * group's own weights are written there too (golden check). */
+typedef struct {
+  int d, dh, heads, hpg, T;
+  Hessian in;
+  float *P;                 /* heads × dh × dh */
+  float *VP, *C, *Xw, *w;   /* scratch */
+  int64_t tokens;
+} KHessian;
+
+int khessian_init(KHessian *k, const ModelConfig *c, int T);
+void khessian_free(KHessian *k);
+void khessian_reset(KHessian *k);
+void khessian_set_output(KHessian *k, const float *Wo);
+void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg);
+int khessian_finish(KHessian *k, MPI_Comm comm);
+
 #endif

@@ -21,6 +21,7 @@ typedef struct {
   char hessian_form[16];        /* layer: gptq | kron */
   char v_form[16];              /* aptq: kron | gptq */
   char q_form[16];              /* aptq: rowshared | kron | gptq */
+  char k_form[16];              /* aptq: rowshared | gptq */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

@@ -263,10 +263,12 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   QHessian qh;
   int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
   enum { Q_GPTQ, Q_ROWSHARED, Q_KRON } q_form = !aptq || !strcmp(o->q_form, "gptq") ? Q_GPTQ : !strcmp(o->q_form, "kron") ? Q_KRON : Q_ROWSHARED;
-  int attn_stats = v_kron || q_form != Q_GPTQ;
+  int k_rowshared = aptq && !strcmp(o->k_form, "rowshared");
+  KHessian kh;
+  int attn_stats = v_kron || q_form != Q_GPTQ || k_rowshared;
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
   int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
-           (q_form != Q_GPTQ && qhessian_init(&qh, c, T));
+           (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_rowshared && khessian_init(&kh, c, T));
   for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
@@ -279,6 +281,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       qhessian_reset(&qh);
       qhessian_set_output(&qh, w.w[LIN_O]);
     }
+    if (k_rowshared) {
+      khessian_reset(&kh);
+      khessian_set_output(&kh, w.w[LIN_O]);
+    }
     if (!o->true_sequential) {
       /* every group's input from the full-precision block */
       for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
@@ -288,6 +294,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
         if (v_kron) vhessian_add(&vh, c, &s, s.xn);
         if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
+        if (k_rowshared) khessian_add(&kh, c, &s, s.xn, NULL);
       }
     }
     t_hessian += MPI_Wtime() - th;
@@ -303,6 +310,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
           if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
           if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
+          if (g == 0 && k_rowshared) khessian_add(&kh, c, &s, s.xn, NULL);
         }
       }
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
@@ -311,6 +319,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
       }
       if (g == 0 && q_form != Q_GPTQ) CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
+      if (g == 0 && k_rowshared) CHECK(aptq_agree(comm, khessian_finish(&kh, comm)));
       double ts = MPI_Wtime();
       t_hessian += ts - th;
       GptqLayer L;
@@ -331,6 +340,11 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           CHECK(kron_linear(qw, o, &p, Hin, order, vh.out, vh.groups, vh.dh, D, name, w.w[k], e, comm));
           free(order);
           free(Hin);
+        } else if (k == LIN_K && k_rowshared) {
+          GptqLayer Lk;
+          CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
+          gptq_linear(qw, o, &p, &Lk, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+          gptq_layer_free(&Lk);
         } else if (k == LIN_Q && q_form != Q_GPTQ) {
           if (q_form == Q_KRON) {
             /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
@@ -365,6 +379,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   for (int g = 0; g < 4; g++) hessian_free(&H[g]);
   if (v_kron) vhessian_free(&vh);
   if (q_form != Q_GPTQ) qhessian_free(&qh);
+  if (k_rowshared) khessian_free(&kh);
   block_weights_free(&w);
   scratch_free(&s);
   free(X);
@@ -443,7 +458,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   if (!strcmp(o->method, "aptq")) {
     report_begin(&rep, "hessian_forms", '{');
     for (int k = 0; k < LIN_COUNT; k++)
-      report_str(&rep, linear_names[k], k == LIN_V ? o->v_form : k == LIN_Q ? o->q_form : "gptq");
+      report_str(&rep, linear_names[k], k == LIN_V ? o->v_form : k == LIN_Q ? o->q_form : k == LIN_K ? o->k_form : "gptq");
     report_end(&rep, '}');
   }
   report_str(&rep, "model", o->model);

@@ -21,6 +21,59 @@
 
 static double rel(double a, double b) { return fabs(a - b) / fabs(b); }
 
+/* u ← R_t u, the RoPE rotation of position t (pairs as in forward.c) */
+static void rotate_vec(const ModelConfig *c, const BlockScratch *s, int t, double *u) {
+  int half = c->head_dim / 2;
+  for (int i = 0; i < half; i++) {
+    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    double co = s->cos[(size_t)t * half + i], si = s->sin[(size_t)t * half + i], x = u[a], y = u[b];
+    u[a] = x * co - y * si;
+    u[b] = x * si + y * co;
+  }
+}
+
+/* The exact GN quadratic form of a perturbation dK of kv group 0's rows of
+ * W_K: Σ_t ‖δo_t‖² with δo the linearised attention output (all heads of
+ * the group, all s, s' terms). s holds the forward's q, k, v, z. */
+static double k_exact(const ModelConfig *c, BlockScratch *s, const float *X, const float *dK, const float *Wo) {
+  int T = s->T, D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh, hpg = c->n_heads / c->n_kv_heads;
+  double *U = malloc(sizeof(double) * T * dh), *dS = malloc(sizeof(double) * T), *dz = malloc(sizeof(double) * dh);
+  double *dout = calloc((size_t)T * D, sizeof(double)), total = 0;
+  for (int j = 0; j < T; j++) {
+    for (int a = 0; a < dh; a++) {
+      double acc = 0;
+      for (int l = 0; l < D; l++) acc += (double)dK[a * D + l] * X[(size_t)j * D + l];
+      U[j * dh + a] = acc;
+    }
+    rotate_vec(c, s, j, U + j * dh);
+  }
+  for (int h = 0; h < hpg; h++) { /* the heads of group 0 */
+    attention_probs(c, s, h);
+    for (int t = 0; t < T; t++) {
+      const float *q = s->q + (size_t)t * qd + h * dh, *z = s->z + (size_t)t * qd + h * dh, *arow = s->att + (size_t)t * T;
+      double bsum = 0;
+      for (int a = 0; a < dh; a++) dz[a] = 0;
+      for (int j = 0; j <= t; j++) {
+        double sc = 0;
+        for (int a = 0; a < dh; a++) sc += q[a] * U[j * dh + a];
+        double b = arow[j] * sc / sqrt((double)dh);
+        bsum += b;
+        const float *v = s->v + (size_t)j * kvd; /* group 0 */
+        for (int a = 0; a < dh; a++) dz[a] += b * v[a];
+      }
+      for (int a = 0; a < dh; a++) dz[a] -= bsum * z[a];
+      for (int i = 0; i < D; i++) {
+        double acc = 0;
+        for (int a = 0; a < dh; a++) acc += (double)Wo[(size_t)i * qd + h * dh + a] * dz[a];
+        dout[(size_t)t * D + i] += acc;
+      }
+    }
+  }
+  for (size_t i = 0; i < (size_t)T * D; i++) total += dout[i] * dout[i];
+  free(U); free(dS); free(dz); free(dout);
+  return total;
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   if (argc < 5) { fprintf(stderr, "usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX]\n"); return 2; }
@@ -159,6 +212,47 @@ int main(int argc, char **argv) {
   double rs_ratio = qd0.rowshared / qd0.exact, kron_ratio = q_kron / qd0.exact;
   int ok_q = fabs(r2 - 1) < 0.05 && fabs(r2 - 1) <= fabs(r1 - 1) + 1e-3;
 
+  /* k_proj, kv group 0: second order, and the row-shared form against the exact GN */
+  KHessian Hk;
+  if (khessian_init(&Hk, c, T)) return 1;
+  khessian_set_output(&Hk, w.w[LIN_O]);
+  float *dK = malloc(sizeof(float) * dh * D);
+  double wk_rms = 0;
+  for (int i = 0; i < dh * D; i++) wk_rms += (double)w.w[LIN_K][i] * w.w[LIN_K][i];
+  wk_rms = sqrt(wk_rms / (dh * D));
+  for (int i = 0; i < dh * D; i++) dK[i] = (float)(wk_rms * rng_normal(&rng));
+  double *wg = malloc(sizeof(double) * T * c->n_kv_heads), k_gn = 0, k_rs = 0, e_k[2] = {0, 0};
+  for (int i = 0; i < nseq; i++) {
+    const uint32_t *ids = tok.ids + (size_t)i * T;
+    embed_tokens(&m, ids, T, x);
+    block_forward_until(c, &w, &s, x, STOP_O_INPUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o, D);
+    memcpy(X, s.xn, sizeof(float) * T * D);
+    khessian_add(&Hk, c, &s, X, wg);
+    k_gn += k_exact(c, &s, X, dK, w.w[LIN_O]);
+    for (int t = 0; t < T; t++) {
+      double uu = 0;
+      for (int a = 0; a < dh; a++) {
+        double acc = 0;
+        for (int l = 0; l < D; l++) acc += (double)dK[a * D + l] * X[(size_t)t * D + l];
+        uu += acc * acc;
+      }
+      k_rs += wg[(size_t)t * c->n_kv_heads] * uu;
+    }
+    for (int k = 0; k < 2; k++) {
+      memcpy(wp.w[LIN_Q], w.w[LIN_Q], sizeof(float) * qd * D);
+      memcpy(wp.w[LIN_V], w.w[LIN_V], sizeof(float) * kvd * D);
+      memcpy(wp.w[LIN_K], w.w[LIN_K], sizeof(float) * kvd * D);
+      for (int j = 0; j < dh * D; j++) wp.w[LIN_K][j] += (float)eps[k] * dK[j];
+      embed_tokens(&m, ids, T, x);
+      block_forward_until(c, &wp, &s, x, STOP_O_INPUT);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o2, D);
+      for (int t = 0; t < T * D; t++) e_k[k] += ((double)o2[t] - o[t]) * ((double)o2[t] - o[t]);
+    }
+  }
+  double k1 = e_k[0] / (eps[0] * eps[0]) / k_gn, k2 = e_k[1] / (eps[1] * eps[1]) / k_gn, k_rs_ratio = k_rs / k_gn;
+  int ok_k = fabs(k2 - 1) < 0.05 && fabs(k2 - 1) <= fabs(k1 - 1) + 1e-3;
+
   double ratio = q_v / (e_v_exact / N);
   int ok_o = rel(e_o / N, q_o) < 1e-6, ok_v = rel(e_v, e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
   printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], nseq, T, c->n_heads, c->n_kv_heads);
@@ -168,6 +262,9 @@ int main(int argc, char **argv) {
   printf("q_proj head 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], r1, eps[1], r2,
          ok_q ? "PASSED" : "FAILED");
   printf("q_proj head 0: row-shared / exact GN = %.4f, Kronecker / exact GN = %.4f\n", rs_ratio, kron_ratio);
+  printf("k_proj group 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], k1, eps[1], k2,
+         ok_k ? "PASSED" : "FAILED");
+  printf("k_proj group 0: row-shared (s = s' terms) / exact GN = %.4f\n", k_rs_ratio);
   MPI_Finalize();
-  return ok_o && ok_v && ok_ratio && ok_q ? 0 : 1;
+  return ok_o && ok_v && ok_ratio && ok_q && ok_k ? 0 : 1;
 }
