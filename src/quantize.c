@@ -322,8 +322,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       if (g == 0 && k_rowshared) CHECK(aptq_agree(comm, khessian_finish(&kh, comm)));
       double ts = MPI_Wtime();
       t_hessian += ts - th;
+      /* the group's layer-input factor, made when a layer of the group uses it */
       GptqLayer L;
-      CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+      int have_L = 0;
       for (int k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
         char name[256];
         linear_layer_name(l, k, name, sizeof name);
@@ -358,8 +359,11 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
             gptq_linear(qw, o, &p, &Lq, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
             gptq_layer_free(&Lq);
           }
-        } else
+        } else {
+          if (!have_L) CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+          have_L = 1;
           gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+        }
         if (rank == 0) {
           double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
           printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
@@ -370,7 +374,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           fflush(stdout);
         }
       }
-      gptq_layer_free(&L);
+      if (have_L) gptq_layer_free(&L);
       t_solve += MPI_Wtime() - ts;
     }
     /* the quantized block makes the next block's inputs */
