@@ -116,10 +116,23 @@ static const float *group_input(const BlockScratch *s, BlockStop stop) {
   }
 }
 
+/* The solve's attributes of a layer group in the file (docs/hdf5-schema.md). */
+static void write_solve_attrs(QFileWriter *qw, const Options *o, const char *name, const LayerError *e, const char *form, double damp_out,
+                              MPI_Comm comm) {
+  char group[300];
+  snprintf(group, sizeof group, "/layers/%s", name);
+  int kron = !strcmp(form, "kron");
+  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
+      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
+      qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", form) ||
+      (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
+    aptq_fatal(comm);
+}
+
 /* GPTQ of one layer whose Hessian factor is prepared: solve this rank's rows,
  * write them, and give every rank the whole quantized weight in W. */
-static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, const GptqLayer *L, const char *name, float *W, int rows,
-                       LayerError *e, MPI_Comm comm) {
+static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, const GptqLayer *L, const char *form, const char *name,
+                       float *W, int rows, LayerError *e, MPI_Comm comm) {
   int rank, size, cols = L->cols, ng = quant_ngroups(cols, o->group_size), r0, n;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -156,12 +169,7 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   e->loss = gptq_layer_loss(chunk_loss, rows, comm);
   e->damp_used = L->factor.damp_used;
   e->retries = L->factor.retries;
-  char group[300];
-  snprintf(group, sizeof group, "/layers/%s", name);
-  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
-      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
-      qfile_attr_int(qw, group, "static_groups", o->static_groups))
-    aptq_fatal(comm);
+  write_solve_attrs(qw, o, name, e, form, 0.0, comm);
   free(counts); free(displs); free(slab); free(Q); free(codes); free(scales); free(zeros); free(chunk_loss);
   return 0;
 }
@@ -232,13 +240,7 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
   e->loss = 0;
   for (int i = 0; i < heads; i++) e->loss += losses[i];
-  char group[300];
-  snprintf(group, sizeof group, "/layers/%s", name);
-  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
-      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
-      qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", "kron") ||
-      qfile_attr_double(qw, group, "damp_out", damp_out))
-    aptq_fatal(comm);
+  write_solve_attrs(qw, o, name, e, "kron", damp_out, comm);
   free(counts); free(displs); free(Uo); free(slab); free(Q); free(codes); free(scales); free(zeros); free(losses); free(g_idx);
   return 0;
 }
@@ -344,7 +346,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         } else if (k == LIN_K && k_rowshared) {
           GptqLayer Lk;
           CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
-          gptq_linear(qw, o, &p, &Lk, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+          gptq_linear(qw, o, &p, &Lk, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
           gptq_layer_free(&Lk);
         } else if (k == LIN_Q && q_form != Q_GPTQ) {
           if (q_form == Q_KRON) {
@@ -356,13 +358,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           } else {
             GptqLayer Lq;
             CHECK(gptq_prepare(qh.in.sum, D, &p, comm, &Lq));
-            gptq_linear(qw, o, &p, &Lq, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+            gptq_linear(qw, o, &p, &Lq, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
             gptq_layer_free(&Lq);
           }
         } else {
           if (!have_L) CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           have_L = 1;
-          gptq_linear(qw, o, &p, &L, name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+          gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
         }
         if (rank == 0) {
           double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
