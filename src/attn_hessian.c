@@ -211,8 +211,9 @@ int qhessian_finish(QHessian *q, MPI_Comm comm) {
   return hessian_finish(&q->in, comm);
 }
 
-int khessian_init(KHessian *k, const ModelConfig *c, int T) {
+int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
   memset(k, 0, sizeof *k);
+  k->kron = kron;
   k->d = c->dim;
   k->dh = c->head_dim;
   k->heads = c->n_heads;
@@ -224,17 +225,26 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T) {
   k->Xw = aptq_malloc(sizeof(float) * (size_t)T * k->d, "weighted inputs");
   k->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
   if (!k->P || !k->VP || !k->C || !k->Xw || !k->w) return APTQ_ERR;
+  if (kron) {
+    size_t dh2 = (size_t)k->dh * k->dh;
+    k->out = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
+    k->QQ = aptq_malloc(sizeof(float) * (size_t)T * dh2, "q q^T");
+    k->CS = aptq_malloc(sizeof(float) * (size_t)T * dh2, "k_proj per-key factors");
+    if (!k->out || !k->QQ || !k->CS) return APTQ_ERR;
+  }
   return hessian_init(&k->in, k->d);
 }
 
 void khessian_free(KHessian *k) {
   hessian_free(&k->in);
   free(k->P); free(k->VP); free(k->C); free(k->Xw); free(k->w);
+  free(k->out); free(k->QQ); free(k->CS);
   memset(k, 0, sizeof *k);
 }
 
 void khessian_reset(KHessian *k) {
   hessian_reset(&k->in);
+  if (k->out) memset(k->out, 0, sizeof(double) * (size_t)(k->heads / k->hpg) * k->dh * k->dh);
   k->tokens = 0;
 }
 
@@ -269,12 +279,33 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
         bt += z[a] * pz;
         qn += (double)q[a] * q[a];
       }
-      const float *arow = s->att + (size_t)t * T, *crow = k->C + (size_t)t * T;
+      const float *arow = s->att + (size_t)t * T;
+      float *crow = k->C + (size_t)t * T;
       for (int j = 0; j <= t; j++) {
         double cts = avec[j] - 2.0 * crow[j] + bt, contrib = (double)arow[j] * arow[j] * cts * qn / ((double)dh * dh);
         ws[j] += contrib;
         if (wg) wg[(size_t)j * groups + g] += contrib;
+        if (k->kron) crow[j] = (float)((double)arow[j] * arow[j] * cts); /* C becomes A∘A∘c */
       }
+      if (k->kron)
+        for (int j = t + 1; j < T; j++) crow[j] = 0.0f;
+    }
+    if (k->kron) {
+      int dh2 = dh * dh;
+      for (int t = 0; t < T; t++) {
+        const float *q = Q + (size_t)t * qd;
+        for (int a = 0; a < dh; a++)
+          for (int b = 0; b < dh; b++) k->QQ[(size_t)t * dh2 + a * dh + b] = q[a] * q[b];
+      }
+      /* CS row s = Σ_t (A∘A∘c)_ts q_t q_tᵀ */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh2, T, 1.0f, k->C, T, k->QQ, dh2, 0.0f, k->CS, dh2);
+      double *M = malloc(sizeof(double) * dh2), *out = k->out + (size_t)g * dh2;
+      for (int j = 0; j < T; j++) {
+        for (int a = 0; a < dh2; a++) M[a] = k->CS[(size_t)j * dh2 + a];
+        rotate_both(c, s, j, M);
+        for (int a = 0; a < dh2; a++) out[a] += M[a] / dh;
+      }
+      free(M);
     }
   }
   for (int t = 0; t < T; t++) {
@@ -288,4 +319,13 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
   free(avec);
 }
 
-int khessian_finish(KHessian *k, MPI_Comm comm) { return hessian_finish(&k->in, comm); }
+int khessian_finish(KHessian *k, MPI_Comm comm) {
+  if (k->kron) {
+    size_t n = (size_t)(k->heads / k->hpg) * k->dh * k->dh;
+    MPI_Allreduce(MPI_IN_PLACE, k->out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
+    int64_t total = k->tokens;
+    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+    for (size_t i = 0; i < n; i++) k->out[i] /= (double)total;
+  }
+  return hessian_finish(&k->in, comm);
+}

@@ -75,18 +75,25 @@ int qhessian_finish(QHessian *q, MPI_Comm comm);
  * head); in = Σ_s w_s x_s x_sᵀ. If wg (T × kv groups) is given, each
  * group's own weights are written there too (golden check). */
 typedef struct {
-  int d, dh, heads, hpg, T;
+  int d, dh, heads, hpg, T, kron;
   Hessian in;
+  double *out;              /* kron: kv groups × dh × dh, Σ_s Σ_{h∈g} B_s^h */
   float *P;                 /* heads × dh × dh */
   float *VP, *C, *Xw, *w;   /* scratch */
+  float *QQ, *CS;           /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
   int64_t tokens;
 } KHessian;
 
-int khessian_init(KHessian *k, const ModelConfig *c, int T);
+/* kron: also the Kronecker output factors (K-FAC, input factor = the layer
+ * inputs' Hessian): out_g = mean_s Σ_{h∈g} B_s^h with
+ * B_s^h = R_sᵀ (Σ_t A_ts² c_ts q_t q_tᵀ) R_s / dh, pre-RoPE coordinates;
+ * T²·dh² per head (one GEMM (A∘A∘C)ᵀ [q_t q_tᵀ]), like q_proj's N_t. */
+int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron);
 void khessian_free(KHessian *k);
 void khessian_reset(KHessian *k);
 void khessian_set_output(KHessian *k, const float *Wo);
 void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg);
+/* Collective: in scaled by 2/N; out (kron) averaged over tokens. */
 int khessian_finish(KHessian *k, MPI_Comm comm);
 
 #endif

@@ -8,6 +8,7 @@
 #include "options.h"
 
 int cmd_eval(const Options *o, MPI_Comm comm);
+int cmd_recon(const Options *o, MPI_Comm comm);
 int cmd_quantize(const Options *o, MPI_Comm comm);
 int cmd_synth(const Options *o, MPI_Comm comm);
 int cmd_generate(const Options *o, MPI_Comm comm);

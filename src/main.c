@@ -23,6 +23,7 @@ static const struct {
 } commands[] = {
   {"quantize", cmd_quantize, "quantize a model: model, output, method, bits, group_size [calib, nseq, seqlen]"},
   {"eval", cmd_eval, "perplexity: model, tokens, nseq, seqlen [quantized, report]"},
+  {"recon", cmd_recon, "reconstruction error of a quantized model per block (attention output, block update): model, quantized, tokens, nseq, seqlen [report]"},
   {"layer", cmd_layer, "GPTQ solve of one layer: input (HDF5 with W, H), output, bits, group_size, act_order, sym [damp, block_size]"},
   {"generate", cmd_generate, "sample token sequences from a model: model, nseq, seqlen, output [seed, temperature]"},
   {"synth", cmd_synth, "write the embedded default model (HF layout, seeded weights): output [seed]"},

@@ -33,7 +33,7 @@ static const OptSpec specs[] = {
   {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
   {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
   {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, gptq = layer inputs"},
-  {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|gptq", 0, 0, "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, gptq = layer inputs"},
+  {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, kron = input x per-kv-group output factor, gptq = layer inputs"},
   {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq", 0, 0, "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs"},
   {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
   {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},

@@ -91,6 +91,7 @@ static int rtn_pass(QFileWriter *qw, const Options *o, const Model *m, LayerErro
       int r0, n;
       shard_range((int)t->rows, size, rank, &r0, &n);
       if (rtn_layer(qw, o, t, name, r0, r0 + n, &err[l * LIN_COUNT + k])) aptq_fatal(comm);
+      MPI_Allreduce(MPI_IN_PLACE, &err[l * LIN_COUNT + k].err2, 2, MPI_DOUBLE, MPI_SUM, comm);
     }
     if (rank == 0) {
       printf("aptq quantize: block %d of %d done, %.1f s elapsed\n", l + 1, m->cfg.n_layers, MPI_Wtime() - t_start);
@@ -166,6 +167,7 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     displs[r] *= cols;
   }
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
+  MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm); /* err2, norm2 */
   e->loss = gptq_layer_loss(chunk_loss, rows, comm);
   e->damp_used = L->factor.damp_used;
   e->retries = L->factor.retries;
@@ -229,6 +231,7 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     e->norm2 += (double)orig[i] * orig[i];
   }
   if (write_slab(qw, o, name, heads * dh, d, h0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
+  MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm); /* err2, norm2 */
   memcpy(W + (size_t)h0 * dh * d, Q, sizeof(float) * slab_n);
   int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
   for (int r = 0; r < size; r++) shard_range(heads, size, r, &displs[r], &counts[r]);
@@ -265,12 +268,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   QHessian qh;
   int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
   enum { Q_GPTQ, Q_ROWSHARED, Q_KRON } q_form = !aptq || !strcmp(o->q_form, "gptq") ? Q_GPTQ : !strcmp(o->q_form, "kron") ? Q_KRON : Q_ROWSHARED;
-  int k_rowshared = aptq && !strcmp(o->k_form, "rowshared");
+  enum { K_GPTQ, K_ROWSHARED, K_KRON } k_form = !aptq || !strcmp(o->k_form, "gptq") ? K_GPTQ : !strcmp(o->k_form, "kron") ? K_KRON : K_ROWSHARED;
+  int k_stats = k_form != K_GPTQ;
   KHessian kh;
-  int attn_stats = v_kron || q_form != Q_GPTQ || k_rowshared;
+  int attn_stats = v_kron || q_form != Q_GPTQ || k_stats;
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
   int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
-           (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_rowshared && khessian_init(&kh, c, T));
+           (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
   for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
@@ -283,7 +287,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       qhessian_reset(&qh);
       qhessian_set_output(&qh, w.w[LIN_O]);
     }
-    if (k_rowshared) {
+    if (k_stats) {
       khessian_reset(&kh);
       khessian_set_output(&kh, w.w[LIN_O]);
     }
@@ -296,7 +300,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
         if (v_kron) vhessian_add(&vh, c, &s, s.xn);
         if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
-        if (k_rowshared) khessian_add(&kh, c, &s, s.xn, NULL);
+        if (k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
       }
     }
     t_hessian += MPI_Wtime() - th;
@@ -312,7 +316,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
           if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
           if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
-          if (g == 0 && k_rowshared) khessian_add(&kh, c, &s, s.xn, NULL);
+          if (g == 0 && k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
         }
       }
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
@@ -321,7 +325,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
       }
       if (g == 0 && q_form != Q_GPTQ) CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
-      if (g == 0 && k_rowshared) CHECK(aptq_agree(comm, khessian_finish(&kh, comm)));
+      if (g == 0 && k_stats) CHECK(aptq_agree(comm, khessian_finish(&kh, comm)));
       double ts = MPI_Wtime();
       t_hessian += ts - th;
       /* the group's layer-input factor, made when a layer of the group uses it */
@@ -343,7 +347,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           CHECK(kron_linear(qw, o, &p, Hin, order, vh.out, vh.groups, vh.dh, D, name, w.w[k], e, comm));
           free(order);
           free(Hin);
-        } else if (k == LIN_K && k_rowshared) {
+        } else if (k == LIN_K && k_form == K_KRON) {
+          /* K-FAC: the layer-input Hessian, one output factor per kv group */
+          const double **Hin = malloc(sizeof(double *) * (size_t)c->n_kv_heads);
+          for (int h = 0; h < c->n_kv_heads; h++) Hin[h] = H[0].sum;
+          CHECK(kron_linear(qw, o, &p, Hin, NULL, kh.out, c->n_kv_heads, c->head_dim, D, name, w.w[k], e, comm));
+          free(Hin);
+        } else if (k == LIN_K && k_stats) {
           GptqLayer Lk;
           CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
           gptq_linear(qw, o, &p, &Lk, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
@@ -385,7 +395,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   for (int g = 0; g < 4; g++) hessian_free(&H[g]);
   if (v_kron) vhessian_free(&vh);
   if (q_form != Q_GPTQ) qhessian_free(&qh);
-  if (k_rowshared) khessian_free(&kh);
+  if (k_stats) khessian_free(&kh);
   block_weights_free(&w);
   scratch_free(&s);
   free(X);
@@ -425,7 +435,6 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   if (!err) aptq_fatal(comm);
   if (gptq) gptq_pass(&qw, o, &m, &calib, err, t_start, comm);
   else rtn_pass(&qw, o, &m, err, t_start, comm);
-  for (int i = 0; i < nlayers; i++) MPI_Allreduce(MPI_IN_PLACE, &err[i], 2, MPI_DOUBLE, MPI_SUM, comm);
   if (qfile_write_metadata(&qw, o, &m, o->calib[0] ? calib.sha256 : NULL, o->method)) aptq_fatal(comm);
   double t_solved = MPI_Wtime();
   if (qfile_attr_double(&qw, "/meta", "seconds_quantize", t_solved - t_loaded)) aptq_fatal(comm);
