@@ -35,6 +35,8 @@ static const OptSpec specs[] = {
   {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, gptq = layer inputs"},
   {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, kron = input x per-kv-group output factor, gptq = layer inputs"},
   {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq", 0, 0, "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs"},
+  {"R", T_PATH, F(R), "", NULL, 0, 0, "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per value); bits is then ignored"},
+  {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0, "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted loss; random (seed); blockwise = whole blocks, first first"},
   {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
   {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
   {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},
@@ -51,7 +53,7 @@ static const OptSpec specs[] = {
   {"group_size", T_INT, F(group_size), "0", NULL, 0, INT_MAX, "columns per quantization group; 0 = one group per row"},
   {"sym", T_BOOL, F(sym), "no", NULL, 0, 0, "symmetric quantization grid"},
   {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
-  {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate)"},
+  {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate, allocation = random)"},
   {"temperature", T_FLOAT, F(temperature), "1.0", NULL, 0, 100, "sampling temperature (generate); 0 = greedy"},
   {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "threads per rank: BLAS, and the GPTQ row chunks"},
 };

@@ -21,7 +21,9 @@ typedef struct {
   char hessian_form[16];        /* layer: gptq | kron */
   char v_form[16];              /* aptq: kron | gptq */
   char q_form[16];              /* aptq: rowshared | kron | gptq */
-  char k_form[16];              /* aptq: rowshared | gptq */
+  char k_form[16];              /* aptq: rowshared | kron | gptq */
+  char R[256];                  /* mixed precision: comma-separated fractions at 4 bits */
+  char allocation[16];          /* trace | knapsack | random | blockwise */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

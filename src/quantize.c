@@ -25,13 +25,22 @@
 #include "quant.h"
 #include "report.h"
 #include "tokens.h"
+#include "allocate.h"
 
 typedef struct {
   double err2, norm2;   /* Σ (w − q)², Σ w² over the layer */
   double loss;          /* GPTQ: Σ (w − q)²/U_jj²/2 */
   double damp_used;
   int retries;
+  int bits;
+  double sensitivity;   /* mean Hessian diagonal: tr(H)/(rows·cols) */
 } LayerError;
+
+static double trace(const double *H, int n) {
+  double t = 0;
+  for (int i = 0; i < n; i++) t += H[(size_t)i * n + i];
+  return t;
+}
 
 /* GPTQ semantics: a group_size that does not divide a layer's width leaves
  * a narrower last group. Say so, since exporters may expect equal groups. */
@@ -48,6 +57,7 @@ static void note_partial_groups(const Model *m, int group_size) {
 /* Pack and write one layer's slab, and add its squared errors. */
 static int write_slab(QFileWriter *qw, const Options *o, const char *name, int rows, int cols, int r0, int n, const uint8_t *codes,
                       const float *scales, const int32_t *zeros, const int32_t *g_idx) {
+  if (!qw) return 0; /* a measuring pass writes nothing */
   int wpr = quant_words_per_row(cols, o->bits);
   uint32_t *packed = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
   if (!packed) return APTQ_ERR;
@@ -120,10 +130,11 @@ static const float *group_input(const BlockScratch *s, BlockStop stop) {
 /* The solve's attributes of a layer group in the file (docs/hdf5-schema.md). */
 static void write_solve_attrs(QFileWriter *qw, const Options *o, const char *name, const LayerError *e, const char *form, double damp_out,
                               MPI_Comm comm) {
+  if (!qw) return;
   char group[300];
   snprintf(group, sizeof group, "/layers/%s", name);
   int kron = !strcmp(form, "kron");
-  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
+  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "sensitivity", e->sensitivity) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
       qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
       qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", form) ||
       (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
@@ -201,6 +212,10 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   CHECK(aptq_agree(comm, rc));
   memcpy(slab, W + (size_t)h0 * dh * d, sizeof(float) * slab_n);
   double damp_out = 0;
+  /* Σ_heads tr(H_in)·tr(H_out) over the rows·cols entries */
+  e->sensitivity = 0;
+  for (int i = 0; i < heads; i++) e->sensitivity += trace(Hin[i], d) * trace(Hout + (size_t)i * dh * dh, dh);
+  e->sensitivity /= (double)heads * dh * d;
   GptqLayer L;
   const double *prepared = NULL;
   for (int i = 0; i < heads; i++) {
@@ -252,13 +267,14 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
  * Hessian accumulation and reduction, and on factor + solve + write. */
 static double t_hessian, t_solve;
 
-static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, LayerError *err, double t_start,
-                     MPI_Comm comm) {
+/* The sequential pass. layer_bits (l·LIN_COUNT + k), or NULL for o->bits
+ * everywhere; qw NULL: measure only (errors, sensitivities), write nothing. */
+static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, const int *layer_bits, LayerError *err,
+                     double t_start, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
   const ModelConfig *c = &m->cfg;
   int T = calib->seqlen, D = c->dim, count = calib->count;
-  GptqParams p = gptq_params_from_options(o);
   float *X = aptq_malloc(sizeof(float) * ((size_t)count * T * D + 1), "calibration activations");
   float *xtmp = aptq_malloc(sizeof(float) * (size_t)T * D, "block input copy");
   BlockWeights w;
@@ -335,6 +351,11 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         char name[256];
         linear_layer_name(l, k, name, sizeof name);
         LayerError *e = &err[l * LIN_COUNT + k];
+        /* this layer's bit width (mixed precision) */
+        Options ob = *o;
+        ob.bits = e->bits = layer_bits ? layer_bits[l * LIN_COUNT + k] : o->bits;
+        GptqParams p = gptq_params_from_options(&ob);
+        const Options *o = &ob;
         if (k == LIN_V && v_kron) {
           /* one column order for the layer: from Σ_g H_in^g */
           double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
@@ -354,6 +375,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           CHECK(kron_linear(qw, o, &p, Hin, NULL, kh.out, c->n_kv_heads, c->head_dim, D, name, w.w[k], e, comm));
           free(Hin);
         } else if (k == LIN_K && k_stats) {
+          e->sensitivity = trace(kh.in.sum, D) / D;
           GptqLayer Lk;
           CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
           gptq_linear(qw, o, &p, &Lk, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
@@ -366,12 +388,14 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
             CHECK(kron_linear(qw, o, &p, Hin, NULL, qh.out, c->n_heads, c->head_dim, D, name, w.w[k], e, comm));
             free(Hin);
           } else {
+            e->sensitivity = trace(qh.in.sum, D) / D;
             GptqLayer Lq;
             CHECK(gptq_prepare(qh.in.sum, D, &p, comm, &Lq));
             gptq_linear(qw, o, &p, &Lq, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
             gptq_layer_free(&Lq);
           }
         } else {
+          e->sensitivity = trace(H[g].sum, in_dims[g]) / in_dims[g];
           if (!have_L) CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           have_L = 1;
           gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
@@ -403,59 +427,47 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   return 0;
 }
 
-int cmd_quantize(const Options *o, MPI_Comm comm) {
+/* What one output file holds beyond the per-layer errors. */
+typedef struct {
+  const char *output, *report;
+  int mixed;                   /* R was given */
+  double R, R_achieved, average_bits;
+  const LayerError *measured;  /* the measuring pass (sensitivities for the allocation), or NULL */
+  double t_load, t_measure, t_pass, t_write, t_hessian, t_solve;
+} OutputInfo;
+
+static int write_report(const Options *o, const Model *m, const TokenShard *calib, const LayerError *err, const OutputInfo *info, int gptq,
+                        MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  double t_start = MPI_Wtime();
-  int rc = options_require(o, "model") || options_require(o, "output");
-  CHECK(aptq_agree(comm, rc));
-  CHECK(output_check(o->output, "output", o->overwrite, comm));
-  if (o->report[0]) CHECK(output_check(o->report, "report", 1, comm));
-
-  Model m;
-  CHECK(aptq_agree(comm, model_open(o->model, &m)));
-  if (rank == 0) note_partial_groups(&m, o->group_size);
-  CHECK(model_fingerprint(&m, comm));
-  /* RTN needs no calibration data; when given it is validated and its hash recorded */
-  TokenShard calib = {0};
-  int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
-  if (gptq) CHECK(aptq_agree(comm, options_require(o, "calib")));
-  if (o->calib[0]) {
-    CHECK(aptq_agree(comm, options_require(o, "nseq")));
-    CHECK(tokens_load(o->calib, "calib", o->seqlen, o->nseq, m.cfg.vocab_size, comm, &calib));
-  }
-  double t_loaded = MPI_Wtime();
-
-  QFileWriter qw;
-  CHECK(qfile_create(&qw, o->output, comm));
-  const ModelConfig *c = &m.cfg;
+  const ModelConfig *c = &m->cfg;
   int nlayers = c->n_layers * LIN_COUNT;
-  LayerError *err = aptq_calloc((size_t)nlayers, sizeof *err, "layer errors");
-  if (!err) aptq_fatal(comm);
-  if (gptq) gptq_pass(&qw, o, &m, &calib, err, t_start, comm);
-  else rtn_pass(&qw, o, &m, err, t_start, comm);
-  if (qfile_write_metadata(&qw, o, &m, o->calib[0] ? calib.sha256 : NULL, o->method)) aptq_fatal(comm);
-  double t_solved = MPI_Wtime();
-  if (qfile_attr_double(&qw, "/meta", "seconds_quantize", t_solved - t_loaded)) aptq_fatal(comm);
-  CHECK(qfile_commit(&qw));
-  double t_end = MPI_Wtime();
-
   double total_err = 0, total_norm = 0;
   long long params = 0;
   for (int i = 0; i < nlayers; i++) { total_err += err[i].err2; total_norm += err[i].norm2; }
   for (int l = 0; l < c->n_layers; l++)
-    for (int k = 0; k < LIN_COUNT; k++) params += m.linear[l][k].rows * m.linear[l][k].cols;
+    for (int k = 0; k < LIN_COUNT; k++) params += m->linear[l][k].rows * m->linear[l][k].cols;
+  double seconds = info->t_load + info->t_measure + info->t_pass + info->t_write;
   if (rank == 0) {
-    printf("aptq quantize: method %s, %d bits, group_size %d%s, %d ranks\n", o->method, o->bits, o->group_size, o->sym ? ", symmetric" : "", size);
+    if (info->mixed)
+      printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, group_size %d%s, %d ranks\n", o->method,
+             info->R, info->R_achieved, o->allocation, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
+    else
+      printf("aptq quantize: method %s, %d bits, group_size %d%s, %d ranks\n", o->method, o->bits, o->group_size, o->sym ? ", symmetric" : "",
+             size);
     printf("  layers           : %d linear layers, %lld parameters\n", nlayers, params);
     printf("  relative error   : ||W-Q||/||W|| = %.6f over all layers\n", total_norm > 0 ? sqrt(total_err / total_norm) : 0.0);
-    printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", t_loaded - t_start, t_end - t_loaded, t_end - t_start);
-    printf("  output           : %s\n", o->output);
+    if (info->mixed)
+      printf("  time             : load %.2f s, measuring pass %.2f s (shared), this pass + write %.2f s\n", info->t_load, info->t_measure,
+             info->t_pass + info->t_write);
+    else
+      printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", info->t_load, info->t_pass + info->t_write, seconds);
+    printf("  output           : %s\n", info->output);
     fflush(stdout);
   }
   Report rep;
-  rc = report_open(&rep, o->report, rank);
+  int rc = report_open(&rep, info->report, rank);
   report_str(&rep, "command", "quantize");
   report_str(&rep, "method", o->method);
   report_int(&rep, "bits", o->bits);
@@ -476,21 +488,28 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       report_str(&rep, linear_names[k], k == LIN_V ? o->v_form : k == LIN_Q ? o->q_form : k == LIN_K ? o->k_form : "gptq");
     report_end(&rep, '}');
   }
+  if (info->mixed) {
+    report_str(&rep, "allocation", o->allocation);
+    report_num(&rep, "R", info->R);
+    report_num(&rep, "R_achieved", info->R_achieved);
+    report_str(&rep, "R_sweep", o->R);
+  }
   report_str(&rep, "model", o->model);
-  report_str(&rep, "model_fingerprint", m.fingerprint);
-  report_str(&rep, "calib_sha256", o->calib[0] ? calib.sha256 : "");
-  report_str(&rep, "output", o->output);
+  report_str(&rep, "model_fingerprint", m->fingerprint);
+  report_str(&rep, "calib_sha256", o->calib[0] ? calib->sha256 : "");
+  report_str(&rep, "output", info->output);
   report_int(&rep, "ranks", size);
   report_int(&rep, "parameters", params);
-  report_num(&rep, "average_bits", (double)o->bits);
+  report_num(&rep, "average_bits", info->average_bits);
   report_num(&rep, "relative_error", total_norm > 0 ? sqrt(total_err / total_norm) : 0.0);
-  report_num(&rep, "seconds", t_end - t_start);
+  report_num(&rep, "seconds", seconds);
   report_begin(&rep, "phase_seconds", '{');
-  report_num(&rep, "load", t_loaded - t_start);
-  report_num(&rep, "quantize_write", t_end - t_loaded);
+  report_num(&rep, "load", info->t_load);
+  if (info->mixed) report_num(&rep, "measuring_pass", info->t_measure);
+  report_num(&rep, "quantize_write", info->t_pass + info->t_write);
   if (gptq) {
-    report_num(&rep, "hessian", t_hessian);
-    report_num(&rep, "factor_solve_write", t_solve);
+    report_num(&rep, "hessian", info->t_hessian);
+    report_num(&rep, "factor_solve_write", info->t_solve);
   }
   report_end(&rep, '}');
   report_begin(&rep, "layers", '[');
@@ -501,9 +520,12 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       const LayerError *e = &err[l * LIN_COUNT + k];
       report_begin(&rep, NULL, '{');
       report_str(&rep, "name", name);
-      report_int(&rep, "bits", o->bits);
+      report_int(&rep, "params", m->linear[l][k].rows * m->linear[l][k].cols);
+      report_int(&rep, "bits", e->bits);
       report_num(&rep, "relative_error", e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0);
       if (gptq) {
+        report_num(&rep, "sensitivity", e->sensitivity);
+        if (info->measured) report_num(&rep, "allocation_sensitivity", info->measured[l * LIN_COUNT + k].sensitivity);
         report_num(&rep, "gptq_loss", e->loss);
         report_num(&rep, "damp", e->damp_used);
         report_int(&rep, "damp_retries", e->retries);
@@ -512,8 +534,186 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     }
   report_end(&rep, ']');
   if (!rc) rc = report_close(&rep);
-  rc = aptq_agree(comm, rc);
-  free(err);
+  return aptq_agree(comm, rc);
+}
+
+/* OUT.h5 → OUT-R0.75.h5 for one value of a sweep (the extension kept). */
+static void sweep_path(const char *path, double R, char *out, size_t size) {
+  const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+  if (!dot || (slash && dot < slash)) dot = path + strlen(path);
+  snprintf(out, size, "%.*s-R%g%s", (int)(dot - path), path, R, dot);
+}
+
+/* Squared RTN error of every layer at each knapsack width (rows sharded,
+ * summed over ranks): err[i·KNAP_CHOICES + c]. */
+static int rtn_errors(const Options *o, const Model *m, double *err, MPI_Comm comm) {
+  int rank, size, n = m->cfg.n_layers * LIN_COUNT, rc = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  memset(err, 0, sizeof(double) * (size_t)n * KNAP_CHOICES);
+  for (int i = 0; !rc && i < n; i++) {
+    const TensorRef *t = &m->linear[i / LIN_COUNT][i % LIN_COUNT];
+    int r0, nr, cols = (int)t->cols, ng = quant_ngroups(cols, o->group_size);
+    shard_range((int)t->rows, size, rank, &r0, &nr);
+    float *W = aptq_malloc(sizeof(float) * ((size_t)nr * cols + 1), "weight slab");
+    uint8_t *codes = aptq_malloc((size_t)nr * cols + 1, "codes");
+    float *scales = aptq_malloc(sizeof(float) * ((size_t)nr * ng + 1), "scales");
+    int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)nr * ng + 1), "zeros");
+    rc = !W || !codes || !scales || !zeros || tensor_rows_f32(t, r0, r0 + nr, W);
+    for (int c = 0; !rc && c < KNAP_CHOICES; c++)
+      quant_rtn(W, nr, cols, o->group_size, knapsack_bits[c], o->sym, codes, scales, zeros, &err[(size_t)i * KNAP_CHOICES + c]);
+    free(W); free(codes); free(scales); free(zeros);
+  }
+  CHECK(aptq_agree(comm, rc));
+  MPI_Allreduce(MPI_IN_PLACE, err, n * KNAP_CHOICES, MPI_DOUBLE, MPI_SUM, comm);
+  return 0;
+}
+
+/* One pass into one file: create, quantize, metadata, commit, report. */
+static int quantize_output(const Options *o, const Model *m, const TokenShard *calib, const int *bits, OutputInfo *info, LayerError *err,
+                           double t_start, MPI_Comm comm) {
+  int gptq = strcmp(o->method, "rtn") != 0, n = m->cfg.n_layers * LIN_COUNT;
+  double t0 = MPI_Wtime();
+  QFileWriter qw;
+  CHECK(qfile_create(&qw, info->output, comm));
+  memset(err, 0, sizeof *err * (size_t)n);
+  for (int i = 0; i < n; i++) err[i].bits = bits ? bits[i] : o->bits;
+  t_hessian = t_solve = 0;
+  if (gptq) gptq_pass(&qw, o, m, calib, bits, err, t_start, comm);
+  else rtn_pass(&qw, o, m, err, t_start, comm);
+  info->t_hessian = t_hessian;
+  info->t_solve = t_solve;
+  double t1 = MPI_Wtime();
+  if (qfile_write_metadata(&qw, o, m, o->calib[0] ? calib->sha256 : NULL, o->method) ||
+      qfile_attr_double(&qw, "/meta", "seconds_quantize", t1 - t0) || qfile_attr_double(&qw, "/meta", "average_bits", info->average_bits) ||
+      (info->mixed && (qfile_attr_double(&qw, "/meta", "R", info->R) || qfile_attr_double(&qw, "/meta", "R_achieved", info->R_achieved) ||
+                       qfile_attr_string(&qw, "/meta", "allocation", o->allocation))))
+    aptq_fatal(comm);
+  CHECK(qfile_commit(&qw));
+  info->t_pass = t1 - t0;
+  info->t_write = MPI_Wtime() - t1;
+  return write_report(o, m, calib, err, info, gptq, comm);
+}
+
+int cmd_quantize(const Options *o, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  double t_start = MPI_Wtime();
+  int rc = options_require(o, "model") || options_require(o, "output");
+  CHECK(aptq_agree(comm, rc));
+  int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
+  double R[RATIO_MAX];
+  int nR = 0, mixed = o->R[0] != 0;
+  if (mixed) {
+    CHECK(aptq_agree(comm, ratio_parse(o->R, R, &nR)));
+    if (!gptq)
+      CHECK(aptq_agree(comm, aptq_error("R (mixed precision) needs method = gptq or aptq: the allocation and the solve use calibration "
+                                        "Hessians; add --method=aptq and calib")));
+  }
+  /* every output is checked before any work */
+  int nout = mixed ? nR : 1;
+  char(*out)[OPT_PATH_MAX] = malloc(sizeof *out * (size_t)nout), (*rep)[OPT_PATH_MAX] = malloc(sizeof *rep * (size_t)nout);
+  for (int j = 0; j < nout; j++) {
+    if (nR > 1) {
+      sweep_path(o->output, R[j], out[j], OPT_PATH_MAX);
+      if (o->report[0]) sweep_path(o->report, R[j], rep[j], OPT_PATH_MAX);
+      else rep[j][0] = 0;
+    } else {
+      snprintf(out[j], OPT_PATH_MAX, "%s", o->output);
+      snprintf(rep[j], OPT_PATH_MAX, "%s", o->report);
+    }
+    CHECK(output_check(out[j], "output", o->overwrite, comm));
+    if (rep[j][0]) CHECK(output_check(rep[j], "report", 1, comm));
+  }
+
+  Model m;
+  CHECK(aptq_agree(comm, model_open(o->model, &m)));
+  if (rank == 0) note_partial_groups(&m, o->group_size);
+  CHECK(model_fingerprint(&m, comm));
+  /* RTN needs no calibration data; when given it is validated and its hash recorded */
+  TokenShard calib = {0};
+  if (gptq) CHECK(aptq_agree(comm, options_require(o, "calib")));
+  if (o->calib[0]) {
+    CHECK(aptq_agree(comm, options_require(o, "nseq")));
+    CHECK(tokens_load(o->calib, "calib", o->seqlen, o->nseq, m.cfg.vocab_size, comm, &calib));
+  }
+  double t_loaded = MPI_Wtime();
+  int n = m.cfg.n_layers * LIN_COUNT;
+  LayerError *err = aptq_calloc((size_t)n, sizeof *err, "layer errors"), *measured = NULL;
+  long long *params = aptq_malloc(sizeof(long long) * (size_t)n, "layer sizes");
+  int *bits = aptq_malloc(sizeof(int) * (size_t)n, "layer bits");
+  if (!err || !params || !bits) aptq_fatal(comm);
+  for (int i = 0; i < n; i++) params[i] = m.linear[i / LIN_COUNT][i % LIN_COUNT].rows * m.linear[i / LIN_COUNT][i % LIN_COUNT].cols;
+  OutputInfo info = {.t_load = t_loaded - t_start, .mixed = mixed};
+
+  if (!mixed) {
+    info.output = out[0];
+    info.report = rep[0];
+    info.average_bits = o->bits;
+    rc = quantize_output(o, &m, &calib, NULL, &info, err, t_start, comm);
+  } else {
+    /* The measuring pass (docs/mixed.md): everything at 4 bits, recording
+     * each layer's Hessian trace with the earlier blocks quantized at 4 bits.
+     * The allocations are made from it; for the fill allocations R = 1 is
+     * exactly this pass, so it writes that output directly. */
+    int needs_traces = !strcmp(o->allocation, "trace") || !strcmp(o->allocation, "knapsack");
+    int reuse = -1;
+    for (int j = 0; j < nR; j++)
+      if (R[j] == 1.0 && strcmp(o->allocation, "knapsack")) reuse = j;
+    double *rtn_err = NULL;
+    if (needs_traces || reuse >= 0) {
+      Options o4 = *o;
+      o4.bits = 4;
+      measured = aptq_calloc((size_t)n, sizeof *measured, "layer errors");
+      if (!measured) aptq_fatal(comm);
+      double t0 = MPI_Wtime();
+      if (rank == 0) printf("aptq quantize: measuring pass (all layers at 4 bits)%s\n", reuse >= 0 ? ", written as R = 1" : "");
+      if (reuse >= 0) {
+        info.output = out[reuse];
+        info.report = rep[reuse];
+        info.R = info.R_achieved = 1.0;
+        info.average_bits = 4.0;
+        for (int i = 0; i < n; i++) bits[i] = 4;
+        CHECK(quantize_output(&o4, &m, &calib, bits, &info, measured, t_start, comm));
+      } else {
+        for (int i = 0; i < n; i++) measured[i].bits = 4;
+        t_hessian = t_solve = 0;
+        gptq_pass(NULL, &o4, &m, &calib, NULL, measured, t_start, comm);
+      }
+      info.t_measure = MPI_Wtime() - t0;
+    }
+    double *sens = aptq_malloc(sizeof(double) * (size_t)n, "sensitivities");
+    if (!sens) aptq_fatal(comm);
+    for (int i = 0; i < n; i++) sens[i] = measured ? measured[i].sensitivity : 0.0;
+    if (!strcmp(o->allocation, "knapsack")) {
+      rtn_err = aptq_malloc(sizeof(double) * (size_t)n * KNAP_CHOICES, "RTN errors");
+      if (!rtn_err) aptq_fatal(comm);
+      CHECK(rtn_errors(o, &m, rtn_err, comm));
+    }
+    for (int j = 0; !rc && j < nR; j++) {
+      if (j == reuse) continue;
+      CHECK(aptq_agree(comm, allocate_bits(o->allocation, R[j], n, params, sens, rtn_err, LIN_COUNT, (uint64_t)o->seed, bits)));
+      info.output = out[j];
+      info.report = rep[j];
+      info.R = R[j];
+      info.R_achieved = allocation_fraction_high(n, params, bits);
+      info.average_bits = allocation_average_bits(n, params, bits);
+      info.measured = measured;
+      if (rank == 0) {
+        printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R[j], o->allocation,
+               info.R_achieved, info.average_bits);
+        fflush(stdout);
+      }
+      rc = quantize_output(o, &m, &calib, bits, &info, err, t_start, comm);
+    }
+    free(sens);
+    free(rtn_err);
+  }
+  if (rank == 0 && nR > 1) {
+    printf("aptq quantize: sweep of %d values of R done in %.2f s\n", nR, MPI_Wtime() - t_start);
+    fflush(stdout);
+  }
+  free(err); free(measured); free(params); free(bits); free(out); free(rep);
   tokens_free(&calib);
   model_close(&m);
   return rc;

@@ -19,7 +19,7 @@ aptq=${APTQ:-$here/build/aptq}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@"; }
+run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 variants=${VARIANTS:-"gptq:method=gptq
 v-kron:method=aptq,v_form=kron,q_form=gptq,k_form=gptq
 q-rowshared:method=aptq,v_form=gptq,q_form=rowshared,k_form=gptq

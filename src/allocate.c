@@ -1,0 +1,159 @@
+#include "allocate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "rng.h"
+
+const int knapsack_bits[KNAP_CHOICES] = {2, 3, 4, 8};
+
+int ratio_parse(const char *text, double *R, int *n) {
+  *n = 0;
+  const char *p = text;
+  while (*p) {
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p || (*end && *end != ','))
+      return aptq_error("R: '%s' is not a comma-separated list of numbers; give fractions at 4 bits, e.g. R = 0.5,0.75,1", text);
+    if (!(v >= 0.0 && v <= 1.0))
+      return aptq_error("R: value %g is outside [0, 1]; R is the fraction of the quantized parameters at 4 bits", v);
+    for (int i = 0; i < *n; i++)
+      if (R[i] == v) return aptq_error("R: value %g is given twice; list each fraction once", v);
+    if (*n == RATIO_MAX) return aptq_error("R: more than %d values; split the sweep into several runs", RATIO_MAX);
+    R[(*n)++] = v;
+    p = *end ? end + 1 : end;
+    if (*end && !*p) return aptq_error("R: '%s' ends with a comma; remove it", text);
+  }
+  if (*n == 0) return aptq_error("R: empty list; give fractions at 4 bits, e.g. R = 0.5");
+  return 0;
+}
+
+static long long gcd(long long a, long long b) {
+  while (b) { long long t = a % b; a = b; b = t; }
+  return a;
+}
+
+/* 4 bits for the layers in the given order while they fit in the budget of
+ * R·P parameters at 4 bits (the others stay at 2). */
+static void fill_in_order(int n, const int *order, const long long *params, double R, int *bits) {
+  long long total = 0, used = 0;
+  for (int i = 0; i < n; i++) total += params[i];
+  long double room = (long double)R * total;
+  for (int i = 0; i < n; i++) bits[i] = 2;
+  for (int i = 0; i < n; i++) {
+    int l = order[i];
+    if ((long double)(used + params[l]) <= room * (1 + 1e-12L)) {
+      bits[l] = 4;
+      used += params[l];
+    }
+  }
+}
+
+static const double *sort_key;
+static int by_key_desc(const void *a, const void *b) {
+  int i = *(const int *)a, j = *(const int *)b;
+  if (sort_key[i] != sort_key[j]) return sort_key[i] < sort_key[j] ? 1 : -1;
+  return i - j; /* ties: earlier layer first, deterministic */
+}
+
+/* Exact 0/1-choice knapsack: minimise Σ cost over layers with Σ b·P ≤ B. */
+static int knapsack(int n, const long long *params, const double *sens, const double *err, double R, int *bits) {
+  long long total = 0, unit = 0;
+  for (int i = 0; i < n; i++) {
+    total += params[i];
+    unit = gcd(unit, params[i]);
+  }
+  /* budget in parameter-bits, expressed in units of gcd(P_i); the bit widths
+   * are integers, so every layer's cost is an integer number of units */
+  long double budget_bits = (long double)(4 * R + 2 * (1 - R)) * total;
+  long long cap = (long long)floorl(budget_bits / unit * (1 + 1e-12L));
+  /* keep the table bounded: coarser units round costs up and the budget down
+   * (still never over budget, no longer exactly optimal) */
+  long long scale = 1;
+  while ((cap / scale + 1) * (long long)n > 100000000LL) scale *= 2;
+  cap /= scale;
+  size_t W = (size_t)cap + 1;
+  double *best = malloc(sizeof(double) * W), *next = malloc(sizeof(double) * W);
+  uint8_t *choice = malloc((size_t)n * W);
+  if (!best || !next || !choice) {
+    free(best); free(next); free(choice);
+    return aptq_error("out of memory for the knapsack table (%d layers x %lld units)", n, cap + 1);
+  }
+  for (size_t w = 0; w < W; w++) best[w] = 0.0; /* no layers: cost 0 at any capacity */
+  for (int i = 0; i < n; i++) {
+    for (size_t w = 0; w < W; w++) {
+      next[w] = INFINITY;
+      choice[(size_t)i * W + w] = 0xff;
+      for (int c = 0; c < KNAP_CHOICES; c++) {
+        long long units = ((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale;
+        if (units > (long long)w || best[w - units] == INFINITY) continue;
+        double v = best[w - units] + sens[i] * err[(size_t)i * KNAP_CHOICES + c];
+        if (v < next[w]) { next[w] = v; choice[(size_t)i * W + w] = (uint8_t)c; }
+      }
+    }
+    double *t = best; best = next; next = t;
+  }
+  int rc = 0;
+  if (best[W - 1] == INFINITY) {
+    rc = aptq_error("knapsack: no allocation fits the budget of R = %g", R);
+  } else {
+    size_t w = W - 1;
+    for (int i = n - 1; i >= 0; i--) {
+      int c = choice[(size_t)i * W + w];
+      bits[i] = knapsack_bits[c];
+      w -= (size_t)(((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale);
+    }
+  }
+  free(best); free(next); free(choice);
+  return rc;
+}
+
+int allocate_bits(const char *allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
+                  uint64_t seed, int *bits) {
+  if (!strcmp(allocation, "knapsack")) return knapsack(n, params, sens, err, R, bits);
+  int *order = malloc(sizeof(int) * (size_t)n);
+  if (!order) return aptq_error("out of memory");
+  for (int i = 0; i < n; i++) order[i] = i;
+  int rc = 0;
+  if (!strcmp(allocation, "trace")) {
+    sort_key = sens;
+    qsort(order, (size_t)n, sizeof(int), by_key_desc);
+    fill_in_order(n, order, params, R, bits);
+  } else if (!strcmp(allocation, "random")) {
+    Rng rng = {seed};
+    for (int i = n - 1; i > 0; i--) { /* Fisher–Yates */
+      int j = (int)(rng_uniform(&rng) * (i + 1));
+      int t = order[i]; order[i] = order[j]; order[j] = t;
+    }
+    fill_in_order(n, order, params, R, bits);
+  } else if (!strcmp(allocation, "blockwise")) {
+    long long total = 0, used = 0;
+    for (int i = 0; i < n; i++) total += params[i];
+    for (int i = 0; i < n; i++) bits[i] = 2;
+    for (int b = 0; b * per_block < n; b++) {
+      long long p = 0;
+      for (int i = b * per_block; i < (b + 1) * per_block && i < n; i++) p += params[i];
+      if ((long double)(used + p) > (long double)R * total * (1 + 1e-12L)) break;
+      for (int i = b * per_block; i < (b + 1) * per_block && i < n; i++) bits[i] = 4;
+      used += p;
+    }
+  } else {
+    rc = aptq_error("allocation: unknown '%s'; expected trace, knapsack, random or blockwise", allocation);
+  }
+  free(order);
+  return rc;
+}
+
+double allocation_average_bits(int n, const long long *params, const int *bits) {
+  long double num = 0, den = 0;
+  for (int i = 0; i < n; i++) { num += (long double)bits[i] * params[i]; den += params[i]; }
+  return den > 0 ? (double)(num / den) : 0.0;
+}
+
+double allocation_fraction_high(int n, const long long *params, const int *bits) {
+  long double num = 0, den = 0;
+  for (int i = 0; i < n; i++) { num += bits[i] > 2 ? params[i] : 0; den += params[i]; }
+  return den > 0 ? (double)(num / den) : 0.0;
+}

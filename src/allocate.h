@@ -1,0 +1,34 @@
+/* Mixed-precision bit allocation over the linear layers (docs/mixed.md).
+ * Pure numerics: every rank calls it with the same inputs and gets the same
+ * answer. The budget is that of a fraction R of the parameters at 4 bits and
+ * the rest at 2: average bits 4R + 2(1 − R); no allocation exceeds it. */
+#ifndef APTQ_ALLOCATE_H
+#define APTQ_ALLOCATE_H
+
+#include <stdint.h>
+
+enum { RATIO_MAX = 32, KNAP_CHOICES = 4 };
+/* the bit widths the knapsack chooses from; err columns follow this order */
+extern const int knapsack_bits[KNAP_CHOICES];
+
+/* "0.5,0.75,1" → R[0..n): each in [0, 1], at most RATIO_MAX, no repeats. */
+int ratio_parse(const char *text, double *R, int *n);
+
+/* bits[i] for layer i (n layers, params[i] weights each, per_block layers per
+ * decoder block in order):
+ *   trace:     layers by descending sens, 4 bits while the budget allows
+ *              (a layer that does not fit is skipped, smaller ones may follow);
+ *   random:    the same fill in a seeded random order;
+ *   blockwise: whole blocks at 4 bits, first blocks first, while they fit;
+ *   knapsack:  b_i ∈ {2,3,4,8} minimising Σ sens_i·err[i][b] (err: n × 4,
+ *              squared weight error at each width) under the bit budget,
+ *              exact dynamic programming over the layers.
+ * Returns 0, or an error if the allocation is unknown. */
+int allocate_bits(const char *allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
+                  uint64_t seed, int *bits);
+
+/* Σ bits·params / Σ params, and the fraction of parameters above 2 bits. */
+double allocation_average_bits(int n, const long long *params, const int *bits);
+double allocation_fraction_high(int n, const long long *params, const int *bits);
+
+#endif
