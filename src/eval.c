@@ -134,6 +134,10 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   report_num(&rep, "load", t_loaded - t_start);
   report_num(&rep, "forward", t_forward - t_loaded);
   report_end(&rep, '}');
+  /* per sequence, for paired comparisons of two models (tools/mixed-table.sh) */
+  report_begin(&rep, "nll_per_sequence", '[');
+  for (int i = 0; i < o->nseq; i++) report_num(&rep, NULL, nll[i]);
+  report_end(&rep, ']');
   if (!rrc) rrc = report_close(&rep);
   rc = aptq_agree(comm, rc || rrc);
 
