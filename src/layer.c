@@ -36,6 +36,7 @@ static int check_hessian(const double *H, int d, const char *path) {
 }
 
 int cmd_layer(const Options *o, MPI_Comm comm) {
+  quant_set_fp16_scales(!strcmp(o->scale_dtype, "fp16"));
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

@@ -24,6 +24,7 @@ typedef struct {
   char k_form[16];              /* aptq: rowshared | kron | gptq */
   char R[256];                  /* mixed precision: comma-separated fractions at 4 bits */
   char allocation[16];          /* trace | knapsack | random | blockwise */
+  char scale_dtype[8];          /* fp32 | fp16 */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

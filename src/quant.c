@@ -2,6 +2,17 @@
 
 #include <string.h>
 
+static int fp16_scales;
+
+void quant_set_fp16_scales(int on) { fp16_scales = on; }
+
+float quant_scale_round(float scale) {
+  if (!fp16_scales) return scale;
+  const float tiny = 5.9604645e-08f, huge = 65504.0f; /* smallest subnormal, largest finite half */
+  float h = (float)(_Float16)(scale < tiny ? tiny : scale > huge ? huge : scale);
+  return h;
+}
+
 void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {
   int32_t maxq = (1 << bits) - 1;
   float xmin = 0.0f, xmax = 0.0f;
@@ -15,7 +26,7 @@ void quant_find_params(const float *w, int n, int stride, int bits, int sym, flo
     if (xmin < 0.0f) xmin = -xmax;
   }
   if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
-  *scale = (xmax - xmin) / (float)maxq;
+  *scale = quant_scale_round((xmax - xmin) / (float)maxq);
   *zero = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / *scale);
 }
 

@@ -8,6 +8,13 @@
 #include <math.h>
 #include <stdint.h>
 
+/* scales = fp16 (option scale_dtype): every scale is rounded to the nearest
+ * IEEE half (clamped to its positive range) as it is made, before the zero
+ * point and the codes, so that a GPTQ-format export with fp16 scales
+ * dequantizes to exactly the same weights. Process-wide, set once per run. */
+void quant_set_fp16_scales(int on);
+float quant_scale_round(float scale);
+
 /* scale and zero point for the n values w[0], w[stride], ... */
 void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);
 

@@ -602,6 +602,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   int rc = options_require(o, "model") || options_require(o, "output");
   CHECK(aptq_agree(comm, rc));
   int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
+  quant_set_fp16_scales(!strcmp(o->scale_dtype, "fp16"));
   double R[RATIO_MAX];
   int nR = 0, mixed = o->R[0] != 0;
   if (mixed) {
