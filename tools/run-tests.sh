@@ -4,6 +4,7 @@
 #   usage: tools/run-tests.sh [ctest options]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+"$here/tools/install-deps.sh" --tests
 "$here/tools/build.sh"
 cd "$here/build"
 ctest --output-on-failure -j 2 "$@"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The Slurm jobs (jobs/*.sbatch) on a real single-node Slurm started here
+# (tests/slurm/slurm-local.sh): quantize + eval, the R sweep as one task and
+# as a job array (the array's files equal the one-task sweep's), the scaling
+# study, and a job with a bad deck whose exit status and log carry aptq's
+# error. Exit 77 (CTest: skipped) without root or without slurm-wlm/munge.
+#   usage: test_jobs.sh APTQ_BINARY
+set -uo pipefail
+aptq=$(readlink -f "${1:?usage: test_jobs.sh APTQ_BINARY}")
+here=$(cd "$(dirname "$0")/../.." && pwd)
+for b in slurmctld slurmd sbatch munged; do
+  if ! command -v "$b" > /dev/null && [ ! -x "/usr/sbin/$b" ]; then echo "skipped: $b not installed (apt-get install slurm-wlm munge)"; exit 77; fi
+done
+[ "$(id -u)" = 0 ] || { echo "skipped: starting slurmctld/slurmd needs root"; exit 77; }
+pgrep -x slurmctld > /dev/null && { echo "skipped: a slurmctld is already running here"; exit 77; }
+
+work=$(mktemp -d /tmp/aptq-slurm-XXXXXX)
+stop() { "$here/tests/slurm/slurm-local.sh" stop "$work/slurm"; }
+trap 'stop; rm -rf "$work"' EXIT
+eval "$("$here/tests/slurm/slurm-local.sh" start "$work/slurm")" || { echo "FAILED: Slurm did not start"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+failures=0
+check() { if eval "$2"; then echo "PASSED $1"; else echo "FAILED $1"; failures=$((failures + 1)); fi; }
+
+# inputs: the embedded default model, calibration and evaluation tokens
+mpirun -n 1 "$aptq" synth --output="$work/model" > /dev/null &&
+  mpirun -n 1 "$aptq" generate --model="$work/model" --nseq=16 --seqlen=64 --seed=1 --output="$work/calib.u32" > /dev/null &&
+  mpirun -n 1 "$aptq" generate --model="$work/model" --nseq=8 --seqlen=64 --seed=2 --output="$work/eval.u32" > /dev/null ||
+  { echo "FAILED: inputs"; exit 1; }
+cat > "$work/job.deck" <<EOF
+model  = $work/model
+calib  = $work/calib.u32
+seqlen = 64
+nseq   = 16
+method = gptq
+bits   = 4
+group_size = 32
+EOF
+cd "$work"
+export APTQ=$aptq APTQ_OUT=$work/results APTQ_EVAL="$work/eval.u32 8 64"
+
+sbatch --wait -n 2 -J q "$here/jobs/quantize.sbatch" job.deck > sbatch.out
+rc=$?
+id=$(awk '{print $4}' sbatch.out)
+check "quantize.sbatch: exit 0" "[ $rc = 0 ]"
+check "quantize.sbatch: file, reports and log named by job id" \
+  "[ -s results/q-$id/model.h5 ] && [ -s results/q-$id/quantize.json ] && [ -s results/q-$id/eval.json ] && grep -q 'done' aptq-q-$id.log"
+check "quantize.sbatch: 2 ranks, perplexity reported" \
+  "/usr/bin/python3 -c \"import json,sys; r=json.load(open('results/q-$id/eval.json')); q=json.load(open('results/q-$id/quantize.json')); sys.exit(not (r['perplexity'] > 1 and q['ranks'] == 2))\""
+
+export APTQ_R=0.5,1.0
+sbatch --wait -n 2 -J s "$here/jobs/sweep-R.sbatch" job.deck --method=aptq > sbatch.out
+rc=$?
+sid=$(awk '{print $4}' sbatch.out)
+check "sweep-R.sbatch one task: exit 0, one file per R" "[ $rc = 0 ] && [ -s results/s-$sid/model-R0.5.h5 ] && [ -s results/s-$sid/model-R1.h5 ] && [ -s results/s-$sid/eval-R1.json ]"
+sbatch --wait -n 2 -J a --array=0-1 "$here/jobs/sweep-R.sbatch" job.deck --method=aptq > sbatch.out
+rc=$?
+aid=$(awk '{print $4}' sbatch.out)
+check "sweep-R.sbatch array: exit 0, task outputs named by array job and task id" \
+  "[ $rc = 0 ] && [ -s results/a-${aid}_0/model-R0.5.h5 ] && [ -s results/a-${aid}_1/model-R1.h5 ] && [ -s aptq-a-${aid}_0.log ] && [ -s aptq-a-${aid}_1.log ]"
+check "sweep-R.sbatch: array task files identical to the one-task sweep" \
+  "h5diff -q results/a-${aid}_0/model-R0.5.h5 results/s-$sid/model-R0.5.h5 /layers /layers && h5diff -q results/a-${aid}_1/model-R1.h5 results/s-$sid/model-R1.h5 /layers /layers"
+sbatch --wait -n 2 -J bad --array=2 "$here/jobs/sweep-R.sbatch" job.deck > /dev/null 2>&1
+rc=$?
+check "sweep-R.sbatch: an array index beyond the R list fails" "[ $rc != 0 ]"
+unset APTQ_R
+
+sbatch --wait -n 2 -J sc "$here/jobs/scaling.sbatch" job.deck > sbatch.out
+rc=$?
+cid=$(awk '{print $4}' sbatch.out)
+check "scaling.sbatch: exit 0, table with 1 and 2 ranks" "[ $rc = 0 ] && [ \$(wc -l < results/sc-$cid/scaling.tsv) = 3 ]"
+
+printf 'model = %s/model\nbits = 5\n' "$work" > bad.deck
+sbatch --wait -n 2 -J bad "$here/jobs/quantize.sbatch" bad.deck > sbatch.out 2>&1
+rc=$?
+bid=$(awk '{print $4}' sbatch.out)
+check "quantize.sbatch with a bad deck: job fails, log has aptq's one-line error" \
+  "[ $rc != 0 ] && [ \$(grep -c \"aptq: error: .*bad value '5' for 'bits'\" aptq-bad-$bid.log) = 1 ] && [ ! -e results/bad-$bid/model.h5 ]"
+sacct_state=$(scontrol show job "$bid" 2> /dev/null | sed -n 's/.*JobState=\([A-Z]*\).*/\1/p')
+check "quantize.sbatch with a bad deck: Slurm records the job as FAILED" "[ \"$sacct_state\" = FAILED ]"
+
+[ $failures = 0 ] && echo "slurm jobs: all PASSED" || { echo "slurm jobs: $failures FAILED"; tail -20 aptq-*.log; exit 1; }
