@@ -1,5 +1,6 @@
 #include "error.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,10 @@
 static char error_message[2048];
 static int error_set;
 static int error_reported;
-static char tmpfile_path[4096];
+/* temporary outputs alive now (output, checkpoint block, checkpoint state) */
+enum { MAX_TMPFILES = 4 };
+static char tmpfile_path[MAX_TMPFILES][4096];
+static volatile sig_atomic_t stop_requested;
 
 int aptq_error(const char *fmt, ...) {
   if (error_set) return APTQ_ERR;
@@ -50,17 +54,65 @@ int aptq_agree(MPI_Comm comm, int local_status) {
 int aptq_error_reported(void) { return error_reported; }
 
 void aptq_register_tmpfile(const char *path) {
-  snprintf(tmpfile_path, sizeof tmpfile_path, "%s", path);
+  for (int i = 0; i < MAX_TMPFILES; i++)
+    if (!tmpfile_path[i][0]) {
+      snprintf(tmpfile_path[i], sizeof tmpfile_path[i], "%s", path);
+      return;
+    }
 }
 
-void aptq_unregister_tmpfile(void) { tmpfile_path[0] = 0; }
+void aptq_unregister_tmpfile(const char *path) {
+  for (int i = 0; i < MAX_TMPFILES; i++)
+    if (!strcmp(tmpfile_path[i], path)) tmpfile_path[i][0] = 0;
+}
+
+static void remove_tmpfiles(void) {
+  for (int i = 0; i < MAX_TMPFILES; i++)
+    if (tmpfile_path[i][0]) unlink(tmpfile_path[i]);
+}
+
+/* SIGTERM (mpirun and srun follow it with SIGKILL within seconds): abandon
+ * the block in progress; the last checkpoint stays valid. Only
+ * async-signal-safe calls here. */
+static void on_sigterm(int sig) {
+  (void)sig;
+  static const char msg[] = "aptq: terminated (SIGTERM): the block in progress is abandoned; the last checkpoint (if any) is valid: "
+                            "rerun with resume = yes\n";
+  for (int i = 0; i < MAX_TMPFILES; i++)
+    if (tmpfile_path[i][0]) unlink(tmpfile_path[i]);
+  ssize_t rc = write(2, msg, sizeof msg - 1);
+  (void)rc;
+  _exit(143);
+}
+
+static void on_sigusr1(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+void aptq_install_signal_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = on_sigterm;
+  sigaction(SIGTERM, &sa, NULL);
+  sa.sa_handler = on_sigusr1;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, NULL);
+}
+
+int aptq_stop_requested(MPI_Comm comm) {
+  int any = stop_requested;
+  MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any;
+}
 
 void aptq_fatal(MPI_Comm comm) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   fprintf(stderr, "aptq: error (rank %d): %s\n", rank, aptq_error_message());
   fflush(stderr);
-  if (tmpfile_path[0]) unlink(tmpfile_path);
+  remove_tmpfiles();
   MPI_Abort(comm, 1);
   exit(1);
 }

@@ -33,9 +33,16 @@ int aptq_error_reported(void);
  * print the message, remove registered temporary files, abort all ranks. */
 void aptq_fatal(MPI_Comm comm) __attribute__((noreturn));
 
-/* Temporary output that must not survive a failed run. */
+/* Temporary output that must not survive a failed run (a few at once). */
 void aptq_register_tmpfile(const char *path);
-void aptq_unregister_tmpfile(void);
+void aptq_unregister_tmpfile(const char *path);
+
+/* SIGTERM: remove the temporary files and exit 143 at once (the block in
+ * progress is abandoned). SIGUSR1 (Slurm's warning before the time limit,
+ * forwarded by mpirun): a request to stop after the current block. */
+void aptq_install_signal_handlers(void);
+/* Collective: has any rank received SIGUSR1? */
+int aptq_stop_requested(MPI_Comm comm);
 
 /* Checked allocation: returns NULL and records an error on failure. */
 void *aptq_malloc(size_t bytes, const char *what);

@@ -38,6 +38,8 @@ static const OptSpec specs[] = {
   {"R", T_PATH, F(R), "", NULL, 0, 0, "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per value); bits is then ignored"},
   {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0, "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted loss; random (seed); blockwise = whole blocks, first first"},
   {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0, "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
+  {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0, "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
+  {"resume", T_BOOL, F(resume), "no", NULL, 0, 0, "quantize: continue the run whose state is in checkpoint (same options, any rank count)"},
   {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
   {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
   {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},

@@ -25,6 +25,8 @@ typedef struct {
   char R[256];                  /* mixed precision: comma-separated fractions at 4 bits */
   char allocation[16];          /* trace | knapsack | random | blockwise */
   char scale_dtype[8];          /* fp32 | fp16 */
+  char checkpoint[OPT_PATH_MAX];/* directory for checkpoints after every block ("" = none) */
+  int resume;                   /* continue from the checkpoint */
   int act_order, static_groups, mse, true_sequential;
   double damp;
   int block_size, nb;

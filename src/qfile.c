@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "quant.h"
+#include "tokens.h"
 
 void linear_layer_name(int layer, int kind, char *buf, int size) {
   snprintf(buf, (size_t)size, "model.layers.%d.%s", layer, linear_names[kind]);
@@ -136,6 +137,7 @@ int qfile_write_layer(QFileWriter *w, const QLayerSlab *s) {
   if (!rc) rc = write_rows(w, g, "zeros", H5T_NATIVE_INT32, s->rows, ng, s->r0, s->r1, s->zeros);
   if (!rc) rc = write_vector(w, g, "g_idx", H5T_NATIVE_INT32, s->cols, rank == 0, s->g_idx);
   H5Gclose(g);
+  if (!rc && w->tee) rc = qfile_write_layer(w->tee, s);
   return rc;
 }
 
@@ -149,7 +151,8 @@ int qfile_attr_double(QFileWriter *w, const char *group, const char *name, doubl
   CHECK(in_group(w, group, &g));
   int rc = put_double(g, name, value);
   H5Gclose(g);
-  return rc ? h5fail("write an attribute", w->tmp) : 0;
+  if (rc) return h5fail("write an attribute", w->tmp);
+  return w->tee ? qfile_attr_double(w->tee, group, name, value) : 0;
 }
 
 int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value) {
@@ -157,7 +160,8 @@ int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int valu
   CHECK(in_group(w, group, &g));
   int rc = put_int(g, name, value);
   H5Gclose(g);
-  return rc ? h5fail("write an attribute", w->tmp) : 0;
+  if (rc) return h5fail("write an attribute", w->tmp);
+  return w->tee ? qfile_attr_int(w->tee, group, name, value) : 0;
 }
 
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value) {
@@ -165,7 +169,8 @@ int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const
   CHECK(in_group(w, group, &g));
   int rc = put_string(g, name, value);
   H5Gclose(g);
-  return rc ? h5fail("write an attribute", w->tmp) : 0;
+  if (rc) return h5fail("write an attribute", w->tmp);
+  return w->tee ? qfile_attr_string(w->tee, group, name, value) : 0;
 }
 
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method) {
@@ -216,7 +221,7 @@ int qfile_commit(QFileWriter *w) {
   if (!ok) rc = aptq_error("HDF5 failed to close '%s'", w->tmp);
   else if (rank == 0 && rename(w->tmp, w->path) != 0) rc = aptq_error("cannot rename '%s' to '%s': %s", w->tmp, w->path, strerror(errno));
   if (rank == 0 && rc) unlink(w->tmp);
-  aptq_unregister_tmpfile();
+  aptq_unregister_tmpfile(w->tmp);
   return aptq_agree(w->comm, rc);
 }
 
@@ -226,7 +231,7 @@ void qfile_discard(QFileWriter *w) {
   int rank;
   MPI_Comm_rank(w->comm, &rank);
   if (rank == 0) unlink(w->tmp);
-  aptq_unregister_tmpfile();
+  aptq_unregister_tmpfile(w->tmp);
 }
 
 /* --- reading ----------------------------------------------------------- */
@@ -383,6 +388,91 @@ int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, in
   if (dtype >= 0) H5Tclose(dtype);
   if (space >= 0) H5Sclose(space);
   if (d >= 0) H5Dclose(d);
+  H5Fclose(f);
+  return rc;
+}
+
+/* ---------------------------------------------------------- layer copy */
+static int read_rows_serial(hid_t g, const char *name, hid_t memtype, int r0, int n, int cols, void *buf) {
+  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+  if (d < 0) return -1;
+  hid_t fs = H5Dget_space(d);
+  hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)n, (hsize_t)cols};
+  int nd = H5Sget_simple_extent_ndims(fs);
+  H5Sselect_hyperslab(fs, H5S_SELECT_SET, nd == 2 ? start : start + 1, NULL, nd == 2 ? count : count + 1, NULL);
+  hid_t ms = H5Screate_simple(nd, nd == 2 ? count : count + 1, NULL);
+  int rc = (n == 0 || H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0) ? 0 : -1;
+  H5Sclose(ms);
+  H5Sclose(fs);
+  H5Dclose(d);
+  return rc;
+}
+
+typedef struct {
+  QFileWriter *w;
+  const char *group;
+  int rc;
+} AttrCopy;
+
+static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
+  (void)info;
+  AttrCopy *c = data;
+  static const char *const written[] = {"bits", "rows", "cols", "group_size", "sym"}; /* by qfile_write_layer */
+  for (int i = 0; i < 5; i++)
+    if (!strcmp(name, written[i])) return 0;
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a);
+  H5T_class_t cls = H5Tget_class(t);
+  H5Tclose(t);
+  H5Aclose(a);
+  if (cls == H5T_INTEGER) {
+    int v;
+    c->rc = get_int(loc, name, &v) || qfile_attr_int(c->w, c->group, name, v);
+  } else if (cls == H5T_FLOAT) {
+    double v = 0;
+    a = H5Aopen(loc, name, H5P_DEFAULT);
+    c->rc = H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0 || qfile_attr_double(c->w, c->group, name, v);
+    H5Aclose(a);
+  } else if (cls == H5T_STRING) {
+    char v[1024];
+    c->rc = get_string(loc, name, v, sizeof v) || qfile_attr_string(c->w, c->group, name, v);
+  }
+  return c->rc ? -1 : 0;
+}
+
+int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
+  int rank, size, bits = 0, rows = 0, cols = 0, gs = 0, sym = 0;
+  MPI_Comm_rank(w->comm, &rank);
+  MPI_Comm_size(w->comm, &size);
+  char gname[512];
+  snprintf(gname, sizeof gname, "/layers/%s", name);
+  hid_t f = H5Fopen(src_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t g = f >= 0 ? H5Gopen2(f, gname, H5P_DEFAULT) : -1;
+  int rc = g < 0 || get_int(g, "bits", &bits) || get_int(g, "rows", &rows) || get_int(g, "cols", &cols) || get_int(g, "group_size", &gs) ||
+           get_int(g, "sym", &sym);
+  if (rc) rc = aptq_error("checkpoint block file '%s' lacks layer %s; remove the checkpoint and start again", src_path, name);
+  CHECK(aptq_agree(w->comm, rc));
+  int ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits), r0, n;
+  shard_range(rows, size, rank, &r0, &n);
+  uint32_t *qw = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
+  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
+  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
+  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols + 1, "g_idx");
+  rc = !qw || !scales || !zeros || !g_idx;
+  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, qw) || read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, scales) ||
+              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, zeros) || read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, g_idx)))
+    rc = aptq_error("cannot read layer %s from checkpoint block file '%s'", name, src_path);
+  rc = aptq_agree(w->comm, rc);
+  if (!rc) {
+    QLayerSlab slab = {name, rows, cols, bits, gs, sym, r0, r0 + n, qw, scales, zeros, g_idx};
+    rc = qfile_write_layer(w, &slab);
+  }
+  if (!rc) {
+    AttrCopy c = {w, gname, 0};
+    H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c);
+    rc = c.rc;
+  }
+  free(qw); free(scales); free(zeros); free(g_idx);
+  H5Gclose(g);
   H5Fclose(f);
   return rc;
 }

@@ -13,10 +13,11 @@
 
 enum { QFILE_FORMAT_VERSION = 1 };
 
-typedef struct {
+typedef struct QFileWriter {
   hid_t file, dxpl;
   MPI_Comm comm;
   char path[OPT_PATH_MAX], tmp[OPT_PATH_MAX + 64];
+  struct QFileWriter *tee;  /* layers and attributes also go here (checkpoint block files) */
 } QFileWriter;
 
 /* One linear layer's row slab [r0, r1) on this rank. */
@@ -41,6 +42,9 @@ int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int valu
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method);
 int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value);
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value);
+/* Collective: copy layer group /layers/NAME (datasets and attributes) of a
+ * committed file into w, each rank its row slab. */
+int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name);
 /* Close and rename into place (collective). */
 int qfile_commit(QFileWriter *w);
 void qfile_discard(QFileWriter *w);

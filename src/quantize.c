@@ -26,6 +26,7 @@
 #include "report.h"
 #include "tokens.h"
 #include "allocate.h"
+#include "checkpoint.h"
 
 typedef struct {
   double err2, norm2;   /* Σ (w − q)², Σ w² over the layer */
@@ -35,6 +36,15 @@ typedef struct {
   int bits;
   double sensitivity;   /* mean Hessian diagonal: tr(H)/(rows·cols) */
 } LayerError;
+
+/* LayerError <-> the statistics a checkpoint keeps per layer */
+enum { NSTATS = 7 };
+static void stats_pack(const LayerError *e, double *s) {
+  s[0] = e->err2; s[1] = e->norm2; s[2] = e->loss; s[3] = e->damp_used; s[4] = e->retries; s[5] = e->bits; s[6] = e->sensitivity;
+}
+static void stats_unpack(const double *s, LayerError *e) {
+  e->err2 = s[0]; e->norm2 = s[1]; e->loss = s[2]; e->damp_used = s[3]; e->retries = (int)s[4]; e->bits = (int)s[5]; e->sensitivity = s[6];
+}
 
 static double trace(const double *H, int n) {
   double t = 0;
@@ -270,7 +280,7 @@ static double t_hessian, t_solve;
 /* The sequential pass. layer_bits (l·LIN_COUNT + k), or NULL for o->bits
  * everywhere; qw NULL: measure only (errors, sensitivities), write nothing. */
 static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const TokenShard *calib, const int *layer_bits, LayerError *err,
-                     double t_start, MPI_Comm comm) {
+                     Checkpoint *ck, double t_start, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
   const ModelConfig *c = &m->cfg;
@@ -294,8 +304,20 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
+  int l0 = 0, nl = c->n_layers * LIN_COUNT;
+  double *stats = aptq_malloc(sizeof(double) * (size_t)nl * NSTATS, "layer statistics");
+  CHECK(aptq_agree(comm, !stats));
+  if (ck && ck->on && ck->next_block > 0) { /* resume: activations, statistics and finished blocks from the checkpoint */
+    CHECK(checkpoint_restore(ck, m, calib, X, qw, comm));
+    for (int i = 0; i < ck->next_block * LIN_COUNT; i++) stats_unpack(ck->stats + (size_t)i * NSTATS, &err[i]);
+    l0 = ck->next_block;
+  }
   double t_blocks = MPI_Wtime();
-  for (int l = 0; l < c->n_layers; l++) {
+  for (int l = l0; l < c->n_layers; l++) {
+    if (ck && ck->on) {
+      CHECK(checkpoint_block_begin(ck, l, comm));
+      qw->tee = &ck->block; /* this block's layers also into its checkpoint file */
+    }
     CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
     double th = MPI_Wtime();
     if (v_kron) vhessian_reset(&vh);
@@ -415,7 +437,23 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     }
     /* the quantized block makes the next block's inputs */
     for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
+    if (ck && ck->on) {
+      qw->tee = NULL;
+      for (int i = 0; i < nl; i++) stats_pack(&err[i], stats + (size_t)i * NSTATS);
+      CHECK(checkpoint_save(ck, o, m, calib, l, X, stats, comm));
+    }
+    if (aptq_stop_requested(comm)) {
+      if (ck && ck->on)
+        rc = aptq_error("stopped by SIGUSR1 after block %d of %d; the checkpoint in '%s' holds it: rerun with the same options and resume = yes",
+                        l + 1, c->n_layers, ck->dir);
+      else
+        rc = aptq_error("stopped by SIGUSR1 after block %d of %d; nothing was kept (give checkpoint = DIR to be able to resume)", l + 1,
+                        c->n_layers);
+      free(stats);
+      return aptq_agree(comm, rc);
+    }
   }
+  free(stats);
   for (int g = 0; g < 4; g++) hessian_free(&H[g]);
   if (v_kron) vhessian_free(&vh);
   if (q_form != Q_GPTQ) qhessian_free(&qh);
@@ -571,7 +609,7 @@ static int rtn_errors(const Options *o, const Model *m, double *err, MPI_Comm co
 
 /* One pass into one file: create, quantize, metadata, commit, report. */
 static int quantize_output(const Options *o, const Model *m, const TokenShard *calib, const int *bits, OutputInfo *info, LayerError *err,
-                           double t_start, MPI_Comm comm) {
+                           Checkpoint *ck, double t_start, MPI_Comm comm) {
   int gptq = strcmp(o->method, "rtn") != 0, n = m->cfg.n_layers * LIN_COUNT;
   double t0 = MPI_Wtime();
   QFileWriter qw;
@@ -579,8 +617,12 @@ static int quantize_output(const Options *o, const Model *m, const TokenShard *c
   memset(err, 0, sizeof *err * (size_t)n);
   for (int i = 0; i < n; i++) err[i].bits = bits ? bits[i] : o->bits;
   t_hessian = t_solve = 0;
-  if (gptq) gptq_pass(&qw, o, m, calib, bits, err, t_start, comm);
-  else rtn_pass(&qw, o, m, err, t_start, comm);
+  int rc = gptq ? gptq_pass(&qw, o, m, calib, bits, err, ck, t_start, comm) : rtn_pass(&qw, o, m, err, t_start, comm);
+  if (rc) { /* agreed on every rank: nothing of this output survives */
+    if (ck && ck->block.file >= 0) qfile_discard(&ck->block);
+    qfile_discard(&qw);
+    return rc;
+  }
   info->t_hessian = t_hessian;
   info->t_solve = t_solve;
   double t1 = MPI_Wtime();
@@ -603,6 +645,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   CHECK(aptq_agree(comm, rc));
   int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
   quant_set_fp16_scales(!strcmp(o->scale_dtype, "fp16"));
+  aptq_install_signal_handlers();
   double R[RATIO_MAX];
   int nR = 0, mixed = o->R[0] != 0;
   if (mixed) {
@@ -610,6 +653,9 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     if (!gptq)
       CHECK(aptq_agree(comm, aptq_error("R (mixed precision) needs method = gptq or aptq: the allocation and the solve use calibration "
                                         "Hessians; add --method=aptq and calib")));
+    if (o->checkpoint[0] || o->resume)
+      CHECK(aptq_agree(comm, aptq_error("checkpoint with R is not supported: run one R per job (jobs/sweep-R.sbatch --array) without "
+                                        "checkpoint, or quantize at fixed bits with checkpoint")));
   }
   /* every output is checked before any work */
   int nout = mixed ? nR : 1;
@@ -651,7 +697,12 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     info.output = out[0];
     info.report = rep[0];
     info.average_bits = o->bits;
-    rc = quantize_output(o, &m, &calib, NULL, &info, err, t_start, comm);
+    Checkpoint ck;
+    if ((o->checkpoint[0] || o->resume) && !gptq)
+      CHECK(aptq_agree(comm, aptq_error("checkpoint needs method = gptq or aptq: RTN has no block pass to resume (and takes seconds)")));
+    CHECK(checkpoint_begin(&ck, o, &m, &calib, NSTATS, comm));
+    rc = quantize_output(o, &m, &calib, NULL, &info, err, &ck, t_start, comm);
+    if (!rc && ck.on) checkpoint_finish(&ck, &m, comm);
   } else {
     /* The measuring pass (docs/mixed.md): everything at 4 bits, recording
      * each layer's Hessian trace with the earlier blocks quantized at 4 bits.
@@ -675,11 +726,11 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
         info.R = info.R_achieved = 1.0;
         info.average_bits = 4.0;
         for (int i = 0; i < n; i++) bits[i] = 4;
-        CHECK(quantize_output(&o4, &m, &calib, bits, &info, measured, t_start, comm));
+        CHECK(quantize_output(&o4, &m, &calib, bits, &info, measured, NULL, t_start, comm));
       } else {
         for (int i = 0; i < n; i++) measured[i].bits = 4;
         t_hessian = t_solve = 0;
-        gptq_pass(NULL, &o4, &m, &calib, NULL, measured, t_start, comm);
+        CHECK(gptq_pass(NULL, &o4, &m, &calib, NULL, measured, NULL, t_start, comm));
       }
       info.t_measure = MPI_Wtime() - t0;
     }
@@ -705,7 +756,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
                info.R_achieved, info.average_bits);
         fflush(stdout);
       }
-      rc = quantize_output(o, &m, &calib, bits, &info, err, t_start, comm);
+      rc = quantize_output(o, &m, &calib, bits, &info, err, NULL, t_start, comm);
     }
     free(sens);
     free(rtn_err);

@@ -1,0 +1,198 @@
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "outpath.h"
+
+/* Options that change the result; a resumed run must repeat them exactly. */
+static int result_options(const Options *o, char *buf, size_t size) {
+  static const char *const ignored[] = {"output", "report", "overwrite", "checkpoint", "resume", "threads", "tokens", "quantized", "logits"};
+  size_t len = 0;
+  buf[0] = 0;
+  const char *key;
+  char value[OPT_PATH_MAX];
+  for (int i = 0; options_item(o, i, &key, value, sizeof value); i++) {
+    int skip = 0;
+    for (size_t k = 0; k < sizeof ignored / sizeof *ignored; k++) skip |= !strcmp(key, ignored[k]);
+    if (skip) continue;
+    int n = snprintf(buf + len, size - len, "%s = %s\n", key, value);
+    if (n < 0 || (size_t)n >= size - len) return aptq_error("options too long for the checkpoint record");
+    len += (size_t)n;
+  }
+  return 0;
+}
+
+static void state_path(const Checkpoint *ck, char *buf, size_t size) { snprintf(buf, size, "%s/state.h5", ck->dir); }
+static void block_path(const Checkpoint *ck, int l, char *buf, size_t size) { snprintf(buf, size, "%s/block-%d.h5", ck->dir, l); }
+
+static int read_attr_string(hid_t f, const char *name, char *buf, size_t size) {
+  hid_t a = H5Aopen_by_name(f, "/meta", name, H5P_DEFAULT, H5P_DEFAULT);
+  if (a < 0) return -1;
+  hid_t t = H5Aget_type(a);
+  int rc = -1;
+  if (H5Tget_class(t) == H5T_STRING && H5Tget_size(t) <= size) {
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5Tget_size(t));
+    rc = H5Aread(a, mt, buf) < 0 ? -1 : 0;
+    buf[size - 1] = 0;
+    H5Tclose(mt);
+  }
+  H5Tclose(t);
+  H5Aclose(a);
+  return rc;
+}
+
+static int read_attr_int(hid_t f, const char *name, int *v) {
+  hid_t a = H5Aopen_by_name(f, "/meta", name, H5P_DEFAULT, H5P_DEFAULT);
+  if (a < 0) return -1;
+  int rc = H5Aread(a, H5T_NATIVE_INT, v) < 0 ? -1 : 0;
+  H5Aclose(a);
+  return rc;
+}
+
+/* The first line of a that differs from b, for the error message. */
+static void first_difference(const char *a, const char *b, char *out, size_t size) {
+  while (*a && *b) {
+    const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
+    size_t la = ea ? (size_t)(ea - a) : strlen(a), lb = eb ? (size_t)(eb - b) : strlen(b);
+    if (la != lb || strncmp(a, b, la)) {
+      snprintf(out, size, "it was made with '%.*s', this run has '%.*s'", (int)la, a, (int)lb, b);
+      return;
+    }
+    a += la + (ea ? 1 : 0);
+    b += lb + (eb ? 1 : 0);
+  }
+  snprintf(out, size, "the option lists differ");
+}
+
+int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int nstats, MPI_Comm comm) {
+  memset(ck, 0, sizeof *ck);
+  ck->block.file = -1;
+  ck->nstats = nstats;
+  if (!o->checkpoint[0]) {
+    if (o->resume) return aptq_agree(comm, aptq_error("resume = yes needs checkpoint = DIR, the directory of the interrupted run"));
+    return 0;
+  }
+  ck->on = 1;
+  snprintf(ck->dir, sizeof ck->dir, "%s", o->checkpoint);
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  int rc = 0;
+  if (rank == 0 && mkdir(ck->dir, 0777) != 0 && errno != EEXIST)
+    rc = aptq_error("checkpoint: cannot create directory '%s': %s; give a writable path", ck->dir, strerror(errno));
+  struct stat st;
+  if (!rc && rank == 0 && (stat(ck->dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(ck->dir, W_OK) != 0))
+    rc = aptq_error("checkpoint: '%s' is not a writable directory; give a writable directory", ck->dir);
+  CHECK(aptq_agree(comm, rc));
+  char path[OPT_PATH_MAX + 32];
+  state_path(ck, path, sizeof path);
+  int exists = access(path, F_OK) == 0;
+  if (!o->resume) {
+    if (exists)
+      rc = aptq_error("checkpoint '%s' holds the state of an earlier run; give resume = yes to continue it, or remove the directory", ck->dir);
+    return aptq_agree(comm, rc);
+  }
+  if (!exists) return aptq_agree(comm, aptq_error("resume = yes but '%s' has no checkpoint (no state.h5); run without resume", ck->dir));
+  /* every rank reads the small attributes itself */
+  static char want[65536], have[65536];
+  char fp[65] = "", sha[65] = "", format[64] = "";
+  int nlayers = 0, stats_cols = 0;
+  rc = result_options(o, want, sizeof want);
+  hid_t f = rc ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (!rc && (f < 0 || read_attr_string(f, "format", format, sizeof format) || strcmp(format, "aptq-checkpoint") ||
+              read_attr_string(f, "options", have, sizeof have) || read_attr_string(f, "model_fingerprint", fp, sizeof fp) ||
+              read_attr_string(f, "calib_sha256", sha, sizeof sha) || read_attr_int(f, "next_block", &ck->next_block) ||
+              read_attr_int(f, "layers", &nlayers) || read_attr_int(f, "stats", &stats_cols)))
+    rc = aptq_error("checkpoint '%s' is damaged or not an aptq checkpoint; remove it and start again", path);
+  if (f >= 0) H5Fclose(f);
+  char diff[2 * OPT_PATH_MAX];
+  if (!rc && strcmp(want, have)) {
+    first_difference(have, want, diff, sizeof diff);
+    rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
+  }
+  if (!rc && strcmp(fp, m->fingerprint))
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp, m->fingerprint);
+  if (!rc && strcmp(sha, calib->sha256))
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha, calib->sha256);
+  if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))
+    rc = aptq_error("checkpoint '%s' is inconsistent (block %d of %d, %d layers); remove it and start again", ck->dir, ck->next_block,
+                    m->cfg.n_layers, nlayers);
+  CHECK(aptq_agree(comm, rc));
+  ck->stats = aptq_malloc(sizeof(double) * (size_t)nlayers * nstats, "checkpoint statistics");
+  CHECK(aptq_agree(comm, !ck->stats));
+  int rows, cols;
+  return aptq_agree(comm, h5_read_matrix(path, "/state/stats", H5T_NATIVE_DOUBLE, 0, nlayers, &rows, &cols, ck->stats, comm));
+}
+
+int checkpoint_restore(Checkpoint *ck, const Model *m, const TokenShard *calib, float *X, QFileWriter *out, MPI_Comm comm) {
+  char path[OPT_PATH_MAX + 32];
+  state_path(ck, path, sizeof path);
+  int rank, T = calib->seqlen, rows, cols;
+  MPI_Comm_rank(comm, &rank);
+  CHECK(aptq_agree(comm, h5_read_matrix(path, "/state/X", H5T_NATIVE_FLOAT, calib->first * T, (calib->first + calib->count) * T, &rows,
+                                        &cols, X, comm)));
+  for (int l = 0; l < ck->next_block; l++) {
+    block_path(ck, l, path, sizeof path);
+    for (int k = 0; k < LIN_COUNT; k++) {
+      char name[256];
+      linear_layer_name(l, k, name, sizeof name);
+      CHECK(qfile_copy_layer(out, path, name));
+    }
+  }
+  if (rank == 0) {
+    printf("aptq quantize: resumed from '%s' after block %d of %d\n", ck->dir, ck->next_block, m->cfg.n_layers);
+    fflush(stdout);
+  }
+  return 0;
+}
+
+int checkpoint_block_begin(Checkpoint *ck, int l, MPI_Comm comm) {
+  char path[OPT_PATH_MAX + 32];
+  block_path(ck, l, path, sizeof path);
+  return qfile_create(&ck->block, path, comm);
+}
+
+int checkpoint_save(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats,
+                    MPI_Comm comm) {
+  CHECK(qfile_commit(&ck->block));
+  static char opts[65536];
+  CHECK(aptq_agree(comm, result_options(o, opts, sizeof opts)));
+  char path[OPT_PATH_MAX + 32];
+  state_path(ck, path, sizeof path);
+  int rank, T = calib->seqlen, D = m->cfg.dim, n = m->cfg.n_layers * LIN_COUNT;
+  MPI_Comm_rank(comm, &rank);
+  QFileWriter w;
+  CHECK(qfile_create(&w, path, comm));
+  if (qfile_attr_string(&w, "/meta", "format", "aptq-checkpoint") || qfile_attr_string(&w, "/meta", "options", opts) ||
+      qfile_attr_string(&w, "/meta", "model_fingerprint", m->fingerprint) || qfile_attr_string(&w, "/meta", "calib_sha256", calib->sha256) ||
+      qfile_attr_int(&w, "/meta", "next_block", l + 1) || qfile_attr_int(&w, "/meta", "layers", n) ||
+      qfile_attr_int(&w, "/meta", "stats", ck->nstats) ||
+      qfile_write_matrix(&w, "/state", "X", H5T_NATIVE_FLOAT, calib->nseq * T, D, calib->first * T, (calib->first + calib->count) * T, X) ||
+      qfile_write_matrix(&w, "/state", "stats", H5T_NATIVE_DOUBLE, n, ck->nstats, 0, rank == 0 ? n : 0, stats))
+    aptq_fatal(comm);
+  return qfile_commit(&w);
+}
+
+void checkpoint_finish(Checkpoint *ck, const Model *m, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Barrier(comm);
+  if (rank == 0) {
+    char path[OPT_PATH_MAX + 32];
+    state_path(ck, path, sizeof path);
+    unlink(path);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      block_path(ck, l, path, sizeof path);
+      unlink(path);
+    }
+  }
+  free(ck->stats);
+  ck->stats = NULL;
+}
