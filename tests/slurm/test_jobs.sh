@@ -79,4 +79,26 @@ check "quantize.sbatch with a bad deck: job fails, log has aptq's one-line error
 sacct_state=$(scontrol show job "$bid" 2> /dev/null | sed -n 's/.*JobState=\([A-Z]*\).*/\1/p')
 check "quantize.sbatch with a bad deck: Slurm records the job as FAILED" "[ \"$sacct_state\" = FAILED ]"
 
+# checkpoint/restart through Slurm: USR1 to the batch shell (as --signal=B:USR1@300 sends it),
+# the job stops after a block with its checkpoint; the same job submitted again resumes it
+if [ -d "${APTQ_DATA:-}/wt2-llama-s" ]; then
+  printf 'model = %s\ncalib = %s\nseqlen = 256\nnseq = 32\nmethod = aptq\nbits = 3\ngroup_size = 32\n' \
+    "$APTQ_DATA/wt2-llama-s" "$APTQ_DATA/text/brown.llama2.u32" > ck.deck
+  unset APTQ_EVAL
+  export APTQ_CHECKPOINT=$work/ck
+  jid=$(sbatch -n 2 -J ck "$here/jobs/quantize.sbatch" ck.deck | awk '{print $4}')
+  for i in $(seq 1 1200); do [ -e "$work/ck/state.h5" ] && break; sleep 0.1; done
+  scancel --signal=USR1 --batch "$jid"
+  for i in $(seq 1 600); do squeue -h -j "$jid" 2> /dev/null | grep -q . || break; sleep 0.1; done
+  check "quantize.sbatch: USR1 stops the job after a block with its checkpoint" \
+    "grep -q 'stopped by SIGUSR1 after block' aptq-ck-$jid.log && [ -e $work/ck/state.h5 ] && [ ! -e results/ck-$jid/model.h5 ]"
+  sbatch --wait -n 2 -J ck "$here/jobs/quantize.sbatch" ck.deck > sbatch.out
+  rc=$?
+  jid2=$(awk '{print $4}' sbatch.out)
+  mpirun -n 2 "$aptq" quantize ck.deck --output="$work/full.h5" > /dev/null 2>&1
+  check "quantize.sbatch: the resubmitted job resumes; result identical to an uninterrupted run" \
+    "[ $rc = 0 ] && grep -q resuming aptq-ck-$jid2.log && h5diff -q results/ck-$jid2/model.h5 $work/full.h5 /layers /layers"
+  unset APTQ_CHECKPOINT
+fi
+
 [ $failures = 0 ] && echo "slurm jobs: all PASSED" || { echo "slurm jobs: $failures FAILED"; tail -20 aptq-*.log; exit 1; }
