@@ -9,15 +9,21 @@
 # at R = 0.5 and 0.75, times a 4-value sweep against 4 single runs, and
 # draws perplexity against average bits (gnuplot) into PNG files.
 #   usage: tools/mixed-table.sh [RANKS] [PNG_PREFIX]   (default 2, docs/mixed)
-#   GROUPS="0 32" chooses the group sizes; APTQ=path a binary other than build/aptq.
+#   GROUPS="0 32" chooses the group sizes; APTQ=path a binary other than build/aptq;
+#   WORK=dir keeps the files there and skips the runs whose results exist (a rerun continues).
 set -euo pipefail
 ranks=${1:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
 png=${2:-$here/docs/mixed}
 data=${APTQ_DATA:-$here/../shared/data}
 aptq=${APTQ:-$here/build/aptq}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${WORK:-}" ]; then
+  work=$WORK
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 ratios="0,0.25,0.5,0.75,0.9,1"
@@ -27,21 +33,25 @@ for g in ${GROUPS:-0 32}; do
   for alloc in trace knapsack random:1 random:2 random:3 blockwise; do
     name=${alloc/:/}
     seed=${alloc#*:}; [ "$seed" = "$alloc" ] && seed=1234
+    last=${ratios##*,}
+    [ -s "$work/eval-$name-g$g-R$last.json" ] && continue
     echo "# g$g $name: sweep R = $ratios" >&2
     run quantize "${calib[@]}" --group_size="$g" --R="$ratios" --allocation="${alloc%%:*}" --seed="$seed" \
-      --output="$work/$name-g$g.h5" --report="$work/$name-g$g.json" > /dev/null
+      --output="$work/$name-g$g.h5" --report="$work/$name-g$g.json" --overwrite=yes > /dev/null
     for R in ${ratios//,/ }; do
       run eval "${evalargs[@]}" --quantized="$work/$name-g$g-R$R.h5" --report="$work/eval-$name-g$g-R$R.json" > /dev/null
     done
   done
 done
 # sweep cost: 4 values of R in one run against 4 single runs (trace, per channel)
+if [ ! -s "$work/cost.txt" ]; then
 t0=$(date +%s.%N)
-run quantize "${calib[@]}" --R=0.5,0.75,0.9,1 --output="$work/cost.h5" > /dev/null
+run quantize "${calib[@]}" --R=0.5,0.75,0.9,1 --output="$work/cost.h5" --overwrite=yes > /dev/null
 t1=$(date +%s.%N)
-for R in 0.5 0.75 0.9 1; do run quantize "${calib[@]}" --R=$R --output="$work/cost1-$R.h5" > /dev/null; done
+for R in 0.5 0.75 0.9 1; do run quantize "${calib[@]}" --R=$R --output="$work/cost1-$R.h5" --overwrite=yes > /dev/null; done
 t2=$(date +%s.%N)
 echo "$t0 $t1 $t2" > "$work/cost.txt"
+fi
 
 /usr/bin/python3 - "$work" "$png" "$ratios" "${GROUPS:-0 32}" <<'EOF'
 import json, math, os, subprocess, sys
