@@ -6,11 +6,23 @@ static int fp16_scales;
 
 void quant_set_fp16_scales(int on) { fp16_scales = on; }
 
+/* Round a positive float to the nearest IEEE half, ties to even (portable:
+ * no _Float16). Normal halves keep 10 of the float's 23 mantissa bits;
+ * below 2^-14 the spacing is 2^-24. */
+static float round_half(float x) {
+  if (x < 6.1035156e-05f) return rintf(x * 16777216.0f) / 16777216.0f; /* exact power-of-two scalings */
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u += 0xFFFu + ((u >> 13) & 1u);
+  u &= ~0x1FFFu;
+  memcpy(&x, &u, sizeof u);
+  return x;
+}
+
 float quant_scale_round(float scale) {
   if (!fp16_scales) return scale;
   const float tiny = 5.9604645e-08f, huge = 65504.0f; /* smallest subnormal, largest finite half */
-  float h = (float)(_Float16)(scale < tiny ? tiny : scale > huge ? huge : scale);
-  return h;
+  return round_half(scale < tiny ? tiny : scale > huge ? huge : scale);
 }
 
 void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {

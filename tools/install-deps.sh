@@ -2,11 +2,12 @@
 # Install what aptq needs to build and test on Debian 12, if it is missing:
 # compilers, CMake, Open MPI, parallel HDF5 (+ h5diff), ScaLAPACK, OpenBLAS,
 # and Debian's python3 with numpy and h5py for the independent references.
-# --tests adds Slurm and munge (the job scripts are tested on a local Slurm).
+# --tests adds Slurm and munge (the job scripts are tested on a local Slurm)
+# and clang with libFuzzer (tools/fuzz.sh).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
       libscalapack-openmpi-dev libopenblas-dev python3 python3-numpy python3-h5py)
-[ "${1:-}" = --tests ] && pkgs+=(slurm-wlm munge)
+[ "${1:-}" = --tests ] && pkgs+=(slurm-wlm munge clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite under AddressSanitizer + UBSan (CMake option APTQ_SANITIZE,
+# build-asan/): any out-of-bounds access, use after free or undefined
+# behaviour aborts the test that hit it. Leak checking is off: Open MPI and
+# its plugins keep allocations until exit that LeakSanitizer cannot attribute.
+#   usage: tools/run-sanitized.sh [ctest options]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+"$here/tools/install-deps.sh" --tests
+cmake -S "$here" -B "$here/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAPTQ_SANITIZE=ON > /dev/null
+cmake --build "$here/build-asan" -j "$(nproc)"
+cd "$here/build-asan"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+ctest --output-on-failure -j 2 "$@"
