@@ -82,19 +82,20 @@ int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
   q->T = T;
   size_t dh2 = (size_t)q->dh * q->dh;
   q->out = aptq_calloc((size_t)q->heads * dh2, sizeof(double), "q_proj output factors");
+  q->seq = aptq_calloc((size_t)q->heads * dh2, sizeof(double), "q_proj output factors");
   q->P = aptq_malloc(sizeof(float) * q->heads * dh2, "W_O^T W_O");
   q->VK = aptq_malloc(sizeof(float) * (size_t)T * dh2, "v k outer products");
   q->NT = aptq_malloc(sizeof(float) * (size_t)T * dh2, "N_t");
   q->KB = aptq_malloc(sizeof(float) * (size_t)T * q->dh, "mean keys");
   q->Xw = aptq_malloc(sizeof(float) * (size_t)T * q->d, "weighted inputs");
   q->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
-  if (!q->out || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w) return APTQ_ERR;
+  if (!q->out || !q->seq || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w) return APTQ_ERR;
   return hessian_init(&q->in, q->d);
 }
 
 void qhessian_free(QHessian *q) {
   hessian_free(&q->in);
-  free(q->out); free(q->P); free(q->VK); free(q->NT); free(q->KB); free(q->Xw); free(q->w);
+  free(q->out); free(q->seq); free(q->P); free(q->VK); free(q->NT); free(q->KB); free(q->Xw); free(q->w);
   memset(q, 0, sizeof *q);
 }
 
@@ -142,6 +143,7 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
   float *Y = malloc(sizeof(float) * (size_t)T * dh2), *Mf = malloc(sizeof(float) * dh2);
   double *M = malloc(sizeof(double) * dh2);
   for (int t = 0; t < T; t++) q->w[t] = 0.0f;
+  memset(q->seq, 0, sizeof(double) * (size_t)q->heads * dh2);
   int vk_group = -1;
   for (int h = 0; h < q->heads; h++) {
     int g = h / q->hpg;
@@ -164,7 +166,7 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
     }
     /* Y_t = N_tᵀ P for all tokens at once: (T·dh × dh)(dh × dh) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T * dh, dh, dh, 1.0f, q->NT, dh, P, dh, 0.0f, Y, dh);
-    double *out = q->out + (size_t)h * dh2;
+    double *out = q->seq + (size_t)h * dh2;
     for (int t = 0; t < T; t++) {
       const float *nt = q->NT + (size_t)t * dh2, *y = Y + (size_t)t * dh2;
       /* M_t = N_tᵀ P N_t = Y_t (N_tᵀ)ᵀ; its trace is Σ Y_t ∘ N_tᵀ */
@@ -198,6 +200,10 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
     for (int j = 0; j < d; j++) q->Xw[(size_t)t * d + j] = r * X[(size_t)t * d + j];
   }
   hessian_add(&q->in, q->Xw, T);
+  /* The sequence's sums, rounded to float32, are added exactly in float64
+   * (as in hessian_add): the total does not depend on the order of the
+   * sequences, so neither on how they are spread over ranks. */
+  for (size_t i = 0; i < (size_t)q->heads * dh2; i++) q->out[i] += (float)q->seq[i];
   q->tokens += T;
   free(Y); free(Mf); free(M);
 }
@@ -228,9 +234,10 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
   if (kron) {
     size_t dh2 = (size_t)k->dh * k->dh;
     k->out = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
+    k->seq = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
     k->QQ = aptq_malloc(sizeof(float) * (size_t)T * dh2, "q q^T");
     k->CS = aptq_malloc(sizeof(float) * (size_t)T * dh2, "k_proj per-key factors");
-    if (!k->out || !k->QQ || !k->CS) return APTQ_ERR;
+    if (!k->out || !k->seq || !k->QQ || !k->CS) return APTQ_ERR;
   }
   return hessian_init(&k->in, k->d);
 }
@@ -238,7 +245,7 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
 void khessian_free(KHessian *k) {
   hessian_free(&k->in);
   free(k->P); free(k->VP); free(k->C); free(k->Xw); free(k->w);
-  free(k->out); free(k->QQ); free(k->CS);
+  free(k->out); free(k->seq); free(k->QQ); free(k->CS);
   memset(k, 0, sizeof *k);
 }
 
@@ -257,6 +264,7 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
   int T = s->T, d = k->d, dh = k->dh, kvd = c->n_kv_heads * dh, qd = k->heads * dh, groups = c->n_kv_heads;
   double *ws = calloc((size_t)T, sizeof(double)), *avec = malloc(sizeof(double) * (size_t)T);
   if (wg) memset(wg, 0, sizeof(double) * (size_t)T * groups);
+  if (k->kron) memset(k->seq, 0, sizeof(double) * (size_t)groups * dh * dh);
   for (int h = 0; h < k->heads; h++) {
     int g = h / k->hpg;
     const float *V = s->v + (size_t)g * dh, *Q = s->q + (size_t)h * dh, *Z = s->z + (size_t)h * dh, *P = k->P + (size_t)h * dh * dh;
@@ -299,7 +307,7 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
       }
       /* CS row s = Σ_t (A∘A∘c)_ts q_t q_tᵀ */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh2, T, 1.0f, k->C, T, k->QQ, dh2, 0.0f, k->CS, dh2);
-      double *M = malloc(sizeof(double) * dh2), *out = k->out + (size_t)g * dh2;
+      double *M = malloc(sizeof(double) * dh2), *out = k->seq + (size_t)g * dh2;
       for (int j = 0; j < T; j++) {
         for (int a = 0; a < dh2; a++) M[a] = k->CS[(size_t)j * dh2 + a];
         rotate_both(c, s, j, M);
@@ -314,6 +322,8 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
     for (int j = 0; j < d; j++) k->Xw[(size_t)t * d + j] = r * X[(size_t)t * d + j];
   }
   hessian_add(&k->in, k->Xw, T);
+  if (k->kron) /* order-independent total, as in qhessian_add */
+    for (size_t i = 0; i < (size_t)groups * dh * dh; i++) k->out[i] += (float)k->seq[i];
   k->tokens += T;
   free(ws);
   free(avec);

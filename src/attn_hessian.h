@@ -42,6 +42,7 @@ typedef struct {
   int d, dh, heads, hpg, T;
   Hessian in;        /* row-shared input factor */
   double *out;       /* heads × dh × dh, summed over tokens */
+  double *seq;       /* the same for the current sequence (see qhessian_add) */
   int64_t tokens;
   float *P;          /* heads × dh × dh */
   float *VK, *NT, *KB, *Xw, *w;  /* scratch */
@@ -78,6 +79,7 @@ typedef struct {
   int d, dh, heads, hpg, T, kron;
   Hessian in;
   double *out;              /* kron: kv groups × dh × dh, Σ_s Σ_{h∈g} B_s^h */
+  double *seq;              /* kron: the same for the current sequence */
   float *P;                 /* heads × dh × dh */
   float *VP, *C, *Xw, *w;   /* scratch */
   float *QQ, *CS;           /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
