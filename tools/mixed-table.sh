@@ -9,7 +9,7 @@
 # at R = 0.5 and 0.75, times a 4-value sweep against 4 single runs, and
 # draws perplexity against average bits (gnuplot) into PNG files.
 #   usage: tools/mixed-table.sh [RANKS] [PNG_PREFIX]   (default 2, docs/mixed)
-#   GROUPS="0 32" chooses the group sizes; APTQ=path a binary other than build/aptq;
+#   APTQ_GROUPS="0 32" chooses the group sizes; APTQ=path a binary other than build/aptq;
 #   WORK=dir keeps the files there and skips the runs whose results exist (a rerun continues).
 set -euo pipefail
 ranks=${1:-2}
@@ -29,7 +29,7 @@ run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 ratios="0,0.25,0.5,0.75,0.9,1"
 calib=(--model="$data/wt2-llama-s" --method=aptq --calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256)
 evalargs=(--model="$data/wt2-llama-s" --tokens="$data/text/wikitext2-test.llama2.u32" --nseq=100 --seqlen=256)
-for g in ${GROUPS:-0 32}; do
+for g in ${APTQ_GROUPS:-0 32}; do
   for alloc in trace knapsack random:1 random:2 random:3 blockwise; do
     name=${alloc/:/}
     seed=${alloc#*:}; [ "$seed" = "$alloc" ] && seed=1234
@@ -53,7 +53,7 @@ t2=$(date +%s.%N)
 echo "$t0 $t1 $t2" > "$work/cost.txt"
 fi
 
-/usr/bin/python3 - "$work" "$png" "$ratios" "${GROUPS:-0 32}" <<'EOF'
+/usr/bin/python3 - "$work" "$png" "$ratios" "${APTQ_GROUPS:-0 32}" <<'EOF'
 import json, math, os, subprocess, sys
 work, png, ratios, groups = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split()
 allocs = ["trace", "knapsack", "random1", "random2", "random3", "blockwise"]
@@ -104,7 +104,7 @@ for g in groups:
     title = f"wt2-llama-s APTQ mixed 2/4-bit, {gs}: WikiText-2 perplexity vs average bits"
     plots = ", ".join(f"'{work}/plot-g{g}.dat' index {i} with linespoints title '{a}'" for i, a in enumerate(allocs))
     script = (f"set terminal pngcairo size 900,600; set output '{png}-g{g}.png'; set title \"{title}\";"
-              f"set xlabel 'average bits'; set ylabel 'perplexity'; set logscale y; set grid; set key top right; plot {plots}")
+              f"set xlabel 'average bits'; set ylabel 'perplexity'; set grid; set key top right; plot {plots}")
     subprocess.run(["gnuplot", "-e", script], check=True)
     print(f"\nplot: {png}-g{g}.png")
 t0, t1, t2 = map(float, open(f"{work}/cost.txt").read().split())
