@@ -18,15 +18,18 @@ start)
   chmod 0700 /etc/munge /var/lib/munge /var/log/munge
   chmod 0755 /run/munge
   chmod 0400 /etc/munge/munge.key
-  if ! pgrep -x munged > /dev/null; then
-    runuser -u munge -- /usr/sbin/munged
+  # a munged that answers is enough; otherwise start one (--force: a stale socket or pid file may be left)
+  if ! munge -n 2> /dev/null | unmunge > /dev/null 2>&1; then
+    runuser -u munge -- /usr/sbin/munged --force
+    for i in $(seq 1 50); do munge -n 2> /dev/null | unmunge > /dev/null 2>&1 && break; sleep 0.1; done
   fi
+  munge -n 2> /dev/null | unmunge > /dev/null 2>&1 || { echo "slurm-local: munged does not answer" >&2; exit 1; }
   host=$(hostname -s)
   cpus=$(nproc)
   mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
   cat > "$conf" <<EOF
 ClusterName=aptqtest
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -52,7 +55,7 @@ SchedulerType=sched/backfill
 KillWait=5
 InactiveLimit=0
 MinJobAge=300
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   export SLURM_CONF=$conf
@@ -75,6 +78,7 @@ stop)
   scontrol shutdown > /dev/null 2>&1 || true
   for f in slurmd slurmctld; do
     [ -s "$dir/$f.pid" ] && kill "$(cat "$dir/$f.pid")" 2> /dev/null || true
+    pkill -f "$f -f $conf" 2> /dev/null || true # also one whose pid file was never written
   done
   for i in $(seq 1 20); do # until both have exited (they write state on the way out)
     pgrep -f "slurm(ctld|d) -f $conf" > /dev/null || break
