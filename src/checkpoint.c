@@ -32,31 +32,6 @@ static int result_options(const Options *o, char *buf, size_t size) {
 static void state_path(const Checkpoint *ck, char *buf, size_t size) { snprintf(buf, size, "%s/state.h5", ck->dir); }
 static void block_path(const Checkpoint *ck, int l, char *buf, size_t size) { snprintf(buf, size, "%s/block-%d.h5", ck->dir, l); }
 
-static int read_attr_string(hid_t f, const char *name, char *buf, size_t size) {
-  hid_t a = H5Aopen_by_name(f, "/meta", name, H5P_DEFAULT, H5P_DEFAULT);
-  if (a < 0) return -1;
-  hid_t t = H5Aget_type(a);
-  int rc = -1;
-  if (H5Tget_class(t) == H5T_STRING && H5Tget_size(t) <= size) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, H5Tget_size(t));
-    rc = H5Aread(a, mt, buf) < 0 ? -1 : 0;
-    buf[size - 1] = 0;
-    H5Tclose(mt);
-  }
-  H5Tclose(t);
-  H5Aclose(a);
-  return rc;
-}
-
-static int read_attr_int(hid_t f, const char *name, int *v) {
-  hid_t a = H5Aopen_by_name(f, "/meta", name, H5P_DEFAULT, H5P_DEFAULT);
-  if (a < 0) return -1;
-  int rc = H5Aread(a, H5T_NATIVE_INT, v) < 0 ? -1 : 0;
-  H5Aclose(a);
-  return rc;
-}
-
 /* The first line of a that differs from b, for the error message. */
 static void first_difference(const char *a, const char *b, char *out, size_t size) {
   while (*a && *b) {
@@ -105,12 +80,15 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   char fp[65] = "", sha[65] = "", format[64] = "";
   int nlayers = 0, stats_cols = 0;
   rc = result_options(o, want, sizeof want);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t f = rc ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (!rc && (f < 0 || read_attr_string(f, "format", format, sizeof format) || strcmp(format, "aptq-checkpoint") ||
-              read_attr_string(f, "options", have, sizeof have) || read_attr_string(f, "model_fingerprint", fp, sizeof fp) ||
-              read_attr_string(f, "calib_sha256", sha, sizeof sha) || read_attr_int(f, "next_block", &ck->next_block) ||
-              read_attr_int(f, "layers", &nlayers) || read_attr_int(f, "stats", &stats_cols)))
+  hid_t meta = f < 0 ? -1 : H5Gopen2(f, "/meta", H5P_DEFAULT);
+  if (!rc && (meta < 0 || h5_attr_string(meta, "format", format, sizeof format) || strcmp(format, "aptq-checkpoint") ||
+              h5_attr_string(meta, "options", have, sizeof have) || h5_attr_string(meta, "model_fingerprint", fp, sizeof fp) ||
+              h5_attr_string(meta, "calib_sha256", sha, sizeof sha) || h5_attr_int(meta, "next_block", &ck->next_block) ||
+              h5_attr_int(meta, "layers", &nlayers) || h5_attr_int(meta, "stats", &stats_cols)))
     rc = aptq_error("checkpoint '%s' is damaged or not an aptq checkpoint; remove it and start again", path);
+  if (meta >= 0) H5Gclose(meta);
   if (f >= 0) H5Fclose(f);
   char diff[2 * OPT_PATH_MAX];
   if (!rc && strcmp(want, have)) {

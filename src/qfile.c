@@ -236,7 +236,7 @@ void qfile_discard(QFileWriter *w) {
 
 /* --- reading ----------------------------------------------------------- */
 
-static int get_string(hid_t loc, const char *name, char *buf, size_t size) {
+int h5_attr_string(hid_t loc, const char *name, char *buf, size_t size) {
   hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
   if (a < 0) return -1;
   hid_t t = H5Aget_type(a);
@@ -253,7 +253,7 @@ static int get_string(hid_t loc, const char *name, char *buf, size_t size) {
   return rc;
 }
 
-static int get_int(hid_t loc, const char *name, int *v) {
+int h5_attr_int(hid_t loc, const char *name, int *v) {
   hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
   if (a < 0) return -1;
   int rc = H5Aread(a, H5T_NATIVE_INT, v) < 0 ? -1 : 0;
@@ -273,13 +273,13 @@ int qfile_open(QFileReader *r, const char *path, MPI_Comm comm) {
   if (r->file < 0) return aptq_error("'%s' is not an HDF5 file (or is damaged)", path);
   char format[64] = "";
   int version = 0;
-  if (get_string(r->file, "format", format, sizeof format) || strcmp(format, "aptq-quantized-model") ||
-      get_int(r->file, "format_version", &version))
+  if (h5_attr_string(r->file, "format", format, sizeof format) || strcmp(format, "aptq-quantized-model") ||
+      h5_attr_int(r->file, "format_version", &version))
     return aptq_error("'%s' is HDF5 but not an aptq quantized model (no format attribute)", path);
   if (version != QFILE_FORMAT_VERSION)
     return aptq_error("'%s' has format_version %d; this aptq reads version %d", path, version, QFILE_FORMAT_VERSION);
   hid_t meta = H5Gopen2(r->file, "/meta", H5P_DEFAULT);
-  int rc = meta < 0 ? -1 : get_string(meta, "model_fingerprint", r->model_fingerprint, sizeof r->model_fingerprint);
+  int rc = meta < 0 ? -1 : h5_attr_string(meta, "model_fingerprint", r->model_fingerprint, sizeof r->model_fingerprint);
   if (meta >= 0) H5Gclose(meta);
   if (rc) return aptq_error("'%s' has no /meta model_fingerprint", path);
   return 0;
@@ -311,7 +311,7 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
     return aptq_error("%s: layer %s is missing", r->path, name);
   hid_t g = H5Gopen2(r->file, gname, H5P_DEFAULT);
   int bits = 0, grows = 0, gcols = 0, group_size = -1;
-  if (get_int(g, "bits", &bits) || get_int(g, "rows", &grows) || get_int(g, "cols", &gcols) || get_int(g, "group_size", &group_size)) {
+  if (h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &grows) || h5_attr_int(g, "cols", &gcols) || h5_attr_int(g, "group_size", &group_size)) {
     H5Gclose(g);
     return aptq_error("%s: layer %s lacks its bits/rows/cols/group_size attributes", r->path, name);
   }
@@ -426,7 +426,7 @@ static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, voi
   H5Aclose(a);
   if (cls == H5T_INTEGER) {
     int v;
-    c->rc = get_int(loc, name, &v) || qfile_attr_int(c->w, c->group, name, v);
+    c->rc = h5_attr_int(loc, name, &v) || qfile_attr_int(c->w, c->group, name, v);
   } else if (cls == H5T_FLOAT) {
     double v = 0;
     a = H5Aopen(loc, name, H5P_DEFAULT);
@@ -434,7 +434,7 @@ static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, voi
     H5Aclose(a);
   } else if (cls == H5T_STRING) {
     char v[1024];
-    c->rc = get_string(loc, name, v, sizeof v) || qfile_attr_string(c->w, c->group, name, v);
+    c->rc = h5_attr_string(loc, name, v, sizeof v) || qfile_attr_string(c->w, c->group, name, v);
   }
   return c->rc ? -1 : 0;
 }
@@ -447,8 +447,8 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
   snprintf(gname, sizeof gname, "/layers/%s", name);
   hid_t f = H5Fopen(src_path, H5F_ACC_RDONLY, H5P_DEFAULT);
   hid_t g = f >= 0 ? H5Gopen2(f, gname, H5P_DEFAULT) : -1;
-  int rc = g < 0 || get_int(g, "bits", &bits) || get_int(g, "rows", &rows) || get_int(g, "cols", &cols) || get_int(g, "group_size", &gs) ||
-           get_int(g, "sym", &sym);
+  int rc = g < 0 || h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &rows) || h5_attr_int(g, "cols", &cols) || h5_attr_int(g, "group_size", &gs) ||
+           h5_attr_int(g, "sym", &sym);
   if (rc) rc = aptq_error("checkpoint block file '%s' lacks layer %s; remove the checkpoint and start again", src_path, name);
   CHECK(aptq_agree(w->comm, rc));
   int ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits), r0, n;

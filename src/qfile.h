@@ -65,6 +65,11 @@ void qfile_close(QFileReader *r);
  * memtype. Opens the file with MPI-IO on comm (collective open). */
 int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, int r1, int *rows, int *cols, void *buf, MPI_Comm comm);
 
+/* A fixed-length string or an int attribute of an open object; -1 if
+ * missing or of another type (strings longer than size are refused). */
+int h5_attr_string(hid_t loc, const char *name, char *buf, size_t size);
+int h5_attr_int(hid_t loc, const char *name, int *v);
+
 /* "model.layers.<l>.<linear_names[k]>" */
 void linear_layer_name(int layer, int kind, char *buf, int size);
 
