@@ -10,17 +10,8 @@
 #include "error.h"
 #include "rng.h"
 
-static int failures, checks;
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    checks++;                                                      \
-    if (!(cond)) {                                                 \
-      failures++;                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                  \
-      printf(__VA_ARGS__);                                         \
-      printf("\n");                                                \
-    }                                                              \
-  } while (0)
+#include "expect.h"
+
 
 static double budget_bits(double R, int n, const long long *p) {
   long double t = 0;

@@ -14,19 +14,10 @@
 #include "options.h"
 #include "safetensors.h"
 
-static int failures, checks;
+#include "expect.h"
+
 static char dir[256];
 
-#define EXPECT(cond, ...)                                        \
-  do {                                                           \
-    checks++;                                                    \
-    if (!(cond)) {                                               \
-      failures++;                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                \
-      printf(__VA_ARGS__);                                       \
-      printf("\n");                                              \
-    }                                                            \
-  } while (0)
 
 /* rc must be an error whose message contains `want`. */
 static void expect_error(int rc, const char *want, const char *what) {

@@ -8,17 +8,8 @@
 #include "quant.h"
 #include "rng.h"
 
-static int failures, checks;
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    checks++;                                                      \
-    if (!(cond)) {                                                 \
-      failures++;                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                  \
-      printf(__VA_ARGS__);                                         \
-      printf("\n");                                                \
-    }                                                              \
-  } while (0)
+#include "expect.h"
+
 
 static void rtn_row(const float *w, int cols, int gs, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros) {
   double e = 0;
