@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fuzz_input.h"
 #include "model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -15,10 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   snprintf(dir, sizeof dir, "/tmp/aptq-fuzz-cfg-%d", (int)getpid());
   snprintf(path, sizeof path, "%s/config.json", dir);
   mkdir(dir, 0700);
-  FILE *f = fopen(path, "wb");
-  if (!f) return 0;
-  fwrite(data, 1, size, f);
-  fclose(f);
+  if (!fuzz_to_file(path, data, size)) return 0;
   Model m;
   if (model_open(dir, &m) == 0) model_close(&m);
   aptq_clear_error();

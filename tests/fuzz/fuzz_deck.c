@@ -7,15 +7,13 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fuzz_input.h"
 #include "options.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/aptq-fuzz-deck-%d", (int)getpid());
-  FILE *f = fopen(path, "wb");
-  if (!f) return 0;
-  fwrite(data, 1, size, f);
-  fclose(f);
+  if (!fuzz_to_file(path, data, size)) return 0;
   /* the first line of the input also serves as a command-line override */
   char arg[256] = "--";
   size_t n = 0;

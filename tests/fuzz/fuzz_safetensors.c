@@ -6,15 +6,13 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fuzz_input.h"
 #include "safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/aptq-fuzz-st-%d.safetensors", (int)getpid());
-  FILE *f = fopen(path, "wb");
-  if (!f) return 0;
-  fwrite(data, 1, size, f);
-  fclose(f);
+  if (!fuzz_to_file(path, data, size)) return 0;
   StFile st;
   if (st_open(path, &st) == 0) {
     for (int i = 0; i < st.ntensors; i++) {
