@@ -41,7 +41,10 @@ void block_weights_free(BlockWeights *w) {
 int block_weights_load(const Model *m, int layer, BlockWeights *w) {
   CHECK(tensor_f32(&m->attn_norm[layer], w->attn_norm));
   CHECK(tensor_f32(&m->ffn_norm[layer], w->ffn_norm));
-  for (int k = 0; k < LIN_COUNT; k++) CHECK(tensor_f32(&m->linear[layer][k], w->w[k]));
+  for (int k = 0; k < LIN_COUNT; k++) {
+    CHECK(tensor_f32(&m->linear[layer][k], w->w[k]));
+    model_release(m, &m->linear[layer][k]);
+  }
   return 0;
 }
 

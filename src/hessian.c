@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "phases.h"
 
 int hessian_init(Hessian *h, int d) {
   memset(h, 0, sizeof *h);
@@ -27,6 +28,7 @@ void hessian_reset(Hessian *h) {
 
 void hessian_add(Hessian *h, const float *X, int n) {
   int d = h->d;
+  double t0 = MPI_Wtime();
   for (int t0 = 0; t0 < n; t0 += HESS_CHUNK) {
     int m = n - t0 < HESS_CHUNK ? n - t0 : HESS_CHUNK;
     /* upper triangle (row-major) of Xᵀ X */
@@ -38,6 +40,7 @@ void hessian_add(Hessian *h, const float *X, int n) {
     }
   }
   h->tokens += n;
+  phases_hessian_kernel(MPI_Wtime() - t0, (double)n * d * (d + 1)); /* ssyrk: n·d(d+1) flops */
 }
 
 int hessian_finish(Hessian *h, MPI_Comm comm) {

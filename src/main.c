@@ -26,6 +26,7 @@ static const struct {
   {"recon", cmd_recon, "reconstruction error of a quantized model per block (attention output, block update): model, quantized, tokens, nseq, seqlen [report]"},
   {"layer", cmd_layer, "GPTQ solve of one layer: input (HDF5 with W, H), output, bits, group_size, act_order, sym [damp, block_size]"},
   {"generate", cmd_generate, "sample token sequences from a model: model, nseq, seqlen, output [seed, temperature]"},
+  {"bench", cmd_bench, "time and memory of the quantize pass on synthetic LLaMA-shaped blocks: shape (7b|13b|70b|tiny), nseq, seqlen, output [blocks, report, max_memory]"},
   {"synth", cmd_synth, "write the embedded default model (HF layout, seeded weights): output [seed]"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };

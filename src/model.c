@@ -321,6 +321,15 @@ int model_open(const char *path, Model *m) {
   return rc;
 }
 
+void model_release(const Model *m, const TensorRef *t) {
+  if (!m->nfiles && !m->map) return; /* not a file mapping: nothing to give back */
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)t->data, b = a + (size_t)(t->rows * t->cols) * dtype_size(t->dtype);
+  a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page; /* whole pages inside the tensor only */
+  b = b / (uintptr_t)page * (uintptr_t)page;
+  if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 void model_close(Model *m) {
   for (int i = 0; i < m->nfiles; i++) st_close(&m->files[i]);
   free(m->files);
@@ -397,6 +406,7 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
     }
     for (int64_t r = 0; r < t->rows && !rc; r += chunk)
       rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
+    model_release(m, t);
   }
   free(buf);
   if (aptq_agree(comm, rc)) { free(digests); free(list); return APTQ_ERR; }

@@ -57,6 +57,10 @@ void model_close(Model *m);
  * and Inf are errors that name the tensor. */
 int tensor_rows_f32(const TensorRef *t, int64_t r0, int64_t r1, float *dst);
 int tensor_f32(const TensorRef *t, float *dst);
+/* Drop a tensor's pages of a read-only file mapping from this process's
+ * resident set (they stay in the page cache; a later read maps them again),
+ * so that the peak RSS holds the block in use, not the whole checkpoint. */
+void model_release(const Model *m, const TensorRef *t);
 /* Content hash, computed in parallel (tensors dealt round-robin over ranks);
  * also checks every weight is finite. Collective. */
 int model_fingerprint(Model *m, MPI_Comm comm);

@@ -15,6 +15,9 @@
 
 #include "commands.h"
 #include "error.h"
+#include "memory.h"
+#include "quantize.h"
+#include "phases.h"
 #include "forward.h"
 #include "gptq.h"
 #include "hessian.h"
@@ -168,7 +171,9 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   int rc = (!slab || !Q || !codes || !scales || !zeros || !chunk_loss) ? APTQ_ERR : 0;
   if (!rc) {
     memcpy(slab, W + (size_t)r0 * cols, sizeof(float) * (size_t)n * cols);
+    double t = MPI_Wtime();
     rc = gptq_solve(L, p, slab, n, codes, Q, scales, zeros, chunk_loss);
+    phase_add(PH_SOLVE, t);
   }
   if (!rc) {
     const float *orig = W + (size_t)r0 * cols;
@@ -177,9 +182,15 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
       e->err2 += d * d;
       e->norm2 += (double)orig[i] * orig[i];
     }
+  }
+  if (!rc && qw) {
+    phase_sync(comm);
+    double t = MPI_Wtime();
     rc = write_slab(qw, o, name, rows, cols, r0, n, codes, scales, zeros, L->g_idx);
+    phase_add(PH_WRITE, t);
   }
   if (rc) aptq_fatal(comm);
+  double t = MPI_Wtime();
   memcpy(W + (size_t)r0 * cols, Q, sizeof(float) * (size_t)n * cols);
   int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
   for (int r = 0; r < size; r++) {
@@ -190,6 +201,7 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
   MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm); /* err2, norm2 */
   e->loss = gptq_layer_loss(chunk_loss, rows, comm);
+  phase_add(PH_REDUCE, t);
   e->damp_used = L->factor.damp_used;
   e->retries = L->factor.retries;
   write_solve_attrs(qw, o, name, e, form, 0.0, comm);
@@ -231,7 +243,9 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   for (int i = 0; i < heads; i++) {
     if (Hin[i] != prepared) {
       if (prepared) gptq_layer_free(&L);
+      double t = MPI_Wtime();
       CHECK(gptq_prepare_ordered(Hin[i], order, d, p, comm, &L));
+      phase_add(PH_FACTOR, t);
       prepared = Hin[i];
       if (i == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)d);
       e->damp_used = L.factor.damp_used;
@@ -240,9 +254,12 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     if (i >= h0 && i < h0 + mine) {
       size_t off = (size_t)(i - h0) * dh * d;
       const float *uo = Uo;
-      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out) ||
-           gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
+      double t = MPI_Wtime();
+      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out);
+      t = phase_add(PH_FACTOR, t);
+      rc = rc || gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
                            zeros + (size_t)(i - h0) * dh * ng, &losses[i]);
+      phase_add(PH_SOLVE, t);
     }
     /* a rank that failed must not leave the others in the next collective factorization */
     if (i + 1 == heads || Hin[i + 1] != prepared) CHECK(aptq_agree(comm, rc));
@@ -255,7 +272,13 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     e->err2 += diff * diff;
     e->norm2 += (double)orig[i] * orig[i];
   }
-  if (write_slab(qw, o, name, heads * dh, d, h0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
+  if (qw) {
+    phase_sync(comm);
+    double t = MPI_Wtime();
+    if (write_slab(qw, o, name, heads * dh, d, h0 * dh, mine * dh, codes, scales, zeros, g_idx)) aptq_fatal(comm);
+    phase_add(PH_WRITE, t);
+  }
+  double t = MPI_Wtime();
   MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm); /* err2, norm2 */
   memcpy(W + (size_t)h0 * dh * d, Q, sizeof(float) * slab_n);
   int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
@@ -266,6 +289,7 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     displs[r] *= dh * d;
   }
   MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
+  phase_add(PH_REDUCE, t);
   e->loss = 0;
   for (int i = 0; i < heads; i++) e->loss += losses[i];
   write_solve_attrs(qw, o, name, e, "kron", damp_out, comm);
@@ -276,6 +300,8 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
 /* Seconds of the sequential pass spent on the calibration forwards and
  * Hessian accumulation and reduction, and on factor + solve + write. */
 static double t_hessian, t_solve;
+/* The predicted peak memory per rank of this run (memory.h), for the report. */
+static double predicted_peak;
 
 /* The sequential pass. layer_bits (l·LIN_COUNT + k), or NULL for o->bits
  * everywhere; qw NULL: measure only (errors, sensitivities), write nothing. */
@@ -332,13 +358,16 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     if (!o->true_sequential) {
       /* every group's input from the full-precision block */
       for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
+      double t = MPI_Wtime();
       for (int i = 0; i < count; i++) {
         memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
         block_forward(c, &w, &s, xtmp);
+        t = phase_add(PH_FORWARD, t);
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
         if (v_kron) vhessian_add(&vh, c, &s, s.xn);
         if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
         if (k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
+        t = phase_add(PH_HESSIAN, t);
       }
     }
     t_hessian += MPI_Wtime() - th;
@@ -348,15 +377,20 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         hessian_reset(&H[g]);
         /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
         BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : groups[g].stop;
+        double t = MPI_Wtime();
         for (int i = 0; i < count; i++) {
           memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
           block_forward_until(c, &w, &s, xtmp, stop);
+          t = phase_add(PH_FORWARD, t);
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
           if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
           if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
           if (g == 0 && k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
+          t = phase_add(PH_HESSIAN, t);
         }
       }
+      phase_sync(comm); /* the reduction waits for the slowest shard */
+      double tr = MPI_Wtime();
       CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
       if (g == 0 && v_kron) {
         vhessian_set_output(&vh, w.w[LIN_O]);
@@ -364,6 +398,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       }
       if (g == 0 && q_form != Q_GPTQ) CHECK(aptq_agree(comm, qhessian_finish(&qh, comm)));
       if (g == 0 && k_stats) CHECK(aptq_agree(comm, khessian_finish(&kh, comm)));
+      phase_add(PH_REDUCE, tr);
       double ts = MPI_Wtime();
       t_hessian += ts - th;
       /* the group's layer-input factor, made when a layer of the group uses it */
@@ -399,7 +434,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         } else if (k == LIN_K && k_stats) {
           e->sensitivity = trace(kh.in.sum, D) / D;
           GptqLayer Lk;
+          double t = MPI_Wtime();
           CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
+          phase_add(PH_FACTOR, t);
           gptq_linear(qw, o, &p, &Lk, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
           gptq_layer_free(&Lk);
         } else if (k == LIN_Q && q_form != Q_GPTQ) {
@@ -412,13 +449,17 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           } else {
             e->sensitivity = trace(qh.in.sum, D) / D;
             GptqLayer Lq;
+            double t = MPI_Wtime();
             CHECK(gptq_prepare(qh.in.sum, D, &p, comm, &Lq));
+            phase_add(PH_FACTOR, t);
             gptq_linear(qw, o, &p, &Lq, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
             gptq_layer_free(&Lq);
           }
         } else {
           e->sensitivity = trace(H[g].sum, in_dims[g]) / in_dims[g];
+          double t = MPI_Wtime();
           if (!have_L) CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+          phase_add(PH_FACTOR, t);
           have_L = 1;
           gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
         }
@@ -436,7 +477,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       t_solve += MPI_Wtime() - ts;
     }
     /* the quantized block makes the next block's inputs */
+    double tf = MPI_Wtime();
     for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
+    phase_add(PH_FORWARD, tf);
     if (ck && ck->on) {
       qw->tee = NULL;
       for (int i = 0; i < nl; i++) stats_pack(&err[i], stats + (size_t)i * NSTATS);
@@ -487,6 +530,11 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) params += m->linear[l][k].rows * m->linear[l][k].cols;
   double seconds = info->t_load + info->t_measure + info->t_pass + info->t_write;
+  double *phase_all = aptq_malloc(sizeof(double) * (size_t)size * PH_COUNT, "phases"), *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
+  if (!phase_all || !rss) aptq_fatal(comm);
+  phases_gather(comm, phase_all);
+  double my_rss = memory_peak_rss();
+  MPI_Allgather(&my_rss, 1, MPI_DOUBLE, rss, 1, MPI_DOUBLE, comm);
   if (rank == 0) {
     if (info->mixed)
       printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, group_size %d%s, %d ranks\n", o->method,
@@ -501,6 +549,12 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
              info->t_pass + info->t_write);
     else
       printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", info->t_load, info->t_pass + info->t_write, seconds);
+    char b1[32], b2[32];
+    double peak = 0;
+    for (int r = 0; r < size; r++) peak = rss[r] > peak ? rss[r] : peak;
+    memory_format(peak, b1, sizeof b1);
+    memory_format(predicted_peak, b2, sizeof b2);
+    printf("  memory           : peak RSS %s per rank (predicted %s)\n", b1, b2);
     printf("  output           : %s\n", info->output);
     fflush(stdout);
   }
@@ -550,6 +604,9 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
     report_num(&rep, "factor_solve_write", info->t_solve);
   }
   report_end(&rep, '}');
+  phases_report(&rep, phase_all, rss, size, predicted_peak);
+  free(phase_all);
+  free(rss);
   report_begin(&rep, "layers", '[');
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) {
@@ -617,6 +674,7 @@ static int quantize_output(const Options *o, const Model *m, const TokenShard *c
   memset(err, 0, sizeof *err * (size_t)n);
   for (int i = 0; i < n; i++) err[i].bits = bits ? bits[i] : o->bits;
   t_hessian = t_solve = 0;
+  phases_reset();
   int rc = gptq ? gptq_pass(&qw, o, m, calib, bits, err, ck, t_start, comm) : rtn_pass(&qw, o, m, err, t_start, comm);
   if (rc) { /* agreed on every rank: nothing of this output survives */
     if (ck && ck->block.file >= 0) qfile_discard(&ck->block);
@@ -637,11 +695,24 @@ static int quantize_output(const Options *o, const Model *m, const TokenShard *c
   return write_report(o, m, calib, err, info, gptq, comm);
 }
 
+/* The checkpoint's pages resident at once: the embedding (rows touched by
+ * the calibration tokens, all of it at worst) and one block being converted. */
+static double mapped_bytes(const Model *m) {
+  double b = (double)(m->embed.rows * m->embed.cols) * dtype_size(m->embed.dtype), block = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    double x = 0;
+    for (int k = 0; k < LIN_COUNT; k++) x += (double)(m->linear[l][k].rows * m->linear[l][k].cols) * dtype_size(m->linear[l][k].dtype);
+    block = x > block ? x : block;
+  }
+  return b + block;
+}
+
 int cmd_quantize(const Options *o, MPI_Comm comm) {
-  int rank;
+  int rank, size;
   MPI_Comm_rank(comm, &rank);
-  double t_start = MPI_Wtime();
-  int rc = options_require(o, "model") || options_require(o, "output");
+  MPI_Comm_size(comm, &size);
+  double t_start = MPI_Wtime(), baseline = memory_peak_rss(), limit;
+  int rc = options_require(o, "model") || options_require(o, "output") || (o->max_memory[0] && memory_parse(o->max_memory, &limit));
   CHECK(aptq_agree(comm, rc));
   int gptq = !strcmp(o->method, "gptq") || !strcmp(o->method, "aptq");
   quant_set_fp16_scales(!strcmp(o->scale_dtype, "fp16"));
@@ -684,6 +755,10 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     CHECK(aptq_agree(comm, options_require(o, "nseq")));
     CHECK(tokens_load(o->calib, "calib", o->seqlen, o->nseq, m.cfg.vocab_size, comm, &calib));
   }
+  MemPlan plan;
+  memplan_quantize(&plan, o, &m.cfg, o->seqlen, gptq ? (o->nseq + size - 1) / size : 0, size);
+  memplan_add(&plan, "checkpoint pages mapped at once (embedding, one block)", mapped_bytes(&m), 0);
+  CHECK(memory_check(&plan, baseline, o, comm, &predicted_peak));
   double t_loaded = MPI_Wtime();
   int n = m.cfg.n_layers * LIN_COUNT;
   LayerError *err = aptq_calloc((size_t)n, sizeof *err, "layer errors"), *measured = NULL;
@@ -730,6 +805,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       } else {
         for (int i = 0; i < n; i++) measured[i].bits = 4;
         t_hessian = t_solve = 0;
+  phases_reset();
         CHECK(gptq_pass(NULL, &o4, &m, &calib, NULL, measured, NULL, t_start, comm));
       }
       info.t_measure = MPI_Wtime() - t0;
@@ -768,5 +844,16 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   free(err); free(measured); free(params); free(bits); free(out); free(rep);
   tokens_free(&calib);
   model_close(&m);
+  return rc;
+}
+
+int quantize_fixed(const Options *o, const Model *m, const TokenShard *calib, double predicted, double t_start, MPI_Comm comm) {
+  predicted_peak = predicted;
+  int n = m->cfg.n_layers * LIN_COUNT;
+  LayerError *err = aptq_calloc((size_t)n, sizeof *err, "layer errors");
+  CHECK(aptq_agree(comm, !err));
+  OutputInfo info = {.output = o->output, .report = o->report, .average_bits = o->bits, .t_load = MPI_Wtime() - t_start};
+  int rc = quantize_output(o, m, calib, NULL, &info, err, NULL, t_start, comm);
+  free(err);
   return rc;
 }

@@ -1,0 +1,264 @@
+/* aptq bench: the quantize data path on LLaMA-7B, 13B or 70B shaped decoder
+ * blocks with seeded weights and synthetic tokens, so that time and memory
+ * at real sizes are measured without real weights (docs/scaling.md).
+ *
+ * Every rank builds the same synthetic checkpoint in memory (BF16, as real
+ * checkpoints are stored); the embedding is cut to 512 rows because only the
+ * blocks are measured. The report adds what a scaling study needs: each
+ * phase (max over ranks), busy and waiting time per rank, the SGEMM rate
+ * measured in the same run and the Hessian accumulation rate against it,
+ * and the predicted and measured peak memory per rank. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "error.h"
+#include "memory.h"
+#include "model.h"
+#include "outpath.h"
+#include "phases.h"
+#include "quantize.h"
+#include "report.h"
+#include "rng.h"
+#include "tokens.h"
+
+enum { BENCH_VOCAB = 512 };
+
+static ModelConfig bench_config(const char *shape, int blocks, int seqlen) {
+  ModelConfig c = {.n_layers = blocks, .vocab_size = BENCH_VOCAB, .max_seq_len = seqlen, .norm_eps = 1e-5f, .rope_theta = 10000.0,
+                   .head_dim = 128};
+  if (!strcmp(shape, "13b")) { c.dim = 5120; c.hidden_dim = 13824; c.n_heads = c.n_kv_heads = 40; }
+  else if (!strcmp(shape, "70b")) { c.dim = 8192; c.hidden_dim = 28672; c.n_heads = 64; c.n_kv_heads = 8; }
+  else if (!strcmp(shape, "tiny")) { c.dim = 128; c.hidden_dim = 384; c.n_heads = 8; c.n_kv_heads = 4; c.head_dim = 16; }
+  else { c.dim = 4096; c.hidden_dim = 11008; c.n_heads = c.n_kv_heads = 32; }
+  return c;
+}
+
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* One BF16 tensor of rows × cols, mean + std·(uniform with unit variance):
+ * seeded per tensor, so every rank builds the same bytes. */
+static int tensor(TensorRef *t, uint16_t **store, int *nstore, const char *name, int64_t rows, int64_t cols, uint64_t seed, double mean,
+                  double std) {
+  uint16_t *d = aptq_malloc(sizeof(uint16_t) * (size_t)(rows * cols), name);
+  if (!d) return APTQ_ERR;
+  store[(*nstore)++] = d;
+  Rng r = {seed};
+  double a = std * sqrt(3.0);
+  for (int64_t i = 0; i < rows * cols; i++) d[i] = to_bf16((float)(mean + a * (2.0 * rng_uniform(&r) - 1.0)));
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->dtype = DT_BF16;
+  t->rows = rows;
+  t->cols = cols;
+  t->data = (const uint8_t *)d;
+  return 0;
+}
+
+/* The scales follow `aptq synth`, so attention is neither flat nor saturated. */
+static int build_model(const ModelConfig *c, uint64_t seed, Model *m, uint16_t **store, int *nstore) {
+  memset(m, 0, sizeof *m);
+  m->cfg = *c;
+  m->format = MODEL_HF;
+  m->attn_norm = calloc((size_t)c->n_layers, sizeof *m->attn_norm);
+  m->ffn_norm = calloc((size_t)c->n_layers, sizeof *m->ffn_norm);
+  m->linear = calloc((size_t)c->n_layers, sizeof *m->linear);
+  if (!m->attn_norm || !m->ffn_norm || !m->linear) return aptq_error("out of memory building the synthetic model");
+  int64_t D = c->dim, F = c->hidden_dim, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+  uint64_t s = seed * 1000003u;
+  CHECK(tensor(&m->embed, store, nstore, "model.embed_tokens.weight", c->vocab_size, D, s++, 0.0, 1.0));
+  CHECK(tensor(&m->final_norm, store, nstore, "model.norm.weight", 1, D, s++, 1.0, 0.1));
+  CHECK(tensor(&m->lm_head, store, nstore, "lm_head.weight", c->vocab_size, D, s++, 0.0, 3.0 / sqrt((double)D)));
+  for (int l = 0; l < c->n_layers; l++) {
+    const struct { int k; int64_t rows, cols; double std; } lin[LIN_COUNT] = {
+      {LIN_Q, q, D, 2.0 / sqrt((double)D)},   {LIN_K, kv, D, 2.0 / sqrt((double)D)},  {LIN_V, kv, D, 1.0 / sqrt((double)D)},
+      {LIN_O, D, q, 0.5 / sqrt((double)q)},   {LIN_GATE, F, D, 1.0 / sqrt((double)D)}, {LIN_UP, F, D, 1.0 / sqrt((double)D)},
+      {LIN_DOWN, D, F, 0.5 / sqrt((double)F)}};
+    char name[ST_NAME_MAX];
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    CHECK(tensor(&m->attn_norm[l], store, nstore, name, 1, D, s++, 1.0, 0.1));
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+    CHECK(tensor(&m->ffn_norm[l], store, nstore, name, 1, D, s++, 1.0, 0.1));
+    for (int k = 0; k < LIN_COUNT; k++) {
+      snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[k]);
+      CHECK(tensor(&m->linear[l][k], store, nstore, name, lin[k].rows, lin[k].cols, s++, 0.0, lin[k].std));
+    }
+  }
+  return 0;
+}
+
+/* This rank's sequences of seeded random tokens; sequence i is the same
+ * whichever rank holds it. */
+static int build_tokens(const Options *o, int vocab, MPI_Comm comm, TokenShard *t) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  memset(t, 0, sizeof *t);
+  t->seqlen = o->seqlen;
+  t->nseq = o->nseq;
+  shard_range(o->nseq, size, rank, &t->first, &t->count);
+  t->ids = aptq_malloc(sizeof(uint32_t) * ((size_t)t->count * o->seqlen + 1), "synthetic tokens");
+  if (!t->ids) return APTQ_ERR;
+  for (int i = 0; i < t->count; i++) {
+    Rng r = {(uint64_t)o->seed * 7919u + (uint64_t)(t->first + i)};
+    for (int j = 0; j < o->seqlen; j++) t->ids[(size_t)i * o->seqlen + j] = (uint32_t)(rng_next(&r) % (uint64_t)vocab);
+  }
+  snprintf(t->sha256, sizeof t->sha256, "synthetic");
+  return 0;
+}
+
+/* SGEMM at the shape of one sequence's Hessian product (d × T by T × d),
+ * on every rank at once, as the pass runs it: GFLOP/s of this rank. */
+static double sgemm_rate(int d, int T) {
+  float *A = malloc(sizeof(float) * (size_t)d * T), *C = malloc(sizeof(float) * (size_t)d * d);
+  if (!A || !C) { free(A); free(C); return 0; }
+  for (size_t i = 0; i < (size_t)d * T; i++) A[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    double t = MPI_Wtime();
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, T, 1.0f, A, d, A, d, 0.0f, C, d);
+    double s = MPI_Wtime() - t, rate = 2.0 * d * d * T / s * 1e-9;
+    best = rate > best ? rate : best;
+  }
+  free(A);
+  free(C);
+  return best;
+}
+
+int cmd_bench(const Options *o_in, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  double t_start = MPI_Wtime(), baseline = memory_peak_rss(), limit;
+  Options o = *o_in;
+  if (!options_given("method")) snprintf(o.method, sizeof o.method, "gptq");
+  int rc = options_require(&o, "output") || options_require(&o, "nseq") || (o.max_memory[0] && memory_parse(o.max_memory, &limit));
+  if (!rc && !strcmp(o.method, "rtn"))
+    rc = aptq_error("bench measures the calibrated pass: method = gptq or aptq (rtn has no forward, Hessian or factor phase)");
+  CHECK(aptq_agree(comm, rc));
+  CHECK(output_check(o.output, "output", o.overwrite, comm));
+  if (o.report[0]) CHECK(output_check(o.report, "report", 1, comm));
+  ModelConfig c = bench_config(o.shape, o.blocks, o.seqlen);
+
+  /* prediction and max_memory before anything large is allocated */
+  MemPlan plan;
+  memplan_quantize(&plan, &o, &c, o.seqlen, (o.nseq + size - 1) / size, size);
+  double model_bytes = 2.0 * (2.0 * c.vocab_size * c.dim + c.dim);
+  for (int l = 0; l < c.n_layers; l++) {
+    model_bytes += 2.0 * 2 * c.dim;
+    model_bytes += 2.0 * ((double)c.dim * c.n_heads * c.head_dim * 2 + (double)c.dim * c.n_kv_heads * c.head_dim * 2 + 3.0 * c.dim * c.hidden_dim);
+  }
+  memplan_add(&plan, "synthetic checkpoint (BF16, in memory)", model_bytes, 0);
+  if (rank == 0) {
+    printf("aptq bench: %s-shaped blocks (hidden %d, intermediate %d, %d heads, %d kv heads), %d block%s, %d x %d calibration tokens, "
+           "%s, %d bits, %d ranks\n",
+           o.shape, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.n_layers, c.n_layers > 1 ? "s" : "", o.nseq, o.seqlen, o.method, o.bits,
+           size);
+    fflush(stdout);
+  }
+  double predicted;
+  CHECK(memory_check(&plan, baseline, &o, comm, &predicted));
+
+  double t_gemm = MPI_Wtime(), gemm = sgemm_rate(c.dim, o.seqlen);
+  t_gemm = MPI_Wtime() - t_gemm;
+  enum { MAXSTORE = 3 + 1024 * 9 };
+  uint16_t **store = calloc(MAXSTORE, sizeof *store);
+  int nstore = 0;
+  Model m;
+  TokenShard calib;
+  rc = !store ? aptq_error("out of memory") : build_model(&c, (uint64_t)o.seed, &m, store, &nstore);
+  rc = rc || build_tokens(&o, c.vocab_size, comm, &calib);
+  CHECK(aptq_agree(comm, rc));
+  snprintf(m.fingerprint, sizeof m.fingerprint, "synthetic-%s-seed-%d", o.shape, o.seed);
+  snprintf(m.source, sizeof m.source, "aptq bench shape=%s blocks=%d seed=%d", o.shape, o.blocks, o.seed);
+
+  /* the pass itself, with quantize's own report switched off */
+  Options oq = o;
+  oq.report[0] = 0;
+  if (rank == 0) printf("aptq bench: setup %.2f s (SGEMM reference %.2f s); the pass:\n", MPI_Wtime() - t_start, t_gemm);
+  double t_pass = MPI_Wtime();
+  rc = quantize_fixed(&oq, &m, &calib, predicted, MPI_Wtime(), comm);
+  t_pass = MPI_Wtime() - t_pass;
+
+  if (!rc) {
+    double *all = aptq_malloc(sizeof(double) * (size_t)size * PH_COUNT, "phases"), *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
+    if (!all || !rss) aptq_fatal(comm);
+    phases_gather(comm, all);
+    double my_rss = memory_peak_rss(), ks, kf, kernel[3];
+    MPI_Allgather(&my_rss, 1, MPI_DOUBLE, rss, 1, MPI_DOUBLE, comm);
+    phases_hessian_kernel_get(&ks, &kf);
+    /* this rank's kernel rate and SGEMM rate; their ratio averaged over ranks */
+    kernel[0] = ks > 0 ? kf / ks * 1e-9 : 0;
+    kernel[1] = gemm;
+    kernel[2] = kf;
+    double *kall = aptq_malloc(sizeof(double) * (size_t)size * 3, "rates");
+    if (!kall) aptq_fatal(comm);
+    MPI_Allgather(kernel, 3, MPI_DOUBLE, kall, 3, MPI_DOUBLE, comm);
+    double hrate = 0, grate = 0, flops = 0, peak = 0;
+    for (int r = 0; r < size; r++) {
+      hrate += kall[3 * r] / size;
+      grate += kall[3 * r + 1] / size;
+      flops += kall[3 * r + 2];
+      peak = rss[r] > peak ? rss[r] : peak;
+    }
+    if (rank == 0) {
+      char b1[32], b2[32];
+      printf("\naptq bench: phases (seconds, max over ranks; busy = all but wait)\n");
+      printf("  %-8s", "rank");
+      for (int p = 0; p < PH_COUNT; p++) printf(" %9s", phase_names[p]);
+      printf(" %9s %10s\n", "busy", "peak RSS");
+      for (int r = 0; r < size; r++) {
+        double busy = 0;
+        printf("  %-8d", r);
+        for (int p = 0; p < PH_COUNT; p++) {
+          printf(" %9.3f", all[r * PH_COUNT + p]);
+          busy += p == PH_WAIT ? 0 : all[r * PH_COUNT + p];
+        }
+        memory_format(rss[r], b1, sizeof b1);
+        printf(" %9.3f %10s\n", busy, b1);
+      }
+      printf("  pass           : %.3f s\n", t_pass);
+      printf("  SGEMM          : %.2f GFLOP/s per rank (d = %d, k = %d, measured in this run)\n", grate, c.dim, o.seqlen);
+      printf("  Hessian kernel : %.2f GFLOP/s per rank, %.1f%% of SGEMM (%.3g GFLOP in all)\n", hrate, grate > 0 ? 100.0 * hrate / grate : 0.0,
+             flops * 1e-9);
+      memory_format(peak, b1, sizeof b1);
+      memory_format(predicted, b2, sizeof b2);
+      printf("  memory         : peak RSS %s per rank (max), predicted %s (%+.1f%%)\n", b1, b2, peak > 0 ? 100.0 * (predicted - peak) / peak : 0.0);
+      fflush(stdout);
+    }
+    Report rep;
+    int rr = report_open(&rep, o.report, rank);
+    report_str(&rep, "command", "bench");
+    report_str(&rep, "shape", o.shape);
+    report_int(&rep, "blocks", c.n_layers);
+    report_int(&rep, "hidden_size", c.dim);
+    report_int(&rep, "intermediate_size", c.hidden_dim);
+    report_int(&rep, "heads", c.n_heads);
+    report_int(&rep, "kv_heads", c.n_kv_heads);
+    report_int(&rep, "calib_nseq", o.nseq);
+    report_int(&rep, "calib_seqlen", o.seqlen);
+    report_str(&rep, "method", o.method);
+    report_int(&rep, "bits", o.bits);
+    report_int(&rep, "ranks", size);
+    report_int(&rep, "threads", o.threads);
+    report_num(&rep, "seconds", t_pass);
+    report_num(&rep, "sgemm_gflops_per_rank", grate);
+    report_num(&rep, "hessian_gflops_per_rank", hrate);
+    report_num(&rep, "hessian_fraction_of_sgemm", grate > 0 ? hrate / grate : 0.0);
+    phases_report(&rep, all, rss, size, predicted);
+    if (!rr) rr = report_close(&rep);
+    free(all); free(rss); free(kall);
+    rc = aptq_agree(comm, rr);
+  }
+  for (int i = 0; i < nstore; i++) free(store[i]);
+  free(store);
+  free(m.attn_norm); free(m.ffn_norm); free(m.linear);
+  tokens_free(&calib);
+  return rc;
+}

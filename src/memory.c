@@ -1,0 +1,161 @@
+#include "memory.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "error.h"
+#include "gptq.h"
+#include "hessian.h"
+#include "quant.h"
+
+void memplan_add(MemPlan *p, const char *what, double bytes, int transient) {
+  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, transient};
+}
+
+double memplan_peak(const MemPlan *p) {
+  double fixed = 0, transient = 0;
+  for (int i = 0; i < p->n; i++)
+    if (p->item[i].transient) transient = p->item[i].bytes > transient ? p->item[i].bytes : transient;
+    else fixed += p->item[i].bytes;
+  return fixed + transient;
+}
+
+static double lin_rows(const ModelConfig *c, int k) {
+  return k == LIN_Q ? (double)c->n_heads * c->head_dim
+         : k == LIN_K || k == LIN_V ? (double)c->n_kv_heads * c->head_dim
+         : k == LIN_GATE || k == LIN_UP ? c->hidden_dim : c->dim;
+}
+static double lin_cols(const ModelConfig *c, int k) {
+  return k == LIN_O ? (double)c->n_heads * c->head_dim : k == LIN_DOWN ? c->hidden_dim : c->dim;
+}
+
+/* Each term mirrors an allocation; the comments name it. */
+void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T, int local_seqs, int size) {
+  memset(p, 0, sizeof *p);
+  double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+  double t = T, dh = c->head_dim, dh2 = dh * dh, f = sizeof(float), dbl = sizeof(double);
+  int gptq = strcmp(o->method, "rtn") != 0, aptq = !strcmp(o->method, "aptq");
+  double block = 2 * D; /* BlockWeights: norms and the seven projections */
+  for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
+  if (!gptq) {
+    /* rtn_layer: weight slab, codes, scales, zeros (group_size 0: one group per row) of the largest layer */
+    double slab = 0;
+    for (int k = 0; k < LIN_COUNT; k++) {
+      double rows = lin_rows(c, k) / size + 1, cols = lin_cols(c, k), ng = o->group_size ? cols / o->group_size + 1 : 1;
+      double b = rows * cols * (f + 1) + rows * ng * 8 + rows * quant_words_per_row((int)cols, o->bits) * 4;
+      slab = b > slab ? b : slab;
+    }
+    memplan_add(p, "RTN slab of the largest layer", slab, 1);
+    return;
+  }
+  memplan_add(p, "calibration activations (this rank's sequences)", (double)local_seqs * t * D * f, 0);
+  memplan_add(p, "block input copy", t * D * f, 0);
+  memplan_add(p, "block weights (float32)", block * f, 0);
+  /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
+  memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
+  /* hessian_init: float64 sum + float32 ssyrk chunk per group input */
+  double hess = 0, dmax = 0, in_dims[4] = {D, qd, D, F};
+  for (int g = 0; g < 4; g++) {
+    hess += in_dims[g] * in_dims[g] * (dbl + f);
+    dmax = in_dims[g] > dmax ? in_dims[g] : dmax;
+  }
+  memplan_add(p, "layer-input Hessians (4 groups)", hess, 0);
+  if (aptq) {
+    double Dh = D * D * (dbl + f);
+    if (!strcmp(o->v_form, "kron")) /* vhessian_init: one input factor per kv group, output factors, Y */
+      memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
+    if (strcmp(o->q_form, "gptq")) /* qhessian_init */
+      memplan_add(p, "APTQ q_proj statistics", Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
+    if (strcmp(o->k_form, "gptq")) { /* khessian_init */
+      double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f;
+      if (!strcmp(o->k_form, "kron")) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
+      memplan_add(p, "APTQ k_proj statistics", kb, 0);
+    }
+  }
+  /* factor: the float32 U kept between layers (gptq.c), and the float64
+   * LAPACK work space or the ScaLAPACK local matrix of the largest d */
+  memplan_add(p, "inverse-Hessian factor U (float32, kept)", dmax * dmax * f, 0);
+  int scalapack = !strcmp(o->factor, "scalapack") || (!strcmp(o->factor, "auto") && size > 1 && (dmax >= 8192 || (size >= 4 && dmax >= 2048)));
+  if (scalapack) memplan_add(p, "ScaLAPACK local matrix (float64)", dmax * dmax * dbl / size + dmax * o->nb * dbl, 1);
+  else memplan_add(p, "LAPACK factor work space (float64, kept)", dmax * dmax * dbl, 0);
+  /* gptq_linear: slab, Q, codes, scales, zeros, packed codes of this rank's rows */
+  double slab = 0;
+  for (int k = 0; k < LIN_COUNT; k++) {
+    double rows = (lin_rows(c, k) / GPTQ_ROW_CHUNK / size + 1) * GPTQ_ROW_CHUNK, cols = lin_cols(c, k);
+    double ng = o->group_size ? cols / o->group_size + 1 : 1;
+    double b = rows * cols * (2 * f + 1) + rows * ng * 8 + rows * (cols * 8 / 32 + 1) * 4;
+    slab = b > slab ? b : slab;
+  }
+  if (aptq && !strcmp(o->v_form, "kron")) { /* kron_linear of v_proj: the column-order matrix and its head slabs */
+    double v = D * D * dbl + (kvd / size + dh) * D * (2 * f + 1);
+    slab = v > slab ? v : slab;
+  }
+  memplan_add(p, "solve buffers of the largest layer", slab, 1);
+}
+
+int memory_parse(const char *text, double *bytes) {
+  char *end;
+  double v = strtod(text, &end);
+  if (end == text || v < 0) return aptq_error("max_memory '%s' is not a size; give e.g. 8G, 512M or 1.5T", text);
+  while (isspace((unsigned char)*end)) end++;
+  double unit = 1;
+  switch (toupper((unsigned char)*end)) {
+    case 'K': unit = 1024.0; end++; break;
+    case 'M': unit = 1024.0 * 1024; end++; break;
+    case 'G': unit = 1024.0 * 1024 * 1024; end++; break;
+    case 'T': unit = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+  }
+  if (unit > 1 && (*end == 'i' || *end == 'I')) end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end) return aptq_error("max_memory '%s' is not a size; give e.g. 8G, 512M or 1.5T", text);
+  *bytes = v * unit;
+  return 0;
+}
+
+double memory_peak_rss(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return (double)ru.ru_maxrss * 1024.0; /* Linux: kilobytes */
+}
+
+void memory_format(double bytes, char *buf, int size) {
+  const char *unit[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) { bytes /= 1024; u++; }
+  snprintf(buf, (size_t)size, u ? "%.2f %s" : "%.0f %s", bytes, unit[u]);
+}
+
+int memory_check(const MemPlan *p, double baseline, const Options *o, MPI_Comm comm, double *predicted) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Allreduce(MPI_IN_PLACE, &baseline, 1, MPI_DOUBLE, MPI_MAX, comm);
+  double peak = *predicted = baseline + memplan_peak(p);
+  char b[32];
+  if (rank == 0) {
+    memory_format(peak, b, sizeof b);
+    printf("aptq: predicted peak memory per rank %s:\n", b);
+    memory_format(baseline, b, sizeof b);
+    printf("  %-52s %12s\n", "process at start (MPI, libraries; measured)", b);
+    for (int i = 0; i < p->n; i++) {
+      memory_format(p->item[i].bytes, b, sizeof b);
+      printf("  %-52s %12s%s\n", p->item[i].what, b, p->item[i].transient ? "  (one layer at a time)" : "");
+    }
+    fflush(stdout);
+  }
+  if (!o->max_memory[0]) return 0;
+  double limit;
+  CHECK(aptq_agree(comm, memory_parse(o->max_memory, &limit)));
+  if (peak > limit) {
+    char lim[32];
+    memory_format(peak, b, sizeof b);
+    memory_format(limit, lim, sizeof lim);
+    return aptq_agree(comm, aptq_error("predicted peak memory per rank %s exceeds max_memory = %s (%s); use more ranks (each holds only its "
+                                       "share of the calibration activations), fewer or shorter calibration sequences, or raise max_memory",
+                                       b, o->max_memory, lim));
+  }
+  return 0;
+}

@@ -1,0 +1,41 @@
+/* Peak memory per rank: predicted from the shapes before a run starts
+ * (every large allocation of the sequential pass, itemised), checked
+ * against max_memory, and measured (getrusage) for the report. */
+#ifndef APTQ_MEMORY_H
+#define APTQ_MEMORY_H
+
+#include <mpi.h>
+
+#include "model.h"
+#include "options.h"
+
+typedef struct {
+  const char *what;
+  double bytes;
+  int transient; /* held during one layer only: the peak takes the largest */
+} MemItem;
+
+typedef struct {
+  MemItem item[32];
+  int n;
+} MemPlan;
+
+void memplan_add(MemPlan *p, const char *what, double bytes, int transient);
+/* Persistent items plus the largest transient one. */
+double memplan_peak(const MemPlan *p);
+/* The sequential pass (gptq, aptq) or RTN of one rank holding `local_seqs`
+ * calibration sequences of T tokens, on `size` ranks. */
+void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T, int local_seqs, int size);
+
+/* "8G", "512M", "1.5GB", "64GiB", plain bytes; K/M/G/T are powers of 1024. */
+int memory_parse(const char *text, double *bytes);
+/* This process's peak resident set so far, bytes (getrusage). */
+double memory_peak_rss(void);
+/* Collective: print the plan (rank 0) and refuse, with one agreed error,
+ * when baseline (the largest over ranks) + plan exceeds max_memory.
+ * *predicted: that sum. */
+int memory_check(const MemPlan *p, double baseline, const Options *o, MPI_Comm comm, double *predicted);
+/* "1.23 GB" */
+void memory_format(double bytes, char *buf, int size);
+
+#endif
