@@ -40,7 +40,10 @@ static inline double view_at(const HessianView *h, int a, int b) {
 
 static double mean_diag(const HessianView *h) {
   double s = 0.0;
-  for (int a = 0; a < h->d; a++) s += view_at(h, a, a);
+  for (int a = 0; a < h->d; a++) {
+    int i = h->perm ? h->perm[a] : a;
+    s += !h->partial ? view_at(h, a, a) : h->dead && h->dead[i] ? 1.0 : h->diag[i];
+  }
   return s / h->d;
 }
 
@@ -121,27 +124,124 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
 
 static int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
 
-static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U, FactorInfo *fi) {
-  int d = h->d;
-  int size;
+/* A BLACS grid over comm and the block-cyclic layout of a d × d matrix. */
+typedef struct {
+  int handle, ctxt, nprow, npcol, myrow, mycol, mloc, nloc, lld, nb, desc[9];
+  int *rowof, *colof; /* grid coordinates of each rank of comm */
+} Grid;
+
+static int grid_open(Grid *g, int d, int nb, MPI_Comm comm) {
+  int size, zero = 0, info = 0;
   MPI_Comm_size(comm, &size);
-  int nprow, npcol, myrow, mycol;
-  blacs_grid_shape(size, &nprow, &npcol);
-  int handle = Csys2blacs_handle(comm), ctxt = handle;
-  Cblacs_gridinit(&ctxt, "Row", nprow, npcol);
-  Cblacs_gridinfo(ctxt, &nprow, &npcol, &myrow, &mycol);
+  memset(g, 0, sizeof *g);
+  blacs_grid_shape(size, &g->nprow, &g->npcol);
+  g->nb = nb;
+  g->handle = Csys2blacs_handle(comm);
+  g->ctxt = g->handle;
+  Cblacs_gridinit(&g->ctxt, "Row", g->nprow, g->npcol);
+  Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
+  g->mloc = numroc_(&d, &nb, &g->myrow, &zero, &g->nprow);
+  g->nloc = numroc_(&d, &nb, &g->mycol, &zero, &g->npcol);
+  g->lld = g->mloc > 1 ? g->mloc : 1;
+  descinit_(g->desc, &d, &d, &nb, &nb, &zero, &zero, &g->ctxt, &g->lld, &info);
+  g->rowof = malloc(sizeof(int) * (size_t)size);
+  g->colof = malloc(sizeof(int) * (size_t)size);
+  if (g->rowof && g->colof) {
+    MPI_Allgather(&g->myrow, 1, MPI_INT, g->rowof, 1, MPI_INT, comm);
+    MPI_Allgather(&g->mycol, 1, MPI_INT, g->colof, 1, MPI_INT, comm);
+  }
+  return info || !g->rowof || !g->colof ? -1 : 0;
+}
+
+static void grid_close(Grid *g) {
+  free(g->rowof);
+  free(g->colof);
+  Cblacs_gridexit(g->ctxt);
+  Cfree_blacs_system_handle(g->handle);
+}
+
+/* The reduced, scaled view of a partial Hessian in this rank's block-cyclic
+ * pieces (index-reversed for TRTRI), without λ: Hloc (lld × nloc, column
+ * major). Each round reduces one block column of every rank's local matrix
+ * (d × nb·npcol doubles in flight), so no rank holds the whole reduced
+ * matrix. The sums are of the same per-rank partials as an allreduce, so
+ * the result is the one hessian_finish gives. Collective. */
+static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
+  int d = h->d, size, nb = g->nb, zero = 0;
+  MPI_Comm_size(comm, &size);
+  int *src = malloc(sizeof(int) * (size_t)d), *mlocs = malloc(sizeof(int) * (size_t)size), *nlocs = malloc(sizeof(int) * (size_t)size);
+  int *counts = malloc(sizeof(int) * (size_t)size);
+  double *send = malloc(sizeof(double) * ((size_t)d * nb * g->npcol + 1));
+  int ok = src && mlocs && nlocs && counts && send;
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  if (!ok) {
+    free(src); free(mlocs); free(nlocs); free(counts); free(send);
+    return -1;
+  }
+  for (int x = 0; x < d; x++) {
+    int a = reversed ? d - 1 - x : x;
+    src[x] = h->perm ? h->perm[a] : a;
+  }
+  for (int r = 0; r < size; r++) {
+    mlocs[r] = numroc_(&d, &nb, &g->rowof[r], &zero, &g->nprow);
+    nlocs[r] = numroc_(&d, &nb, &g->colof[r], &zero, &g->npcol);
+  }
+  int nblocks = (d + nb - 1) / nb, rounds = (nblocks + g->npcol - 1) / g->npcol;
+  for (int k = 0; k < rounds; k++) {
+    size_t pos = 0;
+    for (int r = 0; r < size; r++) {
+      int ncols = nlocs[r] - k * nb < nb ? nlocs[r] - k * nb : nb;
+      if (ncols < 0) ncols = 0;
+      counts[r] = mlocs[r] * ncols;
+      for (int c = 0; c < ncols; c++) {
+        int sj = src[local_to_global(k * nb + c, nb, g->colof[r], g->npcol)];
+        for (int li = 0; li < mlocs[r]; li++) {
+          int si = src[local_to_global(li, nb, g->rowof[r], g->nprow)];
+          send[pos++] = si <= sj ? h->H[(size_t)si * d + sj] : h->H[(size_t)sj * d + si];
+        }
+      }
+    }
+    int mine = g->nloc - k * nb < nb ? g->nloc - k * nb : nb;
+    double *recv = Hloc + (size_t)(mine > 0 ? k * nb : 0) * g->lld;
+    MPI_Reduce_scatter(send, recv, counts, MPI_DOUBLE, MPI_SUM, comm);
+  }
+  /* scale after the sum, as hessian_finish; dead columns become the identity */
+  for (int lj = 0; lj < g->nloc; lj++) {
+    int sj = src[local_to_global(lj, nb, g->mycol, g->npcol)];
+    for (int li = 0; li < g->mloc; li++) {
+      int si = src[local_to_global(li, nb, g->myrow, g->nprow)];
+      double *v = &Hloc[(size_t)lj * g->lld + li];
+      *v *= h->scale;
+      if (h->dead && (h->dead[si] || h->dead[sj])) *v = si == sj ? 1.0 : 0.0;
+    }
+  }
+  free(src); free(mlocs); free(nlocs); free(counts); free(send);
+  return 0;
+}
+
+/* Hloc: the reduced view from reduce_partial, or NULL to copy from the replicated H. */
+static int scalapack_path(const HessianView *h, const double *Hloc, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U,
+                          FactorInfo *fi) {
+  int d = h->d, nb = g->nb;
+  int nprow = g->nprow, npcol = g->npcol, myrow = g->myrow, mycol = g->mycol;
   fi->nprow = nprow;
   fi->npcol = npcol;
-  int zero = 0, info = 0;
-  int mloc = numroc_(&d, &nb, &myrow, &zero, &nprow), nloc = numroc_(&d, &nb, &mycol, &zero, &npcol);
-  int lld = mloc > 1 ? mloc : 1, desc[9];
-  descinit_(desc, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
+  int info = 0, mloc = g->mloc, nloc = g->nloc, lld = g->lld, desc[9];
+  memcpy(desc, g->desc, sizeof desc);
   double *A = aptq_malloc(sizeof(double) * ((size_t)lld * nloc + 1), "ScaLAPACK local Hessian block");
-  int ok = A && !info;
+  int ok = A != NULL;
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody enters pdpotrf alone */
   int rc = ok ? 0 : -1;
   int trtri = alg == FACTOR_TRTRI;
-  if (!rc) {
+  if (!rc && Hloc) {
+    for (int lj = 0; lj < nloc; lj++) {
+      int j = local_to_global(lj, nb, mycol, npcol);
+      for (int li = 0; li < mloc; li++) {
+        int i = local_to_global(li, nb, myrow, nprow);
+        A[(size_t)lj * lld + li] = Hloc[(size_t)lj * lld + li] + (i == j ? lambda : 0.0);
+      }
+    }
+  } else if (!rc) {
     /* each rank copies its block-cyclic pieces of the replicated H (index-reversed for TRTRI) */
     /* row-wise over H: one row of the permuted view stays in cache */
     for (int li = 0; li < mloc; li++) {
@@ -152,6 +252,8 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
         A[(size_t)lj * lld + li] = v + (i == j ? lambda : 0.0);
       }
     }
+  }
+  if (!rc) {
     int one = 1;
     pdpotrf_("U", &d, A, &one, &one, desc, &info);
     if (trtri) {
@@ -182,8 +284,6 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
     MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
   }
   free(A);
-  Cblacs_gridexit(ctxt);
-  Cfree_blacs_system_handle(handle);
   return rc;
 }
 
@@ -211,33 +311,63 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   double t0 = MPI_Wtime(), mean = mean_diag(h);
   memset(info, 0, sizeof *info);
   info->damp_requested = damp;
-  /* auto: ScaLAPACK once the grid has a chance to beat one LAPACK per rank
-   * (measured on 2 ranks at d = 4096: LAPACK 1.4 s, ScaLAPACK 1×2 2.0 s),
-   * or when a d² float64 copy per rank grows large */
-  int scalapack = path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && (d >= 8192 || (size >= 4 && d >= 2048)));
+  int scalapack = factor_uses_scalapack(path, d, size);
   info->used_scalapack = scalapack;
   info->nprow = info->npcol = 1;
-  double *work = scalapack ? NULL : factor_workspace((size_t)d * d);
+  if (h->partial && !scalapack) return aptq_error("internal: a partial Hessian (d = %d) needs the ScaLAPACK path", d);
+  double *work = scalapack ? NULL : factor_workspace((size_t)d * d), *Hloc = NULL;
+  Grid grid;
+  if (scalapack) {
+    int ok = grid_open(&grid, d, nb, comm) == 0;
+    if (ok && h->partial) {
+      Hloc = aptq_malloc(sizeof(double) * ((size_t)grid.lld * grid.nloc + 1), "reduced local Hessian block");
+      ok = Hloc != NULL;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+    if (ok && h->partial) ok = reduce_partial(h, alg == FACTOR_TRTRI, &grid, comm, Hloc) == 0;
+    if (!ok) {
+      free(Hloc);
+      grid_close(&grid);
+      return aptq_error("ScaLAPACK failed to start (d = %d, nb = %d): out of memory or bad arguments", d, nb);
+    }
+  }
+  int status = APTQ_ERR, failed_start = 0;
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(h, lambda, alg, nb, comm, U, info) : lapack_path(h, lambda, alg, work);
+    int rc = scalapack ? scalapack_path(h, Hloc, lambda, alg, &grid, comm, U, info) : lapack_path(h, lambda, alg, work);
     if (rc == 0 && work) {
 #pragma omp parallel for schedule(static)
       for (int i = 0; i < d; i++)
         for (int j = 0; j < d; j++) U[(size_t)i * d + j] = (float)work[(size_t)i * d + j];
     }
     if (rc < 0) {
-      return aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+      status = aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+      failed_start = 1;
+      break;
     }
     if (rc == 0) {
       info->damp_used = damp;
       info->lambda = lambda;
       info->retries = attempt;
       info->seconds = MPI_Wtime() - t0;
-      return 0;
+      status = 0;
+      break;
     }
     info->retries = attempt + 1;
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
-  return aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
+  if (scalapack) {
+    free(Hloc);
+    grid_close(&grid);
+  }
+  if (status && !failed_start)
+    status = aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
+  return status;
+}
+
+int factor_uses_scalapack(FactorPath path, int d, int size) {
+  /* auto: ScaLAPACK once the grid has a chance to beat one LAPACK per rank
+   * (measured on 2 ranks at d = 4096: LAPACK 1.4 s, ScaLAPACK 1×2 2.0 s),
+   * or when a d² float64 copy per rank grows large */
+  return path == FACTOR_SCALAPACK || (path == FACTOR_AUTO && size > 1 && (d >= 8192 || (size >= 4 && d >= 2048)));
 }

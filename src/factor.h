@@ -32,6 +32,14 @@ typedef struct {
   int d;
   const int *perm;
   const uint8_t *dead;
+  /* partial: H is this rank's unreduced sum (upper triangle read); the
+   * ScaLAPACK path reduces it over comm straight into its block-cyclic
+   * layout (MPI_Reduce_scatter, a round of block columns at a time) and
+   * multiplies by scale, so no rank holds the reduced matrix. diag: the
+   * reduced, scaled diagonal (for λ). */
+  int partial;
+  double scale;
+  const double *diag;
 } HessianView;
 
 /* U: d × d row-major float32 (the precision the solver applies it in),
@@ -39,6 +47,9 @@ typedef struct {
  * λ = damp · mean of the view's diagonal. Collective. */
 int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                             FactorInfo *info);
+
+/* Does this path at this d and rank count factor with ScaLAPACK? */
+int factor_uses_scalapack(FactorPath path, int d, int size);
 
 /* nprow × npcol = size with nprow ≤ npcol, as square as possible. */
 void blacs_grid_shape(int size, int *nprow, int *npcol);

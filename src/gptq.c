@@ -95,7 +95,10 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
   return gptq_prepare_ordered(H, NULL, cols, p, comm, L);
 }
 
-int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+/* H replicated (diag NULL), or this rank's partial sum with the reduced,
+ * scaled diagonal (HessianView.partial). */
+static int prepare(const double *H, const double *reduced_diag, double scale, const double *order, int cols, const GptqParams *p, MPI_Comm comm,
+                   GptqLayer *L) {
   memset(L, 0, sizeof *L);
   L->cols = cols;
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
@@ -103,10 +106,11 @@ int gptq_prepare_ordered(const double *H, const double *order, int cols, const G
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
   L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
   int rc = (!L->perm || !L->g_idx || !L->dead || !L->U) ? APTQ_ERR : 0;
+  double *diag = rc ? NULL : aptq_malloc(sizeof(double) * (size_t)cols, "diagonal");
+  if (!diag) rc = APTQ_ERR;
   if (!rc) {
-    double *diag = malloc(sizeof(double) * (size_t)cols);
     for (int j = 0; j < cols; j++) {
-      diag[j] = H[(size_t)j * cols + j];
+      diag[j] = reduced_diag ? reduced_diag[j] : H[(size_t)j * cols + j];
       L->dead[j] = diag[j] == 0.0;
       L->perm[j] = j;
     }
@@ -125,11 +129,20 @@ int gptq_prepare_ordered(const double *H, const double *order, int cols, const G
   }
   rc = aptq_agree(comm, rc);
   if (!rc) {
-    HessianView view = {H, cols, L->perm, L->dead};
+    HessianView view = {.H = H, .d = cols, .perm = L->perm, .dead = L->dead, .partial = reduced_diag != NULL, .scale = scale,
+                        .diag = reduced_diag};
     rc = factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
     rc = aptq_agree(comm, rc);
   }
   return rc;
+}
+
+int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+  return prepare(H, NULL, 0.0, order, cols, p, comm, L);
+}
+
+int gptq_prepare_partial(const double *H, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+  return prepare(H, diag, scale, NULL, cols, p, comm, L);
 }
 
 void gptq_layer_free(GptqLayer *L) {
@@ -295,7 +308,7 @@ int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint
 
 int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used) {
   FactorInfo info;
-  HessianView view = {H_out, dh, NULL, NULL};
+  HessianView view = {.H = H_out, .d = dh};
   CHECK(factor_inverse_cholesky(&view, damp, FACTOR_LAPACK, FACTOR_TRTRI, 64, MPI_COMM_SELF, U_out, &info));
   *damp_used = info.damp_used;
   return 0;

@@ -325,9 +325,23 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   KHessian kh;
   int attn_stats = v_kron || q_form != Q_GPTQ || k_stats;
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
+  /* Groups whose factor runs on the ScaLAPACK grid are reduced straight
+   * into its block-cyclic layout (MPI_Reduce_scatter): only the diagonal is
+   * reduced whole. q/k's Kronecker forms read H[0] whole, so it stays. */
+  int size;
+  MPI_Comm_size(comm, &size);
+  FactorPath fpath = gptq_params_from_options(o).factor_path;
+  int partial[4];
+  double *hdiag[4] = {0}, hscale[4] = {0};
+  for (int g = 0; g < 4; g++) {
+    partial[g] = strcmp(o->hessian_reduce, "allreduce") && factor_uses_scalapack(fpath, in_dims[g], size) &&
+                 !(g == 0 && (q_form == Q_KRON || k_form == K_KRON));
+    if (partial[g]) hdiag[g] = aptq_malloc(sizeof(double) * (size_t)in_dims[g], "Hessian diagonal");
+    if (partial[g] && !hdiag[g]) partial[g] = -1;
+  }
   int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
            (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
-  for (int g = 0; !rc && g < 4; g++) rc = hessian_init(&H[g], in_dims[g]);
+  for (int g = 0; !rc && g < 4; g++) rc = partial[g] < 0 || hessian_init(&H[g], in_dims[g]);
   for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
   CHECK(aptq_agree(comm, rc));
   int l0 = 0, nl = c->n_layers * LIN_COUNT;
@@ -391,7 +405,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       }
       phase_sync(comm); /* the reduction waits for the slowest shard */
       double tr = MPI_Wtime();
-      CHECK(aptq_agree(comm, hessian_finish(&H[g], comm)));
+      CHECK(aptq_agree(comm, partial[g] ? hessian_finish_diag(&H[g], comm, hdiag[g], &hscale[g]) : hessian_finish(&H[g], comm)));
       if (g == 0 && v_kron) {
         vhessian_set_output(&vh, w.w[LIN_O]);
         CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
@@ -456,9 +470,16 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
             gptq_layer_free(&Lq);
           }
         } else {
-          e->sensitivity = trace(H[g].sum, in_dims[g]) / in_dims[g];
+          double tr = 0;
+          if (partial[g])
+            for (int j = 0; j < in_dims[g]; j++) tr += hdiag[g][j];
+          else
+            tr = trace(H[g].sum, in_dims[g]);
+          e->sensitivity = tr / in_dims[g];
           double t = MPI_Wtime();
-          if (!have_L) CHECK(gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+          if (!have_L)
+            CHECK(partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
+                             : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           phase_add(PH_FACTOR, t);
           have_L = 1;
           gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
@@ -497,7 +518,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     }
   }
   free(stats);
-  for (int g = 0; g < 4; g++) hessian_free(&H[g]);
+  for (int g = 0; g < 4; g++) {
+    hessian_free(&H[g]);
+    free(hdiag[g]);
+  }
   if (v_kron) vhessian_free(&vh);
   if (q_form != Q_GPTQ) qhessian_free(&qh);
   if (k_stats) khessian_free(&kh);

@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
   if (argc > 5) { p.bits = atoi(argv[3]); p.group_size = atoi(argv[4]); p.act_order = atoi(argv[5]); }
   if (argc > 6) p.factor_path = !strcmp(argv[6], "lapack") ? FACTOR_LAPACK : FACTOR_SCALAPACK;
   if (argc > 7) p.factor_algorithm = !strcmp(argv[7], "potri") ? FACTOR_POTRI : FACTOR_TRTRI;
+  if (getenv("APTQ_NB")) p.nb = atoi(getenv("APTQ_NB"));
 
   /* H = 2/n XᵀX of correlated synthetic activations (n = 2 cols tokens), W ~ N(0, 0.02²) */
   Rng rng = {12345};
