@@ -197,7 +197,7 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
         int sj = src[local_to_global(k * nb + c, nb, g->colof[r], g->npcol)];
         for (int li = 0; li < mlocs[r]; li++) {
           int si = src[local_to_global(li, nb, g->rowof[r], g->nprow)];
-          send[pos++] = si <= sj ? h->H[(size_t)si * d + sj] : h->H[(size_t)sj * d + si];
+          send[pos++] = h->H[(size_t)sj * d + si]; /* symmetric: row sj is read along */
         }
       }
     }
@@ -219,8 +219,9 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   return 0;
 }
 
-/* Hloc: the reduced view from reduce_partial, or NULL to copy from the replicated H. */
-static int scalapack_path(const HessianView *h, const double *Hloc, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U,
+/* A partial view is reduced into A on every attempt (a retry after a
+ * failed factorization repeats the reduction rather than keeping a copy). */
+static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U,
                           FactorInfo *fi) {
   int d = h->d, nb = g->nb;
   int nprow = g->nprow, npcol = g->npcol, myrow = g->myrow, mycol = g->mycol;
@@ -233,13 +234,14 @@ static int scalapack_path(const HessianView *h, const double *Hloc, double lambd
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody enters pdpotrf alone */
   int rc = ok ? 0 : -1;
   int trtri = alg == FACTOR_TRTRI;
-  if (!rc && Hloc) {
-    for (int lj = 0; lj < nloc; lj++) {
+  if (!rc && h->partial) {
+    double t = MPI_Wtime();
+    rc = reduce_partial(h, trtri, g, comm, A);
+    fi->reduce_seconds += MPI_Wtime() - t;
+    for (int lj = 0; !rc && lj < nloc; lj++) {
       int j = local_to_global(lj, nb, mycol, npcol);
-      for (int li = 0; li < mloc; li++) {
-        int i = local_to_global(li, nb, myrow, nprow);
-        A[(size_t)lj * lld + li] = Hloc[(size_t)lj * lld + li] + (i == j ? lambda : 0.0);
-      }
+      for (int li = 0; li < mloc; li++)
+        if (local_to_global(li, nb, myrow, nprow) == j) A[(size_t)lj * lld + li] += lambda;
     }
   } else if (!rc) {
     /* each rank copies its block-cyclic pieces of the replicated H (index-reversed for TRTRI) */
@@ -315,18 +317,12 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   info->used_scalapack = scalapack;
   info->nprow = info->npcol = 1;
   if (h->partial && !scalapack) return aptq_error("internal: a partial Hessian (d = %d) needs the ScaLAPACK path", d);
-  double *work = scalapack ? NULL : factor_workspace((size_t)d * d), *Hloc = NULL;
+  double *work = scalapack ? NULL : factor_workspace((size_t)d * d);
   Grid grid;
   if (scalapack) {
     int ok = grid_open(&grid, d, nb, comm) == 0;
-    if (ok && h->partial) {
-      Hloc = aptq_malloc(sizeof(double) * ((size_t)grid.lld * grid.nloc + 1), "reduced local Hessian block");
-      ok = Hloc != NULL;
-    }
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
-    if (ok && h->partial) ok = reduce_partial(h, alg == FACTOR_TRTRI, &grid, comm, Hloc) == 0;
     if (!ok) {
-      free(Hloc);
       grid_close(&grid);
       return aptq_error("ScaLAPACK failed to start (d = %d, nb = %d): out of memory or bad arguments", d, nb);
     }
@@ -334,7 +330,7 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   int status = APTQ_ERR, failed_start = 0;
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(h, Hloc, lambda, alg, &grid, comm, U, info) : lapack_path(h, lambda, alg, work);
+    int rc = scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, info) : lapack_path(h, lambda, alg, work);
     if (rc == 0 && work) {
 #pragma omp parallel for schedule(static)
       for (int i = 0; i < d; i++)
@@ -356,10 +352,7 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
     info->retries = attempt + 1;
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
-  if (scalapack) {
-    free(Hloc);
-    grid_close(&grid);
-  }
+  if (scalapack) grid_close(&grid);
   if (status && !failed_start)
     status = aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
   return status;

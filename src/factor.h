@@ -22,6 +22,7 @@ typedef struct {
   int retries;
   int used_scalapack, nprow, npcol;
   double seconds;
+  double reduce_seconds; /* of seconds: reducing a partial Hessian into the grid */
 } FactorInfo;
 
 /* The matrix to factor, read in place: element (a, b) is H[perm[a]][perm[b]]
@@ -32,7 +33,7 @@ typedef struct {
   int d;
   const int *perm;
   const uint8_t *dead;
-  /* partial: H is this rank's unreduced sum (upper triangle read); the
+  /* partial: H is this rank's unreduced sum (both triangles); the
    * ScaLAPACK path reduces it over comm straight into its block-cyclic
    * layout (MPI_Reduce_scatter, a round of block columns at a time) and
    * multiplies by scale, so no rank holds the reduced matrix. diag: the

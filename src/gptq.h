@@ -37,7 +37,7 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
 /* The same with the act-order taken from the diagonal of another matrix, so
  * that several factors share one column order (and one g_idx). */
 int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
-/* The same from this rank's partial (unreduced, upper-triangle) sum H and
+/* The same from this rank's partial (unreduced, symmetric) sum H and
  * the reduced diagonal scaled by `scale` (hessian_finish_diag): the matrix
  * is reduced straight into the ScaLAPACK layout, so p->factor_path must
  * resolve to ScaLAPACK (factor_uses_scalapack). */

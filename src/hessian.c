@@ -75,5 +75,12 @@ int hessian_finish_diag(Hessian *h, MPI_Comm comm, double *diag, double *scale) 
   *scale = 2.0 / (double)total;
   for (int i = 0; i < d; i++) diag[i] *= *scale;
   h->tokens = total;
+  /* both triangles of the partial sum, so the reduction into the grid reads
+   * rows (factor.c); in tiles, so the transposed side stays in cache */
+  enum { TILE = 64 };
+  for (int i0 = 0; i0 < d; i0 += TILE)
+    for (int j0 = i0; j0 < d; j0 += TILE)
+      for (int i = i0; i < i0 + TILE && i < d; i++)
+        for (int j = j0 > i ? j0 : i + 1; j < j0 + TILE && j < d; j++) h->sum[(size_t)j * d + i] = h->sum[(size_t)i * d + j];
   return 0;
 }

@@ -33,7 +33,7 @@ int hessian_finish(Hessian *h, MPI_Comm comm);
 /* Collective, for Hessians that are reduced straight into the factor's
  * block-cyclic layout (factor.h, HessianView.partial): only the diagonal
  * (scaled by 2/N, into diag) and the token count are reduced; h->sum stays
- * this rank's partial sum (upper triangle) and *scale = 2/N. */
+ * this rank's partial sum (both triangles filled) and *scale = 2/N. */
 int hessian_finish_diag(Hessian *h, MPI_Comm comm, double *diag, double *scale);
 
 #endif

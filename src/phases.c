@@ -20,6 +20,11 @@ double phase_add(Phase p, double since) {
 
 double phase_seconds(Phase p) { return seconds[p]; }
 
+void phase_shift(Phase from, Phase to, double s) {
+  seconds[from] -= s;
+  seconds[to] += s;
+}
+
 void phase_sync(MPI_Comm comm) {
   double t = MPI_Wtime();
   MPI_Barrier(comm);

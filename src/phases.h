@@ -16,6 +16,9 @@ void phases_reset(void);
  * consecutive phases chain: t = phase_add(PH_FORWARD, t). */
 double phase_add(Phase p, double since);
 double phase_seconds(Phase p);
+/* Move seconds already counted in one phase to another (a reduction done
+ * inside the factorization call is reported as reduce). */
+void phase_shift(Phase from, Phase to, double s);
 /* Wait for every rank, the time counted as PH_WAIT. Collective. */
 void phase_sync(MPI_Comm comm);
 /* Collective: every rank's phase seconds, all[rank·PH_COUNT + p], on every rank. */

@@ -240,7 +240,42 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   e->sensitivity /= (double)heads * dh * d;
   GptqLayer L;
   const double *prepared = NULL;
-  for (int i = 0; i < heads; i++) {
+  /* One input factor per head (v_proj: one per kv group): the factors are
+   * independent, so each rank factors only its own heads, on its own, at
+   * the same time as the others (LAPACK on MPI_COMM_SELF) instead of every
+   * rank factoring every head. The column order comes from `order`, the
+   * same for all heads, so rank 0's g_idx (it holds head 0) is the layer's. */
+  int distinct = heads > 1 && order != NULL;
+  for (int i = 0; distinct && i < heads; i++)
+    for (int j = 0; j < i; j++) distinct &= Hin[i] != Hin[j];
+  if (distinct) {
+    int retries = 0;
+    double damp_used = 0;
+    for (int i = h0; !rc && i < h0 + mine; i++) {
+      size_t off = (size_t)(i - h0) * dh * d;
+      const float *uo = Uo;
+      double t = MPI_Wtime();
+      rc = gptq_prepare_ordered(Hin[i], order, d, p, MPI_COMM_SELF, &L);
+      if (rc) break;
+      if (i == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)d);
+      retries = retries > L.factor.retries ? retries : L.factor.retries;
+      damp_used = damp_used > L.factor.damp_used ? damp_used : L.factor.damp_used;
+      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out);
+      t = phase_add(PH_FACTOR, t);
+      rc = rc || gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
+                                 zeros + (size_t)(i - h0) * dh * ng, &losses[i]);
+      phase_add(PH_SOLVE, t);
+      gptq_layer_free(&L);
+    }
+    CHECK(aptq_agree(comm, rc));
+    MPI_Bcast(g_idx, d, MPI_INT32_T, 0, comm);
+    double worst[3] = {retries, damp_used, damp_out};
+    MPI_Allreduce(MPI_IN_PLACE, worst, 3, MPI_DOUBLE, MPI_MAX, comm);
+    e->retries = (int)worst[0];
+    e->damp_used = worst[1];
+    damp_out = worst[2];
+  }
+  for (int i = 0; !distinct && i < heads; i++) {
     if (Hin[i] != prepared) {
       if (prepared) gptq_layer_free(&L);
       double t = MPI_Wtime();
@@ -481,6 +516,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
             CHECK(partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
                              : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           phase_add(PH_FACTOR, t);
+          if (!have_L) phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
           have_L = 1;
           gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
         }
