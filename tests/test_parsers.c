@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "memory.h"
 #include "json.h"
 #include "model.h"
 #include "options.h"
@@ -320,6 +321,25 @@ static void test_options(void) {
   expect_error(options_require(&o, "model"), "missing required key 'model'", "options: required key");
 }
 
+/* max_memory sizes (memory.c) */
+static void test_memory_sizes(void) {
+  const struct { const char *text; double bytes; } good[] = {
+    {"8G", 8.0 * (1 << 30)}, {"512M", 512.0 * (1 << 20)}, {"1.5GB", 1.5 * (1 << 30)}, {"64GiB", 64.0 * (1 << 30)},
+    {"2t", 2.0 * (1 << 30) * 1024}, {"4096", 4096}, {"10 K", 10240}};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    double b = -1;
+    aptq_clear_error();
+    EXPECT(memory_parse(good[i].text, &b) == 0 && b == good[i].bytes, "max_memory '%s' = %g bytes (got %g)", good[i].text, good[i].bytes, b);
+  }
+  const char *bad[] = {"", "lots", "8X", "-1G", "8GG", "G"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    double b;
+    char what[64];
+    snprintf(what, sizeof what, "max_memory '%s' refused", bad[i]);
+    expect_error(memory_parse(bad[i], &b), "is not a size", what);
+  }
+}
+
 int main(int argc, char **argv) {
   const char *data = argc > 1 ? argv[1] : "../shared/data";
   snprintf(dir, sizeof dir, "/tmp/aptq-test-parsers-XXXXXX");
@@ -329,6 +349,7 @@ int main(int argc, char **argv) {
   test_hf(data);
   test_nonfinite();
   test_options();
+  test_memory_sizes();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
