@@ -23,6 +23,7 @@
 #include "quantize.h"
 #include "report.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "tokens.h"
 
 enum { BENCH_VOCAB = 512 };
@@ -37,12 +38,6 @@ static ModelConfig bench_config(const char *shape, int blocks, int seqlen) {
   return c;
 }
 
-static uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
 /* One BF16 tensor of rows × cols, mean + std·(uniform with unit variance):
  * seeded per tensor, so every rank builds the same bytes. */
 static int tensor(TensorRef *t, uint16_t **store, int *nstore, const char *name, int64_t rows, int64_t cols, uint64_t seed, double mean,
@@ -52,7 +47,7 @@ static int tensor(TensorRef *t, uint16_t **store, int *nstore, const char *name,
   store[(*nstore)++] = d;
   Rng r = {seed};
   double a = std * sqrt(3.0);
-  for (int64_t i = 0; i < rows * cols; i++) d[i] = to_bf16((float)(mean + a * (2.0 * rng_uniform(&r) - 1.0)));
+  for (int64_t i = 0; i < rows * cols; i++) d[i] = f32_to_bf16((float)(mean + a * (2.0 * rng_uniform(&r) - 1.0)));
   snprintf(t->name, sizeof t->name, "%s", name);
   t->dtype = DT_BF16;
   t->rows = rows;

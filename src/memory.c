@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "activations.h"
 #include "error.h"
 #include "gptq.h"
 #include "hessian.h"
@@ -51,7 +52,7 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
     memplan_add(p, "RTN slab of the largest layer", slab, 1);
     return;
   }
-  memplan_add(p, "calibration activations (this rank's sequences)", (double)local_seqs * t * D * f, 0);
+  memplan_add(p, "calibration activations (this rank's sequences)", (double)local_seqs * t * D * activations_elem_size(!strcmp(o->activations, "bf16")), 0);
   memplan_add(p, "block input copy", t * D * f, 0);
   memplan_add(p, "block weights (float32)", block * f, 0);
   /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */

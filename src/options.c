@@ -41,6 +41,7 @@ static const OptSpec specs[] = {
   {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0, "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
   {"resume", T_BOOL, F(resume), "no", NULL, 0, 0, "quantize: continue the run whose state is in checkpoint (same options, any rank count)"},
   {"hessian_reduce", T_CHOICE, F(hessian_reduce), "auto", "auto|allreduce|scatter", 0, 0, "GPTQ: how layer-input Hessians are summed over ranks: scatter = MPI_Reduce_scatter straight into the ScaLAPACK layout (no rank holds the reduced matrix; only where the factor runs on ScaLAPACK), allreduce = every rank gets it whole; auto = scatter wherever the factor uses ScaLAPACK"},
+  {"activations", T_CHOICE, F(activations), "float32", "float32|bf16", 0, 0, "GPTQ: how the calibration activations are kept between blocks (each rank holds its own sequences): bf16 halves the largest buffer of the pass; each block's output is rounded to bf16"},
   {"max_memory", T_PATH, F(max_memory), "", NULL, 0, 0, "quantize, bench: refuse to start when the predicted peak memory per rank exceeds this (e.g. 8G, 512M)"},
   {"shape", T_CHOICE, F(shape), "7b", "7b|13b|70b|tiny", 0, 0, "bench: LLaMA shape of the synthetic blocks (7b: 4096/11008/32 heads; 13b: 5120/13824/40; 70b: 8192/28672/64 heads, 8 kv heads; tiny: the embedded default's 128/384)"},
   {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024, "bench: number of synthetic decoder blocks"},

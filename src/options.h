@@ -28,6 +28,7 @@ typedef struct {
   char checkpoint[OPT_PATH_MAX];/* directory for checkpoints after every block ("" = none) */
   int resume;                   /* continue from the checkpoint */
   char hessian_reduce[16];      /* auto | allreduce | scatter */
+  char activations[16];         /* float32 | bf16 */
   char max_memory[32];          /* refuse a run predicted to exceed this per rank ("" = no limit) */
   char shape[16];               /* bench: 7b | 13b | 70b | tiny */
   int blocks;                   /* bench: decoder blocks */

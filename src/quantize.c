@@ -29,6 +29,7 @@
 #include "report.h"
 #include "tokens.h"
 #include "allocate.h"
+#include "activations.h"
 #include "checkpoint.h"
 
 typedef struct {
@@ -346,7 +347,8 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   MPI_Comm_rank(comm, &rank);
   const ModelConfig *c = &m->cfg;
   int T = calib->seqlen, D = c->dim, count = calib->count;
-  float *X = aptq_malloc(sizeof(float) * ((size_t)count * T * D + 1), "calibration activations");
+  Activations X;
+  int x_rc = activations_alloc(&X, count, (size_t)T * D, !strcmp(o->activations, "bf16"));
   float *xtmp = aptq_malloc(sizeof(float) * (size_t)T * D, "block input copy");
   BlockWeights w;
   BlockScratch s;
@@ -374,16 +376,19 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     if (partial[g]) hdiag[g] = aptq_malloc(sizeof(double) * (size_t)in_dims[g], "Hessian diagonal");
     if (partial[g] && !hdiag[g]) partial[g] = -1;
   }
-  int rc = !X || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
+  int rc = x_rc || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
            (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
   for (int g = 0; !rc && g < 4; g++) rc = partial[g] < 0 || hessian_init(&H[g], in_dims[g]);
-  for (int i = 0; !rc && i < count; i++) rc = embed_tokens(m, calib->ids + (size_t)i * T, T, X + (size_t)i * T * D);
+  for (int i = 0; !rc && i < count; i++) {
+    rc = embed_tokens(m, calib->ids + (size_t)i * T, T, xtmp);
+    if (!rc) activations_put(&X, i, xtmp);
+  }
   CHECK(aptq_agree(comm, rc));
   int l0 = 0, nl = c->n_layers * LIN_COUNT;
   double *stats = aptq_malloc(sizeof(double) * (size_t)nl * NSTATS, "layer statistics");
   CHECK(aptq_agree(comm, !stats));
   if (ck && ck->on && ck->next_block > 0) { /* resume: activations, statistics and finished blocks from the checkpoint */
-    CHECK(checkpoint_restore(ck, m, calib, X, qw, comm));
+    CHECK(checkpoint_restore(ck, m, calib, X.f32, qw, comm));
     for (int i = 0; i < ck->next_block * LIN_COUNT; i++) stats_unpack(ck->stats + (size_t)i * NSTATS, &err[i]);
     l0 = ck->next_block;
   }
@@ -409,7 +414,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
       double t = MPI_Wtime();
       for (int i = 0; i < count; i++) {
-        memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
+        activations_get(&X, i, xtmp);
         block_forward(c, &w, &s, xtmp);
         t = phase_add(PH_FORWARD, t);
         for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
@@ -428,7 +433,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : groups[g].stop;
         double t = MPI_Wtime();
         for (int i = 0; i < count; i++) {
-          memcpy(xtmp, X + (size_t)i * T * D, sizeof(float) * (size_t)T * D);
+          activations_get(&X, i, xtmp);
           block_forward_until(c, &w, &s, xtmp, stop);
           t = phase_add(PH_FORWARD, t);
           hessian_add(&H[g], group_input(&s, groups[g].stop), T);
@@ -535,12 +540,16 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     }
     /* the quantized block makes the next block's inputs */
     double tf = MPI_Wtime();
-    for (int i = 0; i < count; i++) block_forward(c, &w, &s, X + (size_t)i * T * D);
+    for (int i = 0; i < count; i++) {
+      activations_get(&X, i, xtmp);
+      block_forward(c, &w, &s, xtmp);
+      activations_put(&X, i, xtmp);
+    }
     phase_add(PH_FORWARD, tf);
     if (ck && ck->on) {
       qw->tee = NULL;
       for (int i = 0; i < nl; i++) stats_pack(&err[i], stats + (size_t)i * NSTATS);
-      CHECK(checkpoint_save(ck, o, m, calib, l, X, stats, comm));
+      CHECK(checkpoint_save(ck, o, m, calib, l, X.f32, stats, comm));
     }
     if (aptq_stop_requested(comm)) {
       if (ck && ck->on)
@@ -563,7 +572,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   if (k_stats) khessian_free(&kh);
   block_weights_free(&w);
   scratch_free(&s);
-  free(X);
+  activations_free(&X);
   free(xtmp);
   return 0;
 }
@@ -833,6 +842,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     info.report = rep[0];
     info.average_bits = o->bits;
     Checkpoint ck;
+    if ((o->checkpoint[0] || o->resume) && !strcmp(o->activations, "bf16"))
+      CHECK(aptq_agree(comm, aptq_error("checkpoint keeps float32 activations: use activations = float32 with checkpoint, or bf16 without")));
     if ((o->checkpoint[0] || o->resume) && !gptq)
       CHECK(aptq_agree(comm, aptq_error("checkpoint needs method = gptq or aptq: RTN has no block pass to resume (and takes seconds)")));
     CHECK(checkpoint_begin(&ck, o, &m, &calib, NSTATS, comm));

@@ -2,8 +2,8 @@
 # The Slurm jobs (jobs/*.sbatch) on a real single-node Slurm started here
 # (tests/slurm/slurm-local.sh): quantize + eval, the R sweep as one task and
 # as a job array (the array's files equal the one-task sweep's), the scaling
-# study, and a job with a bad deck whose exit status and log carry aptq's
-# error. Exit 77 (CTest: skipped) without root or without slurm-wlm/munge.
+# study (aptq bench, strong and weak), and a job with a bad deck whose exit
+# status and log carry aptq's error. Exit 77 (CTest: skipped) without root or without slurm-wlm/munge.
 #   usage: test_jobs.sh APTQ_BINARY
 set -uo pipefail
 aptq=$(readlink -f "${1:?usage: test_jobs.sh APTQ_BINARY}")
@@ -68,10 +68,13 @@ rc=$?
 check "sweep-R.sbatch: an array index beyond the R list fails" "[ $rc != 0 ]"
 unset APTQ_R
 
-sbatch --wait -n 2 -J sc "$here/jobs/scaling.sbatch" job.deck > sbatch.out
+APTQ_HOME=$here SHAPE=tiny NSEQ=4 SEQLEN=64 WEAK=2 sbatch --wait -n 2 -J sc "$here/jobs/scaling.sbatch" --blocks=2 > sbatch.out
 rc=$?
 cid=$(awk '{print $4}' sbatch.out)
-check "scaling.sbatch: exit 0, table with 1 and 2 ranks" "[ $rc = 0 ] && [ \$(wc -l < results/sc-$cid/scaling.tsv) = 3 ]"
+check "scaling.sbatch: exit 0, strong and weak tables with 1 and 2 ranks" \
+  "[ $rc = 0 ] && [ \$(wc -l < results/sc-$cid/strong.tsv) = 3 ] && [ \$(wc -l < results/sc-$cid/weak.tsv) = 3 ]"
+check "scaling.sbatch: options reach every run, weak scaling grows the sequences" \
+  "/usr/bin/python3 -c \"import json,sys; r=[json.load(open(f'results/sc-$cid/{k}-np{p}.json')) for k in ('strong','weak') for p in (1,2)]; sys.exit(not (all(x['blocks'] == 2 for x in r) and [x['calib_nseq'] for x in r] == [4, 4, 2, 4]))\""
 
 printf 'model = %s/model\nbits = 5\n' "$work" > bad.deck
 sbatch --wait -n 2 -J bad "$here/jobs/quantize.sbatch" bad.deck > sbatch.out 2>&1
