@@ -219,10 +219,60 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   return 0;
 }
 
+/* The factor kept on the grid (factor_inverse_cholesky_dist): this rank's
+ * block-cyclic pieces of R⁻¹ (TRTRI) or U (POTRI), in float32. */
+struct DistFactor {
+  Grid grid;
+  float *A;
+  int d, trtri;
+  MPI_Comm comm;
+};
+
+/* Rows [r0, r0 + n) of U (n × d, row-major) from this rank's pieces A of
+ * the factor, every other entry 0. POTRI: U(i,j) = A(i,j); TRTRI: A = R⁻¹
+ * and U(r,c) = R⁻¹(d-1-c, d-1-r). */
+static void local_rows(const Grid *g, const float *A, int d, int trtri, int r0, int n, float *dst) {
+  memset(dst, 0, sizeof(float) * (size_t)n * d);
+  for (int lj = 0; lj < g->nloc; lj++) {
+    int j = local_to_global(lj, g->nb, g->mycol, g->npcol);
+    const float *col = A + (size_t)lj * g->lld;
+    if (trtri) {
+      int r = d - 1 - j;
+      if (r < r0 || r >= r0 + n) continue;
+      float *row = dst + (size_t)(r - r0) * d;
+      for (int li = 0; li < g->mloc; li++) {
+        int i = local_to_global(li, g->nb, g->myrow, g->nprow);
+        if (i <= j) row[d - 1 - i] = col[li];
+      }
+    } else {
+      for (int li = 0; li < g->mloc; li++) {
+        int i = local_to_global(li, g->nb, g->myrow, g->nprow);
+        if (i <= j && i >= r0 && i < r0 + n) dst[(size_t)(i - r0) * d + j] = col[li];
+      }
+    }
+  }
+}
+
+/* float64 → float32 in place (element k moves from byte 8k to 4k, so an
+ * ascending pass never overwrites what it has yet to read), then shrunk. */
+static float *to_float_in_place(double *A, size_t n) {
+  char *b = (char *)A;
+  for (size_t k = 0; k < n; k++) {
+    double v;
+    memcpy(&v, b + 8 * k, sizeof v);
+    float f = (float)v;
+    memcpy(b + 4 * k, &f, sizeof f);
+  }
+  float *F = realloc(A, sizeof(float) * (n ? n : 1));
+  return F ? F : (float *)(void *)A;
+}
+
 /* A partial view is reduced into A on every attempt (a retry after a
- * failed factorization repeats the reduction rather than keeping a copy). */
+ * failed factorization repeats the reduction rather than keeping a copy).
+ * keep: hand this rank's pieces of the factor over instead of replicating
+ * U. */
 static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U,
-                          FactorInfo *fi) {
+                          float **keep, FactorInfo *fi) {
   int d = h->d, nb = g->nb;
   int nprow = g->nprow, npcol = g->npcol, myrow = g->myrow, mycol = g->mycol;
   fi->nprow = nprow;
@@ -270,20 +320,17 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm);
   rc = flags[0] ? -1 : flags[1];
   if (!rc) {
-    /* replicate U: every rank contributes its upper-triangle pieces. POTRI: U(i,j) = A(i,j);
-     * TRTRI: A = R⁻¹ and U(r,c) = R⁻¹(d-1-c, d-1-r) */
-    memset(U, 0, sizeof(float) * (size_t)d * d);
-    for (int lj = 0; lj < nloc; lj++) {
-      int j = local_to_global(lj, nb, mycol, npcol);
-      for (int li = 0; li < mloc; li++) {
-        int i = local_to_global(li, nb, myrow, nprow);
-        if (i > j) continue;
-        if (trtri) U[(size_t)(d - 1 - j) * d + (d - 1 - i)] = (float)A[(size_t)lj * lld + li];
-        else U[(size_t)i * d + j] = (float)A[(size_t)lj * lld + li];
-      }
+    float *F = to_float_in_place(A, (size_t)lld * nloc);
+    A = NULL;
+    if (keep) {
+      *keep = F;
+    } else {
+      /* replicate U: every rank contributes its pieces; every entry comes
+       * from exactly one rank, so the sum is exact */
+      local_rows(g, F, d, trtri, 0, d, U);
+      MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
+      free(F);
     }
-    /* every entry comes from exactly one rank, so the sum is exact */
-    MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
   }
   free(A);
   return rc;
@@ -306,14 +353,16 @@ static double *factor_workspace(size_t n) {
   return workspace;
 }
 
-int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
-                            FactorInfo *info) {
+/* keep NULL: U replicated; otherwise the factor stays on the grid (*keep). */
+static int factor_run(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
+                      DistFactor **keep, FactorInfo *info) {
   int size, d = h->d;
   MPI_Comm_size(comm, &size);
   double t0 = MPI_Wtime(), mean = mean_diag(h);
   memset(info, 0, sizeof *info);
   info->damp_requested = damp;
-  int scalapack = factor_uses_scalapack(path, d, size);
+  int scalapack = keep || factor_uses_scalapack(path, d, size);
+  float *kept = NULL;
   info->used_scalapack = scalapack;
   info->nprow = info->npcol = 1;
   if (h->partial && !scalapack) return aptq_error("internal: a partial Hessian (d = %d) needs the ScaLAPACK path", d);
@@ -330,7 +379,7 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
   int status = APTQ_ERR, failed_start = 0;
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, info) : lapack_path(h, lambda, alg, work);
+    int rc = scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, keep ? &kept : NULL, info) : lapack_path(h, lambda, alg, work);
     if (rc == 0 && work) {
 #pragma omp parallel for schedule(static)
       for (int i = 0; i < d; i++)
@@ -352,10 +401,45 @@ int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, 
     info->retries = attempt + 1;
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
-  if (scalapack) grid_close(&grid);
+  if (!status && keep) {
+    *keep = malloc(sizeof **keep);
+    if (!*keep) {
+      free(kept);
+      grid_close(&grid);
+      return aptq_error("out of memory keeping the factor (d = %d)", d);
+    }
+    **keep = (DistFactor){grid, kept, d, alg == FACTOR_TRTRI, comm};
+  } else if (scalapack) {
+    grid_close(&grid);
+  }
   if (status && !failed_start)
     status = aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
   return status;
+}
+
+int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
+                            FactorInfo *info) {
+  return factor_run(h, damp, path, alg, nb, comm, U, NULL, info);
+}
+
+int factor_inverse_cholesky_dist(const HessianView *h, double damp, FactorAlgorithm alg, int nb, MPI_Comm comm, DistFactor **f,
+                                 FactorInfo *info) {
+  *f = NULL;
+  return factor_run(h, damp, FACTOR_SCALAPACK, alg, nb, comm, NULL, f, info);
+}
+
+void dist_factor_rows(const DistFactor *f, int r0, int n, float *dst) {
+  local_rows(&f->grid, f->A, f->d, f->trtri, r0, n, dst);
+  MPI_Allreduce(MPI_IN_PLACE, dst, n * f->d, MPI_FLOAT, MPI_SUM, f->comm);
+}
+
+MPI_Comm dist_factor_comm(const DistFactor *f) { return f->comm; }
+
+void dist_factor_free(DistFactor *f) {
+  if (!f) return;
+  free(f->A);
+  grid_close(&f->grid);
+  free(f);
 }
 
 int factor_uses_scalapack(FactorPath path, int d, int size) {

@@ -49,6 +49,19 @@ typedef struct {
 int factor_inverse_cholesky(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                             FactorInfo *info);
 
+/* The same on the ScaLAPACK grid of comm, the factor left there: each rank
+ * keeps its block-cyclic pieces (d²/P floats) and the solve fetches U a
+ * block of rows at a time (dist_factor_rows), so no rank holds U whole.
+ * Collective. */
+typedef struct DistFactor DistFactor;
+int factor_inverse_cholesky_dist(const HessianView *h, double damp, FactorAlgorithm alg, int nb, MPI_Comm comm, DistFactor **f,
+                                 FactorInfo *info);
+/* Collective over the factor's comm: rows [r0, r0 + n) of U, n × d
+ * float32 row-major, on every rank (the same values the replicated U has). */
+void dist_factor_rows(const DistFactor *f, int r0, int n, float *dst);
+void dist_factor_free(DistFactor *f);
+MPI_Comm dist_factor_comm(const DistFactor *f);
+
 /* Does this path at this d and rank count factor with ScaLAPACK? */
 int factor_uses_scalapack(FactorPath path, int d, int size);
 

@@ -1,6 +1,7 @@
 #include "gptq.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +105,9 @@ static int prepare(const double *H, const double *reduced_diag, double scale, co
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
-  L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
-  int rc = (!L->perm || !L->g_idx || !L->dead || !L->U) ? APTQ_ERR : 0;
+  /* a partial Hessian's factor stays on the grid: no replicated U */
+  if (!reduced_diag) L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
+  int rc = (!L->perm || !L->g_idx || !L->dead || (!reduced_diag && !L->U)) ? APTQ_ERR : 0;
   double *diag = rc ? NULL : aptq_malloc(sizeof(double) * (size_t)cols, "diagonal");
   if (!diag) rc = APTQ_ERR;
   if (!rc) {
@@ -131,7 +133,8 @@ static int prepare(const double *H, const double *reduced_diag, double scale, co
   if (!rc) {
     HessianView view = {.H = H, .d = cols, .perm = L->perm, .dead = L->dead, .partial = reduced_diag != NULL, .scale = scale,
                         .diag = reduced_diag};
-    rc = factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
+    rc = reduced_diag ? factor_inverse_cholesky_dist(&view, p->damp, p->factor_algorithm, p->nb, comm, &L->dist, &L->factor)
+                      : factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
     rc = aptq_agree(comm, rc);
   }
   return rc;
@@ -151,6 +154,7 @@ void gptq_layer_free(GptqLayer *L) {
   free(L->dead);
   if (L->U_cached) cached_U_busy = 0;
   else free(L->U);
+  dist_factor_free(L->dist);
   memset(L, 0, sizeof *L);
 }
 
@@ -177,23 +181,37 @@ double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
   return total;
 }
 
-/* One chunk of rows: the blocked column sweep of gptq.py. */
+/* One chunk of rows through the blocked column sweep of gptq.py: begin
+ * (grids, dead columns, permutation), one column block at a time given
+ * that block's rows of U, end (loss, original order). The sweep is the
+ * same whether U is replicated (gptq_solve walks a chunk through all
+ * blocks) or streamed from the grid (all chunks advance a block at a time),
+ * so both give the same bits. */
 enum { LANES = 16 }; /* rows swept together, one per SIMD lane */
 
-static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales,
-                          int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp, float *blk) {
-  uint8_t code_col[LANES];
-  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols;
-  int ng = quant_ngroups(cols, gs);
-  int32_t maxq = (1 << p->bits) - 1;
+typedef struct {
+  float *W;        /* the chunk's rows of the slab, original column order */
+  int rows;
+  uint8_t *codes;  /* outputs, original order */
+  float *Q, *scales;
+  int32_t *zeros;
+  float *Wp, *Err, *Qp; /* work, solve order */
+  uint8_t *Cp;
   float row_scale[GPTQ_ROW_CHUNK];
   int32_t row_zero[GPTQ_ROW_CHUNK];
+  double row_loss[GPTQ_ROW_CHUNK];
+} Chunk;
+
+static void chunk_begin(const GptqLayer *L, const GptqParams *p, Chunk *ch) {
+  int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs), rows = ch->rows;
+  float *W = ch->W;
+  memset(ch->row_loss, 0, sizeof ch->row_loss);
   /* per-channel grid from the original weights (before dead columns are zeroed, as gptq.py) */
   if (gs == 0)
     for (int r = 0; r < rows; r++) {
-      find_params(p, W + (size_t)r * cols, cols, &row_scale[r], &row_zero[r]);
-      scales[r] = row_scale[r];
-      zeros[r] = row_zero[r];
+      find_params(p, W + (size_t)r * cols, cols, &ch->row_scale[r], &ch->row_zero[r]);
+      ch->scales[r] = ch->row_scale[r];
+      ch->zeros[r] = ch->row_zero[r];
     }
   for (int r = 0; r < rows; r++)
     for (int j = 0; j < cols; j++)
@@ -202,80 +220,133 @@ static double solve_chunk(const GptqLayer *L, const GptqParams *p, float *W, int
     for (int r = 0; r < rows; r++)
       for (int g = 0; g < ng; g++) {
         int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
-        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &ch->scales[(size_t)r * ng + g], &ch->zeros[(size_t)r * ng + g]);
       }
   for (int r = 0; r < rows; r++)
-    for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+    for (int k = 0; k < cols; k++) ch->Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+}
 
-  double row_loss[GPTQ_ROW_CHUNK] = {0};
-  for (int i1 = 0; i1 < cols; i1 += B) {
-    int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
-    /* LANES rows at a time, transposed so that the column sweep runs across
-     * rows in SIMD lanes: blk[i][r] is column i1+i of row r0+r */
-    for (int r0 = 0; r0 < rows; r0 += LANES) {
-      int nr = rows - r0 < LANES ? rows - r0 : LANES;
-      for (int i = 0; i < count; i++)
-        for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
-      float scale[LANES], zero[LANES], e[LANES];
-      for (int r = 0; r < LANES; r++) {
-        scale[r] = r < nr && gs == 0 ? row_scale[r0 + r] : 1.0f;
-        zero[r] = r < nr && gs == 0 ? (float)row_zero[r0 + r] : 0.0f;
-      }
-      for (int i = 0; i < count; i++) {
-        int k = i1 + i;
-        if (gs > 0) {
-          int g = p->static_groups ? L->perm[k] / gs : k / gs;
-          for (int r = 0; r < nr; r++) {
-            size_t sg = (size_t)(r0 + r) * ng + g;
-            if (!p->static_groups && k % gs == 0) {
-              /* gptq.py takes the group's grid from W, which the current block has not updated yet */
-              int end = k + gs < cols ? k + gs : cols;
-              find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
-            }
-            scale[r] = scales[sg];
-            zero[r] = (float)zeros[sg];
-          }
-        }
-        const float *urow = L->U + (size_t)k * cols;
-        float d = urow[k], *col = blk + i * LANES;
-        for (int r = 0; r < LANES; r++) {
-          float w = col[r], c = rintf(w / scale[r]) + zero[r];
-          c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
-          float q = scale[r] * (c - zero[r]);
-          col[r] = q; /* the column is done: keep q, the codes follow from it below */
-          e[r] = (w - q) / d;
-          code_col[r] = (uint8_t)c;
-        }
+/* Columns [i1, i1 + B) in solve order; Ublk: rows i1.. of U, row k at
+ * Ublk + (k − i1)·cols. blk: B × LANES scratch. */
+static void chunk_block(const GptqLayer *L, const GptqParams *p, Chunk *ch, int i1, const float *Ublk, float *blk) {
+  uint8_t code_col[LANES];
+  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols, rows = ch->rows;
+  int ng = quant_ngroups(cols, gs);
+  int32_t maxq = (1 << p->bits) - 1;
+  float *Wp = ch->Wp, *Err = ch->Err, *Qp = ch->Qp, *scales = ch->scales;
+  uint8_t *Cp = ch->Cp;
+  int32_t *zeros = ch->zeros;
+  int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
+  /* LANES rows at a time, transposed so that the column sweep runs across
+   * rows in SIMD lanes: blk[i][r] is column i1+i of row r0+r */
+  for (int r0 = 0; r0 < rows; r0 += LANES) {
+    int nr = rows - r0 < LANES ? rows - r0 : LANES;
+    for (int i = 0; i < count; i++)
+      for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
+    float scale[LANES], zero[LANES], e[LANES];
+    for (int r = 0; r < LANES; r++) {
+      scale[r] = r < nr && gs == 0 ? ch->row_scale[r0 + r] : 1.0f;
+      zero[r] = r < nr && gs == 0 ? (float)ch->row_zero[r0 + r] : 0.0f;
+    }
+    for (int i = 0; i < count; i++) {
+      int k = i1 + i;
+      if (gs > 0) {
+        int g = p->static_groups ? L->perm[k] / gs : k / gs;
         for (int r = 0; r < nr; r++) {
-          Cp[(size_t)(r0 + r) * cols + k] = code_col[r];
-          Qp[(size_t)(r0 + r) * cols + k] = col[r];
-          Err[(size_t)(r0 + r) * B + i] = e[r];
-          row_loss[r0 + r] += (double)e[r] * e[r];
+          size_t sg = (size_t)(r0 + r) * ng + g;
+          if (!p->static_groups && k % gs == 0) {
+            /* gptq.py takes the group's grid from W, which the current block has not updated yet */
+            int end = k + gs < cols ? k + gs : cols;
+            find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
+          }
+          scale[r] = scales[sg];
+          zero[r] = (float)zeros[sg];
         }
-        for (int t = i + 1; t < count; t++) {
-          float u = urow[i1 + t], *next = blk + t * LANES;
-          for (int r = 0; r < LANES; r++) next[r] -= e[r] * u;
-        }
+      }
+      const float *urow = Ublk + (size_t)i * cols;
+      float d = urow[k], *col = blk + i * LANES;
+      for (int r = 0; r < LANES; r++) {
+        float w = col[r], c = rintf(w / scale[r]) + zero[r];
+        c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
+        float q = scale[r] * (c - zero[r]);
+        col[r] = q; /* the column is done: keep q, the codes follow from it below */
+        e[r] = (w - q) / d;
+        code_col[r] = (uint8_t)c;
+      }
+      for (int r = 0; r < nr; r++) {
+        Cp[(size_t)(r0 + r) * cols + k] = code_col[r];
+        Qp[(size_t)(r0 + r) * cols + k] = col[r];
+        Err[(size_t)(r0 + r) * B + i] = e[r];
+        ch->row_loss[r0 + r] += (double)e[r] * e[r];
+      }
+      for (int t = i + 1; t < count; t++) {
+        float u = urow[i1 + t], *next = blk + t * LANES;
+        for (int r = 0; r < LANES; r++) next[r] -= e[r] * u;
       }
     }
-    /* lazy batch update of the columns after the block */
-    if (i2 < cols)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, Err, B, L->U + (size_t)i1 * cols + i2, cols,
-                  1.0f, Wp + i2, cols);
   }
+  /* lazy batch update of the columns after the block */
+  if (i2 < cols)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, Err, B, Ublk + i2, cols, 1.0f, Wp + i2, cols);
+}
+
+static double chunk_end(const GptqLayer *L, Chunk *ch) {
+  int cols = L->cols;
   double total = 0.0;
-  for (int r = 0; r < rows; r++) total += row_loss[r] / 2.0;
-  for (int r = 0; r < rows; r++)
+  for (int r = 0; r < ch->rows; r++) total += ch->row_loss[r] / 2.0;
+  for (int r = 0; r < ch->rows; r++)
     for (int k = 0; k < cols; k++) {
       int j = L->perm[k];
-      codes[(size_t)r * cols + j] = Cp[(size_t)r * cols + k];
-      Q[(size_t)r * cols + j] = Qp[(size_t)r * cols + k];
+      ch->codes[(size_t)r * cols + j] = ch->Cp[(size_t)r * cols + k];
+      ch->Q[(size_t)r * cols + j] = ch->Qp[(size_t)r * cols + k];
     }
   return total;
 }
 
+/* The factor on the grid (L->dist): every rank fetches each block of rows
+ * of U as the sweep reaches it (collective, even with no rows of its own),
+ * and all its chunks advance through that block. Memory: the slab's work
+ * arrays and one B × cols block of U instead of U whole. */
+static int solve_streamed(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales,
+                          int32_t *zeros, double *chunk_loss) {
+  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
+  int nchunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, threads = omp_get_max_threads();
+  size_t n = (size_t)rows * cols + 1;
+  Chunk *ch = calloc((size_t)nchunks + 1, sizeof *ch);
+  float *Wp = malloc(sizeof(float) * n), *Qp = malloc(sizeof(float) * n), *Err = malloc(sizeof(float) * ((size_t)rows * B + 1));
+  uint8_t *Cp = malloc(n);
+  float *Ublk = malloc(sizeof(float) * (size_t)B * cols), *blk = malloc(sizeof(float) * (size_t)B * LANES * threads);
+  int ok = ch && Wp && Qp && Err && Cp && Ublk && blk;
+  MPI_Comm comm = dist_factor_comm(L->dist);
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody is left in a fetch */
+  if (ok) {
+    for (int c = 0; c < nchunks; c++) {
+      int r0 = c * GPTQ_ROW_CHUNK;
+      size_t off = (size_t)r0 * cols;
+      ch[c] = (Chunk){.W = W + off, .rows = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK, .codes = codes + off, .Q = Q + off,
+                      .scales = scales + (size_t)r0 * ng, .zeros = zeros + (size_t)r0 * ng, .Wp = Wp + off, .Err = Err + (size_t)r0 * B,
+                      .Qp = Qp + off, .Cp = Cp + off};
+    }
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic)
+    for (int c = 0; c < nchunks; c++) chunk_begin(L, p, &ch[c]);
+    for (int i1 = 0; i1 < cols; i1 += B) {
+      int count = i1 + B < cols ? B : cols - i1;
+      dist_factor_rows(L->dist, i1, count, Ublk);
+#pragma omp parallel for schedule(dynamic)
+      for (int c = 0; c < nchunks; c++) chunk_block(L, p, &ch[c], i1, Ublk, blk + (size_t)omp_get_thread_num() * B * LANES);
+    }
+    for (int c = 0; c < nchunks; c++) chunk_loss[c] = chunk_end(L, &ch[c]);
+    openblas_set_num_threads(blas_threads);
+  }
+  free(ch); free(Wp); free(Qp); free(Err); free(Cp); free(Ublk); free(blk);
+  return ok ? 0 : aptq_error("out of memory in the GPTQ solve");
+}
+
 int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
                double *chunk_loss) {
+  if (!L->U) return solve_streamed(L, p, W, rows, codes, Q, scales, zeros, chunk_loss);
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
   int nchunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, failed = 0;
   /* chunks are independent: OpenMP threads take whole chunks, each calling
@@ -294,10 +365,13 @@ int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint
     if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int c = 0; c < nchunks; c++) {
-        int r0 = c * GPTQ_ROW_CHUNK, n = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK;
+        int r0 = c * GPTQ_ROW_CHUNK;
         size_t off = (size_t)r0 * cols;
-        chunk_loss[c] = solve_chunk(L, p, W + off, n, codes + off, Q + off, scales + (size_t)r0 * ng, zeros + (size_t)r0 * ng, Wp, Err,
-                                    Qp, Cp, blk);
+        Chunk ch = {.W = W + off, .rows = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK, .codes = codes + off, .Q = Q + off,
+                    .scales = scales + (size_t)r0 * ng, .zeros = zeros + (size_t)r0 * ng, .Wp = Wp, .Err = Err, .Qp = Qp, .Cp = Cp};
+        chunk_begin(L, p, &ch);
+        for (int i1 = 0; i1 < cols; i1 += B) chunk_block(L, p, &ch, i1, L->U + (size_t)i1 * cols, blk);
+        chunk_loss[c] = chunk_end(L, &ch);
       }
     }
     free(Wp); free(Err); free(Qp); free(Cp); free(blk);
@@ -400,6 +474,7 @@ static double solve_head(const GptqLayer *L, const GptqParams *p, const float *U
 
 int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const *U_out, int dh, float *W, int nheads, uint8_t *codes,
                     float *Q, float *scales, int32_t *zeros, double *losses) {
+  if (!L->U) return aptq_error("internal: the Kronecker solve needs a replicated factor");
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size), failed = 0;
   int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
