@@ -8,6 +8,7 @@
 
 #include "activations.h"
 #include "error.h"
+#include "factor.h"
 #include "gptq.h"
 #include "hessian.h"
 #include "quant.h"
@@ -58,11 +59,8 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
   /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
   memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
   /* hessian_init: float64 sum + float32 ssyrk chunk per group input */
-  double hess = 0, dmax = 0, in_dims[4] = {D, qd, D, F};
-  for (int g = 0; g < 4; g++) {
-    hess += in_dims[g] * in_dims[g] * (dbl + f);
-    dmax = in_dims[g] > dmax ? in_dims[g] : dmax;
-  }
+  double hess = 0, in_dims[4] = {D, qd, D, F};
+  for (int g = 0; g < 4; g++) hess += in_dims[g] * in_dims[g] * (dbl + f);
   memplan_add(p, "layer-input Hessians (4 groups)", hess, 0);
   if (aptq) {
     double Dh = D * D * (dbl + f);
@@ -76,12 +74,37 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
       memplan_add(p, "APTQ k_proj statistics", kb, 0);
     }
   }
-  /* factor: the float32 U kept between layers (gptq.c), and the float64
-   * LAPACK work space or the ScaLAPACK local matrix of the largest d */
-  memplan_add(p, "inverse-Hessian factor U (float32, kept)", dmax * dmax * f, 0);
-  int scalapack = !strcmp(o->factor, "scalapack") || (!strcmp(o->factor, "auto") && size > 1 && (dmax >= 8192 || (size >= 4 && dmax >= 2048)));
-  if (scalapack) memplan_add(p, "ScaLAPACK local matrix (float64)", dmax * dmax * dbl / size + dmax * o->nb * dbl, 1);
-  else memplan_add(p, "LAPACK factor work space (float64, kept)", dmax * dmax * dbl, 0);
+  /* factor (quantize.c's choice per group): a scattered Hessian's factor
+   * stays on the grid (float64 pieces while factoring, float32 after, one
+   * B-row block of U in the solve); a replicated one is made whole on every
+   * rank (float32 U kept between layers, float64 LAPACK work space kept) */
+  FactorPath fpath = !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO;
+  int q_kron = aptq && !strcmp(o->q_form, "kron"), k_kron = aptq && !strcmp(o->k_form, "kron");
+  double rep_lapack = aptq ? D : 0, rep_scalapack = 0, scattered = 0, B = o->block_size; /* APTQ's own factors are d = dim, replicated */
+  for (int g = 0; g < 4; g++) {
+    int sc = factor_uses_scalapack(fpath, (int)in_dims[g], size);
+    int scatter = strcmp(o->hessian_reduce, "allreduce") && sc && !(g == 0 && (q_kron || k_kron));
+    double *slot = scatter ? &scattered : sc ? &rep_scalapack : &rep_lapack;
+    *slot = in_dims[g] > *slot ? in_dims[g] : *slot;
+  }
+  double rep = rep_lapack > rep_scalapack ? rep_lapack : rep_scalapack;
+  if (rep > 0) memplan_add(p, "inverse-Hessian factor U, replicated (float32, kept)", rep * rep * f, 0);
+  if (rep_lapack > 0) memplan_add(p, "LAPACK factor work space (float64, kept)", rep_lapack * rep_lapack * dbl, 0);
+  if (rep_scalapack > 0) memplan_add(p, "ScaLAPACK local matrix of a replicated factor", rep_scalapack * rep_scalapack * dbl / size, 1);
+  if (scattered > 0) {
+    double x = scattered, rows = 0;
+    for (int k = 0; k < LIN_COUNT; k++)
+      if (lin_cols(c, k) == x) rows = lin_rows(c, k) / size + GPTQ_ROW_CHUNK > rows ? lin_rows(c, k) / size + GPTQ_ROW_CHUNK : rows;
+    /* factoring: the local pieces (float64) and one reduction round's send
+     * buffer; solving: the pieces in float32, gptq_linear's slab (W, Q,
+     * codes, packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err)
+     * and one block of U */
+    int nprow, npcol;
+    blacs_grid_shape(size, &nprow, &npcol);
+    memplan_add(p, "factor on the grid: pieces + a reduction round", x * x * dbl / size + x * o->nb * npcol * dbl, 1);
+    memplan_add(p, "factor on the grid: streamed solve, largest layer",
+                x * x * f / size + 2 * rows * x * (2 * f + 1) + rows * (x * 8 / 32 + 1) * 4 + rows * B * f + B * x * f, 1);
+  }
   /* gptq_linear: slab, Q, codes, scales, zeros, packed codes of this rank's rows */
   double slab = 0;
   for (int k = 0; k < LIN_COUNT; k++) {
