@@ -11,12 +11,13 @@ int hessian_init(Hessian *h, int d) {
   memset(h, 0, sizeof *h);
   h->d = d;
   h->sum = aptq_malloc(sizeof(double) * (size_t)d * d, "Hessian");
-  h->chunk = aptq_malloc(sizeof(float) * (size_t)d * d, "Hessian chunk");
+  size_t chunk = (size_t)d * (d > HESS_PANEL_MIN ? HESS_PANEL : d);
+  h->chunk = aptq_malloc(sizeof(float) * chunk, "Hessian chunk");
   if (!h->sum || !h->chunk) return APTQ_ERR;
   /* touch every page now: the first accumulation would otherwise pay the
    * page faults (about a third of a 4096² update), which is set-up cost */
   memset(h->sum, 0, sizeof(double) * (size_t)d * d);
-  memset(h->chunk, 0, sizeof(float) * (size_t)d * d);
+  memset(h->chunk, 0, sizeof(float) * chunk);
   return 0;
 }
 
@@ -36,12 +37,28 @@ void hessian_add(Hessian *h, const float *X, int n) {
   double t0 = MPI_Wtime();
   for (int t0 = 0; t0 < n; t0 += HESS_CHUNK) {
     int m = n - t0 < HESS_CHUNK ? n - t0 : HESS_CHUNK;
-    /* upper triangle (row-major) of Xᵀ X */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, m, 1.0f, X + (size_t)t0 * d, d, 0.0f, h->chunk, d);
-    for (int i = 0; i < d; i++) {
-      const float *src = h->chunk + (size_t)i * d;
-      double *dst = h->sum + (size_t)i * d;
-      for (int j = i; j < d; j++) dst[j] += src[j];
+    const float *x = X + (size_t)t0 * d;
+    if (d <= HESS_PANEL_MIN) {
+      /* upper triangle (row-major) of Xᵀ X */
+      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, m, 1.0f, x, d, 0.0f, h->chunk, d);
+      for (int i = 0; i < d; i++) {
+        const float *src = h->chunk + (size_t)i * d;
+        double *dst = h->sum + (size_t)i * d;
+        for (int j = i; j < d; j++) dst[j] += src[j];
+      }
+      continue;
+    }
+    /* columns [j0, j0 + w) of the upper triangle: rows above the diagonal
+     * block by sgemm, the block by ssyrk, into a (j0 + w) × w panel */
+    for (int j0 = 0; j0 < d; j0 += HESS_PANEL) {
+      int w = d - j0 < HESS_PANEL ? d - j0 : HESS_PANEL;
+      if (j0) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j0, w, m, 1.0f, x, d, x + j0, d, 0.0f, h->chunk, w);
+      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, w, m, 1.0f, x + j0, d, 0.0f, h->chunk + (size_t)j0 * w, w);
+      for (int i = 0; i < j0 + w; i++) {
+        const float *src = h->chunk + (size_t)i * w;
+        double *dst = h->sum + (size_t)i * d + j0;
+        for (int j = i > j0 ? i - j0 : 0; j < w; j++) dst[j] += src[j];
+      }
     }
   }
   h->tokens += n;

@@ -15,11 +15,17 @@
 #include <stdint.h>
 
 enum { HESS_CHUNK = 2048 };
+/* Above HESS_PANEL_MIN columns the float32 products are formed a panel of
+ * HESS_PANEL columns at a time (sgemm above the diagonal block, ssyrk on
+ * it), so the float32 scratch is d × HESS_PANEL instead of d × d (3.3 GB
+ * at d = 28672); below it, one ssyrk (the two round differently, so the
+ * choice depends on d only, never on the rank count). */
+enum { HESS_PANEL = 2048, HESS_PANEL_MIN = 8192 };
 
 typedef struct {
   int d;
   double *sum;    /* d × d, full symmetric after hessian_finish */
-  float *chunk;   /* d × d scratch for ssyrk */
+  float *chunk;   /* float32 scratch: d × d, or d × HESS_PANEL (see above) */
   int64_t tokens;
 } Hessian;
 

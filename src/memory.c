@@ -60,7 +60,7 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
   memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
   /* hessian_init: float64 sum + float32 ssyrk chunk per group input */
   double hess = 0, in_dims[4] = {D, qd, D, F};
-  for (int g = 0; g < 4; g++) hess += in_dims[g] * in_dims[g] * (dbl + f);
+  for (int g = 0; g < 4; g++) hess += in_dims[g] * in_dims[g] * dbl + in_dims[g] * (in_dims[g] > HESS_PANEL_MIN ? HESS_PANEL : in_dims[g]) * f;
   memplan_add(p, "layer-input Hessians (4 groups)", hess, 0);
   if (aptq) {
     double Dh = D * D * (dbl + f);

@@ -1,0 +1,91 @@
+/* Unit test of the layer-input Hessian accumulation (hessian.c) against
+ * float64 sums: the one-ssyrk path (d ≤ HESS_PANEL_MIN) and the panel path
+ * (sgemm + ssyrk per HESS_PANEL columns) over several calls; and
+ * hessian_finish_diag's reduced diagonal and symmetric partial against
+ * hessian_finish. Run on 1 or more ranks (the reduction is over them). */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "error.h"
+#include "expect.h"
+#include "hessian.h"
+#include "rng.h"
+
+/* Σ over calls of Xᵀ X in float64, compared with h->sum (upper triangle):
+ * the float32 products differ from float64 by at most ~n·2⁻²⁴·Σ|x_i||x_j|. */
+static void check_sum(int d, int n, int calls, const char *what) {
+  Hessian h;
+  if (hessian_init(&h, d)) { EXPECT(0, "%s: init: %s", what, aptq_error_message()); return; }
+  float *X = malloc(sizeof(float) * (size_t)n * d * calls);
+  Rng r = {(uint64_t)d};
+  for (size_t i = 0; i < (size_t)n * d * calls; i++) X[i] = (float)rng_normal(&r);
+  for (int c = 0; c < calls; c++) hessian_add(&h, X + (size_t)c * n * d, n);
+  double worst = 0;
+  long checked = 0;
+  /* every row of a sample of rows (the panels' edges included) */
+  int rows[] = {0, 1, d / 3, HESS_PANEL - 1, HESS_PANEL, HESS_PANEL + 1, d - 2, d - 1};
+  for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+    int i = rows[k];
+    if (i < 0 || i >= d) continue;
+    for (int j = i; j < d; j++) {
+      double exact = 0, mag = 0;
+      for (int t = 0; t < n * calls; t++) {
+        double a = X[(size_t)t * d + i], b = X[(size_t)t * d + j];
+        exact += a * b;
+        mag += fabs(a * b);
+      }
+      double err = fabs(h.sum[(size_t)i * d + j] - exact) / (mag * n * 0x1p-24);
+      worst = err > worst ? err : worst;
+      checked++;
+    }
+  }
+  EXPECT(worst <= 1.0 && h.tokens == (int64_t)n * calls, "%s: d %d, %d x %d tokens: %ld entries within n·2^-24·Σ|x x| (worst %.3g of it)",
+         what, d, calls, n, checked, worst);
+  hessian_free(&h);
+  free(X);
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (rank == 0) {
+    check_sum(300, 7, 3, "one ssyrk");
+    check_sum(HESS_PANEL_MIN + 37, 5, 2, "panels");
+  }
+  /* hessian_finish_diag against hessian_finish on the same partials */
+  int d = 130, n = 11;
+  Hessian a, b;
+  if (hessian_init(&a, d) || hessian_init(&b, d)) return 1;
+  float *X = malloc(sizeof(float) * (size_t)n * d);
+  Rng r = {(uint64_t)(77 + rank)};
+  for (int i = 0; i < n * d; i++) X[i] = (float)rng_normal(&r);
+  hessian_add(&a, X, n);
+  hessian_add(&b, X, n);
+  double *diag = malloc(sizeof(double) * d), scale = 0;
+  int rc = hessian_finish(&a, MPI_COMM_WORLD) || hessian_finish_diag(&b, MPI_COMM_WORLD, diag, &scale);
+  EXPECT(!rc && scale == 2.0 / ((double)n * size), "finish_diag: scale 2/N = %g", scale);
+  int same_diag = 1, symmetric = 1, partial = 1;
+  for (int i = 0; i < d; i++) {
+    same_diag &= diag[i] == a.sum[(size_t)i * d + i];
+    for (int j = 0; j < d; j++) symmetric &= b.sum[(size_t)i * d + j] == b.sum[(size_t)j * d + i];
+  }
+  /* the partial stays this rank's own: on one rank it is the sum before scaling */
+  if (size == 1)
+    for (int i = 0; i < d; i++) partial &= b.sum[(size_t)i * d + (d - 1 - i)] * scale == a.sum[(size_t)i * d + (d - 1 - i)];
+  EXPECT(same_diag, "finish_diag: the reduced, scaled diagonal equals hessian_finish's");
+  EXPECT(symmetric, "finish_diag: the partial sum has both triangles");
+  EXPECT(partial, "finish_diag: the partial sum is unreduced and unscaled");
+  hessian_free(&a);
+  hessian_free(&b);
+  free(X);
+  free(diag);
+  int fails = failures;
+  MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (rank == 0) printf("%d checks, %d failed\n", checks, fails);
+  MPI_Finalize();
+  return fails != 0;
+}
