@@ -5,7 +5,9 @@ writes OUT/{strong,weak}.tsv and PNG plots PNG-{strong,weak}.png.
   usage: scaling_table.py OUT PNG_PREFIX RANKS...
 Strong scaling: speedup S = T(1)/T(P), efficiency S/P, per phase (phases
 that take no time on one rank, reduce and wait, are shown in seconds only).
-Weak scaling: efficiency T(1)/T(P)."""
+Weak scaling: efficiency T(1)/T(P), per phase for the data-parallel
+phases (forward, hessian); factor, solve and write do the same total work
+at every rank count ("fixed work")."""
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import sys
 out, png, ranks = sys.argv[1], sys.argv[2], [int(r) for r in sys.argv[3:]]
 phases = ["forward", "hessian", "reduce", "factor", "solve", "write", "wait"]
 compute = ["forward", "hessian", "factor", "solve", "write"]
+data_parallel = ["forward", "hessian"]
 
 
 def load(kind):
@@ -54,12 +57,14 @@ for kind in ("strong", "weak"):
                 return float("nan")
             return t1 / (scale * tp)
         e_all = eff(base["seconds"], r["seconds"])
-        e_ph = [eff(base["phases"][c], ph[c]) for c in compute]
+        # weak scaling: only the data-parallel phases keep their work per
+        # rank; factor, solve and write do the same total work at every P
+        e_ph = [eff(base["phases"][c], ph[c]) if kind == "strong" or c in data_parallel else float("nan") for c in compute]
         mem = r["memory"]
         rows.append([p, r["calib_nseq"] * r["calib_seqlen"], r["seconds"]] + [ph[x] for x in phases] + [e_all] + e_ph +
                     [r["hessian_fraction_of_sgemm"], gib(mem["peak_rss_bytes"]), gib(mem.get("predicted_peak_bytes", 0))])
         print(f"| {p} | {rows[-1][1]} | {r['seconds']:.1f} | " + " | ".join(f"{ph[x]:.2f}" for x in phases) +
-              f" | {100 * e_all:.0f}% | " + " | ".join(f"{100 * e:.0f}%" for e in e_ph) +
+              f" | {100 * e_all:.0f}% | " + " | ".join("fixed work" if e != e else f"{100 * e:.0f}%" for e in e_ph) +
               f" | {100 * r['hessian_fraction_of_sgemm']:.0f}% | {gib(mem['peak_rss_bytes']):.2f} | "
               f"{gib(mem.get('predicted_peak_bytes', 0)):.2f} |")
     with open(os.path.join(out, f"{kind}.tsv"), "w") as f:
@@ -71,7 +76,7 @@ for kind in ("strong", "weak"):
     title = f"aptq bench {kind} scaling, {r0['shape']} block: efficiency per phase"
     cols = {c: 3 + len(phases) + 2 + i for i, c in enumerate(compute)}  # 1-based gnuplot columns
     plots = [f"'{tsv}' using 1:{3 + len(phases) + 1} with linespoints lw 2 title 'whole pass'"]
-    plots += [f"'{tsv}' using 1:{cols[c]} with linespoints title '{c}'" for c in compute]
+    plots += [f"'{tsv}' using 1:{cols[c]} with linespoints title '{c}'" for c in compute if kind == "strong" or c in data_parallel]
     script = (f"set terminal pngcairo size 900,600; set output '{png}-{kind}.png'; set title \"{title}\"; "
               f"set xlabel 'ranks'; set ylabel 'parallel efficiency'; set logscale x 2; set grid; set yrange [0:1.3]; "
               f"set key bottom left; plot " + ", ".join(plots))
