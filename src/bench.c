@@ -24,6 +24,7 @@
 #include "report.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "synth.h"
 #include "tokens.h"
 
 enum { BENCH_VOCAB = 512 };
@@ -56,7 +57,7 @@ static int tensor(TensorRef *t, uint16_t **store, int *nstore, const char *name,
   return 0;
 }
 
-/* The scales follow `aptq synth`, so attention is neither flat nor saturated. */
+/* The scales are `aptq synth`'s (synth.h). */
 static int build_model(const ModelConfig *c, uint64_t seed, Model *m, uint16_t **store, int *nstore) {
   memset(m, 0, sizeof *m);
   m->cfg = *c;
@@ -71,10 +72,7 @@ static int build_model(const ModelConfig *c, uint64_t seed, Model *m, uint16_t *
   CHECK(tensor(&m->final_norm, store, nstore, "model.norm.weight", 1, D, s++, 1.0, 0.1));
   CHECK(tensor(&m->lm_head, store, nstore, "lm_head.weight", c->vocab_size, D, s++, 0.0, 3.0 / sqrt((double)D)));
   for (int l = 0; l < c->n_layers; l++) {
-    const struct { int k; int64_t rows, cols; double std; } lin[LIN_COUNT] = {
-      {LIN_Q, q, D, 2.0 / sqrt((double)D)},   {LIN_K, kv, D, 2.0 / sqrt((double)D)},  {LIN_V, kv, D, 1.0 / sqrt((double)D)},
-      {LIN_O, D, q, 0.5 / sqrt((double)q)},   {LIN_GATE, F, D, 1.0 / sqrt((double)D)}, {LIN_UP, F, D, 1.0 / sqrt((double)D)},
-      {LIN_DOWN, D, F, 0.5 / sqrt((double)F)}};
+    const int64_t shape[LIN_COUNT][2] = {{q, D}, {kv, D}, {kv, D}, {D, q}, {F, D}, {F, D}, {D, F}}; /* LinearKind order */
     char name[ST_NAME_MAX];
     snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
     CHECK(tensor(&m->attn_norm[l], store, nstore, name, 1, D, s++, 1.0, 0.1));
@@ -82,7 +80,7 @@ static int build_model(const ModelConfig *c, uint64_t seed, Model *m, uint16_t *
     CHECK(tensor(&m->ffn_norm[l], store, nstore, name, 1, D, s++, 1.0, 0.1));
     for (int k = 0; k < LIN_COUNT; k++) {
       snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[k]);
-      CHECK(tensor(&m->linear[l][k], store, nstore, name, lin[k].rows, lin[k].cols, s++, 0.0, lin[k].std));
+      CHECK(tensor(&m->linear[l][k], store, nstore, name, shape[k][0], shape[k][1], s++, 0.0, synth_linear_std(c, (LinearKind)k)));
     }
   }
   return 0;

@@ -81,6 +81,12 @@ double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
 
 #include "options.h"
 GptqParams gptq_params_from_options(const Options *o);
+/* Is the Hessian of layer group g (0: q/k/v input, 1: o, 2: gate/up,
+ * 3: down; input width d) reduced straight into the ScaLAPACK grid
+ * (hessian_reduce, gptq_prepare_partial) on `size` ranks? Not where the
+ * factor runs on LAPACK, nor group 0 when a Kronecker q or k form (aptq)
+ * reads it whole. The pass and the memory plan both ask this. */
+int gptq_hessian_scattered(const Options *o, int g, int d, int size);
 
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down
  * to 20% and keep the scale with the least Σ|q − w|^2.4 */

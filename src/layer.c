@@ -22,6 +22,12 @@ GptqParams gptq_params_from_options(const Options *o) {
   return p;
 }
 
+int gptq_hessian_scattered(const Options *o, int g, int d, int size) {
+  int aptq = !strcmp(o->method, "aptq"), kron_reads_whole = aptq && (!strcmp(o->q_form, "kron") || !strcmp(o->k_form, "kron"));
+  return strcmp(o->hessian_reduce, "allreduce") && factor_uses_scalapack(gptq_params_from_options(o).factor_path, d, size) &&
+         !(g == 0 && kron_reads_whole);
+}
+
 static int check_hessian(const double *H, int d, const char *path) {
   for (int i = 0; i < d; i++)
     for (int j = 0; j < d; j++) {

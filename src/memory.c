@@ -78,12 +78,11 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
    * stays on the grid (float64 pieces while factoring, float32 after, one
    * B-row block of U in the solve); a replicated one is made whole on every
    * rank (float32 U kept between layers, float64 LAPACK work space kept) */
-  FactorPath fpath = !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO;
-  int q_kron = aptq && !strcmp(o->q_form, "kron"), k_kron = aptq && !strcmp(o->k_form, "kron");
+  FactorPath fpath = gptq_params_from_options(o).factor_path;
   double rep_lapack = aptq ? D : 0, rep_scalapack = 0, scattered = 0, B = o->block_size; /* APTQ's own factors are d = dim, replicated */
   for (int g = 0; g < 4; g++) {
     int sc = factor_uses_scalapack(fpath, (int)in_dims[g], size);
-    int scatter = strcmp(o->hessian_reduce, "allreduce") && sc && !(g == 0 && (q_kron || k_kron));
+    int scatter = gptq_hessian_scattered(o, g, (int)in_dims[g], size);
     double *slot = scatter ? &scattered : sc ? &rep_scalapack : &rep_lapack;
     *slot = in_dims[g] > *slot ? in_dims[g] : *slot;
   }

@@ -210,6 +210,21 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   return 0;
 }
 
+/* One head of a Kronecker layer whose input factor L is prepared: its
+ * output factor into Uo, then its dh rows (slab offset `local` heads in). */
+static int kron_head(const GptqLayer *L, const Options *o, const GptqParams *p, const double *Hout, int i, int local, int dh, int d, int ng,
+                     float *Uo, double *damp_out, float *slab, uint8_t *codes, float *Q, float *scales, int32_t *zeros, double *losses) {
+  size_t off = (size_t)local * dh * d;
+  const float *uo = Uo;
+  double t = MPI_Wtime();
+  int rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, damp_out);
+  t = phase_add(PH_FACTOR, t);
+  rc = rc || gptq_solve_kron(L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)local * dh * ng,
+                             zeros + (size_t)local * dh * ng, &losses[i]);
+  phase_add(PH_SOLVE, t);
+  return rc;
+}
+
 /* A layer with a Kronecker Hessian per head of dh rows (docs/aptq.md):
  * head i has the input factor Hin[i] (d × d) and the output factor
  * Hout + i·dh² (dh × dh). Heads sharing one input factor (the same pointer)
@@ -253,19 +268,14 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
     int retries = 0;
     double damp_used = 0;
     for (int i = h0; !rc && i < h0 + mine; i++) {
-      size_t off = (size_t)(i - h0) * dh * d;
-      const float *uo = Uo;
       double t = MPI_Wtime();
       rc = gptq_prepare_ordered(Hin[i], order, d, p, MPI_COMM_SELF, &L);
+      phase_add(PH_FACTOR, t);
       if (rc) break;
       if (i == 0) memcpy(g_idx, L.g_idx, sizeof(int32_t) * (size_t)d);
       retries = retries > L.factor.retries ? retries : L.factor.retries;
       damp_used = damp_used > L.factor.damp_used ? damp_used : L.factor.damp_used;
-      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out);
-      t = phase_add(PH_FACTOR, t);
-      rc = rc || gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
-                                 zeros + (size_t)(i - h0) * dh * ng, &losses[i]);
-      phase_add(PH_SOLVE, t);
+      rc = kron_head(&L, o, p, Hout, i, i - h0, dh, d, ng, Uo, &damp_out, slab, codes, Q, scales, zeros, losses);
       gptq_layer_free(&L);
     }
     CHECK(aptq_agree(comm, rc));
@@ -287,16 +297,8 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
       e->damp_used = L.factor.damp_used;
       e->retries = e->retries > L.factor.retries ? e->retries : L.factor.retries;
     }
-    if (i >= h0 && i < h0 + mine) {
-      size_t off = (size_t)(i - h0) * dh * d;
-      const float *uo = Uo;
-      double t = MPI_Wtime();
-      rc = gptq_output_factor(Hout + (size_t)i * dh * dh, dh, o->damp, Uo, &damp_out);
-      t = phase_add(PH_FACTOR, t);
-      rc = rc || gptq_solve_kron(&L, p, &uo, dh, slab + off, 1, codes + off, Q + off, scales + (size_t)(i - h0) * dh * ng,
-                           zeros + (size_t)(i - h0) * dh * ng, &losses[i]);
-      phase_add(PH_SOLVE, t);
-    }
+    if (i >= h0 && i < h0 + mine)
+      rc = kron_head(&L, o, p, Hout, i, i - h0, dh, d, ng, Uo, &damp_out, slab, codes, Q, scales, zeros, losses);
     /* a rank that failed must not leave the others in the next collective factorization */
     if (i + 1 == heads || Hin[i + 1] != prepared) CHECK(aptq_agree(comm, rc));
   }
@@ -367,12 +369,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
    * reduced whole. q/k's Kronecker forms read H[0] whole, so it stays. */
   int size;
   MPI_Comm_size(comm, &size);
-  FactorPath fpath = gptq_params_from_options(o).factor_path;
   int partial[4];
   double *hdiag[4] = {0}, hscale[4] = {0};
   for (int g = 0; g < 4; g++) {
-    partial[g] = strcmp(o->hessian_reduce, "allreduce") && factor_uses_scalapack(fpath, in_dims[g], size) &&
-                 !(g == 0 && (q_form == Q_KRON || k_form == K_KRON));
+    partial[g] = gptq_hessian_scattered(o, g, in_dims[g], size);
     if (partial[g]) hdiag[g] = aptq_malloc(sizeof(double) * (size_t)in_dims[g], "Hessian diagonal");
     if (partial[g] && !hdiag[g]) partial[g] = -1;
   }
@@ -876,7 +876,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       } else {
         for (int i = 0; i < n; i++) measured[i].bits = 4;
         t_hessian = t_solve = 0;
-  phases_reset();
+        phases_reset();
         CHECK(gptq_pass(NULL, &o4, &m, &calib, NULL, measured, NULL, t_start, comm));
       }
       info.t_measure = MPI_Wtime() - t0;

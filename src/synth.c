@@ -14,6 +14,7 @@
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "synth.h"
 
 static const ModelConfig synth_config = {
   .dim = 128, .hidden_dim = 384, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
@@ -36,6 +37,17 @@ static int add(SynthTensor *t, int *n, const char *name, int64_t rows, int64_t c
   if (!s->data) return APTQ_ERR;
   for (int64_t i = 0; i < rows * cols; i++) s->data[i] = (float)(mean + std * rng_normal(rng));
   return 0;
+}
+
+double synth_linear_std(const ModelConfig *c, LinearKind k) {
+  double D = c->dim, F = c->hidden_dim, q = (double)c->n_heads * c->head_dim;
+  switch (k) {
+    case LIN_Q: case LIN_K: return 2.0 / sqrt(D);
+    case LIN_V: return 1.0 / sqrt(D);
+    case LIN_O: return 0.5 / sqrt(q);
+    case LIN_GATE: case LIN_UP: return 1.0 / sqrt(D);
+    default: return 0.5 / sqrt(F);
+  }
 }
 
 static int write_text(const char *path, const char *text) {
@@ -67,11 +79,11 @@ static int synth(const Options *o) {
     int shard = l < c->n_layers / 2 ? 0 : 1;
     char nm[ST_NAME_MAX];
     const struct { const char *what; int64_t rows, cols; double mean, std; } parts[] = {
-      {"input_layernorm", 1, D, 1.0, 0.1}, {"self_attn.q_proj", q, D, 0, 2.0 / sqrt((double)D)},
-      {"self_attn.k_proj", kv, D, 0, 2.0 / sqrt((double)D)}, {"self_attn.v_proj", kv, D, 0, 1.0 / sqrt((double)D)},
-      {"self_attn.o_proj", D, q, 0, 0.5 / sqrt((double)q)}, {"post_attention_layernorm", 1, D, 1.0, 0.1},
-      {"mlp.gate_proj", F, D, 0, 1.0 / sqrt((double)D)}, {"mlp.up_proj", F, D, 0, 1.0 / sqrt((double)D)},
-      {"mlp.down_proj", D, F, 0, 0.5 / sqrt((double)F)}};
+      {"input_layernorm", 1, D, 1.0, 0.1}, {"self_attn.q_proj", q, D, 0, synth_linear_std(c, LIN_Q)},
+      {"self_attn.k_proj", kv, D, 0, synth_linear_std(c, LIN_K)}, {"self_attn.v_proj", kv, D, 0, synth_linear_std(c, LIN_V)},
+      {"self_attn.o_proj", D, q, 0, synth_linear_std(c, LIN_O)}, {"post_attention_layernorm", 1, D, 1.0, 0.1},
+      {"mlp.gate_proj", F, D, 0, synth_linear_std(c, LIN_GATE)}, {"mlp.up_proj", F, D, 0, synth_linear_std(c, LIN_UP)},
+      {"mlp.down_proj", D, F, 0, synth_linear_std(c, LIN_DOWN)}};
     for (size_t p = 0; !rc && p < sizeof parts / sizeof parts[0]; p++) {
       snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, parts[p].what);
       rc = add(t, &n, nm, parts[p].rows, parts[p].cols, shard, &rng, parts[p].mean, parts[p].std);
