@@ -24,6 +24,8 @@ typedef struct {
   char k_form[16];              /* aptq: rowshared | kron | gptq */
   char R[256];                  /* mixed precision: comma-separated fractions at 4 bits */
   char allocation[16];          /* trace | knapsack | random | blockwise */
+  char sensitivity[16];         /* layer | fisher: what the allocation ranks by */
+  int fisher_nseq, fisher_probes; /* sensitivity = fisher: sequences and probes per sequence */
   char scale_dtype[8];          /* fp32 | fp16 */
   char checkpoint[OPT_PATH_MAX];/* directory for checkpoints after every block ("" = none) */
   int resume;                   /* continue from the checkpoint */

@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "fisher.h"
 #include "memory.h"
 #include "quantize.h"
 #include "phases.h"
@@ -582,8 +583,9 @@ typedef struct {
   const char *output, *report;
   int mixed;                   /* R was given */
   double R, R_achieved, average_bits;
-  const LayerError *measured;  /* the measuring pass (sensitivities for the allocation), or NULL */
-  double t_load, t_measure, t_pass, t_write, t_hessian, t_solve;
+  const double *alloc_sens;    /* the sensitivities the allocation used, or NULL */
+  const double *alloc_sens_err;/* their standard errors (Fisher estimates), or NULL */
+  double t_load, t_sensitivity, t_measure, t_pass, t_write, t_hessian, t_solve;
 } OutputInfo;
 
 static int write_report(const Options *o, const Model *m, const TokenShard *calib, const LayerError *err, const OutputInfo *info, int gptq,
@@ -598,7 +600,7 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
   for (int i = 0; i < nlayers; i++) { total_err += err[i].err2; total_norm += err[i].norm2; }
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) params += m->linear[l][k].rows * m->linear[l][k].cols;
-  double seconds = info->t_load + info->t_measure + info->t_pass + info->t_write;
+  double seconds = info->t_load + info->t_sensitivity + info->t_measure + info->t_pass + info->t_write;
   double *phase_all = aptq_malloc(sizeof(double) * (size_t)size * PH_COUNT, "phases"), *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
   if (!phase_all || !rss) aptq_fatal(comm);
   phases_gather(comm, phase_all);
@@ -614,8 +616,8 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
     printf("  layers           : %d linear layers, %lld parameters\n", nlayers, params);
     printf("  relative error   : ||W-Q||/||W|| = %.6f over all layers\n", total_norm > 0 ? sqrt(total_err / total_norm) : 0.0);
     if (info->mixed)
-      printf("  time             : load %.2f s, measuring pass %.2f s (shared), this pass + write %.2f s\n", info->t_load, info->t_measure,
-             info->t_pass + info->t_write);
+      printf("  time             : load %.2f s, sensitivities %.2f s + measuring pass %.2f s (shared), this pass + write %.2f s\n", info->t_load,
+             info->t_sensitivity, info->t_measure, info->t_pass + info->t_write);
     else
       printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", info->t_load, info->t_pass + info->t_write, seconds);
     char b1[32], b2[32];
@@ -651,6 +653,7 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
   }
   if (info->mixed) {
     report_str(&rep, "allocation", o->allocation);
+    if (!strcmp(o->allocation, "trace") || !strcmp(o->allocation, "knapsack")) report_str(&rep, "sensitivity", o->sensitivity);
     report_num(&rep, "R", info->R);
     report_num(&rep, "R_achieved", info->R_achieved);
     report_str(&rep, "R_sweep", o->R);
@@ -667,6 +670,7 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
   report_begin(&rep, "phase_seconds", '{');
   report_num(&rep, "load", info->t_load);
   if (info->mixed) report_num(&rep, "measuring_pass", info->t_measure);
+  if (info->mixed) report_num(&rep, "fisher_sensitivity", info->t_sensitivity);
   report_num(&rep, "quantize_write", info->t_pass + info->t_write);
   if (gptq) {
     report_num(&rep, "hessian", info->t_hessian);
@@ -689,7 +693,8 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
       report_num(&rep, "relative_error", e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0);
       if (gptq) {
         report_num(&rep, "sensitivity", e->sensitivity);
-        if (info->measured) report_num(&rep, "allocation_sensitivity", info->measured[l * LIN_COUNT + k].sensitivity);
+        if (info->alloc_sens) report_num(&rep, "allocation_sensitivity", info->alloc_sens[l * LIN_COUNT + k]);
+        if (info->alloc_sens_err) report_num(&rep, "allocation_sensitivity_stderr", info->alloc_sens_err[l * LIN_COUNT + k]);
         report_num(&rep, "gptq_loss", e->loss);
         report_num(&rep, "damp", e->damp_used);
         report_int(&rep, "damp_retries", e->retries);
@@ -827,6 +832,13 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   MemPlan plan;
   memplan_quantize(&plan, o, &m.cfg, o->seqlen, gptq ? (o->nseq + size - 1) / size : 0, size);
   memplan_add(&plan, "checkpoint pages mapped at once (embedding, one block)", mapped_bytes(&m), 0);
+  if (mixed && strcmp(o->sensitivity, "layer") && (!strcmp(o->allocation, "trace") || !strcmp(o->allocation, "knapsack"))) {
+    /* before the pass, with its own weights, scratch and head: counted as
+     * a transient item, over the pass's calibration activations */
+    int nsel = o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq;
+    memplan_add(&plan, "Fisher sensitivities (before the pass): streams, lm_head", fisher_memory(o, &m.cfg, (nsel + size - 1) / size) +
+                (double)m.cfg.vocab_size * m.cfg.dim * sizeof(float), 1);
+  }
   CHECK(memory_check(&plan, baseline, o, comm, &predicted_peak));
   double t_loaded = MPI_Wtime();
   int n = m.cfg.n_layers * LIN_COUNT;
@@ -850,16 +862,30 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     rc = quantize_output(o, &m, &calib, NULL, &info, err, &ck, t_start, comm);
     if (!rc && ck.on) checkpoint_finish(&ck, &m, comm);
   } else {
-    /* The measuring pass (docs/mixed.md): everything at 4 bits, recording
-     * each layer's Hessian trace with the earlier blocks quantized at 4 bits.
-     * The allocations are made from it; for the fill allocations R = 1 is
-     * exactly this pass, so it writes that output directly. */
-    int needs_traces = !strcmp(o->allocation, "trace") || !strcmp(o->allocation, "knapsack");
+    /* Sensitivities for trace and knapsack (docs/mixed.md): the Fisher
+     * traces of the full-precision model (fisher.c), or the layer Hessians'
+     * traces of a measuring pass with every layer at 4 bits, made with the
+     * earlier blocks quantized at 4 bits. For the fill allocations R = 1 is
+     * exactly that all-4-bit pass, so it writes that output directly. */
     int reuse = -1;
     for (int j = 0; j < nR; j++)
       if (R[j] == 1.0 && strcmp(o->allocation, "knapsack")) reuse = j;
-    double *rtn_err = NULL;
-    if (needs_traces || reuse >= 0) {
+    int needs_traces = (!strcmp(o->allocation, "trace") || !strcmp(o->allocation, "knapsack")) && nR > (reuse >= 0);
+    int fisher = needs_traces && !strcmp(o->sensitivity, "fisher");
+    double *rtn_err = NULL, *sens = aptq_calloc((size_t)n, sizeof(double), "sensitivities"),
+           *sens_err = aptq_calloc((size_t)n, sizeof(double), "sensitivities");
+    if (!sens || !sens_err) aptq_fatal(comm);
+    if (fisher) {
+      double t0 = MPI_Wtime();
+      if (rank == 0) {
+        printf("aptq quantize: Fisher sensitivities (%d sequences, %d probe%s per layer and sequence)\n",
+               o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq, o->fisher_probes, o->fisher_probes > 1 ? "s" : "");
+        fflush(stdout);
+      }
+      CHECK(fisher_sensitivities(o, &m, &calib, sens, sens_err, comm));
+      info.t_sensitivity = MPI_Wtime() - t0;
+    }
+    if ((needs_traces && !fisher) || reuse >= 0) {
       Options o4 = *o;
       o4.bits = 4;
       measured = aptq_calloc((size_t)n, sizeof *measured, "layer errors");
@@ -871,6 +897,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
         info.report = rep[reuse];
         info.R = info.R_achieved = 1.0;
         info.average_bits = 4.0;
+        if (fisher) info.alloc_sens = sens, info.alloc_sens_err = sens_err;
         for (int i = 0; i < n; i++) bits[i] = 4;
         CHECK(quantize_output(&o4, &m, &calib, bits, &info, measured, NULL, t_start, comm));
       } else {
@@ -880,10 +907,10 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
         CHECK(gptq_pass(NULL, &o4, &m, &calib, NULL, measured, NULL, t_start, comm));
       }
       info.t_measure = MPI_Wtime() - t0;
+      if (!fisher)
+        for (int i = 0; i < n; i++) sens[i] = measured[i].sensitivity;
     }
-    double *sens = aptq_malloc(sizeof(double) * (size_t)n, "sensitivities");
-    if (!sens) aptq_fatal(comm);
-    for (int i = 0; i < n; i++) sens[i] = measured ? measured[i].sensitivity : 0.0;
+    if (needs_traces) info.alloc_sens = sens, info.alloc_sens_err = fisher ? sens_err : NULL;
     if (!strcmp(o->allocation, "knapsack")) {
       rtn_err = aptq_malloc(sizeof(double) * (size_t)n * KNAP_CHOICES, "RTN errors");
       if (!rtn_err) aptq_fatal(comm);
@@ -897,7 +924,6 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       info.R = R[j];
       info.R_achieved = allocation_fraction_high(n, params, bits);
       info.average_bits = allocation_average_bits(n, params, bits);
-      info.measured = measured;
       if (rank == 0) {
         printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R[j], o->allocation,
                info.R_achieved, info.average_bits);
@@ -906,6 +932,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
       rc = quantize_output(o, &m, &calib, bits, &info, err, NULL, t_start, comm);
     }
     free(sens);
+    free(sens_err);
     free(rtn_err);
   }
   if (rank == 0 && nR > 1) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mixed-precision tables (issue 5, docs/mixed.md) on wt2-llama-s: APTQ with
-# R in {0, 0.25, 0.5, 0.75, 0.9, 1} for the trace, knapsack, random (seeds
-# 1, 2, 3) and blockwise allocations, one sweep run per allocation;
+# R in {0, 0.25, 0.5, 0.75, 0.9, 1} for the trace and knapsack allocations
+# (Fisher sensitivities, and the layer Hessians' traces: trace-layer,
+# knapsack-layer), random (seeds 1, 2, 3) and blockwise, one sweep run each;
 # calibration 128 x 256 tokens of Brown, WikiText-2 test perplexity on the
 # first 100 x 256 tokens. Prints Markdown tables with paired standard errors
 # (per-sequence NLL differences), checks that perplexity does not increase
@@ -30,13 +31,15 @@ ratios="0,0.25,0.5,0.75,0.9,1"
 calib=(--model="$data/wt2-llama-s" --method=aptq --calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256)
 evalargs=(--model="$data/wt2-llama-s" --tokens="$data/text/wikitext2-test.llama2.u32" --nseq=100 --seqlen=256)
 for g in ${APTQ_GROUPS:-0 32}; do
-  for alloc in trace knapsack random:1 random:2 random:3 blockwise; do
+  for alloc in trace knapsack trace-layer knapsack-layer random:1 random:2 random:3 blockwise; do
     name=${alloc/:/}
     seed=${alloc#*:}; [ "$seed" = "$alloc" ] && seed=1234
+    sens=fisher; [ "${alloc%-layer}" != "$alloc" ] && sens=layer
+    kind=${alloc%%:*}; kind=${kind%-layer}
     last=${ratios##*,}
     [ -s "$work/eval-$name-g$g-R$last.json" ] && continue
     echo "# g$g $name: sweep R = $ratios" >&2
-    run quantize "${calib[@]}" --group_size="$g" --R="$ratios" --allocation="${alloc%%:*}" --seed="$seed" \
+    run quantize "${calib[@]}" --group_size="$g" --R="$ratios" --allocation="$kind" --sensitivity="$sens" --seed="$seed" \
       --output="$work/$name-g$g.h5" --report="$work/$name-g$g.json" --overwrite=yes > /dev/null
     for R in ${ratios//,/ }; do
       run eval "${evalargs[@]}" --quantized="$work/$name-g$g-R$R.h5" --report="$work/eval-$name-g$g-R$R.json" > /dev/null
@@ -56,7 +59,7 @@ fi
 /usr/bin/python3 - "$work" "$png" "$ratios" "${APTQ_GROUPS:-0 32}" <<'EOF'
 import json, math, os, subprocess, sys
 work, png, ratios, groups = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split()
-allocs = ["trace", "knapsack", "random1", "random2", "random3", "blockwise"]
+allocs = ["trace", "knapsack", "trace-layer", "knapsack-layer", "random1", "random2", "random3", "blockwise"]
 
 def load(name, g, R):
     q = json.load(open(f"{work}/{name}-g{g}-R{R}.json"))
@@ -91,7 +94,7 @@ for g in groups:
     print(f"\nTrace against the baselines (perplexity difference trace − baseline ± paired SE):\n")
     for R in ("0.5", "0.75"):
         cells = []
-        for b in ("random1", "random2", "random3", "blockwise", "knapsack"):
+        for b in ("random1", "random2", "random3", "blockwise", "knapsack", "trace-layer"):
             d, se = paired(res["trace"][R][2], res[b][R][2])
             cells.append(f"{b} {d:+.3f} ± {se:.3f}")
         print(f"- R = {R}: " + "; ".join(cells))
