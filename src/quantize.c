@@ -763,6 +763,16 @@ static int quantize_output(const Options *o, const Model *m, const TokenShard *c
       (info->mixed && (qfile_attr_double(&qw, "/meta", "R", info->R) || qfile_attr_double(&qw, "/meta", "R_achieved", info->R_achieved) ||
                        qfile_attr_string(&qw, "/meta", "allocation", o->allocation))))
     aptq_fatal(comm);
+  /* the figures that chose the widths (docs/hdf5-schema.md) */
+  if (info->alloc_sens && qfile_attr_string(&qw, "/meta", "sensitivity", o->sensitivity)) aptq_fatal(comm);
+  for (int i = 0; info->alloc_sens && i < n; i++) {
+    char name[256], group[300];
+    linear_layer_name(i / LIN_COUNT, i % LIN_COUNT, name, sizeof name);
+    snprintf(group, sizeof group, "/layers/%s", name);
+    if (qfile_attr_double(&qw, group, "allocation_sensitivity", info->alloc_sens[i]) ||
+        (info->alloc_sens_err && qfile_attr_double(&qw, group, "allocation_sensitivity_stderr", info->alloc_sens_err[i])))
+      aptq_fatal(comm);
+  }
   CHECK(qfile_commit(&qw));
   info->t_pass = t1 - t0;
   info->t_write = MPI_Wtime() - t1;
