@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "grid.h"
 
 /* LAPACK (column-major Fortran interface). H is symmetric, so a row-major
  * array is the same matrix; the computed column-major upper factor U(i,j),
@@ -13,24 +14,9 @@
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 
-/* BLACS and ScaLAPACK */
-int Csys2blacs_handle(MPI_Comm comm);
-void Cfree_blacs_system_handle(int handle);
-void Cblacs_gridinit(int *context, const char *order, int nprow, int npcol);
-void Cblacs_gridinfo(int context, int *nprow, int *npcol, int *myrow, int *mycol);
-void Cblacs_gridexit(int context);
-int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
-void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc,
-               const int *ictxt, const int *lld, int *info);
+/* ScaLAPACK */
 void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
 void pdpotri_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
-
-void blacs_grid_shape(int size, int *nprow, int *npcol) {
-  int r = (int)sqrt((double)size);
-  while (r > 1 && size % r) r--;
-  *nprow = r < 1 ? 1 : r;
-  *npcol = size / *nprow;
-}
 
 static inline double view_at(const HessianView *h, int a, int b) {
   int i = h->perm ? h->perm[a] : a, j = h->perm ? h->perm[b] : b;
@@ -122,44 +108,6 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
   return 0;
 }
 
-static int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
-
-/* A BLACS grid over comm and the block-cyclic layout of a d × d matrix. */
-typedef struct {
-  int handle, ctxt, nprow, npcol, myrow, mycol, mloc, nloc, lld, nb, desc[9];
-  int *rowof, *colof; /* grid coordinates of each rank of comm */
-} Grid;
-
-static int grid_open(Grid *g, int d, int nb, MPI_Comm comm) {
-  int size, zero = 0, info = 0;
-  MPI_Comm_size(comm, &size);
-  memset(g, 0, sizeof *g);
-  blacs_grid_shape(size, &g->nprow, &g->npcol);
-  g->nb = nb;
-  g->handle = Csys2blacs_handle(comm);
-  g->ctxt = g->handle;
-  Cblacs_gridinit(&g->ctxt, "Row", g->nprow, g->npcol);
-  Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
-  g->mloc = numroc_(&d, &nb, &g->myrow, &zero, &g->nprow);
-  g->nloc = numroc_(&d, &nb, &g->mycol, &zero, &g->npcol);
-  g->lld = g->mloc > 1 ? g->mloc : 1;
-  descinit_(g->desc, &d, &d, &nb, &nb, &zero, &zero, &g->ctxt, &g->lld, &info);
-  g->rowof = malloc(sizeof(int) * (size_t)size);
-  g->colof = malloc(sizeof(int) * (size_t)size);
-  if (g->rowof && g->colof) {
-    MPI_Allgather(&g->myrow, 1, MPI_INT, g->rowof, 1, MPI_INT, comm);
-    MPI_Allgather(&g->mycol, 1, MPI_INT, g->colof, 1, MPI_INT, comm);
-  }
-  return info || !g->rowof || !g->colof ? -1 : 0;
-}
-
-static void grid_close(Grid *g) {
-  free(g->rowof);
-  free(g->colof);
-  Cblacs_gridexit(g->ctxt);
-  Cfree_blacs_system_handle(g->handle);
-}
-
 /* The reduced, scaled view of a partial Hessian in this rank's block-cyclic
  * pieces (index-reversed for TRTRI), without λ: Hloc (lld × nloc, column
  * major). Each round reduces one block column of every rank's local matrix
@@ -217,6 +165,84 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   }
   free(src); free(mlocs); free(nlocs); free(counts); free(send);
   return 0;
+}
+
+/* A streamed sum (HessianView.grid_sum) in the factor's order: entry (i, j),
+ * i ≤ j, of the natural order goes to the owner of (min, max) of its
+ * positions in the permuted (and, for TRTRI, index-reversed) order, as a
+ * (value, local index) pair in one MPI_Alltoallv; then scaled, dead columns
+ * the identity. Only the upper triangle is set (potrf and trtri read no
+ * other). Collective. */
+typedef struct {
+  double value;
+  int64_t index;
+} Placed;
+
+static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
+  int d = h->d, nb = g->nb, size, zero = 0;
+  MPI_Comm_size(comm, &size);
+  int *pos = malloc(sizeof(int) * (size_t)d), *src = malloc(sizeof(int) * (size_t)d), *lld = malloc(sizeof(int) * (size_t)g->nprow);
+  int *scount = calloc((size_t)size, sizeof(int)), *rcount = malloc(sizeof(int) * (size_t)size);
+  int *sdisp = malloc(sizeof(int) * (size_t)size), *rdisp = malloc(sizeof(int) * (size_t)size), *fill = malloc(sizeof(int) * (size_t)size);
+  int ok = pos && src && lld && scount && rcount && sdisp && rdisp && fill;
+  for (int x = 0; ok && x < d; x++) {
+    int a = reversed ? d - 1 - x : x;
+    src[x] = h->perm ? h->perm[a] : a;
+    pos[src[x]] = x;
+  }
+  for (int r = 0; ok && r < g->nprow; r++) {
+    int m = numroc_(&d, &nb, &r, &zero, &g->nprow);
+    lld[r] = m > 1 ? m : 1;
+  }
+  /* where each of this rank's entries goes */
+#define FOR_MINE(...)                                                                      \
+  for (int lj = 0; lj < g->nloc; lj++) {                                                  \
+    int j = local_to_global(lj, nb, g->mycol, g->npcol);                                  \
+    for (int li = 0; li < g->mloc; li++) {                                                \
+      int i = local_to_global(li, nb, g->myrow, g->nprow);                                \
+      if (i > j) break;                                                                   \
+      int x = pos[i] < pos[j] ? pos[i] : pos[j], y = pos[i] < pos[j] ? pos[j] : pos[i];   \
+      int dest = g->rank_at[global_owner(x, nb, g->nprow) * g->npcol + global_owner(y, nb, g->npcol)]; \
+      __VA_ARGS__;                                                                        \
+    }                                                                                     \
+  }
+  if (ok) FOR_MINE(scount[dest]++);
+  MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm);
+  long long ns = 0, nr = 0;
+  for (int r = 0; ok && r < size; r++) {
+    sdisp[r] = (int)ns;
+    rdisp[r] = (int)nr;
+    ns += scount[r];
+    nr += rcount[r];
+  }
+  Placed *send = ok ? malloc(sizeof(Placed) * (size_t)(ns + 1)) : NULL, *recv = ok ? malloc(sizeof(Placed) * (size_t)(nr + 1)) : NULL;
+  ok = ok && send && recv && ns < INT32_MAX && nr < INT32_MAX;
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  if (ok) {
+    memcpy(fill, sdisp, sizeof(int) * (size_t)size);
+    FOR_MINE({
+      int lx = global_to_local(x, nb, g->nprow), ly = global_to_local(y, nb, g->npcol);
+      send[fill[dest]++] = (Placed){h->grid_sum[(size_t)lj * g->lld + li], (int64_t)ly * lld[global_owner(x, nb, g->nprow)] + lx};
+    });
+    MPI_Datatype placed;
+    MPI_Type_contiguous((int)sizeof(Placed), MPI_BYTE, &placed);
+    MPI_Type_commit(&placed);
+    MPI_Alltoallv(send, scount, sdisp, placed, recv, rcount, rdisp, placed, comm);
+    MPI_Type_free(&placed);
+    memset(Hloc, 0, sizeof(double) * (size_t)g->lld * g->nloc);
+    for (long long k = 0; k < nr; k++) Hloc[recv[k].index] = recv[k].value * h->scale;
+    /* dead columns become the identity */
+    for (int lj = 0; h->dead && lj < g->nloc; lj++) {
+      int y = local_to_global(lj, nb, g->mycol, g->npcol);
+      for (int li = 0; li < g->mloc; li++) {
+        int x = local_to_global(li, nb, g->myrow, g->nprow);
+        if (x <= y && (h->dead[src[x]] || h->dead[src[y]])) Hloc[(size_t)lj * g->lld + li] = x == y ? 1.0 : 0.0;
+      }
+    }
+  }
+#undef FOR_MINE
+  free(pos); free(src); free(lld); free(scount); free(rcount); free(sdisp); free(rdisp); free(fill); free(send); free(recv);
+  return ok ? 0 : -1;
 }
 
 /* The factor kept on the grid (factor_inverse_cholesky_dist): this rank's
@@ -286,7 +312,7 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   int trtri = alg == FACTOR_TRTRI;
   if (!rc && h->partial) {
     double t = MPI_Wtime();
-    rc = reduce_partial(h, trtri, g, comm, A);
+    rc = h->grid_sum ? redistribute_sum(h, trtri, g, comm, A) : reduce_partial(h, trtri, g, comm, A);
     fi->reduce_seconds += MPI_Wtime() - t;
     for (int lj = 0; !rc && lj < nloc; lj++) {
       int j = local_to_global(lj, nb, mycol, npcol);

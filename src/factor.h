@@ -11,6 +11,8 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "grid.h"
+
 typedef enum { FACTOR_AUTO, FACTOR_LAPACK, FACTOR_SCALAPACK } FactorPath;
 /* TRTRI: potrf of the index-reversed matrix and a triangular inverse
  * (2d³/3 flops, the default); POTRI: potrf, potri, potrf (4d³/3 flops).
@@ -41,6 +43,11 @@ typedef struct {
   int partial;
   double scale;
   const double *diag;
+  /* grid_sum (with partial): instead of H, this rank's pieces of the
+   * reduced, unscaled Σ x xᵀ in natural order (upper triangle) on the grid
+   * of comm with block size nb (hessian_stream.h); the ScaLAPACK path moves
+   * them into its order with one all-to-all. */
+  const double *grid_sum;
 } HessianView;
 
 /* U: d × d row-major float32 (the precision the solver applies it in),
@@ -65,7 +72,5 @@ MPI_Comm dist_factor_comm(const DistFactor *f);
 /* Does this path at this d and rank count factor with ScaLAPACK? */
 int factor_uses_scalapack(FactorPath path, int d, int size);
 
-/* nprow × npcol = size with nprow ≤ npcol, as square as possible. */
-void blacs_grid_shape(int size, int *nprow, int *npcol);
 
 #endif

@@ -11,7 +11,7 @@ int hessian_init(Hessian *h, int d) {
   memset(h, 0, sizeof *h);
   h->d = d;
   h->sum = aptq_malloc(sizeof(double) * (size_t)d * d, "Hessian");
-  size_t chunk = (size_t)d * (d > HESS_PANEL_MIN ? HESS_PANEL : d);
+  size_t chunk = (size_t)d * hessian_panel_width(d);
   h->chunk = aptq_malloc(sizeof(float) * chunk, "Hessian chunk");
   if (!h->sum || !h->chunk) return APTQ_ERR;
   /* touch every page now: the first accumulation would otherwise pay the
@@ -32,28 +32,22 @@ void hessian_reset(Hessian *h) {
   h->tokens = 0;
 }
 
+void hessian_panel(const float *x, int m, int d, int j0, int w, float *chunk) {
+  if (j0) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j0, w, m, 1.0f, x, d, x + j0, d, 0.0f, chunk, w);
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, w, m, 1.0f, x + j0, d, 0.0f, chunk + (size_t)j0 * w, w);
+}
+
 void hessian_add(Hessian *h, const float *X, int n) {
-  int d = h->d;
+  int d = h->d, pw = hessian_panel_width(d);
   double t0 = MPI_Wtime();
   for (int t0 = 0; t0 < n; t0 += HESS_CHUNK) {
     int m = n - t0 < HESS_CHUNK ? n - t0 : HESS_CHUNK;
     const float *x = X + (size_t)t0 * d;
-    if (d <= HESS_PANEL_MIN) {
-      /* upper triangle (row-major) of Xᵀ X */
-      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, m, 1.0f, x, d, 0.0f, h->chunk, d);
-      for (int i = 0; i < d; i++) {
-        const float *src = h->chunk + (size_t)i * d;
-        double *dst = h->sum + (size_t)i * d;
-        for (int j = i; j < d; j++) dst[j] += src[j];
-      }
-      continue;
-    }
-    /* columns [j0, j0 + w) of the upper triangle: rows above the diagonal
-     * block by sgemm, the block by ssyrk, into a (j0 + w) × w panel */
-    for (int j0 = 0; j0 < d; j0 += HESS_PANEL) {
-      int w = d - j0 < HESS_PANEL ? d - j0 : HESS_PANEL;
-      if (j0) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j0, w, m, 1.0f, x, d, x + j0, d, 0.0f, h->chunk, w);
-      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, w, m, 1.0f, x + j0, d, 0.0f, h->chunk + (size_t)j0 * w, w);
+    /* the upper triangle, a panel of columns [j0, j0 + w) at a time (one
+     * panel of all columns at d ≤ HESS_PANEL_MIN) */
+    for (int j0 = 0; j0 < d; j0 += pw) {
+      int w = d - j0 < pw ? d - j0 : pw;
+      hessian_panel(x, m, d, j0, w, h->chunk);
       for (int i = 0; i < j0 + w; i++) {
         const float *src = h->chunk + (size_t)i * w;
         double *dst = h->sum + (size_t)i * d + j0;

@@ -22,6 +22,16 @@ enum { HESS_CHUNK = 2048 };
  * choice depends on d only, never on the rank count). */
 enum { HESS_PANEL = 2048, HESS_PANEL_MIN = 8192 };
 
+/* Columns per product panel at this d: HESS_PANEL above HESS_PANEL_MIN,
+ * else the whole matrix in one ssyrk. */
+static inline int hessian_panel_width(int d) { return d > HESS_PANEL_MIN ? HESS_PANEL : d; }
+/* float32 products of columns [j0, j0 + w) of the upper triangle of XᵀX
+ * (x: m × d row-major, m ≤ HESS_CHUNK): rows [0, j0 + w) into chunk
+ * (stride w), entries above the diagonal block by sgemm and the block by
+ * ssyrk (entries below the diagonal are not set). hessian_add and the
+ * streamed sums (hessian_stream.h) both use it, so they round alike. */
+void hessian_panel(const float *x, int m, int d, int j0, int w, float *chunk);
+
 typedef struct {
   int d;
   double *sum;    /* d × d, full symmetric after hessian_finish */

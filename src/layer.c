@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "hessian.h"
 #include "gptq.h"
 #include "outpath.h"
 #include "qfile.h"
@@ -26,6 +27,11 @@ int gptq_hessian_scattered(const Options *o, int g, int d, int size) {
   int aptq = !strcmp(o->method, "aptq"), kron_reads_whole = aptq && (!strcmp(o->q_form, "kron") || !strcmp(o->k_form, "kron"));
   return strcmp(o->hessian_reduce, "allreduce") && factor_uses_scalapack(gptq_params_from_options(o).factor_path, d, size) &&
          !(g == 0 && kron_reads_whole);
+}
+
+int gptq_hessian_streamed(const Options *o, int g, int d, int size) {
+  if (!gptq_hessian_scattered(o, g, d, size)) return 0;
+  return !strcmp(o->hessian_reduce, "stream") || (!strcmp(o->hessian_reduce, "auto") && d > HESS_PANEL_MIN && size >= 4);
 }
 
 static int check_hessian(const double *H, int d, const char *path) {

@@ -29,7 +29,8 @@ typedef struct {
   char scale_dtype[8];          /* fp32 | fp16 */
   char checkpoint[OPT_PATH_MAX];/* directory for checkpoints after every block ("" = none) */
   int resume;                   /* continue from the checkpoint */
-  char hessian_reduce[16];      /* auto | allreduce | scatter */
+  char hessian_reduce[16];      /* auto | allreduce | scatter | stream */
+  int stream_tokens;            /* hessian_reduce = stream: tokens buffered between flushes */
   char activations[16];         /* float32 | bf16 */
   char max_memory[32];          /* refuse a run predicted to exceed this per rank ("" = no limit) */
   char shape[16];               /* bench: 7b | 13b | 70b | tiny */

@@ -22,6 +22,7 @@
 #include "forward.h"
 #include "gptq.h"
 #include "hessian.h"
+#include "hessian_stream.h"
 #include "attn_hessian.h"
 #include "model.h"
 #include "outpath.h"
@@ -336,6 +337,16 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   return 0;
 }
 
+/* A group's layer-input Hessian is a whole or partial sum (Hessian), or is
+ * summed into the factor's grid as it accumulates (HessianStream). */
+static void group_add(int streamed, Hessian *H, HessianStream *S, const float *x, int T) {
+  if (streamed) hstream_add(S, x);
+  else hessian_add(H, x, T);
+}
+/* Streamed sums flush at the same sequence index on every rank (the loops
+ * run to the largest shard; a rank past its own adds nothing). */
+static int flush_due(const HessianStream *S, int i, int maxcount) { return (i + 1) % S->per_flush == 0 || i + 1 == maxcount; }
+
 /* Seconds of the sequential pass spent on the calibration forwards and
  * Hessian accumulation and reduction, and on factor + solve + write. */
 static double t_hessian, t_solve;
@@ -355,7 +366,6 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   float *xtmp = aptq_malloc(sizeof(float) * (size_t)T * D, "block input copy");
   BlockWeights w;
   BlockScratch s;
-  Hessian H[4];
   VHessian vh;
   QHessian qh;
   int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
@@ -370,16 +380,23 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
    * reduced whole. q/k's Kronecker forms read H[0] whole, so it stays. */
   int size;
   MPI_Comm_size(comm, &size);
-  int partial[4];
+  int partial[4], streamed[4], maxcount;
+  MPI_Allreduce(&count, &maxcount, 1, MPI_INT, MPI_MAX, comm);
   double *hdiag[4] = {0}, hscale[4] = {0};
+  Hessian H[4] = {0};
+  HessianStream S[4] = {0};
   for (int g = 0; g < 4; g++) {
     partial[g] = gptq_hessian_scattered(o, g, in_dims[g], size);
+    streamed[g] = gptq_hessian_streamed(o, g, in_dims[g], size);
     if (partial[g]) hdiag[g] = aptq_malloc(sizeof(double) * (size_t)in_dims[g], "Hessian diagonal");
     if (partial[g] && !hdiag[g]) partial[g] = -1;
   }
   int rc = x_rc || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
            (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
-  for (int g = 0; !rc && g < 4; g++) rc = partial[g] < 0 || hessian_init(&H[g], in_dims[g]);
+  /* every rank creates the streamed sums' grids (collective), then agrees */
+  for (int g = 0; g < 4; g++)
+    if (streamed[g]) rc = hstream_init(&S[g], in_dims[g], o->nb, T, o->stream_tokens, comm) || rc;
+  for (int g = 0; !rc && g < 4; g++) rc = partial[g] < 0 || (!streamed[g] && hessian_init(&H[g], in_dims[g]));
   for (int i = 0; !rc && i < count; i++) {
     rc = embed_tokens(m, calib->ids + (size_t)i * T, T, xtmp);
     if (!rc) activations_put(&X, i, xtmp);
@@ -412,41 +429,51 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     }
     if (!o->true_sequential) {
       /* every group's input from the full-precision block */
-      for (int g = 0; g < 4; g++) hessian_reset(&H[g]);
+      for (int g = 0; g < 4; g++) streamed[g] ? hstream_reset(&S[g]) : hessian_reset(&H[g]);
       double t = MPI_Wtime();
-      for (int i = 0; i < count; i++) {
-        activations_get(&X, i, xtmp);
-        block_forward(c, &w, &s, xtmp);
-        t = phase_add(PH_FORWARD, t);
-        for (int g = 0; g < 4; g++) hessian_add(&H[g], group_input(&s, groups[g].stop), T);
-        if (v_kron) vhessian_add(&vh, c, &s, s.xn);
-        if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
-        if (k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
-        t = phase_add(PH_HESSIAN, t);
+      for (int i = 0; i < maxcount; i++) {
+        if (i < count) {
+          activations_get(&X, i, xtmp);
+          block_forward(c, &w, &s, xtmp);
+          t = phase_add(PH_FORWARD, t);
+          for (int g = 0; g < 4; g++) group_add(streamed[g], &H[g], &S[g], group_input(&s, groups[g].stop), T);
+          if (v_kron) vhessian_add(&vh, c, &s, s.xn);
+          if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
+          if (k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
+          t = phase_add(PH_HESSIAN, t);
+        }
+        for (int g = 0; g < 4; g++)
+          if (streamed[g] && flush_due(&S[g], i, maxcount)) CHECK(hstream_flush(&S[g], comm));
+        t = MPI_Wtime();
       }
     }
     t_hessian += MPI_Wtime() - th;
     for (int g = 0; g < 4; g++) {
       th = MPI_Wtime();
       if (o->true_sequential) {
-        hessian_reset(&H[g]);
+        streamed[g] ? hstream_reset(&S[g]) : hessian_reset(&H[g]);
         /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
         BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : groups[g].stop;
         double t = MPI_Wtime();
-        for (int i = 0; i < count; i++) {
-          activations_get(&X, i, xtmp);
-          block_forward_until(c, &w, &s, xtmp, stop);
-          t = phase_add(PH_FORWARD, t);
-          hessian_add(&H[g], group_input(&s, groups[g].stop), T);
-          if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
-          if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
-          if (g == 0 && k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
-          t = phase_add(PH_HESSIAN, t);
+        for (int i = 0; i < maxcount; i++) {
+          if (i < count) {
+            activations_get(&X, i, xtmp);
+            block_forward_until(c, &w, &s, xtmp, stop);
+            t = phase_add(PH_FORWARD, t);
+            group_add(streamed[g], &H[g], &S[g], group_input(&s, groups[g].stop), T);
+            if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
+            if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
+            if (g == 0 && k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
+            t = phase_add(PH_HESSIAN, t);
+          }
+          if (streamed[g] && flush_due(&S[g], i, maxcount)) CHECK(hstream_flush(&S[g], comm));
+          t = MPI_Wtime();
         }
       }
       phase_sync(comm); /* the reduction waits for the slowest shard */
       double tr = MPI_Wtime();
-      CHECK(aptq_agree(comm, partial[g] ? hessian_finish_diag(&H[g], comm, hdiag[g], &hscale[g]) : hessian_finish(&H[g], comm)));
+      CHECK(aptq_agree(comm, streamed[g] ? hstream_finish(&S[g], comm, hdiag[g], &hscale[g])
+                             : partial[g] ? hessian_finish_diag(&H[g], comm, hdiag[g], &hscale[g]) : hessian_finish(&H[g], comm)));
       if (g == 0 && v_kron) {
         vhessian_set_output(&vh, w.w[LIN_O]);
         CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
@@ -519,8 +546,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           e->sensitivity = tr / in_dims[g];
           double t = MPI_Wtime();
           if (!have_L)
-            CHECK(partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
-                             : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
+            CHECK(streamed[g]  ? gptq_prepare_stream(S[g].acc, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
+                  : partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
+                               : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           phase_add(PH_FACTOR, t);
           if (!have_L) phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
           have_L = 1;
@@ -566,6 +594,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   free(stats);
   for (int g = 0; g < 4; g++) {
     hessian_free(&H[g]);
+    if (streamed[g]) hstream_free(&S[g]);
     free(hdiag[g]);
   }
   if (v_kron) vhessian_free(&vh);

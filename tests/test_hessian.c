@@ -2,7 +2,10 @@
  * float64 sums: the one-ssyrk path (d ≤ HESS_PANEL_MIN) and the panel path
  * (sgemm + ssyrk per HESS_PANEL columns) over several calls; and
  * hessian_finish_diag's reduced diagonal and symmetric partial against
- * hessian_finish. Run on 1 or more ranks (the reduction is over them). */
+ * hessian_finish; and the streamed sums (hessian_stream.c: several flushes,
+ * shards of different sizes, both product paths) against hessian_add +
+ * hessian_finish, bit for bit, on the grid of the ranks. Run on 1 or more
+ * ranks (the reduction is over them). */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 #include "error.h"
 #include "expect.h"
 #include "hessian.h"
+#include "hessian_stream.h"
 #include "rng.h"
 
 /* Σ over calls of Xᵀ X in float64, compared with h->sum (upper triangle):
@@ -45,6 +49,60 @@ static void check_sum(int d, int n, int calls, const char *what) {
          what, d, calls, n, checked, worst);
   hessian_free(&h);
   free(X);
+}
+
+/* Rank r adds r + 1 sequences of T tokens (flushing every `tokens` tokens,
+ * at the same sequence index on every rank); every entry i ≤ j of its
+ * pieces must equal the allreduced hessian_add sum exactly, and the
+ * diagonal and scale hessian_finish_diag's. */
+static void check_stream(int d, int nb, int T, int tokens, const char *what) {
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  HessianStream st;
+  Hessian ref;
+  int rc = hstream_init(&st, d, nb, T, tokens, MPI_COMM_WORLD) || hessian_init(&ref, d);
+  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (rc) { EXPECT(0, "%s: init", what); return; }
+  float *X = malloc(sizeof(float) * (size_t)T * d);
+  int count = rank + 1, maxcount = size, flushes = 0;
+  for (int i = 0; i < maxcount; i++) {
+    if (i < count) {
+      Rng r = {(uint64_t)(1000 * rank + i + 1)};
+      for (size_t k = 0; k < (size_t)T * d; k++) X[k] = (float)rng_normal(&r) * (1 + (float)(k % d) / d);
+      hstream_add(&st, X);
+      hessian_add(&ref, X, T);
+    }
+    if ((i + 1) % st.per_flush == 0 || i + 1 == maxcount) {
+      hstream_flush(&st, MPI_COMM_WORLD);
+      flushes++;
+    }
+  }
+  double *diag = malloc(sizeof(double) * d), *rdiag = malloc(sizeof(double) * d), scale = 0, rscale = 0;
+  rc = hstream_finish(&st, MPI_COMM_WORLD, diag, &scale) || hessian_finish_diag(&ref, MPI_COMM_WORLD, rdiag, &rscale);
+  MPI_Allreduce(MPI_IN_PLACE, ref.sum, d * d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  const Grid *g = &st.grid;
+  long same = 0, entries = 0;
+  for (int lj = 0; lj < g->nloc; lj++)
+    for (int li = 0; li < g->mloc; li++) {
+      int i = local_to_global(li, g->nb, g->myrow, g->nprow), j = local_to_global(lj, g->nb, g->mycol, g->npcol);
+      if (i > j) continue;
+      entries++;
+      same += st.acc[(size_t)lj * g->lld + li] == ref.sum[(size_t)i * d + j];
+    }
+  int diag_same = scale == rscale;
+  for (int i = 0; i < d; i++) diag_same &= diag[i] == rdiag[i];
+  long all[2] = {same, entries};
+  MPI_Allreduce(MPI_IN_PLACE, all, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT(!rc && all[0] == all[1] && all[1] == (long)d * (d + 1) / 2,
+         "%s: d %d, nb %d, %d x %d grid, %d flushes: %ld of %ld upper entries equal to hessian_add's sum", what, d, nb, g->nprow, g->npcol,
+         flushes, all[0], all[1]);
+  EXPECT(diag_same, "%s: the reduced, scaled diagonal and 2/N equal hessian_finish_diag's", what);
+  hstream_free(&st);
+  hessian_free(&ref);
+  free(X);
+  free(diag);
+  free(rdiag);
 }
 
 int main(int argc, char **argv) {
@@ -83,6 +141,8 @@ int main(int argc, char **argv) {
   hessian_free(&b);
   free(X);
   free(diag);
+  check_stream(130, 16, 7, 14, "stream, one ssyrk");
+  check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, "stream, panels");
   int fails = failures;
   MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   if (rank == 0) printf("%d checks, %d failed\n", checks, fails);

@@ -1,0 +1,45 @@
+#include "grid.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void blacs_grid_shape(int size, int *nprow, int *npcol) {
+  int r = (int)sqrt((double)size);
+  while (r > 1 && size % r) r--;
+  *nprow = r < 1 ? 1 : r;
+  *npcol = size / *nprow;
+}
+
+int grid_open(Grid *g, int d, int nb, MPI_Comm comm) {
+  int size, zero = 0, info = 0;
+  MPI_Comm_size(comm, &size);
+  memset(g, 0, sizeof *g);
+  blacs_grid_shape(size, &g->nprow, &g->npcol);
+  g->nb = nb;
+  g->handle = Csys2blacs_handle(comm);
+  g->ctxt = g->handle;
+  Cblacs_gridinit(&g->ctxt, "Row", g->nprow, g->npcol);
+  Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
+  g->mloc = numroc_(&d, &nb, &g->myrow, &zero, &g->nprow);
+  g->nloc = numroc_(&d, &nb, &g->mycol, &zero, &g->npcol);
+  g->lld = g->mloc > 1 ? g->mloc : 1;
+  descinit_(g->desc, &d, &d, &nb, &nb, &zero, &zero, &g->ctxt, &g->lld, &info);
+  g->rowof = malloc(sizeof(int) * (size_t)size);
+  g->colof = malloc(sizeof(int) * (size_t)size);
+  g->rank_at = malloc(sizeof(int) * (size_t)size);
+  if (g->rowof && g->colof && g->rank_at) {
+    MPI_Allgather(&g->myrow, 1, MPI_INT, g->rowof, 1, MPI_INT, comm);
+    MPI_Allgather(&g->mycol, 1, MPI_INT, g->colof, 1, MPI_INT, comm);
+    for (int r = 0; r < size; r++) g->rank_at[g->rowof[r] * g->npcol + g->colof[r]] = r;
+  }
+  return info || !g->rowof || !g->colof || !g->rank_at ? -1 : 0;
+}
+
+void grid_close(Grid *g) {
+  free(g->rowof);
+  free(g->colof);
+  free(g->rank_at);
+  Cblacs_gridexit(g->ctxt);
+  Cfree_blacs_system_handle(g->handle);
+}
