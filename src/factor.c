@@ -167,12 +167,13 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   return 0;
 }
 
-/* A streamed sum (HessianView.grid_sum) in the factor's order: entry (i, j),
- * i ≤ j, of the natural order goes to the owner of (min, max) of its
+/* A streamed sum (HessianView.grid_sum) in the factor's order: each entry,
+ * at natural position (i, j), i ≤ j, goes to the owner of (min, max) of its
  * positions in the permuted (and, for TRTRI, index-reversed) order, as a
  * (value, local index) pair in one MPI_Alltoallv; then scaled, dead columns
  * the identity. Only the upper triangle is set (potrf and trtri read no
- * other). Collective. */
+ * other). When the pieces are already in that order (no act-order) they
+ * are only copied. Collective. */
 typedef struct {
   double value;
   int64_t index;
@@ -194,19 +195,26 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
     int m = numroc_(&d, &nb, &r, &zero, &g->nprow);
     lld[r] = m > 1 ? m : 1;
   }
-  /* where each of this rank's entries goes */
+  int in_place = 1; /* the pieces are in the factor's order already */
+  for (int x = 0; ok && x < d; x++) in_place &= src[x] == (h->grid_sum_reversed ? d - 1 - x : x);
+  if (ok && in_place) {
+    for (int lj = 0; lj < g->nloc; lj++)
+      for (int li = 0; li < g->mloc; li++) Hloc[(size_t)lj * g->lld + li] = h->grid_sum[(size_t)lj * g->lld + li] * h->scale;
+  }
+  /* where each of this rank's entries goes: layout (ls, ms), natural (i, j) */
 #define FOR_MINE(...)                                                                      \
   for (int lj = 0; lj < g->nloc; lj++) {                                                  \
-    int j = local_to_global(lj, nb, g->mycol, g->npcol);                                  \
+    int ms = local_to_global(lj, nb, g->mycol, g->npcol);                                 \
     for (int li = 0; li < g->mloc; li++) {                                                \
-      int i = local_to_global(li, nb, g->myrow, g->nprow);                                \
-      if (i > j) break;                                                                   \
+      int ls = local_to_global(li, nb, g->myrow, g->nprow);                               \
+      if (ls > ms) break;                                                                 \
+      int i = h->grid_sum_reversed ? d - 1 - ms : ls, j = h->grid_sum_reversed ? d - 1 - ls : ms; \
       int x = pos[i] < pos[j] ? pos[i] : pos[j], y = pos[i] < pos[j] ? pos[j] : pos[i];   \
       int dest = g->rank_at[global_owner(x, nb, g->nprow) * g->npcol + global_owner(y, nb, g->npcol)]; \
       __VA_ARGS__;                                                                        \
     }                                                                                     \
   }
-  if (ok) FOR_MINE(scount[dest]++);
+  if (ok && !in_place) FOR_MINE(scount[dest]++);
   MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm);
   long long ns = 0, nr = 0;
   for (int r = 0; ok && r < size; r++) {
@@ -218,7 +226,7 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
   Placed *send = ok ? malloc(sizeof(Placed) * (size_t)(ns + 1)) : NULL, *recv = ok ? malloc(sizeof(Placed) * (size_t)(nr + 1)) : NULL;
   ok = ok && send && recv && ns < INT32_MAX && nr < INT32_MAX;
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
-  if (ok) {
+  if (ok && !in_place) {
     memcpy(fill, sdisp, sizeof(int) * (size_t)size);
     FOR_MINE({
       int lx = global_to_local(x, nb, g->nprow), ly = global_to_local(y, nb, g->npcol);
@@ -231,6 +239,8 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
     MPI_Type_free(&placed);
     memset(Hloc, 0, sizeof(double) * (size_t)g->lld * g->nloc);
     for (long long k = 0; k < nr; k++) Hloc[recv[k].index] = recv[k].value * h->scale;
+  }
+  if (ok) {
     /* dead columns become the identity */
     for (int lj = 0; h->dead && lj < g->nloc; lj++) {
       int y = local_to_global(lj, nb, g->mycol, g->npcol);

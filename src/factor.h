@@ -44,10 +44,12 @@ typedef struct {
   double scale;
   const double *diag;
   /* grid_sum (with partial): instead of H, this rank's pieces of the
-   * reduced, unscaled Σ x xᵀ in natural order (upper triangle) on the grid
-   * of comm with block size nb (hessian_stream.h); the ScaLAPACK path moves
-   * them into its order with one all-to-all. */
+   * reduced, unscaled Σ x xᵀ (upper triangle, natural or index-reversed
+   * order) on the grid of comm with block size nb (hessian_stream.h); the
+   * ScaLAPACK path takes them as they are when they are in its order, else
+   * moves them with one all-to-all. */
   const double *grid_sum;
+  int grid_sum_reversed; /* its pieces are in index-reversed order */
 } HessianView;
 
 /* U: d × d row-major float32 (the precision the solver applies it in),

@@ -98,8 +98,8 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
 
 /* H replicated (diag NULL), or this rank's partial sum with the reduced,
  * scaled diagonal (HessianView.partial). */
-static int prepare(const double *H, const double *grid_sum, const double *reduced_diag, double scale, const double *order, int cols,
-                   const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+static int prepare(const double *H, const double *grid_sum, int grid_sum_reversed, const double *reduced_diag, double scale, const double *order,
+                   int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
   memset(L, 0, sizeof *L);
   L->cols = cols;
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
@@ -132,7 +132,7 @@ static int prepare(const double *H, const double *grid_sum, const double *reduce
   rc = aptq_agree(comm, rc);
   if (!rc) {
     HessianView view = {.H = H, .d = cols, .perm = L->perm, .dead = L->dead, .partial = reduced_diag != NULL, .scale = scale,
-                        .diag = reduced_diag, .grid_sum = grid_sum};
+                        .diag = reduced_diag, .grid_sum = grid_sum, .grid_sum_reversed = grid_sum_reversed};
     rc = reduced_diag ? factor_inverse_cholesky_dist(&view, p->damp, p->factor_algorithm, p->nb, comm, &L->dist, &L->factor)
                       : factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
     rc = aptq_agree(comm, rc);
@@ -141,15 +141,16 @@ static int prepare(const double *H, const double *grid_sum, const double *reduce
 }
 
 int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
-  return prepare(H, NULL, NULL, 0.0, order, cols, p, comm, L);
+  return prepare(H, NULL, 0, NULL, 0.0, order, cols, p, comm, L);
 }
 
 int gptq_prepare_partial(const double *H, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
-  return prepare(H, NULL, diag, scale, NULL, cols, p, comm, L);
+  return prepare(H, NULL, 0, diag, scale, NULL, cols, p, comm, L);
 }
 
-int gptq_prepare_stream(const double *grid_sum, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
-  return prepare(NULL, grid_sum, diag, scale, NULL, cols, p, comm, L);
+int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm,
+                        GptqLayer *L) {
+  return prepare(NULL, grid_sum, reversed, diag, scale, NULL, cols, p, comm, L);
 }
 
 void gptq_layer_free(GptqLayer *L) {

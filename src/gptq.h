@@ -44,8 +44,10 @@ int gptq_prepare_ordered(const double *H, const double *order, int cols, const G
  * resolve to ScaLAPACK (factor_uses_scalapack). */
 int gptq_prepare_partial(const double *H, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
 /* The same from a streamed sum (hessian_stream.h): grid_sum is this rank's
- * pieces of the reduced Σ x xᵀ on the grid of comm with block size p->nb. */
-int gptq_prepare_stream(const double *grid_sum, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L);
+ * pieces of the reduced Σ x xᵀ on the grid of comm with block size p->nb,
+ * index-reversed if `reversed`. */
+int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm,
+                        GptqLayer *L);
 void gptq_layer_free(GptqLayer *L);
 
 /* Rows are solved in chunks of GPTQ_ROW_CHUNK; a chunk's result depends only
@@ -92,9 +94,9 @@ GptqParams gptq_params_from_options(const Options *o);
 int gptq_hessian_scattered(const Options *o, int g, int d, int size);
 /* Of those, is it summed into the grid while it accumulates
  * (hessian_stream.h), so that no rank holds even its own d × d partial sum?
- * hessian_reduce = stream, or auto above HESS_PANEL_MIN columns on 4 or
- * more ranks (where the pieces, d²/P, are smaller than the partial sum plus
- * the stream's buffers). */
+ * hessian_reduce = stream, or auto above HESS_PANEL_MIN columns where the
+ * stream's pieces (d²/P), buffers and all-to-all take less memory than the
+ * partial sum (7B/13B down_proj from about 8 ranks, 70B's from 2). */
 int gptq_hessian_streamed(const Options *o, int g, int d, int size);
 
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down

@@ -22,13 +22,14 @@ double hstream_bytes(int d, int nb, int T, int tokens, int size) {
          mloc * wl * sizeof(double);
 }
 
-int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, MPI_Comm comm) {
+int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, int reversed, MPI_Comm comm) {
   int size;
   MPI_Comm_size(comm, &size);
   memset(h, 0, sizeof *h);
   h->d = d;
   h->nb = nb;
   h->T = T;
+  h->reversed = reversed;
   h->w = hessian_panel_width(d);
   h->per_flush = tokens / T > 1 ? tokens / T : 1;
   if (grid_open(&h->grid, d, nb, comm)) return aptq_error("BLACS grid for the streamed Hessian (d = %d, nb = %d) failed", d, nb);
@@ -68,23 +69,38 @@ void hstream_add(HessianStream *h, const float *X) {
   h->tokens += h->T;
 }
 
-/* BODY for each entry (i, j), i ≤ j, of panel [j0, j0 + w) that grid
- * position (prow, pcol) owns, in a fixed order (its rows, then its columns
- * j ≥ i): the senders pack and the owner unpacks in it. */
-#define FOR_OWNED(g, d, j0, w, prow, pcol, BODY)                                            \
-  do {                                                                                      \
-    int mloc_ = mloc_of(d, (g)->nb, prow, (g)->nprow);                                      \
-    for (int li_ = 0; li_ < mloc_; li_++) {                                                 \
-      int i = local_to_global(li_, (g)->nb, prow, (g)->nprow);                              \
-      if (i >= (j0) + (w)) break;                                                           \
-      for (int j = (j0) > i ? (j0) : i; j < (j0) + (w); j++) {                              \
-        if (global_owner(j, (g)->nb, (g)->npcol) != (pcol)) {                               \
-          j = (j / (g)->nb + 1) * (g)->nb - 1; /* to the end of this block */               \
-          continue;                                                                         \
-        }                                                                                   \
-        BODY;                                                                               \
-      }                                                                                     \
-    }                                                                                       \
+/* __VA_ARGS__ for each entry (x, y), x ≤ y, of the layout that grid
+ * position (prow, pcol) owns and whose natural column j lies in the panel
+ * [j0, j0 + w), with (i, j) its natural position (i ≤ j): (x, y) itself, or
+ * (d−1−y, d−1−x) in the index-reversed layout. The order is fixed (the
+ * owner's rows, then its columns): the senders pack and the owner unpacks
+ * in it. */
+#define FOR_OWNED(g, d, j0, w, reversed, prow, pcol, ...)                                         \
+  do {                                                                                            \
+    int mloc_ = mloc_of(d, (g)->nb, prow, (g)->nprow);                                            \
+    for (int lx_ = 0; lx_ < mloc_; lx_++) {                                                       \
+      int x = local_to_global(lx_, (g)->nb, prow, (g)->nprow);                                    \
+      /* natural: rows up to the panel's end, columns in it; reversed: the */                    \
+      /* panel's columns are rows [d − j0 − w, d − j0), columns y ≥ x */                          \
+      int y0_ = x, y1_ = d;                                                                       \
+      if (!(reversed)) {                                                                          \
+        if (x >= (j0) + (w)) break;                                                               \
+        y0_ = (j0) > x ? (j0) : x;                                                                \
+        y1_ = (j0) + (w);                                                                         \
+      } else {                                                                                    \
+        if (x >= d - (j0)) break;                                                                 \
+        if (x < d - (j0) - (w)) continue;                                                         \
+      }                                                                                           \
+      for (int y = y0_; y < y1_; y++) {                                                           \
+        if (global_owner(y, (g)->nb, (g)->npcol) != (pcol)) {                                     \
+          y = (y / (g)->nb + 1) * (g)->nb - 1; /* to the end of this block */                     \
+          continue;                                                                               \
+        }                                                                                         \
+        int i = (reversed) ? d - 1 - y : x, j = (reversed) ? d - 1 - x : y;                        \
+        (void)i, (void)j;                                                                         \
+        __VA_ARGS__;                                                                              \
+      }                                                                                           \
+    }                                                                                             \
   } while (0)
 
 int hstream_flush(HessianStream *h, MPI_Comm comm) {
@@ -112,14 +128,14 @@ int hstream_flush(HessianStream *h, MPI_Comm comm) {
     size_t pos = 0;
     for (int r = 0; r < size; r++) {
       size_t start = pos;
-      FOR_OWNED(g, d, j0, w, g->rowof[r], g->colof[r], h->send[pos++] = h->panel[(size_t)i * w + (j - j0)]);
+      FOR_OWNED(g, d, j0, w, h->reversed, g->rowof[r], g->colof[r], h->send[pos++] = h->panel[(size_t)i * w + (j - j0)]);
       h->counts[r] = (int)(pos - start);
     }
     t = phase_add(PH_HESSIAN, t);
     MPI_Reduce_scatter(h->send, h->recv, h->counts, MPI_DOUBLE, MPI_SUM, comm);
     size_t k = 0;
-    FOR_OWNED(g, d, j0, w, g->myrow, g->mycol,
-              h->acc[(size_t)global_to_local(j, g->nb, g->npcol) * g->lld + global_to_local(i, g->nb, g->nprow)] += h->recv[k++]);
+    FOR_OWNED(g, d, j0, w, h->reversed, g->myrow, g->mycol,
+              h->acc[(size_t)global_to_local(y, g->nb, g->npcol) * g->lld + global_to_local(x, g->nb, g->nprow)] += h->recv[k++]);
     phase_add(PH_REDUCE, t);
   }
   h->nbuf = 0;
@@ -132,7 +148,8 @@ int hstream_finish(HessianStream *h, MPI_Comm comm, double *diag, double *scale)
   memset(diag, 0, sizeof(double) * (size_t)d);
   for (int lj = 0; lj < g->nloc; lj++) {
     int j = local_to_global(lj, g->nb, g->mycol, g->npcol);
-    if (global_owner(j, g->nb, g->nprow) == g->myrow) diag[j] = h->acc[(size_t)lj * g->lld + global_to_local(j, g->nb, g->nprow)];
+    if (global_owner(j, g->nb, g->nprow) == g->myrow)
+      diag[h->reversed ? d - 1 - j : j] = h->acc[(size_t)lj * g->lld + global_to_local(j, g->nb, g->nprow)];
   }
   /* one owner per entry: the sum is exact */
   MPI_Allreduce(MPI_IN_PLACE, diag, d, MPI_DOUBLE, MPI_SUM, comm);

@@ -9,12 +9,13 @@
  * products of every buffered sequence (the same BLAS calls, so the same
  * rounding), sums them in float64 into a panel of the upper triangle, and
  * reduce-scatters the panel (MPI_Reduce_scatter) into every rank's pieces of
- * Σ x xᵀ: natural column order, upper triangle, the grid and block size of
- * the factorization. Float64 sums of float32 values are exact (hessian.h),
+ * Σ x xᵀ: upper triangle, the grid and block size of the factorization, in
+ * natural column order or index-reversed (the order the TRTRI factor
+ * works in). Float64 sums of float32 values are exact (hessian.h),
  * so the result equals hessian_add + hessian_finish_diag + the reduction
- * into the grid bit for bit, whatever the rank count. The factorization
- * moves the sum into its own order (act-order permutation, index reversal)
- * with one all-to-all (factor.c). */
+ * into the grid bit for bit, whatever the rank count. Without act-order the
+ * factorization takes the pieces as they are; with it, one all-to-all moves
+ * them into the permuted order (factor.c). */
 #ifndef APTQ_HESSIAN_STREAM_H
 #define APTQ_HESSIAN_STREAM_H
 
@@ -26,9 +27,10 @@
 
 typedef struct {
   int d, nb, T, w;     /* w: columns per product panel (hessian_add's) */
+  int reversed;        /* pieces in index-reversed order: entry (x, y) is Σ x xᵀ at (d−1−y, d−1−x) */
   int per_flush;       /* sequences buffered between flushes */
   Grid grid;
-  double *acc;         /* lld × nloc column-major: this rank's pieces of Σ x xᵀ, entries i ≤ j */
+  double *acc;         /* lld × nloc column-major: this rank's pieces of Σ x xᵀ, entries x ≤ y of the layout */
   float *x;            /* per_flush × T × d buffered inputs */
   int nbuf;            /* sequences in the buffer */
   float *chunk;        /* float32 products: d × w */
@@ -38,8 +40,9 @@ typedef struct {
 } HessianStream;
 
 /* Collective over comm (the ranks that factor): T tokens per sequence,
- * max(1, tokens / T) sequences buffered between flushes. */
-int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, MPI_Comm comm);
+ * max(1, tokens / T) sequences buffered between flushes; reversed: the
+ * layout of the TRTRI factor. */
+int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, int reversed, MPI_Comm comm);
 void hstream_free(HessianStream *h);
 void hstream_reset(HessianStream *h);
 /* Buffer one sequence's inputs (T × d). The caller flushes when full. */

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "error.h"
 #include "hessian.h"
+#include "hessian_stream.h"
 #include "gptq.h"
 #include "outpath.h"
 #include "qfile.h"
@@ -31,7 +32,14 @@ int gptq_hessian_scattered(const Options *o, int g, int d, int size) {
 
 int gptq_hessian_streamed(const Options *o, int g, int d, int size) {
   if (!gptq_hessian_scattered(o, g, d, size)) return 0;
-  return !strcmp(o->hessian_reduce, "stream") || (!strcmp(o->hessian_reduce, "auto") && d > HESS_PANEL_MIN && size >= 4);
+  if (!strcmp(o->hessian_reduce, "stream")) return 1;
+  if (strcmp(o->hessian_reduce, "auto") || d <= HESS_PANEL_MIN) return 0;
+  /* auto: where it holds less than the partial sum and its float32 panel,
+   * counting (with act-order) the all-to-all into the factor's order: pairs
+   * of 16 bytes for the upper triangle, sent and received */
+  double dd = d, partial = dd * dd * sizeof(double) + dd * hessian_panel_width(d) * sizeof(float);
+  double stream = hstream_bytes(d, o->nb, o->seqlen, o->stream_tokens, size) + (o->act_order ? 2 * 16 * dd * (dd + 1) / 2 / size : 0);
+  return stream < partial;
 }
 
 static int check_hessian(const double *H, int d, const char *path) {

@@ -11,6 +11,7 @@
 #include "factor.h"
 #include "gptq.h"
 #include "hessian.h"
+#include "hessian_stream.h"
 #include "quant.h"
 
 void memplan_add(MemPlan *p, const char *what, double bytes, int transient) {
@@ -58,10 +59,19 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
   memplan_add(p, "block weights (float32)", block * f, 0);
   /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
   memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
-  /* hessian_init: float64 sum + float32 ssyrk chunk per group input */
+  /* hessian_init: float64 sum + float32 ssyrk chunk per group input; a
+   * streamed group (hessian_stream.h): its pieces on the grid, the buffered
+   * inputs, the float32 and float64 panels */
   double hess = 0, in_dims[4] = {D, qd, D, F};
-  for (int g = 0; g < 4; g++) hess += in_dims[g] * in_dims[g] * dbl + in_dims[g] * (in_dims[g] > HESS_PANEL_MIN ? HESS_PANEL : in_dims[g]) * f;
-  memplan_add(p, "layer-input Hessians (4 groups)", hess, 0);
+  int nstream = 0;
+  for (int g = 0; g < 4; g++)
+    if (gptq_hessian_streamed(o, g, (int)in_dims[g], size)) {
+      hess += hstream_bytes((int)in_dims[g], o->nb, T, o->stream_tokens, size);
+      nstream++;
+    } else {
+      hess += in_dims[g] * in_dims[g] * dbl + in_dims[g] * hessian_panel_width((int)in_dims[g]) * f;
+    }
+  memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess, 0);
   if (aptq) {
     double Dh = D * D * (dbl + f);
     if (!strcmp(o->v_form, "kron")) /* vhessian_init: one input factor per kv group, output factors, Y */
@@ -80,11 +90,20 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
    * rank (float32 U kept between layers, float64 LAPACK work space kept) */
   FactorPath fpath = gptq_params_from_options(o).factor_path;
   double rep_lapack = aptq ? D : 0, rep_scalapack = 0, scattered = 0, B = o->block_size; /* APTQ's own factors are d = dim, replicated */
+  double gather = 0; /* moving the sum into the factor's layout: a reduction round, or the streamed sum's all-to-all */
   for (int g = 0; g < 4; g++) {
-    int sc = factor_uses_scalapack(fpath, (int)in_dims[g], size);
-    int scatter = gptq_hessian_scattered(o, g, (int)in_dims[g], size);
+    double x = in_dims[g];
+    int sc = factor_uses_scalapack(fpath, (int)x, size);
+    int scatter = gptq_hessian_scattered(o, g, (int)x, size);
     double *slot = scatter ? &scattered : sc ? &rep_scalapack : &rep_lapack;
-    *slot = in_dims[g] > *slot ? in_dims[g] : *slot;
+    *slot = x > *slot ? x : *slot;
+    if (scatter) {
+      int nprow, npcol;
+      blacs_grid_shape(size, &nprow, &npcol);
+      /* the all-to-all: (value, index) pairs of the upper triangle, sent and received */
+      double m = gptq_hessian_streamed(o, g, (int)x, size) ? (o->act_order ? 2 * 16 * x * (x + 1) / 2 / size : 0) : x * o->nb * npcol * dbl;
+      gather = m > gather ? m : gather;
+    }
   }
   double rep = rep_lapack > rep_scalapack ? rep_lapack : rep_scalapack;
   if (rep > 0) memplan_add(p, "inverse-Hessian factor U, replicated (float32, kept)", rep * rep * f, 0);
@@ -98,9 +117,7 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
      * buffer; solving: the pieces in float32, gptq_linear's slab (W, Q,
      * codes, packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err)
      * and one block of U */
-    int nprow, npcol;
-    blacs_grid_shape(size, &nprow, &npcol);
-    memplan_add(p, "factor on the grid: pieces + a reduction round", x * x * dbl / size + x * o->nb * npcol * dbl, 1);
+    memplan_add(p, "factor on the grid: pieces + moving the sum in", x * x * dbl / size + gather, 1);
     memplan_add(p, "factor on the grid: streamed solve, largest layer",
                 x * x * f / size + 2 * rows * x * (2 * f + 1) + rows * (x * 8 / 32 + 1) * 4 + rows * B * f + B * x * f, 1);
   }

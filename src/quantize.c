@@ -395,7 +395,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
            (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
   /* every rank creates the streamed sums' grids (collective), then agrees */
   for (int g = 0; g < 4; g++)
-    if (streamed[g]) rc = hstream_init(&S[g], in_dims[g], o->nb, T, o->stream_tokens, comm) || rc;
+    if (streamed[g]) rc = hstream_init(&S[g], in_dims[g], o->nb, T, o->stream_tokens, !strcmp(o->factor_algorithm, "trtri"), comm) || rc;
   for (int g = 0; !rc && g < 4; g++) rc = partial[g] < 0 || (!streamed[g] && hessian_init(&H[g], in_dims[g]));
   for (int i = 0; !rc && i < count; i++) {
     rc = embed_tokens(m, calib->ids + (size_t)i * T, T, xtmp);
@@ -546,7 +546,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           e->sensitivity = tr / in_dims[g];
           double t = MPI_Wtime();
           if (!have_L)
-            CHECK(streamed[g]  ? gptq_prepare_stream(S[g].acc, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
+            CHECK(streamed[g]  ? gptq_prepare_stream(S[g].acc, S[g].reversed, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
                   : partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
                                : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
           phase_add(PH_FACTOR, t);

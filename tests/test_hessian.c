@@ -55,13 +55,13 @@ static void check_sum(int d, int n, int calls, const char *what) {
  * at the same sequence index on every rank); every entry i ≤ j of its
  * pieces must equal the allreduced hessian_add sum exactly, and the
  * diagonal and scale hessian_finish_diag's. */
-static void check_stream(int d, int nb, int T, int tokens, const char *what) {
+static void check_stream(int d, int nb, int T, int tokens, int reversed, const char *what) {
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   HessianStream st;
   Hessian ref;
-  int rc = hstream_init(&st, d, nb, T, tokens, MPI_COMM_WORLD) || hessian_init(&ref, d);
+  int rc = hstream_init(&st, d, nb, T, tokens, reversed, MPI_COMM_WORLD) || hessian_init(&ref, d);
   MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   if (rc) { EXPECT(0, "%s: init", what); return; }
   float *X = malloc(sizeof(float) * (size_t)T * d);
@@ -85,8 +85,9 @@ static void check_stream(int d, int nb, int T, int tokens, const char *what) {
   long same = 0, entries = 0;
   for (int lj = 0; lj < g->nloc; lj++)
     for (int li = 0; li < g->mloc; li++) {
-      int i = local_to_global(li, g->nb, g->myrow, g->nprow), j = local_to_global(lj, g->nb, g->mycol, g->npcol);
-      if (i > j) continue;
+      int x = local_to_global(li, g->nb, g->myrow, g->nprow), y = local_to_global(lj, g->nb, g->mycol, g->npcol);
+      if (x > y) continue;
+      int i = reversed ? d - 1 - y : x, j = reversed ? d - 1 - x : y; /* the natural position */
       entries++;
       same += st.acc[(size_t)lj * g->lld + li] == ref.sum[(size_t)i * d + j];
     }
@@ -95,8 +96,8 @@ static void check_stream(int d, int nb, int T, int tokens, const char *what) {
   long all[2] = {same, entries};
   MPI_Allreduce(MPI_IN_PLACE, all, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
   EXPECT(!rc && all[0] == all[1] && all[1] == (long)d * (d + 1) / 2,
-         "%s: d %d, nb %d, %d x %d grid, %d flushes: %ld of %ld upper entries equal to hessian_add's sum", what, d, nb, g->nprow, g->npcol,
-         flushes, all[0], all[1]);
+         "%s%s: d %d, nb %d, %d x %d grid, %d flushes: %ld of %ld upper entries equal to hessian_add's sum", what,
+         reversed ? " (index-reversed)" : "", d, nb, g->nprow, g->npcol, flushes, all[0], all[1]);
   EXPECT(diag_same, "%s: the reduced, scaled diagonal and 2/N equal hessian_finish_diag's", what);
   hstream_free(&st);
   hessian_free(&ref);
@@ -141,8 +142,10 @@ int main(int argc, char **argv) {
   hessian_free(&b);
   free(X);
   free(diag);
-  check_stream(130, 16, 7, 14, "stream, one ssyrk");
-  check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, "stream, panels");
+  check_stream(130, 16, 7, 14, 0, "stream, one ssyrk");
+  check_stream(130, 16, 7, 14, 1, "stream, one ssyrk");
+  check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, 0, "stream, panels");
+  check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, 1, "stream, panels");
   int fails = failures;
   MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   if (rank == 0) printf("%d checks, %d failed\n", checks, fails);
