@@ -25,6 +25,7 @@ else
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
 fi
+"$here/tools/install-deps.sh" --plots
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 ratios="0,0.25,0.5,0.75,0.9,1"
