@@ -76,16 +76,19 @@ int hessian_finish(Hessian *h, MPI_Comm comm) {
   return 0;
 }
 
+int hessian_reduce_diag(double *diag, int d, int64_t *tokens, MPI_Comm comm, double *scale) {
+  MPI_Allreduce(MPI_IN_PLACE, diag, d, MPI_DOUBLE, MPI_SUM, comm);
+  MPI_Allreduce(MPI_IN_PLACE, tokens, 1, MPI_INT64_T, MPI_SUM, comm);
+  if (*tokens == 0) return aptq_error("no calibration tokens reached the Hessian");
+  *scale = 2.0 / (double)*tokens;
+  for (int i = 0; i < d; i++) diag[i] *= *scale;
+  return 0;
+}
+
 int hessian_finish_diag(Hessian *h, MPI_Comm comm, double *diag, double *scale) {
   int d = h->d;
   for (int i = 0; i < d; i++) diag[i] = h->sum[(size_t)i * d + i];
-  MPI_Allreduce(MPI_IN_PLACE, diag, d, MPI_DOUBLE, MPI_SUM, comm);
-  int64_t total = h->tokens;
-  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
-  if (total == 0) return aptq_error("no calibration tokens reached the Hessian");
-  *scale = 2.0 / (double)total;
-  for (int i = 0; i < d; i++) diag[i] *= *scale;
-  h->tokens = total;
+  CHECK(hessian_reduce_diag(diag, d, &h->tokens, comm, scale));
   /* both triangles of the partial sum, so the reduction into the grid reads
    * rows (factor.c); in tiles, so the transposed side stays in cache */
   enum { TILE = 64 };

@@ -51,5 +51,8 @@ int hessian_finish(Hessian *h, MPI_Comm comm);
  * (scaled by 2/N, into diag) and the token count are reduced; h->sum stays
  * this rank's partial sum (both triangles filled) and *scale = 2/N. */
 int hessian_finish_diag(Hessian *h, MPI_Comm comm, double *diag, double *scale);
+/* Collective: diag (d partial sums) and *tokens summed over comm, diag
+ * scaled by *scale = 2/N. */
+int hessian_reduce_diag(double *diag, int d, int64_t *tokens, MPI_Comm comm, double *scale);
 
 #endif

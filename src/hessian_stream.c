@@ -152,12 +152,5 @@ int hstream_finish(HessianStream *h, MPI_Comm comm, double *diag, double *scale)
       diag[h->reversed ? d - 1 - j : j] = h->acc[(size_t)lj * g->lld + global_to_local(j, g->nb, g->nprow)];
   }
   /* one owner per entry: the sum is exact */
-  MPI_Allreduce(MPI_IN_PLACE, diag, d, MPI_DOUBLE, MPI_SUM, comm);
-  int64_t total = h->tokens;
-  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
-  if (total == 0) return aptq_error("no calibration tokens reached the Hessian");
-  *scale = 2.0 / (double)total;
-  for (int i = 0; i < d; i++) diag[i] *= *scale;
-  h->tokens = total;
-  return 0;
+  return hessian_reduce_diag(diag, d, &h->tokens, comm, scale);
 }
