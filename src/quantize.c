@@ -936,7 +936,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
         info.report = rep[reuse];
         info.R = info.R_achieved = 1.0;
         info.average_bits = 4.0;
-        if (fisher) info.alloc_sens = sens, info.alloc_sens_err = sens_err;
+        /* every layer at 4 bits whatever the sensitivities: the file is the
+         * single R = 1 run's, without allocation figures */
         for (int i = 0; i < n; i++) bits[i] = 4;
         CHECK(quantize_output(&o4, &m, &calib, bits, &info, measured, NULL, t_start, comm));
       } else {
