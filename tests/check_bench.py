@@ -2,8 +2,11 @@
 """Check an `aptq bench` report: usage check_bench.py REPORT RANKS.
 Fails (exit message) unless every phase is there and non-negative, the
 per-rank lists have one entry per rank, the rates are positive, and the
-predicted peak memory is within 50% of the measured peak RSS."""
+predicted peak memory is within 50% of the measured peak RSS. Under the
+sanitizers (APTQ_SANITIZED set by tools/run-sanitized.sh) the shadow memory
+inflates the RSS, so only the upper side is checked there."""
 import json
+import os
 import sys
 
 report, ranks = json.load(open(sys.argv[1])), int(sys.argv[2])
@@ -20,6 +23,8 @@ if report["ranks"] != ranks or len(report["memory"]["rank_peak_rss_bytes"]) != r
 if not (report["sgemm_gflops_per_rank"] > 0 and 0 < report["hessian_fraction_of_sgemm"] < 2):
     sys.exit(f"rates: sgemm {report['sgemm_gflops_per_rank']}, hessian fraction {report['hessian_fraction_of_sgemm']}")
 pred, meas = report["memory"]["predicted_peak_bytes"], report["memory"]["peak_rss_bytes"]
-if not (0.5 * meas <= pred <= 1.5 * meas):
-    sys.exit(f"predicted peak {pred:.4g} B is not within 50% of the measured {meas:.4g} B")
-print("check_bench: report complete, prediction within 50% of the peak RSS")
+low = 0.0 if os.environ.get("APTQ_SANITIZED") else 0.5
+if not (low * meas <= pred <= 1.5 * meas):
+    sys.exit(f"predicted peak {pred:.4g} B is not within [{low}, 1.5] x the measured {meas:.4g} B")
+print(f"predicted peak {pred:.4g} B, measured {meas:.4g} B", file=sys.stderr)
+print("check_bench: report complete, memory prediction checked against the peak RSS")

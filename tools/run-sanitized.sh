@@ -11,5 +11,5 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cmake -S "$here" -B "$here/build-asan" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-g -DAPTQ_SANITIZE=ON > /dev/null
 cmake --build "$here/build-asan" -j "$(nproc)"
 cd "$here/build-asan"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export APTQ_SANITIZED=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 ctest --output-on-failure -j 2 "$@"
