@@ -115,7 +115,7 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
  * matrix. The sums are of the same per-rank partials as an allreduce, so
  * the result is the one hessian_finish gives. Collective. */
 static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
-  int d = h->d, size, nb = g->nb, zero = 0;
+  int d = h->d, size, nb = g->nb;
   MPI_Comm_size(comm, &size);
   int *src = malloc(sizeof(int) * (size_t)d), *mlocs = malloc(sizeof(int) * (size_t)size), *nlocs = malloc(sizeof(int) * (size_t)size);
   int *counts = malloc(sizeof(int) * (size_t)size);
@@ -131,8 +131,8 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
     src[x] = h->perm ? h->perm[a] : a;
   }
   for (int r = 0; r < size; r++) {
-    mlocs[r] = numroc_(&d, &nb, &g->rowof[r], &zero, &g->nprow);
-    nlocs[r] = numroc_(&d, &nb, &g->colof[r], &zero, &g->npcol);
+    mlocs[r] = global_count(d, nb, g->rowof[r], g->nprow);
+    nlocs[r] = global_count(d, nb, g->colof[r], g->npcol);
   }
   int nblocks = (d + nb - 1) / nb, rounds = (nblocks + g->npcol - 1) / g->npcol;
   for (int k = 0; k < rounds; k++) {
@@ -180,7 +180,7 @@ typedef struct {
 } Placed;
 
 static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
-  int d = h->d, nb = g->nb, size, zero = 0;
+  int d = h->d, nb = g->nb, size;
   MPI_Comm_size(comm, &size);
   int *pos = malloc(sizeof(int) * (size_t)d), *src = malloc(sizeof(int) * (size_t)d), *lld = malloc(sizeof(int) * (size_t)g->nprow);
   int *scount = calloc((size_t)size, sizeof(int)), *rcount = malloc(sizeof(int) * (size_t)size);
@@ -192,7 +192,7 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
     pos[src[x]] = x;
   }
   for (int r = 0; ok && r < g->nprow; r++) {
-    int m = numroc_(&d, &nb, &r, &zero, &g->nprow);
+    int m = global_count(d, nb, r, g->nprow);
     lld[r] = m > 1 ? m : 1;
   }
   int in_place = 1; /* the pieces are in the factor's order already */

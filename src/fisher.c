@@ -15,7 +15,6 @@
  * many head products; block weights are loaded L(L+1)/2 times. */
 #include "fisher.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,8 +23,6 @@
 #include "error.h"
 #include "forward.h"
 #include "rng.h"
-
-enum { CHUNK = 64 }; /* tokens per head product */
 
 int fisher_selected(int nseq, int fisher_nseq, int j) {
   long long n = nseq, f = fisher_nseq < nseq ? fisher_nseq : nseq;
@@ -53,18 +50,17 @@ double fisher_memory(const Options *o, const ModelConfig *c, int local_selected)
   double streams = (double)local_selected * LIN_COUNT * o->fisher_probes;
   /* residual streams: block inputs and final outputs of the selected
    * sequences, the perturbed streams; head: reference logits, probabilities,
-   * probe logits, a saved copy of the largest layer */
+   * probe logits and the Head's own logits and norm buffers; a saved copy of
+   * the largest layer */
   double largest = (double)c->hidden_dim * c->dim;
-  return (2.0 * local_selected + streams) * TD * f + 3.0 * CHUNK * c->vocab_size * f + CHUNK * c->dim * f + largest * f;
+  return (2.0 * local_selected + streams) * TD * f + 4.0 * HEAD_CHUNK * c->vocab_size * f + HEAD_CHUNK * c->dim * f + largest * f;
 }
 
 /* Σ over the tokens of x (T × D) of Var_p(δ), δ = logits(x) − ref, where
  * ref and p are the reference logits and probabilities of the same chunk. */
-static double logit_variance(const ModelConfig *c, const Head *h, const float *x, int t0, int n, const float *ref, const float *p,
-                             float *xf, float *logits) {
-  int D = c->dim, V = c->vocab_size;
-  for (int i = 0; i < n; i++) rmsnorm(xf + (size_t)i * D, x + (size_t)(t0 + i) * D, h->final_norm, D, c->norm_eps);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, D, 1.0f, xf, D, h->lm_head_f32, D, 0.0f, logits, V);
+static double logit_variance(const ModelConfig *c, Head *h, const float *x, int t0, int n, const float *ref, const float *p, float *logits) {
+  int V = c->vocab_size;
+  head_logits(c, h, x + (size_t)t0 * c->dim, n, logits);
   double total = 0;
   for (int i = 0; i < n; i++) {
     const float *a = ref + (size_t)i * V, *pi = p + (size_t)i * V;
@@ -105,16 +101,15 @@ int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *cal
   float *x = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity block inputs");
   float *xfinal = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity final states");
   float *stream = aptq_malloc(sizeof(float) * (S ? S : 1) * TD, "sensitivity probe streams");
-  float *ref = aptq_malloc(sizeof(float) * CHUNK * (size_t)V, "reference logits");
-  float *prob = aptq_malloc(sizeof(float) * CHUNK * (size_t)V, "reference probabilities");
-  float *logits = aptq_malloc(sizeof(float) * CHUNK * (size_t)V, "probe logits");
-  float *xf = aptq_malloc(sizeof(float) * CHUNK * (size_t)D, "final norm output");
+  float *ref = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "reference logits");
+  float *prob = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "reference probabilities");
+  float *logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "probe logits");
   float *saved = aptq_malloc(sizeof(float) * (size_t)c->hidden_dim * D, "saved layer");
   double *value = aptq_calloc((size_t)nlin * nsel, sizeof(double), "sensitivity values");
   BlockWeights w;
   BlockScratch s;
   Head head;
-  int rc = !x || !xfinal || !stream || !ref || !prob || !logits || !xf || !saved || !value;
+  int rc = !x || !xfinal || !stream || !ref || !prob || !logits || !saved || !value;
   rc = rc || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || head_load(m, &head);
   CHECK(aptq_agree(comm, rc));
 
@@ -156,10 +151,9 @@ int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *cal
     /* 2c. head: logit variance per stream, against the reference chunk */
     for (int i = 0; i < ns; i++) {
       int g = sel_rank[calib->first + sel[i]];
-      for (int t0 = 0; t0 < T; t0 += CHUNK) {
-        int n = T - t0 < CHUNK ? T - t0 : CHUNK;
-        for (int q = 0; q < n; q++) rmsnorm(xf + (size_t)q * D, xfinal + i * TD + (size_t)(t0 + q) * D, head.final_norm, D, c->norm_eps);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, D, 1.0f, xf, D, head.lm_head_f32, D, 0.0f, ref, V);
+      for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
+        int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
+        head_logits(c, &head, xfinal + i * TD + (size_t)t0 * D, n, ref);
         for (int q = 0; q < n; q++) {
           const float *a = ref + (size_t)q * V;
           float *pq = prob + (size_t)q * V, mx = a[0];
@@ -172,7 +166,7 @@ int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *cal
         for (int k = 0; k < LIN_COUNT; k++)
           for (int p = 0; p < P; p++) {
             const float *y = stream + ((size_t)(i * LIN_COUNT + k) * P + p) * TD;
-            value[(size_t)(l * LIN_COUNT + k) * nsel + g] += logit_variance(c, &head, y, t0, n, ref, prob, xf, logits) / sig2[k];
+            value[(size_t)(l * LIN_COUNT + k) * nsel + g] += logit_variance(c, &head, y, t0, n, ref, prob, logits) / sig2[k];
           }
       }
     }
@@ -192,7 +186,7 @@ int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *cal
     sens[l] = mean;
     if (stderr_out) stderr_out[l] = nsel > 1 ? sqrt(sq / (nsel - 1) / nsel) : 0.0;
   }
-  free(sel); free(sel_rank); free(x); free(xfinal); free(stream); free(ref); free(prob); free(logits); free(xf); free(saved); free(value);
+  free(sel); free(sel_rank); free(x); free(xfinal); free(stream); free(ref); free(prob); free(logits); free(saved); free(value);
   head_free(&head);
   scratch_free(&s);
   block_weights_free(&w);

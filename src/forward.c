@@ -167,8 +167,6 @@ int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x) {
   return 0;
 }
 
-enum { HEAD_CHUNK = 64 };
-
 int head_load(const Model *m, Head *h) {
   const ModelConfig *c = &m->cfg;
   memset(h, 0, sizeof *h);
@@ -191,14 +189,19 @@ void head_free(Head *h) {
   memset(h, 0, sizeof *h);
 }
 
+void head_logits(const ModelConfig *c, Head *h, const float *x, int n, float *logits) {
+  int D = c->dim;
+  for (int i = 0; i < n; i++) rmsnorm(h->xf + (size_t)i * D, x + (size_t)i * D, h->final_norm, D, c->norm_eps);
+  linear(h->xf, h->lm_head_f32, logits, n, c->vocab_size, D);
+}
+
 void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out) {
   int D = c->dim, V = c->vocab_size;
   double total = 0.0;
   for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
     int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
-    for (int i = 0; i < n; i++) rmsnorm(h->xf + (size_t)i * D, x + (size_t)(t0 + i) * D, h->final_norm, D, c->norm_eps);
     float *logits = logits_out ? logits_out + (size_t)t0 * V : h->buf;
-    linear(h->xf, h->lm_head_f32, logits, n, V, D);
+    head_logits(c, h, x + (size_t)t0 * D, n, logits);
     for (int i = 0; i < n; i++) {
       int t = t0 + i;
       if (t + 1 >= T) break;

@@ -60,7 +60,11 @@ typedef struct {
   float *buf;         /* chunk × vocab */
   float *xf;          /* chunk × dim */
 } Head;
+enum { HEAD_CHUNK = 64 }; /* tokens per head product */
 int head_load(const Model *m, Head *h);
+/* Final norm and lm_head of n ≤ HEAD_CHUNK tokens of x (n × dim) into
+ * logits (n × vocab); h->xf is the scratch. */
+void head_logits(const ModelConfig *c, Head *h, const float *x, int n, float *logits);
 void head_free(Head *h);
 void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out);
 

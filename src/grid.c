@@ -21,8 +21,8 @@ int grid_open(Grid *g, int d, int nb, MPI_Comm comm) {
   g->ctxt = g->handle;
   Cblacs_gridinit(&g->ctxt, "Row", g->nprow, g->npcol);
   Cblacs_gridinfo(g->ctxt, &g->nprow, &g->npcol, &g->myrow, &g->mycol);
-  g->mloc = numroc_(&d, &nb, &g->myrow, &zero, &g->nprow);
-  g->nloc = numroc_(&d, &nb, &g->mycol, &zero, &g->npcol);
+  g->mloc = global_count(d, nb, g->myrow, g->nprow);
+  g->nloc = global_count(d, nb, g->mycol, g->npcol);
   g->lld = g->mloc > 1 ? g->mloc : 1;
   descinit_(g->desc, &d, &d, &nb, &nb, &zero, &zero, &g->ctxt, &g->lld, &info);
   g->rowof = malloc(sizeof(int) * (size_t)size);

@@ -32,6 +32,11 @@ void grid_close(Grid *g);
 /* nprow × npcol = size with nprow ≤ npcol, as square as possible. */
 void blacs_grid_shape(int size, int *nprow, int *npcol);
 
+/* how many of the indices 0..d-1 process iproc (of nprocs) holds (numroc) */
+static inline int global_count(int d, int nb, int iproc, int nprocs) {
+  int zero = 0;
+  return numroc_(&d, &nb, &iproc, &zero, &nprocs);
+}
 /* local index l of process iproc (of nprocs) → global index */
 static inline int local_to_global(int l, int nb, int iproc, int nprocs) { return (l / nb) * nb * nprocs + iproc * nb + l % nb; }
 /* global index i → owning process and local index there */

@@ -37,6 +37,14 @@ void hessian_panel(const float *x, int m, int d, int j0, int w, float *chunk) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, w, m, 1.0f, x + j0, d, 0.0f, chunk + (size_t)j0 * w, w);
 }
 
+void hessian_panel_add(const float *chunk, int j0, int w, double *dst, size_t ld) {
+  for (int i = 0; i < j0 + w; i++) {
+    const float *src = chunk + (size_t)i * w;
+    double *row = dst + (size_t)i * ld;
+    for (int j = i > j0 ? i - j0 : 0; j < w; j++) row[j] += src[j];
+  }
+}
+
 void hessian_add(Hessian *h, const float *X, int n) {
   int d = h->d, pw = hessian_panel_width(d);
   double t0 = MPI_Wtime();
@@ -48,11 +56,7 @@ void hessian_add(Hessian *h, const float *X, int n) {
     for (int j0 = 0; j0 < d; j0 += pw) {
       int w = d - j0 < pw ? d - j0 : pw;
       hessian_panel(x, m, d, j0, w, h->chunk);
-      for (int i = 0; i < j0 + w; i++) {
-        const float *src = h->chunk + (size_t)i * w;
-        double *dst = h->sum + (size_t)i * d + j0;
-        for (int j = i > j0 ? i - j0 : 0; j < w; j++) dst[j] += src[j];
-      }
+      hessian_panel_add(h->chunk, j0, w, h->sum + j0, (size_t)d);
     }
   }
   h->tokens += n;

@@ -31,6 +31,9 @@ static inline int hessian_panel_width(int d) { return d > HESS_PANEL_MIN ? HESS_
  * ssyrk (entries below the diagonal are not set). hessian_add and the
  * streamed sums (hessian_stream.h) both use it, so they round alike. */
 void hessian_panel(const float *x, int m, int d, int j0, int w, float *chunk);
+/* dst (row i at dst + i·ld) += the upper-triangle entries of such a panel
+ * (float64 sums of the float32 products, exact: see above). */
+void hessian_panel_add(const float *chunk, int j0, int w, double *dst, size_t ld);
 
 typedef struct {
   int d;

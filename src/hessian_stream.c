@@ -7,11 +7,6 @@
 #include "hessian.h"
 #include "phases.h"
 
-static int mloc_of(int d, int nb, int prow, int nprow) {
-  int zero = 0;
-  return numroc_(&d, &nb, &prow, &zero, &nprow);
-}
-
 double hstream_bytes(int d, int nb, int T, int tokens, int size) {
   int nprow, npcol;
   blacs_grid_shape(size, &nprow, &npcol);
@@ -77,7 +72,7 @@ void hstream_add(HessianStream *h, const float *X) {
  * in it. */
 #define FOR_OWNED(g, d, j0, w, reversed, prow, pcol, ...)                                         \
   do {                                                                                            \
-    int mloc_ = mloc_of(d, (g)->nb, prow, (g)->nprow);                                            \
+    int mloc_ = global_count(d, (g)->nb, prow, (g)->nprow);                                       \
     for (int lx_ = 0; lx_ < mloc_; lx_++) {                                                       \
       int x = local_to_global(lx_, (g)->nb, prow, (g)->nprow);                                    \
       /* natural: rows up to the panel's end, columns in it; reversed: the */                    \
@@ -117,11 +112,7 @@ int hstream_flush(HessianStream *h, MPI_Comm comm) {
       for (int t0 = 0; t0 < h->T; t0 += HESS_CHUNK) {
         int m = h->T - t0 < HESS_CHUNK ? h->T - t0 : HESS_CHUNK;
         hessian_panel(h->x + ((size_t)b * h->T + t0) * d, m, d, j0, w, h->chunk);
-        for (int i = 0; i < rows; i++) {
-          const float *src = h->chunk + (size_t)i * w;
-          double *dst = h->panel + (size_t)i * w;
-          for (int j = i > j0 ? i - j0 : 0; j < w; j++) dst[j] += src[j];
-        }
+        hessian_panel_add(h->chunk, j0, w, h->panel, (size_t)w);
       }
     /* ssyrk-equivalent flops of this panel: the upper trapezoid */
     phases_hessian_kernel(MPI_Wtime() - t_kernel, (double)h->nbuf * h->T * ((double)j0 * w * 2 + (double)w * (w + 1)));
