@@ -163,27 +163,50 @@ void gptq_layer_free(GptqLayer *L) {
   memset(L, 0, sizeof *L);
 }
 
-void gptq_row_range(int rows, int size, int rank, int *r0, int *n) {
-  int chunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, c0, nc;
-  shard_range(chunks, size, rank, &c0, &nc);
-  *r0 = c0 * GPTQ_ROW_CHUNK < rows ? c0 * GPTQ_ROW_CHUNK : rows;
-  int end = (c0 + nc) * GPTQ_ROW_CHUNK < rows ? (c0 + nc) * GPTQ_ROW_CHUNK : rows;
-  *n = end - *r0;
+/* Whole chunks of the layers' rows, numbered layer after layer, dealt in
+ * contiguous runs: a rank's run may end in one layer and go on in the next. */
+static int chunks_of(int rows) { return (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK; }
+
+void gptq_group_rows(const int *rows, int nlayers, int size, int rank, int *r0, int *n) {
+  int total = 0, c0, nc;
+  for (int k = 0; k < nlayers; k++) total += chunks_of(rows[k]);
+  shard_range(total, size, rank, &c0, &nc);
+  for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++) {
+    int ck = chunks_of(rows[k]), lo = c0 - off, hi = c0 + nc - off;
+    lo = lo < 0 ? 0 : lo > ck ? ck : lo;
+    hi = hi < 0 ? 0 : hi > ck ? ck : hi;
+    r0[k] = lo * GPTQ_ROW_CHUNK < rows[k] ? lo * GPTQ_ROW_CHUNK : rows[k];
+    n[k] = (hi * GPTQ_ROW_CHUNK < rows[k] ? hi * GPTQ_ROW_CHUNK : rows[k]) - r0[k];
+  }
+}
+
+void gptq_row_range(int rows, int size, int rank, int *r0, int *n) { gptq_group_rows(&rows, 1, size, rank, r0, n); }
+
+void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss) {
+  int size, rank, total = 0, c0, nc;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  for (int k = 0; k < nlayers; k++) total += chunks_of(rows[k]);
+  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
+  double *all = malloc(sizeof(double) * ((size_t)total + 1));
+  for (int r = 0; r < size; r++) shard_range(total, size, r, &displs[r], &counts[r]);
+  /* this rank's run of chunks, layer after layer, is contiguous in `all` */
+  c0 = displs[rank];
+  nc = counts[rank];
+  for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++)
+    for (int c = c0 > off ? c0 : off, i = 0; c < c0 + nc && c < off + chunks_of(rows[k]); c++, i++) all[c] = chunk_loss[k][i];
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, counts, displs, MPI_DOUBLE, comm);
+  for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++) {
+    loss[k] = 0.0; /* in chunk order: the same sum for any rank count */
+    for (int c = off; c < off + chunks_of(rows[k]); c++) loss[k] += all[c];
+  }
+  free(counts); free(displs); free(all);
 }
 
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
-  int size, rank;
-  MPI_Comm_size(comm, &size);
-  MPI_Comm_rank(comm, &rank);
-  int chunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK;
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  double *all = malloc(sizeof(double) * (size_t)chunks);
-  for (int r = 0; r < size; r++) shard_range(chunks, size, r, &displs[r], &counts[r]);
-  MPI_Allgatherv(chunk_loss, counts[rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm);
-  double total = 0.0;
-  for (int i = 0; i < chunks; i++) total += all[i];
-  free(counts); free(displs); free(all);
-  return total;
+  double loss, *cl = (double *)chunk_loss;
+  gptq_group_loss(&cl, &rows, 1, comm, &loss);
+  return loss;
 }
 
 /* One chunk of rows through the blocked column sweep of gptq.py: begin
@@ -195,6 +218,7 @@ double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
 enum { LANES = 16 }; /* rows swept together, one per SIMD lane */
 
 typedef struct {
+  const GptqParams *p; /* its layer's (bits may differ between the layers of a solve) */
   float *W;        /* the chunk's rows of the slab, original column order */
   int rows;
   uint8_t *codes;  /* outputs, original order */
@@ -207,7 +231,8 @@ typedef struct {
   double row_loss[GPTQ_ROW_CHUNK];
 } Chunk;
 
-static void chunk_begin(const GptqLayer *L, const GptqParams *p, Chunk *ch) {
+static void chunk_begin(const GptqLayer *L, Chunk *ch) {
+  const GptqParams *p = ch->p;
   int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs), rows = ch->rows;
   float *W = ch->W;
   memset(ch->row_loss, 0, sizeof ch->row_loss);
@@ -233,7 +258,8 @@ static void chunk_begin(const GptqLayer *L, const GptqParams *p, Chunk *ch) {
 
 /* Columns [i1, i1 + B) in solve order; Ublk: rows i1.. of U, row k at
  * Ublk + (k − i1)·cols. blk: B × LANES scratch. */
-static void chunk_block(const GptqLayer *L, const GptqParams *p, Chunk *ch, int i1, const float *Ublk, float *blk) {
+static void chunk_block(const GptqLayer *L, Chunk *ch, int i1, const float *Ublk, float *blk) {
+  const GptqParams *p = ch->p;
   uint8_t code_col[LANES];
   int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols, rows = ch->rows;
   int ng = quant_ngroups(cols, gs);
@@ -308,52 +334,87 @@ static double chunk_end(const GptqLayer *L, Chunk *ch) {
   return total;
 }
 
+/* The chunks of all slabs, in order. Each chunk points into its slab's
+ * outputs and into work arrays of `work_rows` rows from Wp/Qp/Cp/Err (NULL:
+ * the caller gives each chunk its own work space later). */
+static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, float *Wp, float *Qp, uint8_t *Cp, float *Err, int *nchunks) {
+  int n = 0;
+  for (int s = 0; s < nslabs; s++) n += chunks_of(slabs[s].rows);
+  Chunk *ch = calloc((size_t)n + 1, sizeof *ch);
+  if (!ch) return NULL;
+  size_t work = 0; /* rows before this chunk in the work arrays */
+  for (int s = 0, c = 0; s < nslabs; s++) {
+    const GptqSlab *sl = &slabs[s];
+    int ng = quant_ngroups(cols, sl->p->group_size);
+    for (int r0 = 0; r0 < sl->rows; r0 += GPTQ_ROW_CHUNK, c++) {
+      size_t off = (size_t)r0 * cols;
+      int rows = sl->rows - r0 < GPTQ_ROW_CHUNK ? sl->rows - r0 : GPTQ_ROW_CHUNK;
+      ch[c] = (Chunk){.p = sl->p, .W = sl->W + off, .rows = rows, .codes = sl->codes + off, .Q = sl->Q + off,
+                      .scales = sl->scales + (size_t)r0 * ng, .zeros = sl->zeros + (size_t)r0 * ng};
+      if (Wp) {
+        ch[c].Wp = Wp + work * cols;
+        ch[c].Qp = Qp + work * cols;
+        ch[c].Cp = Cp + work * cols;
+        ch[c].Err = Err + work * B;
+      }
+      work += rows;
+    }
+  }
+  *nchunks = n;
+  return ch;
+}
+
+/* Chunk c's loss (numbered over all slabs) is slab s's chunk_loss[i]. */
+static double *chunk_loss_slot(const GptqSlab *slabs, int c) {
+  int s = 0;
+  while (c >= chunks_of(slabs[s].rows)) c -= chunks_of(slabs[s++].rows);
+  return &slabs[s].chunk_loss[c];
+}
+
 /* The factor on the grid (L->dist): every rank fetches each block of rows
  * of U as the sweep reaches it (collective, even with no rows of its own),
- * and all its chunks advance through that block. Memory: the slab's work
+ * and all its chunks, of every slab, advance through that block: one fetch
+ * of U serves all the layers that share the factor. Memory: the slabs' work
  * arrays and one B × cols block of U instead of U whole. */
-static int solve_streamed(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales,
-                          int32_t *zeros, double *chunk_loss) {
-  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
-  int nchunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, threads = omp_get_max_threads();
-  size_t n = (size_t)rows * cols + 1;
-  Chunk *ch = calloc((size_t)nchunks + 1, sizeof *ch);
-  float *Wp = malloc(sizeof(float) * n), *Qp = malloc(sizeof(float) * n), *Err = malloc(sizeof(float) * ((size_t)rows * B + 1));
+static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs, int B) {
+  int cols = L->cols, threads = omp_get_max_threads(), nchunks = 0;
+  size_t rows = 0;
+  for (int s = 0; s < nslabs; s++) rows += (size_t)slabs[s].rows;
+  size_t n = rows * cols + 1;
+  float *Wp = malloc(sizeof(float) * n), *Qp = malloc(sizeof(float) * n), *Err = malloc(sizeof(float) * (rows * B + 1));
   uint8_t *Cp = malloc(n);
   float *Ublk = malloc(sizeof(float) * (size_t)B * cols), *blk = malloc(sizeof(float) * (size_t)B * LANES * threads);
-  int ok = ch && Wp && Qp && Err && Cp && Ublk && blk;
+  Chunk *ch = Wp && Qp && Cp && Err ? make_chunks(slabs, nslabs, cols, B, Wp, Qp, Cp, Err, &nchunks) : NULL;
+  int ok = ch && Ublk && blk;
   MPI_Comm comm = dist_factor_comm(L->dist);
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody is left in a fetch */
   if (ok) {
-    for (int c = 0; c < nchunks; c++) {
-      int r0 = c * GPTQ_ROW_CHUNK;
-      size_t off = (size_t)r0 * cols;
-      ch[c] = (Chunk){.W = W + off, .rows = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK, .codes = codes + off, .Q = Q + off,
-                      .scales = scales + (size_t)r0 * ng, .zeros = zeros + (size_t)r0 * ng, .Wp = Wp + off, .Err = Err + (size_t)r0 * B,
-                      .Qp = Qp + off, .Cp = Cp + off};
-    }
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic)
-    for (int c = 0; c < nchunks; c++) chunk_begin(L, p, &ch[c]);
+    for (int c = 0; c < nchunks; c++) chunk_begin(L, &ch[c]);
     for (int i1 = 0; i1 < cols; i1 += B) {
       int count = i1 + B < cols ? B : cols - i1;
       dist_factor_rows(L->dist, i1, count, Ublk);
 #pragma omp parallel for schedule(dynamic)
-      for (int c = 0; c < nchunks; c++) chunk_block(L, p, &ch[c], i1, Ublk, blk + (size_t)omp_get_thread_num() * B * LANES);
+      for (int c = 0; c < nchunks; c++) chunk_block(L, &ch[c], i1, Ublk, blk + (size_t)omp_get_thread_num() * B * LANES);
     }
-    for (int c = 0; c < nchunks; c++) chunk_loss[c] = chunk_end(L, &ch[c]);
+    for (int c = 0; c < nchunks; c++) *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
     openblas_set_num_threads(blas_threads);
   }
   free(ch); free(Wp); free(Qp); free(Err); free(Cp); free(Ublk); free(blk);
   return ok ? 0 : aptq_error("out of memory in the GPTQ solve");
 }
 
-int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
-               double *chunk_loss) {
-  if (!L->U) return solve_streamed(L, p, W, rows, codes, Q, scales, zeros, chunk_loss);
-  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size);
-  int nchunks = (rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK, failed = 0;
+int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs) {
+  int cols = L->cols, bs = slabs[0].p->block_size, B = bs < cols ? bs : cols, nchunks = 0, failed = 0;
+  for (int s = 1; s < nslabs; s++)
+    if (slabs[s].p->block_size != bs || slabs[s].p->group_size != slabs[0].p->group_size ||
+        slabs[s].p->static_groups != slabs[0].p->static_groups)
+      return aptq_error("layers solved together must share block_size, group_size and static_groups");
+  if (!L->U) return solve_streamed(L, slabs, nslabs, B);
+  Chunk *ch = make_chunks(slabs, nslabs, cols, B, NULL, NULL, NULL, NULL, &nchunks);
+  if (!ch) return aptq_error("out of memory in the GPTQ solve");
   /* chunks are independent: OpenMP threads take whole chunks, each calling
    * single-threaded BLAS, so the result does not depend on the thread count */
   int blas_threads = openblas_get_num_threads();
@@ -370,19 +431,26 @@ int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint
     if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int c = 0; c < nchunks; c++) {
-        int r0 = c * GPTQ_ROW_CHUNK;
-        size_t off = (size_t)r0 * cols;
-        Chunk ch = {.W = W + off, .rows = rows - r0 < GPTQ_ROW_CHUNK ? rows - r0 : GPTQ_ROW_CHUNK, .codes = codes + off, .Q = Q + off,
-                    .scales = scales + (size_t)r0 * ng, .zeros = zeros + (size_t)r0 * ng, .Wp = Wp, .Err = Err, .Qp = Qp, .Cp = Cp};
-        chunk_begin(L, p, &ch);
-        for (int i1 = 0; i1 < cols; i1 += B) chunk_block(L, p, &ch, i1, L->U + (size_t)i1 * cols, blk);
-        chunk_loss[c] = chunk_end(L, &ch);
+        ch[c].Wp = Wp;
+        ch[c].Err = Err;
+        ch[c].Qp = Qp;
+        ch[c].Cp = Cp;
+        chunk_begin(L, &ch[c]);
+        for (int i1 = 0; i1 < cols; i1 += B) chunk_block(L, &ch[c], i1, L->U + (size_t)i1 * cols, blk);
+        *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
       }
     }
     free(Wp); free(Err); free(Qp); free(Cp); free(blk);
   }
   openblas_set_num_threads(blas_threads);
+  free(ch);
   return failed ? aptq_error("out of memory in the GPTQ solve") : 0;
+}
+
+int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
+               double *chunk_loss) {
+  GptqSlab slab = {p, W, rows, codes, Q, scales, zeros, chunk_loss};
+  return gptq_solve_slabs(L, &slab, 1);
 }
 
 int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used) {

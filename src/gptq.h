@@ -57,6 +57,12 @@ enum { GPTQ_ROW_CHUNK = 64 };
 
 /* This rank's slab [*r0, *r0 + *n) of rows, whole chunks over the ranks. */
 void gptq_row_range(int rows, int size, int rank, int *r0, int *n);
+/* The same for several layers solved together (gptq_solve_slabs): their
+ * chunks, layer after layer, dealt over the ranks in contiguous runs, so
+ * that the layers are solved at the same time by different ranks. Layer k's
+ * slab on this rank is [r0[k], r0[k] + n[k]) (n[k] may be 0). One layer:
+ * gptq_row_range. */
+void gptq_group_rows(const int *rows, int nlayers, int size, int rank, int *r0, int *n);
 
 /* Solve rows × cols of W (row-major, overwritten as work space). Outputs in
  * the original column order: codes rows × cols, Q (dequantized) rows × cols,
@@ -66,6 +72,20 @@ void gptq_row_range(int rows, int size, int rank, int *r0, int *n);
 int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
                double *chunk_loss);
 
+/* One layer's slab for gptq_solve_slabs, the arguments of gptq_solve. */
+typedef struct {
+  const GptqParams *p; /* bits may differ between the slabs; block_size, group_size and static_groups may not */
+  float *W;
+  int rows;
+  uint8_t *codes;
+  float *Q, *scales;
+  int32_t *zeros;
+  double *chunk_loss;
+} GptqSlab;
+/* gptq_solve of several layers' slabs that share the factor L, in one sweep:
+ * with the factor on the grid each block of U is fetched once for all of
+ * them. Each slab's results are bit-identical to its own gptq_solve. */
+int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs);
 /* Kronecker form H = H_in ⊗ H_out (docs/aptq.md): the rows come in heads of
  * dh rows, head i with the upper factor U_out[i] (dh × dh, float) of
  * (H_out + λI)⁻¹; columns use L's factor of H_in as in GPTQ. Within a column
@@ -83,6 +103,9 @@ int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, d
 
 /* Collective: the layer error, summed in chunk order (rank-count independent). */
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
+/* The same for layers solved together (rows as gptq_group_rows): loss[k]
+ * from chunk_loss[k], this rank's chunks of layer k. */
+void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
 
 #include "options.h"
 GptqParams gptq_params_from_options(const Options *o);

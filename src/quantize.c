@@ -157,31 +157,52 @@ static void write_solve_attrs(QFileWriter *qw, const Options *o, const char *nam
     aptq_fatal(comm);
 }
 
-/* GPTQ of one layer whose Hessian factor is prepared: solve this rank's rows,
- * write them, and give every rank the whole quantized weight in W. */
-static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, const GptqLayer *L, const char *form, const char *name,
-                       float *W, int rows, LayerError *e, MPI_Comm comm) {
-  int rank, size, cols = L->cols, ng = quant_ngroups(cols, o->group_size), r0, n;
+/* One layer of a GPTQ solve: W holds all its rows, and afterwards the
+ * whole quantized weight on every rank; o its options (its bit width). */
+typedef struct {
+  char name[256];
+  float *W;
+  int rows;
+  Options o;
+  GptqParams p;
+  LayerError *e;
+} SolveLayer;
+
+/* GPTQ of the layers lay[0..nl) that share the prepared factor L (q/k/v,
+ * gate/up), solved together: their row chunks are dealt over the ranks as
+ * one run (gptq_group_rows), so that different ranks solve different layers
+ * at the same time and a factor on the grid has each block of U fetched
+ * once for all of them. Every rank writes its rows of each layer, then
+ * every rank gets the whole quantized weights. */
+static int gptq_linears(QFileWriter *qw, const GptqLayer *L, const char *form, SolveLayer *lay, int nl, MPI_Comm comm) {
+  int rank, size, cols = L->cols, rc = 0;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  gptq_row_range(rows, size, rank, &r0, &n);
-  float *slab = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "weight slab");
-  float *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "quantized slab");
-  uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
-  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
-  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
-  double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
-  int rc = (!slab || !Q || !codes || !scales || !zeros || !chunk_loss) ? APTQ_ERR : 0;
-  if (!rc) {
-    memcpy(slab, W + (size_t)r0 * cols, sizeof(float) * (size_t)n * cols);
-    double t = MPI_Wtime();
-    rc = gptq_solve(L, p, slab, n, codes, Q, scales, zeros, chunk_loss);
-    phase_add(PH_SOLVE, t);
+  int rows[LIN_COUNT], r0[LIN_COUNT], n[LIN_COUNT];
+  for (int k = 0; k < nl; k++) rows[k] = lay[k].rows;
+  gptq_group_rows(rows, nl, size, rank, r0, n);
+  GptqSlab slab[LIN_COUNT];
+  double *chunk_loss[LIN_COUNT], loss[LIN_COUNT], sums[2 * LIN_COUNT];
+  for (int k = 0; k < nl; k++) {
+    size_t nk = (size_t)n[k] * cols + 1, ng = (size_t)quant_ngroups(cols, lay[k].o.group_size);
+    slab[k] = (GptqSlab){&lay[k].p, aptq_malloc(sizeof(float) * nk, "weight slab"), n[k], aptq_malloc(nk, "codes"),
+                         aptq_malloc(sizeof(float) * nk, "quantized slab"), aptq_malloc(sizeof(float) * (n[k] * ng + 1), "scales"),
+                         aptq_malloc(sizeof(int32_t) * (n[k] * ng + 1), "zeros"),
+                         aptq_calloc((size_t)n[k] / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses")};
+    chunk_loss[k] = slab[k].chunk_loss;
+    rc = rc || !slab[k].W || !slab[k].codes || !slab[k].Q || !slab[k].scales || !slab[k].zeros || !slab[k].chunk_loss;
+    if (!rc) memcpy(slab[k].W, lay[k].W + (size_t)r0[k] * cols, sizeof(float) * (size_t)n[k] * cols);
   }
   if (!rc) {
-    const float *orig = W + (size_t)r0 * cols;
-    for (size_t i = 0; i < (size_t)n * cols; i++) {
-      double d = (double)orig[i] - Q[i];
+    double t = MPI_Wtime();
+    rc = gptq_solve_slabs(L, slab, nl);
+    phase_add(PH_SOLVE, t);
+  }
+  for (int k = 0; !rc && k < nl; k++) {
+    const float *orig = lay[k].W + (size_t)r0[k] * cols;
+    LayerError *e = lay[k].e;
+    for (size_t i = 0; i < (size_t)n[k] * cols; i++) {
+      double d = (double)orig[i] - slab[k].Q[i];
       e->err2 += d * d;
       e->norm2 += (double)orig[i] * orig[i];
     }
@@ -189,26 +210,39 @@ static int gptq_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   if (!rc && qw) {
     phase_sync(comm);
     double t = MPI_Wtime();
-    rc = write_slab(qw, o, name, rows, cols, r0, n, codes, scales, zeros, L->g_idx);
+    for (int k = 0; !rc && k < nl; k++)
+      rc = write_slab(qw, &lay[k].o, lay[k].name, rows[k], cols, r0[k], n[k], slab[k].codes, slab[k].scales, slab[k].zeros, L->g_idx);
     phase_add(PH_WRITE, t);
   }
   if (rc) aptq_fatal(comm);
   double t = MPI_Wtime();
-  memcpy(W + (size_t)r0 * cols, Q, sizeof(float) * (size_t)n * cols);
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) {
-    gptq_row_range(rows, size, r, &displs[r], &counts[r]);
-    counts[r] *= cols;
-    displs[r] *= cols;
+  int *counts = malloc(sizeof(int) * (size_t)size * nl), *displs = malloc(sizeof(int) * (size_t)size * nl);
+  for (int r = 0; r < size; r++) gptq_group_rows(rows, nl, size, r, displs + (size_t)r * nl, counts + (size_t)r * nl);
+  int *cnt = malloc(sizeof(int) * (size_t)size), *dsp = malloc(sizeof(int) * (size_t)size);
+  for (int k = 0; k < nl; k++) {
+    memcpy(lay[k].W + (size_t)r0[k] * cols, slab[k].Q, sizeof(float) * (size_t)n[k] * cols);
+    for (int r = 0; r < size; r++) {
+      cnt[r] = counts[(size_t)r * nl + k] * cols;
+      dsp[r] = displs[(size_t)r * nl + k] * cols;
+    }
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, lay[k].W, cnt, dsp, MPI_FLOAT, comm);
+    sums[2 * k] = lay[k].e->err2;
+    sums[2 * k + 1] = lay[k].e->norm2;
   }
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, counts, displs, MPI_FLOAT, comm);
-  MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm); /* err2, norm2 */
-  e->loss = gptq_layer_loss(chunk_loss, rows, comm);
+  MPI_Allreduce(MPI_IN_PLACE, sums, 2 * nl, MPI_DOUBLE, MPI_SUM, comm);
+  gptq_group_loss(chunk_loss, rows, nl, comm, loss);
   phase_add(PH_REDUCE, t);
-  e->damp_used = L->factor.damp_used;
-  e->retries = L->factor.retries;
-  write_solve_attrs(qw, o, name, e, form, 0.0, comm);
-  free(counts); free(displs); free(slab); free(Q); free(codes); free(scales); free(zeros); free(chunk_loss);
+  for (int k = 0; k < nl; k++) {
+    LayerError *e = lay[k].e;
+    e->err2 = sums[2 * k];
+    e->norm2 = sums[2 * k + 1];
+    e->loss = loss[k];
+    e->damp_used = L->factor.damp_used;
+    e->retries = L->factor.retries;
+    write_solve_attrs(qw, &lay[k].o, lay[k].name, e, form, 0.0, comm);
+    free(slab[k].W); free(slab[k].codes); free(slab[k].Q); free(slab[k].scales); free(slab[k].zeros); free(slab[k].chunk_loss);
+  }
+  free(counts); free(displs); free(cnt); free(dsp);
   return 0;
 }
 
@@ -483,9 +517,11 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       phase_add(PH_REDUCE, tr);
       double ts = MPI_Wtime();
       t_hessian += ts - th;
-      /* the group's layer-input factor, made when a layer of the group uses it */
-      GptqLayer L;
-      int have_L = 0;
+      /* Layers with a Hessian of their own (APTQ's forms) are solved one
+       * at a time; those that share the group's layer-input factor are
+       * solved together after them (gptq_linears). */
+      SolveLayer shared[LIN_COUNT];
+      int nshared = 0;
       for (int k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
         char name[256];
         linear_layer_name(l, k, name, sizeof name);
@@ -513,30 +549,24 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           for (int h = 0; h < c->n_kv_heads; h++) Hin[h] = H[0].sum;
           CHECK(kron_linear(qw, o, &p, Hin, NULL, kh.out, c->n_kv_heads, c->head_dim, D, name, w.w[k], e, comm));
           free(Hin);
-        } else if (k == LIN_K && k_stats) {
-          e->sensitivity = trace(kh.in.sum, D) / D;
+        } else if ((k == LIN_K && k_stats) || (k == LIN_Q && q_form == Q_ROWSHARED)) {
+          /* the token-weighted input Hessian of q or k */
+          const double *Hk = k == LIN_K ? kh.in.sum : qh.in.sum;
+          e->sensitivity = trace(Hk, D) / D;
           GptqLayer Lk;
           double t = MPI_Wtime();
-          CHECK(gptq_prepare(kh.in.sum, D, &p, comm, &Lk));
+          CHECK(gptq_prepare(Hk, D, &p, comm, &Lk));
           phase_add(PH_FACTOR, t);
-          gptq_linear(qw, o, &p, &Lk, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
+          SolveLayer one = {.W = w.w[k], .rows = (int)m->linear[l][k].rows, .o = ob, .p = p, .e = e};
+          snprintf(one.name, sizeof one.name, "%s", name);
+          gptq_linears(qw, &Lk, "rowshared", &one, 1, comm);
           gptq_layer_free(&Lk);
-        } else if (k == LIN_Q && q_form != Q_GPTQ) {
-          if (q_form == Q_KRON) {
-            /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
-            const double **Hin = malloc(sizeof(double *) * (size_t)c->n_heads);
-            for (int h = 0; h < c->n_heads; h++) Hin[h] = H[0].sum;
-            CHECK(kron_linear(qw, o, &p, Hin, NULL, qh.out, c->n_heads, c->head_dim, D, name, w.w[k], e, comm));
-            free(Hin);
-          } else {
-            e->sensitivity = trace(qh.in.sum, D) / D;
-            GptqLayer Lq;
-            double t = MPI_Wtime();
-            CHECK(gptq_prepare(qh.in.sum, D, &p, comm, &Lq));
-            phase_add(PH_FACTOR, t);
-            gptq_linear(qw, o, &p, &Lq, "rowshared", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
-            gptq_layer_free(&Lq);
-          }
+        } else if (k == LIN_Q && q_form == Q_KRON) {
+          /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
+          const double **Hin = malloc(sizeof(double *) * (size_t)c->n_heads);
+          for (int h = 0; h < c->n_heads; h++) Hin[h] = H[0].sum;
+          CHECK(kron_linear(qw, o, &p, Hin, NULL, qh.out, c->n_heads, c->head_dim, D, name, w.w[k], e, comm));
+          free(Hin);
         } else {
           double tr = 0;
           if (partial[g])
@@ -544,27 +574,37 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           else
             tr = trace(H[g].sum, in_dims[g]);
           e->sensitivity = tr / in_dims[g];
-          double t = MPI_Wtime();
-          if (!have_L)
-            CHECK(streamed[g]  ? gptq_prepare_stream(S[g].acc, S[g].reversed, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
-                  : partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], &p, comm, &L)
-                               : gptq_prepare(H[g].sum, in_dims[g], &p, comm, &L));
-          phase_add(PH_FACTOR, t);
-          if (!have_L) phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
-          have_L = 1;
-          gptq_linear(qw, o, &p, &L, "gptq", name, w.w[k], (int)m->linear[l][k].rows, e, comm);
-        }
-        if (rank == 0) {
-          double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
-          printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
-                 linear_names[k], e->loss, e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0, e->retries ? " (damping raised)" : "",
-                 now - t_start, (now - t_blocks) * (1.0 - done) / done);
-          if (e->retries)
-            printf("aptq quantize: warning: %s: factorization failed at damp %g; used damp %g\n", name, o->damp, e->damp_used);
-          fflush(stdout);
+          SolveLayer *sl = &shared[nshared++];
+          *sl = (SolveLayer){.W = w.w[k], .rows = (int)m->linear[l][k].rows, .o = ob, .p = p, .e = e};
+          snprintf(sl->name, sizeof sl->name, "%s", name);
         }
       }
-      if (have_L) gptq_layer_free(&L);
+      if (nshared) {
+        /* the group's layer-input factor, for the layers that share it */
+        GptqLayer L;
+        double t = MPI_Wtime();
+        const GptqParams *p = &shared[0].p;
+        CHECK(streamed[g]  ? gptq_prepare_stream(S[g].acc, S[g].reversed, hdiag[g], hscale[g], in_dims[g], p, comm, &L)
+              : partial[g] ? gptq_prepare_partial(H[g].sum, hdiag[g], hscale[g], in_dims[g], p, comm, &L)
+                           : gptq_prepare(H[g].sum, in_dims[g], p, comm, &L));
+        phase_add(PH_FACTOR, t);
+        phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
+        gptq_linears(qw, &L, "gptq", shared, nshared, comm);
+        gptq_layer_free(&L);
+      }
+      for (int k = groups[g].first; rank == 0 && k < groups[g].first + groups[g].count; k++) {
+        const LayerError *e = &err[l * LIN_COUNT + k];
+        double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
+        printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
+               linear_names[k], e->loss, e->norm2 > 0 ? sqrt(e->err2 / e->norm2) : 0.0, e->retries ? " (damping raised)" : "",
+               now - t_start, (now - t_blocks) * (1.0 - done) / done);
+        if (e->retries) {
+          char name[256];
+          linear_layer_name(l, k, name, sizeof name);
+          printf("aptq quantize: warning: %s: factorization failed at damp %g; used damp %g\n", name, o->damp, e->damp_used);
+        }
+        fflush(stdout);
+      }
       t_solve += MPI_Wtime() - ts;
     }
     /* the quantized block makes the next block's inputs */
