@@ -122,6 +122,10 @@ int gptq_hessian_scattered(const Options *o, int g, int d, int size);
  * partial sum (7B/13B down_proj from about 8 ranks, 70B's from 2). */
 int gptq_hessian_streamed(const Options *o, int g, int d, int size);
 
+/* Is layer k (LinearKind) solved with its group's layer-input factor,
+ * together with the group's other such layers (quantize.c's gptq_linears)?
+ * Not APTQ's q/k/v with a form of their own (rowshared, kron). */
+int gptq_layer_shares_factor(const Options *o, int k);
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down
  * to 20% and keep the scale with the least Σ|q − w|^2.4 */
 void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);

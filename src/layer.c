@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "error.h"
 #include "hessian.h"
+#include "model.h"
 #include "hessian_stream.h"
 #include "gptq.h"
 #include "outpath.h"
@@ -40,6 +41,14 @@ int gptq_hessian_streamed(const Options *o, int g, int d, int size) {
   double dd = d, partial = dd * dd * sizeof(double) + dd * hessian_panel_width(d) * sizeof(float);
   double stream = hstream_bytes(d, o->nb, o->seqlen, o->stream_tokens, size) + (o->act_order ? 2 * 16 * dd * (dd + 1) / 2 / size : 0);
   return stream < partial;
+}
+
+int gptq_layer_shares_factor(const Options *o, int k) {
+  if (strcmp(o->method, "aptq")) return 1;
+  if (k == LIN_Q) return !strcmp(o->q_form, "gptq");
+  if (k == LIN_K) return !strcmp(o->k_form, "gptq");
+  if (k == LIN_V) return !strcmp(o->v_form, "gptq");
+  return 1;
 }
 
 static int check_hessian(const double *H, int d, const char *path) {

@@ -35,6 +35,33 @@ static double lin_cols(const ModelConfig *c, int k) {
   return k == LIN_O ? (double)c->n_heads * c->head_dim : k == LIN_DOWN ? c->hidden_dim : c->dim;
 }
 
+/* The sets of layers solved at once (quantize.c): per group, the layers
+ * that share its factor together (gptq_linears), each other layer alone.
+ * set_rows: a rank's rows of the set (whole chunks, rounded up), set_cols
+ * the input width, set_group its group. Returns the number of sets. */
+static int solve_sets(const Options *o, const ModelConfig *c, int size, double *set_rows, double *set_cols, int *set_group) {
+  static const int first[4] = {LIN_Q, LIN_O, LIN_GATE, LIN_DOWN}, count[4] = {3, 1, 2, 1};
+  int n = 0;
+  for (int g = 0; g < 4; g++) {
+    double shared = 0;
+    for (int k = first[g]; k < first[g] + count[g]; k++) {
+      double chunks = (double)(((long long)lin_rows(c, k) + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK);
+      if (gptq_layer_shares_factor(o, k)) shared += chunks;
+      else {
+        set_rows[n] = (double)(((long long)chunks + size - 1) / size * GPTQ_ROW_CHUNK);
+        set_group[n] = g;
+        set_cols[n++] = lin_cols(c, k);
+      }
+    }
+    if (shared > 0) {
+      set_rows[n] = (double)(((long long)shared + size - 1) / size * GPTQ_ROW_CHUNK);
+      set_group[n] = g;
+      set_cols[n++] = lin_cols(c, first[g]);
+    }
+  }
+  return n;
+}
+
 /* Each term mirrors an allocation; the comments name it. */
 void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T, int local_seqs, int size) {
   memset(p, 0, sizeof *p);
@@ -109,22 +136,28 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
   if (rep > 0) memplan_add(p, "inverse-Hessian factor U, replicated (float32, kept)", rep * rep * f, 0);
   if (rep_lapack > 0) memplan_add(p, "LAPACK factor work space (float64, kept)", rep_lapack * rep_lapack * dbl, 0);
   if (rep_scalapack > 0) memplan_add(p, "ScaLAPACK local matrix of a replicated factor", rep_scalapack * rep_scalapack * dbl / size, 1);
+  double set_rows[LIN_COUNT], set_cols[LIN_COUNT];
+  int set_group[LIN_COUNT], nsets = solve_sets(o, c, size, set_rows, set_cols, set_group);
   if (scattered > 0) {
-    double x = scattered, rows = 0;
-    for (int k = 0; k < LIN_COUNT; k++)
-      if (lin_cols(c, k) == x) rows = lin_rows(c, k) / size + GPTQ_ROW_CHUNK > rows ? lin_rows(c, k) / size + GPTQ_ROW_CHUNK : rows;
     /* factoring: the local pieces (float64) and one reduction round's send
-     * buffer; solving: the pieces in float32, gptq_linear's slab (W, Q,
-     * codes, packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err)
-     * and one block of U */
+     * buffer; solving (the largest of the sets whose factor is on the
+     * grid): the pieces in float32, gptq_linears' slabs (W, Q, codes,
+     * packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err) and one
+     * block of U */
+    double x = scattered, solve = 0;
+    for (int i = 0; i < nsets; i++) {
+      double rows = set_rows[i], xi = set_cols[i];
+      if (!gptq_hessian_scattered(o, set_group[i], (int)xi, size)) continue;
+      double b = xi * xi * f / size + 2 * rows * xi * (2 * f + 1) + rows * (xi * 8 / 32 + 1) * 4 + rows * B * f + B * xi * f;
+      solve = b > solve ? b : solve;
+    }
     memplan_add(p, "factor on the grid: pieces + moving the sum in", x * x * dbl / size + gather, 1);
-    memplan_add(p, "factor on the grid: streamed solve, largest layer",
-                x * x * f / size + 2 * rows * x * (2 * f + 1) + rows * (x * 8 / 32 + 1) * 4 + rows * B * f + B * x * f, 1);
+    memplan_add(p, "factor on the grid: streamed solve, largest set of layers", solve, 1);
   }
-  /* gptq_linear: slab, Q, codes, scales, zeros, packed codes of this rank's rows */
+  /* gptq_linears: slabs, Q, codes, scales, zeros, packed codes of this rank's rows of the layers solved together */
   double slab = 0;
-  for (int k = 0; k < LIN_COUNT; k++) {
-    double rows = (lin_rows(c, k) / GPTQ_ROW_CHUNK / size + 1) * GPTQ_ROW_CHUNK, cols = lin_cols(c, k);
+  for (int i = 0; i < nsets; i++) {
+    double rows = set_rows[i], cols = set_cols[i];
     double ng = o->group_size ? cols / o->group_size + 1 : 1;
     double b = rows * cols * (2 * f + 1) + rows * ng * 8 + rows * (cols * 8 / 32 + 1) * 4;
     slab = b > slab ? b : slab;
@@ -133,7 +166,7 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
     double v = D * D * dbl + (kvd / size + dh) * D * (2 * f + 1);
     slab = v > slab ? v : slab;
   }
-  memplan_add(p, "solve buffers of the largest layer", slab, 1);
+  memplan_add(p, "solve buffers of the largest set of layers", slab, 1);
 }
 
 int memory_parse(const char *text, double *bytes) {

@@ -531,7 +531,17 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         ob.bits = e->bits = layer_bits ? layer_bits[l * LIN_COUNT + k] : o->bits;
         GptqParams p = gptq_params_from_options(&ob);
         const Options *o = &ob;
-        if (k == LIN_V && v_kron) {
+        if (gptq_layer_shares_factor(o, k)) {
+          double tr = 0;
+          if (partial[g])
+            for (int j = 0; j < in_dims[g]; j++) tr += hdiag[g][j];
+          else
+            tr = trace(H[g].sum, in_dims[g]);
+          e->sensitivity = tr / in_dims[g];
+          SolveLayer *sl = &shared[nshared++];
+          *sl = (SolveLayer){.W = w.w[k], .rows = (int)m->linear[l][k].rows, .o = ob, .p = p, .e = e};
+          snprintf(sl->name, sizeof sl->name, "%s", name);
+        } else if (k == LIN_V && v_kron) {
           /* one column order for the layer: from Σ_g H_in^g */
           double *order = aptq_calloc((size_t)D * D, sizeof(double), "column order");
           const double **Hin = malloc(sizeof(double *) * (size_t)vh.groups);
@@ -561,22 +571,12 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           snprintf(one.name, sizeof one.name, "%s", name);
           gptq_linears(qw, &Lk, "rowshared", &one, 1, comm);
           gptq_layer_free(&Lk);
-        } else if (k == LIN_Q && q_form == Q_KRON) {
+        } else {
           /* K-FAC: the input factor is the layer-input Hessian, one output factor per head */
           const double **Hin = malloc(sizeof(double *) * (size_t)c->n_heads);
           for (int h = 0; h < c->n_heads; h++) Hin[h] = H[0].sum;
           CHECK(kron_linear(qw, o, &p, Hin, NULL, qh.out, c->n_heads, c->head_dim, D, name, w.w[k], e, comm));
           free(Hin);
-        } else {
-          double tr = 0;
-          if (partial[g])
-            for (int j = 0; j < in_dims[g]; j++) tr += hdiag[g][j];
-          else
-            tr = trace(H[g].sum, in_dims[g]);
-          e->sensitivity = tr / in_dims[g];
-          SolveLayer *sl = &shared[nshared++];
-          *sl = (SolveLayer){.W = w.w[k], .rows = (int)m->linear[l][k].rows, .o = ob, .p = p, .e = e};
-          snprintf(sl->name, sizeof sl->name, "%s", name);
         }
       }
       if (nshared) {
