@@ -129,7 +129,7 @@ void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s,
 }
 
 void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop) {
-  int T = s->T, D = c->dim, F = c->hidden_dim, hd = c->head_dim;
+  int T = s->T, D = c->dim, hd = c->head_dim;
   int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
 
   /* attention */
@@ -148,6 +148,11 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
   linear(s->z, w->w[LIN_O], s->tmp, T, D, qd);
   for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
 
+  block_mlp_forward(c, w, s, x, stop);
+}
+
+void block_mlp_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop) {
+  int T = s->T, D = c->dim, F = c->hidden_dim;
   /* SwiGLU MLP */
   for (int t = 0; t < T; t++) rmsnorm(s->xn2 + (size_t)t * D, x + (size_t)t * D, w->ffn_norm, D, c->norm_eps);
   if (stop == STOP_MLP_INPUT) return;

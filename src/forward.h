@@ -44,6 +44,11 @@ void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s,
  * (gate/up input) or s->act (down_proj input) is valid on return; x is
  * updated in place as far as the block got. */
 void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
+/* The MLP half alone, from x holding the residual stream after attention
+ * (as block_forward_until(STOP_MLP_INPUT) leaves it), as far as `stop`
+ * (STOP_MLP_INPUT, STOP_DOWN_INPUT or STOP_FULL): the same arithmetic, so
+ * the same bits, as the whole block from its input. */
+void block_mlp_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
 /* Causal softmax probabilities of head h into s->att (T × T, zero above
  * the diagonal), from s->q and s->k as left by block_forward. */
 void attention_probs(const ModelConfig *c, BlockScratch *s, int head);

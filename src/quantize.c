@@ -409,6 +409,12 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   KHessian kh;
   int attn_stats = v_kron || q_form != Q_GPTQ || k_stats;
   int in_dims[4] = {D, c->n_heads * c->head_dim, D, c->hidden_dim};
+  /* True-sequential: once o_proj is quantized, attention's output is
+   * final, so the gate/up group's forward leaves the residual after
+   * attention in X in place of the block input, and the down group and the
+   * block's output run only the MLP from it (attention twice fewer, the
+   * same bits). Not with bf16 activations: that would round the residual. */
+  int mlp_resume = o->true_sequential && strcmp(o->activations, "bf16") != 0;
   /* Groups whose factor runs on the ScaLAPACK grid are reduced straight
    * into its block-cyclic layout (MPI_Reduce_scatter): only the diagonal is
    * reduced whole. q/k's Kronecker forms read H[0] whole, so it stays. */
@@ -492,7 +498,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         for (int i = 0; i < maxcount; i++) {
           if (i < count) {
             activations_get(&X, i, xtmp);
-            block_forward_until(c, &w, &s, xtmp, stop);
+            if (g == 3 && mlp_resume) block_mlp_forward(c, &w, &s, xtmp, stop);
+            else block_forward_until(c, &w, &s, xtmp, stop);
+            /* the residual after attention is all the rest of the block needs */
+            if (g == 2 && mlp_resume) activations_put(&X, i, xtmp);
             t = phase_add(PH_FORWARD, t);
             group_add(streamed[g], &H[g], &S[g], group_input(&s, groups[g].stop), T);
             if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
@@ -611,7 +620,8 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     double tf = MPI_Wtime();
     for (int i = 0; i < count; i++) {
       activations_get(&X, i, xtmp);
-      block_forward(c, &w, &s, xtmp);
+      if (mlp_resume) block_mlp_forward(c, &w, &s, xtmp, STOP_FULL);
+      else block_forward(c, &w, &s, xtmp);
       activations_put(&X, i, xtmp);
     }
     phase_add(PH_FORWARD, tf);
