@@ -465,8 +465,18 @@ int factor_inverse_cholesky_dist(const HessianView *h, double damp, FactorAlgori
 }
 
 void dist_factor_rows(const DistFactor *f, int r0, int n, float *dst) {
-  local_rows(&f->grid, f->A, f->d, f->trtri, r0, n, dst);
-  MPI_Allreduce(MPI_IN_PLACE, dst, n * f->d, MPI_FLOAT, MPI_SUM, f->comm);
+  int d = f->d, w = d - r0;
+  local_rows(&f->grid, f->A, d, f->trtri, r0, n, dst);
+  /* U is upper triangular: rows r0.. are zero left of column r0, so only
+   * columns [r0, d) travel (half the traffic over a sweep). Packed in
+   * place in ascending rows, unpacked in descending rows: no row is
+   * overwritten before it is moved. */
+  for (int k = 0; k < n; k++) memmove(dst + (size_t)k * w, dst + (size_t)k * d + r0, sizeof(float) * (size_t)w);
+  MPI_Allreduce(MPI_IN_PLACE, dst, n * w, MPI_FLOAT, MPI_SUM, f->comm);
+  for (int k = n - 1; k >= 0; k--) {
+    memmove(dst + (size_t)k * d + r0, dst + (size_t)k * w, sizeof(float) * (size_t)w);
+    memset(dst + (size_t)k * d, 0, sizeof(float) * (size_t)r0);
+  }
 }
 
 MPI_Comm dist_factor_comm(const DistFactor *f) { return f->comm; }
