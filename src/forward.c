@@ -145,9 +145,13 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd, qd);
   }
   if (stop == STOP_O_INPUT) return;
+  block_forward_from_o(c, w, s, x, stop);
+}
+
+void block_forward_from_o(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop) {
+  int T = s->T, D = c->dim, qd = c->n_heads * c->head_dim;
   linear(s->z, w->w[LIN_O], s->tmp, T, D, qd);
   for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->tmp[i];
-
   block_mlp_forward(c, w, s, x, stop);
 }
 

@@ -44,6 +44,10 @@ void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s,
  * (gate/up input) or s->act (down_proj input) is valid on return; x is
  * updated in place as far as the block got. */
 void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
+/* From o_proj on: s->z holds attention's output (as block_forward_until(
+ * STOP_O_INPUT) leaves it) and x the block input; as far as `stop`
+ * (STOP_MLP_INPUT or later), the same bits as the whole block. */
+void block_forward_from_o(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
 /* The MLP half alone, from x holding the residual stream after attention
  * (as block_forward_until(STOP_MLP_INPUT) leaves it), as far as `stop`
  * (STOP_MLP_INPUT, STOP_DOWN_INPUT or STOP_FULL): the same arithmetic, so

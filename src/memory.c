@@ -83,6 +83,8 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
   }
   memplan_add(p, "calibration activations (this rank's sequences)", (double)local_seqs * t * D * activations_elem_size(!strcmp(o->activations, "bf16")), 0);
   memplan_add(p, "block input copy", t * D * f, 0);
+  if (o->keep_attention && o->true_sequential)
+    memplan_add(p, "attention outputs kept (keep_attention)", (double)local_seqs * t * qd * f, 0);
   memplan_add(p, "block weights (float32)", block * f, 0);
   /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
   memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);

@@ -52,6 +52,7 @@ static const OptSpec specs[] = {
   {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
   {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
   {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},
+  {"keep_attention", T_BOOL, F(keep_attention), "no", NULL, 0, 0, "GPTQ, true-sequential: keep each calibration sequence's attention output (float32, as large as the float32 activations) from the o_proj group's forward, so that the gate/up group's skips attention (about 16% less forward work at 7B)"},
   {"true_sequential", T_BOOL, F(true_sequential), "yes", NULL, 0, 0, "GPTQ: later groups of a block see the quantized earlier groups"},
   {"damp", T_FLOAT, F(damp), "0.01", NULL, 0, 10, "GPTQ: damping as a fraction of mean(diag H)"},
   {"block_size", T_INT, F(block_size), "128", NULL, 1, 65536, "GPTQ: columns per lazy batch update"},

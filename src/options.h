@@ -36,6 +36,7 @@ typedef struct {
   char shape[16];               /* bench: 7b | 13b | 70b | tiny */
   int blocks;                   /* bench: decoder blocks */
   int act_order, static_groups, mse, true_sequential;
+  int keep_attention;           /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
   double damp;
   int block_size, nb;
   int seqlen, nseq;

@@ -415,6 +415,12 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
    * block's output run only the MLP from it (attention twice fewer, the
    * same bits). Not with bf16 activations: that would round the residual. */
   int mlp_resume = o->true_sequential && strcmp(o->activations, "bf16") != 0;
+  /* keep_attention: the o group's forward keeps attention's output (final
+   * once q/k/v are quantized) for the gate/up group's, which then starts at
+   * o_proj; float32, so the same bits */
+  int keep_z = o->true_sequential && o->keep_attention;
+  Activations Z = {0};
+  int z_rc = keep_z && activations_alloc(&Z, count, (size_t)T * c->n_heads * c->head_dim, 0);
   /* Groups whose factor runs on the ScaLAPACK grid are reduced straight
    * into its block-cyclic layout (MPI_Reduce_scatter): only the diagonal is
    * reduced whole. q/k's Kronecker forms read H[0] whole, so it stays. */
@@ -431,7 +437,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     if (partial[g]) hdiag[g] = aptq_malloc(sizeof(double) * (size_t)in_dims[g], "Hessian diagonal");
     if (partial[g] && !hdiag[g]) partial[g] = -1;
   }
-  int rc = x_rc || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
+  int rc = x_rc || z_rc || !xtmp || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || (v_kron && vhessian_init(&vh, c, T)) ||
            (q_form != Q_GPTQ && qhessian_init(&qh, c, T)) || (k_stats && khessian_init(&kh, c, T, k_form == K_KRON));
   /* every rank creates the streamed sums' grids (collective), then agrees */
   for (int g = 0; g < 4; g++)
@@ -499,7 +505,11 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           if (i < count) {
             activations_get(&X, i, xtmp);
             if (g == 3 && mlp_resume) block_mlp_forward(c, &w, &s, xtmp, stop);
-            else block_forward_until(c, &w, &s, xtmp, stop);
+            else if (g == 2 && keep_z) {
+              activations_get(&Z, i, s.z);
+              block_forward_from_o(c, &w, &s, xtmp, stop);
+            } else block_forward_until(c, &w, &s, xtmp, stop);
+            if (g == 1 && keep_z) activations_put(&Z, i, s.z);
             /* the residual after attention is all the rest of the block needs */
             if (g == 2 && mlp_resume) activations_put(&X, i, xtmp);
             t = phase_add(PH_FORWARD, t);
@@ -653,6 +663,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   block_weights_free(&w);
   scratch_free(&s);
   activations_free(&X);
+  activations_free(&Z);
   free(xtmp);
   return 0;
 }
