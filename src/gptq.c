@@ -335,8 +335,9 @@ static double chunk_end(const GptqLayer *L, Chunk *ch) {
 }
 
 /* The chunks of all slabs, in order. Each chunk points into its slab's
- * outputs and into work arrays of `work_rows` rows from Wp/Qp/Cp/Err (NULL:
- * the caller gives each chunk its own work space later). */
+ * outputs and, when Wp is given, into the work arrays Wp/Qp/Cp/Err, which
+ * hold every slab's rows one after the other (NULL: the caller gives each
+ * chunk its work space later). */
 static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, float *Wp, float *Qp, uint8_t *Cp, float *Err, int *nchunks) {
   int n = 0;
   for (int s = 0; s < nslabs; s++) n += chunks_of(slabs[s].rows);
