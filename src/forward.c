@@ -124,6 +124,9 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
   }
 }
 
+const LinearGroup linear_groups[4] = {
+    {STOP_QKV_INPUT, LIN_Q, 3}, {STOP_O_INPUT, LIN_O, 1}, {STOP_MLP_INPUT, LIN_GATE, 2}, {STOP_DOWN_INPUT, LIN_DOWN, 1}};
+
 void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x) {
   block_forward_until(c, w, s, x, STOP_FULL);
 }

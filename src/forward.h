@@ -38,6 +38,15 @@ void scratch_free(BlockScratch *s);
  * input of a group of projections, or the whole block. */
 typedef enum { STOP_QKV_INPUT, STOP_O_INPUT, STOP_MLP_INPUT, STOP_DOWN_INPUT, STOP_FULL } BlockStop;
 
+/* The groups of a block's projections in true-sequential order and where
+ * their input is: kinds first .. first+count-1 share that input (and so
+ * its Hessian). The pass and its memory plan both follow it. */
+typedef struct {
+  BlockStop stop;
+  int first, count;
+} LinearGroup;
+extern const LinearGroup linear_groups[4];
+
 /* x: T × dim residual stream, updated in place. */
 void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x);
 /* Partial forward: s->xn (q/k/v input), s->z (o_proj input), s->xn2

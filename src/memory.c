@@ -9,6 +9,7 @@
 #include "activations.h"
 #include "error.h"
 #include "factor.h"
+#include "forward.h"
 #include "gptq.h"
 #include "hessian.h"
 #include "hessian_stream.h"
@@ -40,11 +41,11 @@ static double lin_cols(const ModelConfig *c, int k) {
  * set_rows: a rank's rows of the set (whole chunks, rounded up), set_cols
  * the input width, set_group its group. Returns the number of sets. */
 static int solve_sets(const Options *o, const ModelConfig *c, int size, double *set_rows, double *set_cols, int *set_group) {
-  static const int first[4] = {LIN_Q, LIN_O, LIN_GATE, LIN_DOWN}, count[4] = {3, 1, 2, 1};
   int n = 0;
   for (int g = 0; g < 4; g++) {
     double shared = 0;
-    for (int k = first[g]; k < first[g] + count[g]; k++) {
+    int first = linear_groups[g].first;
+    for (int k = first; k < first + linear_groups[g].count; k++) {
       double chunks = (double)(((long long)lin_rows(c, k) + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK);
       if (gptq_layer_shares_factor(o, k)) shared += chunks;
       else {
@@ -56,7 +57,7 @@ static int solve_sets(const Options *o, const ModelConfig *c, int size, double *
     if (shared > 0) {
       set_rows[n] = (double)(((long long)shared + size - 1) / size * GPTQ_ROW_CHUNK);
       set_group[n] = g;
-      set_cols[n++] = lin_cols(c, first[g]);
+      set_cols[n++] = lin_cols(c, first);
     }
   }
   return n;

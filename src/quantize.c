@@ -127,12 +127,6 @@ static int rtn_pass(QFileWriter *qw, const Options *o, const Model *m, LayerErro
   return 0;
 }
 
-/* The groups of a block in true-sequential order and where their input is. */
-typedef struct {
-  BlockStop stop;
-  int first, count; /* linear kinds first .. first+count-1 share the input */
-} LinearGroup;
-static const LinearGroup groups[4] = {{STOP_QKV_INPUT, LIN_Q, 3}, {STOP_O_INPUT, LIN_O, 1}, {STOP_MLP_INPUT, LIN_GATE, 2}, {STOP_DOWN_INPUT, LIN_DOWN, 1}};
 
 static const float *group_input(const BlockScratch *s, BlockStop stop) {
   switch (stop) {
@@ -482,7 +476,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
           activations_get(&X, i, xtmp);
           block_forward(c, &w, &s, xtmp);
           t = phase_add(PH_FORWARD, t);
-          for (int g = 0; g < 4; g++) group_add(streamed[g], &H[g], &S[g], group_input(&s, groups[g].stop), T);
+          for (int g = 0; g < 4; g++) group_add(streamed[g], &H[g], &S[g], group_input(&s, linear_groups[g].stop), T);
           if (v_kron) vhessian_add(&vh, c, &s, s.xn);
           if (q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
           if (k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
@@ -499,7 +493,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       if (o->true_sequential) {
         streamed[g] ? hstream_reset(&S[g]) : hessian_reset(&H[g]);
         /* APTQ's v_proj factors need the attention of the q/k/v group's forward */
-        BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : groups[g].stop;
+        BlockStop stop = g == 0 && attn_stats ? STOP_O_INPUT : linear_groups[g].stop;
         double t = MPI_Wtime();
         for (int i = 0; i < maxcount; i++) {
           if (i < count) {
@@ -513,7 +507,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
             /* the residual after attention is all the rest of the block needs */
             if (g == 2 && mlp_resume) activations_put(&X, i, xtmp);
             t = phase_add(PH_FORWARD, t);
-            group_add(streamed[g], &H[g], &S[g], group_input(&s, groups[g].stop), T);
+            group_add(streamed[g], &H[g], &S[g], group_input(&s, linear_groups[g].stop), T);
             if (g == 0 && v_kron) vhessian_add(&vh, c, &s, s.xn);
             if (g == 0 && q_form != Q_GPTQ) qhessian_add(&qh, c, &s, s.xn, NULL);
             if (g == 0 && k_stats) khessian_add(&kh, c, &s, s.xn, NULL);
@@ -541,7 +535,13 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
        * solved together after them (gptq_linears). */
       SolveLayer shared[LIN_COUNT];
       int nshared = 0;
-      for (int k = groups[g].first; k < groups[g].first + groups[g].count; k++) {
+      double group_sensitivity = 0; /* tr(H)/d of the group's layer-input Hessian */
+      if (partial[g])
+        for (int j = 0; j < in_dims[g]; j++) group_sensitivity += hdiag[g][j];
+      else
+        group_sensitivity = trace(H[g].sum, in_dims[g]);
+      group_sensitivity /= in_dims[g];
+      for (int k = linear_groups[g].first; k < linear_groups[g].first + linear_groups[g].count; k++) {
         char name[256];
         linear_layer_name(l, k, name, sizeof name);
         LayerError *e = &err[l * LIN_COUNT + k];
@@ -551,12 +551,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         GptqParams p = gptq_params_from_options(&ob);
         const Options *o = &ob;
         if (gptq_layer_shares_factor(o, k)) {
-          double tr = 0;
-          if (partial[g])
-            for (int j = 0; j < in_dims[g]; j++) tr += hdiag[g][j];
-          else
-            tr = trace(H[g].sum, in_dims[g]);
-          e->sensitivity = tr / in_dims[g];
+          e->sensitivity = group_sensitivity;
           SolveLayer *sl = &shared[nshared++];
           *sl = (SolveLayer){.W = w.w[k], .rows = (int)m->linear[l][k].rows, .o = ob, .p = p, .e = e};
           snprintf(sl->name, sizeof sl->name, "%s", name);
@@ -611,7 +606,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
         gptq_linears(qw, &L, "gptq", shared, nshared, comm);
         gptq_layer_free(&L);
       }
-      for (int k = groups[g].first; rank == 0 && k < groups[g].first + groups[g].count; k++) {
+      for (int k = linear_groups[g].first; rank == 0 && k < linear_groups[g].first + linear_groups[g].count; k++) {
         const LayerError *e = &err[l * LIN_COUNT + k];
         double now = MPI_Wtime(), done = (double)(l * LIN_COUNT + k + 1) / (c->n_layers * LIN_COUNT);
         printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
