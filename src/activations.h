@@ -10,9 +10,9 @@
 
 typedef struct {
   int count, bf16;
-  size_t seq;      /* elements per sequence (T · dim) */
-  float *f32;      /* count × seq, or NULL */
-  uint16_t *b16;   /* count × seq, or NULL */
+  size_t seq;    /* elements per sequence (T · dim) */
+  float *f32;    /* count × seq, or NULL */
+  uint16_t *b16; /* count × seq, or NULL */
 } Activations;
 
 int activations_alloc(Activations *a, int count, size_t seq, int bf16);

@@ -31,7 +31,11 @@ int ratio_parse(const char *text, double *R, int *n) {
 }
 
 static long long gcd(long long a, long long b) {
-  while (b) { long long t = a % b; a = b; b = t; }
+  while (b) {
+    long long t = a % b;
+    a = b;
+    b = t;
+  }
   return a;
 }
 
@@ -78,7 +82,9 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   double *best = malloc(sizeof(double) * W), *next = malloc(sizeof(double) * W);
   uint8_t *choice = malloc((size_t)n * W);
   if (!best || !next || !choice) {
-    free(best); free(next); free(choice);
+    free(best);
+    free(next);
+    free(choice);
     return aptq_error("out of memory for the knapsack table (%d layers x %lld units)", n, cap + 1);
   }
   for (size_t w = 0; w < W; w++) best[w] = 0.0; /* no layers: cost 0 at any capacity */
@@ -90,10 +96,15 @@ static int knapsack(int n, const long long *params, const double *sens, const do
         long long units = ((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale;
         if (units > (long long)w || best[w - units] == INFINITY) continue;
         double v = best[w - units] + sens[i] * err[(size_t)i * KNAP_CHOICES + c];
-        if (v < next[w]) { next[w] = v; choice[(size_t)i * W + w] = (uint8_t)c; }
+        if (v < next[w]) {
+          next[w] = v;
+          choice[(size_t)i * W + w] = (uint8_t)c;
+        }
       }
     }
-    double *t = best; best = next; next = t;
+    double *t = best;
+    best = next;
+    next = t;
   }
   int rc = 0;
   if (best[W - 1] == INFINITY) {
@@ -106,7 +117,9 @@ static int knapsack(int n, const long long *params, const double *sens, const do
       w -= (size_t)(((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale);
     }
   }
-  free(best); free(next); free(choice);
+  free(best);
+  free(next);
+  free(choice);
   return rc;
 }
 
@@ -125,7 +138,9 @@ int allocate_bits(const char *allocation, double R, int n, const long long *para
     Rng rng = {seed};
     for (int i = n - 1; i > 0; i--) { /* Fisher–Yates */
       int j = (int)(rng_uniform(&rng) * (i + 1));
-      int t = order[i]; order[i] = order[j]; order[j] = t;
+      int t = order[i];
+      order[i] = order[j];
+      order[j] = t;
     }
     fill_in_order(n, order, params, R, bits);
   } else if (!strcmp(allocation, "blockwise")) {
@@ -148,12 +163,18 @@ int allocate_bits(const char *allocation, double R, int n, const long long *para
 
 double allocation_average_bits(int n, const long long *params, const int *bits) {
   long double num = 0, den = 0;
-  for (int i = 0; i < n; i++) { num += (long double)bits[i] * params[i]; den += params[i]; }
+  for (int i = 0; i < n; i++) {
+    num += (long double)bits[i] * params[i];
+    den += params[i];
+  }
   return den > 0 ? (double)(num / den) : 0.0;
 }
 
 double allocation_fraction_high(int n, const long long *params, const int *bits) {
   long double num = 0, den = 0;
-  for (int i = 0; i < n; i++) { num += bits[i] > 2 ? params[i] : 0; den += params[i]; }
+  for (int i = 0; i < n; i++) {
+    num += bits[i] > 2 ? params[i] : 0;
+    den += params[i];
+  }
   return den > 0 ? (double)(num / den) : 0.0;
 }

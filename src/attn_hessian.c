@@ -95,7 +95,14 @@ int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
 
 void qhessian_free(QHessian *q) {
   hessian_free(&q->in);
-  free(q->out); free(q->seq); free(q->P); free(q->VK); free(q->NT); free(q->KB); free(q->Xw); free(q->w);
+  free(q->out);
+  free(q->seq);
+  free(q->P);
+  free(q->VK);
+  free(q->NT);
+  free(q->KB);
+  free(q->Xw);
+  free(q->w);
   memset(q, 0, sizeof *q);
 }
 
@@ -205,7 +212,9 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
    * sequences, so neither on how they are spread over ranks. */
   for (size_t i = 0; i < (size_t)q->heads * dh2; i++) q->out[i] += (float)q->seq[i];
   q->tokens += T;
-  free(Y); free(Mf); free(M);
+  free(Y);
+  free(Mf);
+  free(M);
 }
 
 int qhessian_finish(QHessian *q, MPI_Comm comm) {
@@ -244,8 +253,15 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
 
 void khessian_free(KHessian *k) {
   hessian_free(&k->in);
-  free(k->P); free(k->VP); free(k->C); free(k->Xw); free(k->w);
-  free(k->out); free(k->seq); free(k->QQ); free(k->CS);
+  free(k->P);
+  free(k->VP);
+  free(k->C);
+  free(k->Xw);
+  free(k->w);
+  free(k->out);
+  free(k->seq);
+  free(k->QQ);
+  free(k->CS);
   memset(k, 0, sizeof *k);
 }
 

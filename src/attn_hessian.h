@@ -13,9 +13,9 @@
 
 typedef struct {
   int d, dh, groups, heads_per_group;
-  Hessian *in;      /* [groups], d × d */
-  double *out;      /* groups × dh × dh */
-  float *Y;         /* T × d scratch: A^h X */
+  Hessian *in; /* [groups], d × d */
+  double *out; /* groups × dh × dh */
+  float *Y;    /* T × d scratch: A^h X */
   int T;
 } VHessian;
 
@@ -40,12 +40,12 @@ int vhessian_finish(VHessian *v, MPI_Comm comm);
  * Cost per head: T²·dh² for N_t (the attention with dh² values). */
 typedef struct {
   int d, dh, heads, hpg, T;
-  Hessian in;        /* row-shared input factor */
-  double *out;       /* heads × dh × dh, summed over tokens */
-  double *seq;       /* the same for the current sequence (see qhessian_add) */
+  Hessian in;  /* row-shared input factor */
+  double *out; /* heads × dh × dh, summed over tokens */
+  double *seq; /* the same for the current sequence (see qhessian_add) */
   int64_t tokens;
-  float *P;          /* heads × dh × dh */
-  float *VK, *NT, *KB, *Xw, *w;  /* scratch */
+  float *P;                     /* heads × dh × dh */
+  float *VK, *NT, *KB, *Xw, *w; /* scratch */
 } QHessian;
 
 int qhessian_init(QHessian *q, const ModelConfig *c, int T);
@@ -78,11 +78,11 @@ int qhessian_finish(QHessian *q, MPI_Comm comm);
 typedef struct {
   int d, dh, heads, hpg, T, kron;
   Hessian in;
-  double *out;              /* kron: kv groups × dh × dh, Σ_s Σ_{h∈g} B_s^h */
-  double *seq;              /* kron: the same for the current sequence */
-  float *P;                 /* heads × dh × dh */
-  float *VP, *C, *Xw, *w;   /* scratch */
-  float *QQ, *CS;           /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
+  double *out;            /* kron: kv groups × dh × dh, Σ_s Σ_{h∈g} B_s^h */
+  double *seq;            /* kron: the same for the current sequence */
+  float *P;               /* heads × dh × dh */
+  float *VP, *C, *Xw, *w; /* scratch */
+  float *QQ, *CS;         /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
   int64_t tokens;
 } KHessian;
 

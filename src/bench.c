@@ -30,12 +30,28 @@
 enum { BENCH_VOCAB = 512 };
 
 static ModelConfig bench_config(const char *shape, int blocks, int seqlen) {
-  ModelConfig c = {.n_layers = blocks, .vocab_size = BENCH_VOCAB, .max_seq_len = seqlen, .norm_eps = 1e-5f, .rope_theta = 10000.0,
-                   .head_dim = 128};
-  if (!strcmp(shape, "13b")) { c.dim = 5120; c.hidden_dim = 13824; c.n_heads = c.n_kv_heads = 40; }
-  else if (!strcmp(shape, "70b")) { c.dim = 8192; c.hidden_dim = 28672; c.n_heads = 64; c.n_kv_heads = 8; }
-  else if (!strcmp(shape, "tiny")) { c.dim = 128; c.hidden_dim = 384; c.n_heads = 8; c.n_kv_heads = 4; c.head_dim = 16; }
-  else { c.dim = 4096; c.hidden_dim = 11008; c.n_heads = c.n_kv_heads = 32; }
+  ModelConfig c = {
+      .n_layers = blocks, .vocab_size = BENCH_VOCAB, .max_seq_len = seqlen, .norm_eps = 1e-5f, .rope_theta = 10000.0, .head_dim = 128};
+  if (!strcmp(shape, "13b")) {
+    c.dim = 5120;
+    c.hidden_dim = 13824;
+    c.n_heads = c.n_kv_heads = 40;
+  } else if (!strcmp(shape, "70b")) {
+    c.dim = 8192;
+    c.hidden_dim = 28672;
+    c.n_heads = 64;
+    c.n_kv_heads = 8;
+  } else if (!strcmp(shape, "tiny")) {
+    c.dim = 128;
+    c.hidden_dim = 384;
+    c.n_heads = 8;
+    c.n_kv_heads = 4;
+    c.head_dim = 16;
+  } else {
+    c.dim = 4096;
+    c.hidden_dim = 11008;
+    c.n_heads = c.n_kv_heads = 32;
+  }
   return c;
 }
 
@@ -110,7 +126,11 @@ static int build_tokens(const Options *o, int vocab, MPI_Comm comm, TokenShard *
  * on every rank at once, as the pass runs it: GFLOP/s of this rank. */
 static double sgemm_rate(int d, int T) {
   float *A = malloc(sizeof(float) * (size_t)d * T), *C = malloc(sizeof(float) * (size_t)d * d);
-  if (!A || !C) { free(A); free(C); return 0; }
+  if (!A || !C) {
+    free(A);
+    free(C);
+    return 0;
+  }
   for (size_t i = 0; i < (size_t)d * T; i++) A[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
@@ -147,14 +167,16 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   double model_bytes = 2.0 * (2.0 * c.vocab_size * c.dim + c.dim);
   for (int l = 0; l < c.n_layers; l++) {
     model_bytes += 2.0 * 2 * c.dim;
-    model_bytes += 2.0 * ((double)c.dim * c.n_heads * c.head_dim * 2 + (double)c.dim * c.n_kv_heads * c.head_dim * 2 + 3.0 * c.dim * c.hidden_dim);
+    model_bytes +=
+        2.0 * ((double)c.dim * c.n_heads * c.head_dim * 2 + (double)c.dim * c.n_kv_heads * c.head_dim * 2 + 3.0 * c.dim * c.hidden_dim);
   }
   memplan_add(&plan, "synthetic checkpoint (BF16, in memory)", model_bytes, 0);
   if (rank == 0) {
-    printf("aptq bench: %s-shaped blocks (hidden %d, intermediate %d, %d heads, %d kv heads), %d block%s, %d x %d calibration tokens, "
-           "%s, %d bits, %d ranks\n",
-           o.shape, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.n_layers, c.n_layers > 1 ? "s" : "", o.nseq, o.seqlen, o.method, o.bits,
-           size);
+    printf(
+        "aptq bench: %s-shaped blocks (hidden %d, intermediate %d, %d heads, %d kv heads), %d block%s, %d x %d calibration tokens, "
+        "%s, %d bits, %d ranks\n",
+        o.shape, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.n_layers, c.n_layers > 1 ? "s" : "", o.nseq, o.seqlen, o.method, o.bits,
+        size);
     fflush(stdout);
   }
   double predicted;
@@ -220,11 +242,12 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
       }
       printf("  pass           : %.3f s\n", t_pass);
       printf("  SGEMM          : %.2f GFLOP/s per rank (d = %d, k = %d, measured in this run)\n", grate, c.dim, o.seqlen);
-      printf("  Hessian kernel : %.2f GFLOP/s per rank, %.1f%% of SGEMM (%.3g GFLOP in all)\n", hrate, grate > 0 ? 100.0 * hrate / grate : 0.0,
-             flops * 1e-9);
+      printf("  Hessian kernel : %.2f GFLOP/s per rank, %.1f%% of SGEMM (%.3g GFLOP in all)\n", hrate,
+             grate > 0 ? 100.0 * hrate / grate : 0.0, flops * 1e-9);
       memory_format(peak, b1, sizeof b1);
       memory_format(predicted, b2, sizeof b2);
-      printf("  memory         : peak RSS %s per rank (max), predicted %s (%+.1f%%)\n", b1, b2, peak > 0 ? 100.0 * (predicted - peak) / peak : 0.0);
+      printf("  memory         : peak RSS %s per rank (max), predicted %s (%+.1f%%)\n", b1, b2,
+             peak > 0 ? 100.0 * (predicted - peak) / peak : 0.0);
       fflush(stdout);
     }
     Report rep;
@@ -248,12 +271,16 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
     report_num(&rep, "hessian_fraction_of_sgemm", grate > 0 ? hrate / grate : 0.0);
     phases_report(&rep, all, rss, size, predicted);
     if (!rr) rr = report_close(&rep);
-    free(all); free(rss); free(kall);
+    free(all);
+    free(rss);
+    free(kall);
     rc = aptq_agree(comm, rr);
   }
   for (int i = 0; i < nstore; i++) free(store[i]);
   free(store);
-  free(m.attn_norm); free(m.ffn_norm); free(m.linear);
+  free(m.attn_norm);
+  free(m.ffn_norm);
+  free(m.linear);
   tokens_free(&calib);
   return rc;
 }

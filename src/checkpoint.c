@@ -13,7 +13,8 @@
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
-  static const char *const ignored[] = {"output", "report", "overwrite", "checkpoint", "resume", "threads", "tokens", "quantized", "logits"};
+  static const char *const ignored[] = {"output",  "report", "overwrite", "checkpoint", "resume",
+                                        "threads", "tokens", "quantized", "logits"};
   size_t len = 0;
   buf[0] = 0;
   const char *key;
@@ -71,7 +72,8 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   int exists = access(path, F_OK) == 0;
   if (!o->resume) {
     if (exists)
-      rc = aptq_error("checkpoint '%s' holds the state of an earlier run; give resume = yes to continue it, or remove the directory", ck->dir);
+      rc = aptq_error("checkpoint '%s' holds the state of an earlier run; give resume = yes to continue it, or remove the directory",
+                      ck->dir);
     return aptq_agree(comm, rc);
   }
   if (!exists) return aptq_agree(comm, aptq_error("resume = yes but '%s' has no checkpoint (no state.h5); run without resume", ck->dir));
@@ -96,9 +98,11 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
     rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
   }
   if (!rc && strcmp(fp, m->fingerprint))
-    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp, m->fingerprint);
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp,
+                    m->fingerprint);
   if (!rc && strcmp(sha, calib->sha256))
-    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha, calib->sha256);
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha,
+                    calib->sha256);
   if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))
     rc = aptq_error("checkpoint '%s' is inconsistent (block %d of %d, %d layers); remove it and start again", ck->dir, ck->next_block,
                     m->cfg.n_layers, nlayers);
@@ -149,9 +153,9 @@ int checkpoint_save(Checkpoint *ck, const Options *o, const Model *m, const Toke
   QFileWriter w;
   CHECK(qfile_create(&w, path, comm));
   if (qfile_attr_string(&w, "/meta", "format", "aptq-checkpoint") || qfile_attr_string(&w, "/meta", "options", opts) ||
-      qfile_attr_string(&w, "/meta", "model_fingerprint", m->fingerprint) || qfile_attr_string(&w, "/meta", "calib_sha256", calib->sha256) ||
-      qfile_attr_int(&w, "/meta", "next_block", l + 1) || qfile_attr_int(&w, "/meta", "layers", n) ||
-      qfile_attr_int(&w, "/meta", "stats", ck->nstats) ||
+      qfile_attr_string(&w, "/meta", "model_fingerprint", m->fingerprint) ||
+      qfile_attr_string(&w, "/meta", "calib_sha256", calib->sha256) || qfile_attr_int(&w, "/meta", "next_block", l + 1) ||
+      qfile_attr_int(&w, "/meta", "layers", n) || qfile_attr_int(&w, "/meta", "stats", ck->nstats) ||
       qfile_write_matrix(&w, "/state", "X", H5T_NATIVE_FLOAT, calib->nseq * T, D, calib->first * T, (calib->first + calib->count) * T, X) ||
       qfile_write_matrix(&w, "/state", "stats", H5T_NATIVE_DOUBLE, n, ck->nstats, 0, rank == 0 ? n : 0, stats))
     aptq_fatal(comm);

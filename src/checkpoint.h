@@ -22,10 +22,10 @@
 typedef struct {
   int on;
   char dir[OPT_PATH_MAX];
-  int next_block;        /* first block still to do (resume) */
-  int nstats;            /* doubles per layer in the saved statistics */
-  double *stats;         /* resume: n_layers·LIN_COUNT × nstats, from state.h5 */
-  QFileWriter block;     /* the block file being written */
+  int next_block;    /* first block still to do (resume) */
+  int nstats;        /* doubles per layer in the saved statistics */
+  double *stats;     /* resume: n_layers·LIN_COUNT × nstats, from state.h5 */
+  QFileWriter block; /* the block file being written */
 } Checkpoint;
 
 /* Collective. checkpoint unset: ck->on = 0. Otherwise prepare the directory;

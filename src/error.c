@@ -27,9 +27,7 @@ int aptq_error(const char *fmt, ...) {
   return APTQ_ERR;
 }
 
-const char *aptq_error_message(void) {
-  return error_set ? error_message : "unknown error (no message recorded)";
-}
+const char *aptq_error_message(void) { return error_set ? error_message : "unknown error (no message recorded)"; }
 
 void aptq_clear_error(void) {
   error_set = 0;
@@ -76,8 +74,9 @@ static void remove_tmpfiles(void) {
  * async-signal-safe calls here. */
 static void on_sigterm(int sig) {
   (void)sig;
-  static const char msg[] = "aptq: terminated (SIGTERM): the block in progress is abandoned; the last checkpoint (if any) is valid: "
-                            "rerun with resume = yes\n";
+  static const char msg[] =
+      "aptq: terminated (SIGTERM): the block in progress is abandoned; the last checkpoint (if any) is valid: "
+      "rerun with resume = yes\n";
   for (int i = 0; i < MAX_TMPFILES; i++)
     if (tmpfile_path[i][0]) unlink(tmpfile_path[i]);
   ssize_t rc = write(2, msg, sizeof msg - 1);
@@ -127,14 +126,16 @@ void *aptq_malloc(size_t bytes, const char *what) {
   if (bytes >= HUGE_THRESHOLD) {
     if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
     else madvise(p, bytes, MADV_HUGEPAGE);
-  } else
-    p = malloc(bytes ? bytes : 1);
+  } else p = malloc(bytes ? bytes : 1);
   if (!p) aptq_error("out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
   return p;
 }
 
 void *aptq_calloc(size_t n, size_t size, const char *what) {
-  if (size && n > SIZE_MAX / size) { aptq_error("allocation of %zu x %zu bytes for %s overflows", n, size, what); return NULL; }
+  if (size && n > SIZE_MAX / size) {
+    aptq_error("allocation of %zu x %zu bytes for %s overflows", n, size, what);
+    return NULL;
+  }
   void *p = aptq_malloc(n * size, what);
   if (p) memset(p, 0, n * size);
   return p;

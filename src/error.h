@@ -15,10 +15,10 @@ int aptq_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *aptq_error_message(void);
 void aptq_clear_error(void);
 
-#define CHECK(call)                                                        \
-  do {                                                                     \
-    int check_rc_ = (call);                                                \
-    if (check_rc_) return check_rc_;                                       \
+#define CHECK(call)                  \
+  do {                               \
+    int check_rc_ = (call);          \
+    if (check_rc_) return check_rc_; \
   } while (0)
 
 /* Collective: every rank passes its local status. Returns APTQ_ERR on every

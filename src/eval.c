@@ -59,8 +59,9 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   if (o->quantized[0]) {
     rc = qfile_open(&qf, o->quantized, comm);
     if (!rc && strcmp(qf.model_fingerprint, m.fingerprint))
-      rc = aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
-                      o->quantized, qf.model_fingerprint, m.fingerprint);
+      rc = aptq_error(
+          "'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
+          o->quantized, qf.model_fingerprint, m.fingerprint);
     CHECK(aptq_agree(comm, rc));
   }
   double t_loaded = MPI_Wtime();
@@ -108,7 +109,8 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   if (!rc && rank == 0) {
     printf("aptq eval: %s%s\n", o->model, o->quantized[0] ? " (quantized)" : "");
     if (o->quantized[0]) printf("  quantized file : %s\n", o->quantized);
-    printf("  tokens         : %s, %d sequences x %d tokens (%lld predictions), sha256 %.16s...\n", o->tokens, o->nseq, T, predicted, tok.sha256);
+    printf("  tokens         : %s, %d sequences x %d tokens (%lld predictions), sha256 %.16s...\n", o->tokens, o->nseq, T, predicted,
+           tok.sha256);
     printf("  ranks          : %d\n", size);
     printf("  time           : load %.2f s, forward %.2f s, total %.2f s\n", t_loaded - t_start, t_forward - t_loaded, t_end - t_start);
     printf("perplexity: %.6f\n", ppl);
@@ -141,7 +143,12 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   if (!rrc) rrc = report_close(&rep);
   rc = aptq_agree(comm, rc || rrc);
 
-  free(counts); free(displs); free(logits); free(nll); free(nll_local); free(x);
+  free(counts);
+  free(displs);
+  free(logits);
+  free(nll);
+  free(nll_local);
+  free(x);
   head_free(&head);
   scratch_free(&s);
   block_weights_free(&w);

@@ -123,7 +123,11 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   int ok = src && mlocs && nlocs && counts && send;
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
   if (!ok) {
-    free(src); free(mlocs); free(nlocs); free(counts); free(send);
+    free(src);
+    free(mlocs);
+    free(nlocs);
+    free(counts);
+    free(send);
     return -1;
   }
   for (int x = 0; x < d; x++) {
@@ -163,7 +167,11 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
       if (h->dead && (h->dead[si] || h->dead[sj])) *v = si == sj ? 1.0 : 0.0;
     }
   }
-  free(src); free(mlocs); free(nlocs); free(counts); free(send);
+  free(src);
+  free(mlocs);
+  free(nlocs);
+  free(counts);
+  free(send);
   return 0;
 }
 
@@ -202,17 +210,17 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
       for (int li = 0; li < g->mloc; li++) Hloc[(size_t)lj * g->lld + li] = h->grid_sum[(size_t)lj * g->lld + li] * h->scale;
   }
   /* where each of this rank's entries goes: layout (ls, ms), natural (i, j) */
-#define FOR_MINE(...)                                                                      \
-  for (int lj = 0; lj < g->nloc; lj++) {                                                  \
-    int ms = local_to_global(lj, nb, g->mycol, g->npcol);                                 \
-    for (int li = 0; li < g->mloc; li++) {                                                \
-      int ls = local_to_global(li, nb, g->myrow, g->nprow);                               \
-      if (ls > ms) break;                                                                 \
-      int i = h->grid_sum_reversed ? d - 1 - ms : ls, j = h->grid_sum_reversed ? d - 1 - ls : ms; \
-      int x = pos[i] < pos[j] ? pos[i] : pos[j], y = pos[i] < pos[j] ? pos[j] : pos[i];   \
+#define FOR_MINE(...)                                                                                  \
+  for (int lj = 0; lj < g->nloc; lj++) {                                                               \
+    int ms = local_to_global(lj, nb, g->mycol, g->npcol);                                              \
+    for (int li = 0; li < g->mloc; li++) {                                                             \
+      int ls = local_to_global(li, nb, g->myrow, g->nprow);                                            \
+      if (ls > ms) break;                                                                              \
+      int i = h->grid_sum_reversed ? d - 1 - ms : ls, j = h->grid_sum_reversed ? d - 1 - ls : ms;      \
+      int x = pos[i] < pos[j] ? pos[i] : pos[j], y = pos[i] < pos[j] ? pos[j] : pos[i];                \
       int dest = g->rank_at[global_owner(x, nb, g->nprow) * g->npcol + global_owner(y, nb, g->npcol)]; \
-      __VA_ARGS__;                                                                        \
-    }                                                                                     \
+      __VA_ARGS__;                                                                                     \
+    }                                                                                                  \
   }
   if (ok && !in_place) FOR_MINE(scount[dest]++);
   MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm);
@@ -251,7 +259,16 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
     }
   }
 #undef FOR_MINE
-  free(pos); free(src); free(lld); free(scount); free(rcount); free(sdisp); free(rdisp); free(fill); free(send); free(recv);
+  free(pos);
+  free(src);
+  free(lld);
+  free(scount);
+  free(rcount);
+  free(sdisp);
+  free(rdisp);
+  free(fill);
+  free(send);
+  free(recv);
   return ok ? 0 : -1;
 }
 
@@ -307,8 +324,8 @@ static float *to_float_in_place(double *A, size_t n) {
  * failed factorization repeats the reduction rather than keeping a copy).
  * keep: hand this rank's pieces of the factor over instead of replicating
  * U. */
-static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U,
-                          float **keep, FactorInfo *fi) {
+static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, const Grid *g, MPI_Comm comm, float *U, float **keep,
+                          FactorInfo *fi) {
   int d = h->d, nb = g->nb;
   int nprow = g->nprow, npcol = g->npcol, myrow = g->myrow, mycol = g->mycol;
   fi->nprow = nprow;
@@ -352,7 +369,7 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
     }
     rc = info;
   }
-  int flags[2] = {rc < 0, rc > 0 ? rc : 0}; /* any argument error, worst pivot failure */
+  int flags[2] = {rc<0, rc> 0 ? rc : 0}; /* any argument error, worst pivot failure */
   MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm);
   rc = flags[0] ? -1 : flags[1];
   if (!rc) {
@@ -422,7 +439,8 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
         for (int j = 0; j < d; j++) U[(size_t)i * d + j] = (float)work[(size_t)i * d + j];
     }
     if (rc < 0) {
-      status = aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
+      status =
+          aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);
       failed_start = 1;
       break;
     }
@@ -449,7 +467,8 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
     grid_close(&grid);
   }
   if (status && !failed_start)
-    status = aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
+    status =
+        aptq_error("the Hessian (d = %d) is not positive definite even with damp = %g; the calibration data may be degenerate", d, damp);
   return status;
 }
 

@@ -74,5 +74,4 @@ MPI_Comm dist_factor_comm(const DistFactor *f);
 /* Does this path at this d and rank count factor with ScaLAPACK? */
 int factor_uses_scalapack(FactorPath path, int d, int size);
 
-
 #endif

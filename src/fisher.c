@@ -58,7 +58,8 @@ double fisher_memory(const Options *o, const ModelConfig *c, int local_selected)
 
 /* Σ over the tokens of x (T × D) of Var_p(δ), δ = logits(x) − ref, where
  * ref and p are the reference logits and probabilities of the same chunk. */
-static double logit_variance(const ModelConfig *c, Head *h, const float *x, int t0, int n, const float *ref, const float *p, float *logits) {
+static double logit_variance(const ModelConfig *c, Head *h, const float *x, int t0, int n, const float *ref, const float *p,
+                             float *logits) {
   int V = c->vocab_size;
   head_logits(c, h, x + (size_t)t0 * c->dim, n, logits);
   double total = 0;
@@ -186,7 +187,16 @@ int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *cal
     sens[l] = mean;
     if (stderr_out) stderr_out[l] = nsel > 1 ? sqrt(sq / (nsel - 1) / nsel) : 0.0;
   }
-  free(sel); free(sel_rank); free(x); free(xfinal); free(stream); free(ref); free(prob); free(logits); free(saved); free(value);
+  free(sel);
+  free(sel_rank);
+  free(x);
+  free(xfinal);
+  free(stream);
+  free(ref);
+  free(prob);
+  free(logits);
+  free(saved);
+  free(value);
   head_free(&head);
   scratch_free(&s);
   block_weights_free(&w);

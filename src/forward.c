@@ -10,8 +10,10 @@
 static int64_t lin_rows(const ModelConfig *c, int k) {
   switch (k) {
     case LIN_Q: return (int64_t)c->n_heads * c->head_dim;
-    case LIN_K: case LIN_V: return (int64_t)c->n_kv_heads * c->head_dim;
-    case LIN_GATE: case LIN_UP: return c->hidden_dim;
+    case LIN_K:
+    case LIN_V: return (int64_t)c->n_kv_heads * c->head_dim;
+    case LIN_GATE:
+    case LIN_UP: return c->hidden_dim;
     default: return c->dim;
   }
 }
@@ -53,8 +55,8 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
   s->T = T;
   size_t t = (size_t)T, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
   float **bufs[] = {&s->xn, &s->xn2, &s->tmp, &s->q, &s->z, &s->k, &s->v, &s->att, &s->gate, &s->act, &s->cos, &s->sin};
-  size_t sizes[] = {t * c->dim, t * c->dim, t * c->dim, t * qd, t * qd, t * kvd, t * kvd, t * t,
-                    t * c->hidden_dim, t * c->hidden_dim, t * c->head_dim / 2, t * c->head_dim / 2};
+  size_t sizes[] = {t * c->dim,        t * c->dim,          t * c->dim,         t * qd, t * qd, t * kvd, t * kvd, t * t, t * c->hidden_dim,
+                    t * c->hidden_dim, t * c->head_dim / 2, t * c->head_dim / 2};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     *bufs[i] = aptq_malloc(sizes[i] * sizeof(float), "activations");
     if (!*bufs[i]) return APTQ_ERR;
@@ -117,7 +119,10 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
     float *row = s->att + (size_t)t * T, mx = row[0];
     for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
-    for (int j = 0; j <= t; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+    for (int j = 0; j <= t; j++) {
+      row[j] = expf(row[j] - mx);
+      sum += row[j];
+    }
     float inv = 1.0f / sum;
     for (int j = 0; j <= t; j++) row[j] *= inv;
     for (int j = t + 1; j < T; j++) row[j] = 0.0f;
@@ -127,9 +132,7 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
 const LinearGroup linear_groups[4] = {
     {STOP_QKV_INPUT, LIN_Q, 3}, {STOP_O_INPUT, LIN_O, 1}, {STOP_MLP_INPUT, LIN_GATE, 2}, {STOP_DOWN_INPUT, LIN_DOWN, 1}};
 
-void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x) {
-  block_forward_until(c, w, s, x, STOP_FULL);
-}
+void block_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x) { block_forward_until(c, w, s, x, STOP_FULL); }
 
 void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop) {
   int T = s->T, D = c->dim, hd = c->head_dim;
@@ -145,7 +148,8 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
   rope(c, s, s->k, c->n_kv_heads);
   for (int h = 0; h < c->n_heads; h++) {
     attention_probs(c, s, h);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd, qd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd,
+                qd);
   }
   if (stop == STOP_O_INPUT) return;
   block_forward_from_o(c, w, s, x, stop);

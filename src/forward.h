@@ -12,18 +12,18 @@
 #include "model.h"
 
 typedef struct {
-  float *attn_norm, *ffn_norm;   /* [dim] */
-  float *w[LIN_COUNT];            /* row-major [out][in], HF orientation */
+  float *attn_norm, *ffn_norm; /* [dim] */
+  float *w[LIN_COUNT];         /* row-major [out][in], HF orientation */
 } BlockWeights;
 
 typedef struct {
   int T;
-  float *xn, *xn2, *tmp;          /* T × dim */
-  float *q, *z;                   /* T × n_heads·head_dim */
-  float *k, *v;                   /* T × n_kv_heads·head_dim */
-  float *att;                     /* T × T, one head at a time */
-  float *gate, *act;              /* T × hidden_dim */
-  float *cos, *sin;               /* T × head_dim/2 */
+  float *xn, *xn2, *tmp; /* T × dim */
+  float *q, *z;          /* T × n_heads·head_dim */
+  float *k, *v;          /* T × n_kv_heads·head_dim */
+  float *att;            /* T × T, one head at a time */
+  float *gate, *act;     /* T × hidden_dim */
+  float *cos, *sin;      /* T × head_dim/2 */
 } BlockScratch;
 
 int block_weights_alloc(const ModelConfig *c, BlockWeights *w);
@@ -72,7 +72,7 @@ int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x);
 /* Final norm and lm_head. nll: sum over t < T-1 of -log p(ids[t+1] | ..t).
  * logits_out (optional): T × vocab. Works in chunks of tokens. */
 typedef struct {
-  float *final_norm;  /* [dim] */
+  float *final_norm; /* [dim] */
   const TensorRef *lm_head;
   float *lm_head_f32; /* vocab × dim */
   float *buf;         /* chunk × vocab */

@@ -32,8 +32,8 @@ static uint32_t sample(const float *logits, int V, double temperature, Rng *rng)
 
 /* One sequence: the full prefix is re-run for every new token (no KV cache;
  * sequences here are short). */
-static int generate_one(const Model *m, BlockWeights *w, BlockScratch *s, Head *h, float *x, float *logits, int T, double temp,
-                        Rng *rng, uint32_t *ids) {
+static int generate_one(const Model *m, BlockWeights *w, BlockScratch *s, Head *h, float *x, float *logits, int T, double temp, Rng *rng,
+                        uint32_t *ids) {
   const ModelConfig *c = &m->cfg;
   ids[0] = 1; /* BOS */
   for (int t = 1; t < T; t++) {
@@ -98,7 +98,12 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
       printf("aptq generate: %d sequences x %d tokens (temperature %g, seed %d) -> %s\n", o->nseq, T, o->temperature, o->seed, o->output);
   }
   rc = aptq_agree(comm, rc);
-  free(all); free(counts); free(displs); free(ids); free(logits); free(x);
+  free(all);
+  free(counts);
+  free(displs);
+  free(ids);
+  free(logits);
+  free(x);
   for (int l = 0; l < c->n_layers; l++) block_weights_free(&w[l]);
   free(w);
   head_free(&h);

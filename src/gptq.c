@@ -25,7 +25,10 @@ void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym,
     xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
     if (xmin < 0.0f) xmin = -xmax;
   }
-  if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
   float best = INFINITY;
   for (int i = 0; i < (int)(maxshrink * grid); i++) {
     float p = (float)(1.0 - (double)i / grid); /* torch: the Python float 1 - i/grid, rounded to float32 */
@@ -98,8 +101,8 @@ int gptq_prepare(const double *H, int cols, const GptqParams *p, MPI_Comm comm, 
 
 /* H replicated (diag NULL), or this rank's partial sum with the reduced,
  * scaled diagonal (HessianView.partial). */
-static int prepare(const double *H, const double *grid_sum, int grid_sum_reversed, const double *reduced_diag, double scale, const double *order,
-                   int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
+static int prepare(const double *H, const double *grid_sum, int grid_sum_reversed, const double *reduced_diag, double scale,
+                   const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {
   memset(L, 0, sizeof *L);
   L->cols = cols;
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
@@ -118,7 +121,8 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
     }
     if (p->act_order) {
       /* dead columns count with diag 1: gptq.py sets H_jj = 1 before sorting */
-      for (int j = 0; j < cols; j++) if (L->dead[j]) diag[j] = 1.0;
+      for (int j = 0; j < cols; j++)
+        if (L->dead[j]) diag[j] = 1.0;
       if (order)
         for (int j = 0; j < cols; j++) diag[j] = order[(size_t)j * cols + j];
       sort_desc_stable(L->perm, diag, cols);
@@ -131,8 +135,15 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
   }
   rc = aptq_agree(comm, rc);
   if (!rc) {
-    HessianView view = {.H = H, .d = cols, .perm = L->perm, .dead = L->dead, .partial = reduced_diag != NULL, .scale = scale,
-                        .diag = reduced_diag, .grid_sum = grid_sum, .grid_sum_reversed = grid_sum_reversed};
+    HessianView view = {.H = H,
+                        .d = cols,
+                        .perm = L->perm,
+                        .dead = L->dead,
+                        .partial = reduced_diag != NULL,
+                        .scale = scale,
+                        .diag = reduced_diag,
+                        .grid_sum = grid_sum,
+                        .grid_sum_reversed = grid_sum_reversed};
     rc = reduced_diag ? factor_inverse_cholesky_dist(&view, p->damp, p->factor_algorithm, p->nb, comm, &L->dist, &L->factor)
                       : factor_inverse_cholesky(&view, p->damp, p->factor_path, p->factor_algorithm, p->nb, comm, L->U, &L->factor);
     rc = aptq_agree(comm, rc);
@@ -148,8 +159,8 @@ int gptq_prepare_partial(const double *H, const double *diag, double scale, int 
   return prepare(H, NULL, 0, diag, scale, NULL, cols, p, comm, L);
 }
 
-int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm,
-                        GptqLayer *L) {
+int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p,
+                        MPI_Comm comm, GptqLayer *L) {
   return prepare(NULL, grid_sum, reversed, diag, scale, NULL, cols, p, comm, L);
 }
 
@@ -200,7 +211,9 @@ void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MP
     loss[k] = 0.0; /* in chunk order: the same sum for any rank count */
     for (int c = off; c < off + chunks_of(rows[k]); c++) loss[k] += all[c];
   }
-  free(counts); free(displs); free(all);
+  free(counts);
+  free(displs);
+  free(all);
 }
 
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
@@ -219,9 +232,9 @@ enum { LANES = 16 }; /* rows swept together, one per SIMD lane */
 
 typedef struct {
   const GptqParams *p; /* its layer's (bits may differ between the layers of a solve) */
-  float *W;        /* the chunk's rows of the slab, original column order */
+  float *W;            /* the chunk's rows of the slab, original column order */
   int rows;
-  uint8_t *codes;  /* outputs, original order */
+  uint8_t *codes; /* outputs, original order */
   float *Q, *scales;
   int32_t *zeros;
   float *Wp, *Err, *Qp; /* work, solve order */
@@ -350,8 +363,13 @@ static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, fl
     for (int r0 = 0; r0 < sl->rows; r0 += GPTQ_ROW_CHUNK, c++) {
       size_t off = (size_t)r0 * cols;
       int rows = sl->rows - r0 < GPTQ_ROW_CHUNK ? sl->rows - r0 : GPTQ_ROW_CHUNK;
-      ch[c] = (Chunk){.p = sl->p, .W = sl->W + off, .rows = rows, .codes = sl->codes + off, .Q = sl->Q + off,
-                      .scales = sl->scales + (size_t)r0 * ng, .zeros = sl->zeros + (size_t)r0 * ng};
+      ch[c] = (Chunk){.p = sl->p,
+                      .W = sl->W + off,
+                      .rows = rows,
+                      .codes = sl->codes + off,
+                      .Q = sl->Q + off,
+                      .scales = sl->scales + (size_t)r0 * ng,
+                      .zeros = sl->zeros + (size_t)r0 * ng};
       if (Wp) {
         ch[c].Wp = Wp + work * cols;
         ch[c].Qp = Qp + work * cols;
@@ -403,7 +421,13 @@ static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs,
     for (int c = 0; c < nchunks; c++) *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
     openblas_set_num_threads(blas_threads);
   }
-  free(ch); free(Wp); free(Qp); free(Err); free(Cp); free(Ublk); free(blk);
+  free(ch);
+  free(Wp);
+  free(Qp);
+  free(Err);
+  free(Cp);
+  free(Ublk);
+  free(blk);
   return ok ? 0 : aptq_error("out of memory in the GPTQ solve");
 }
 
@@ -441,7 +465,11 @@ int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs) {
         *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
       }
     }
-    free(Wp); free(Err); free(Qp); free(Cp); free(blk);
+    free(Wp);
+    free(Err);
+    free(Qp);
+    free(Cp);
+    free(blk);
   }
   openblas_set_num_threads(blas_threads);
   free(ch);
@@ -542,7 +570,11 @@ static double solve_head(const GptqLayer *L, const GptqParams *p, const float *U
       codes[(size_t)r * cols + j] = Cp[(size_t)r * cols + k];
       Q[(size_t)r * cols + j] = Qp[(size_t)r * cols + k];
     }
-  free(W1); free(row_scale); free(row_zero); free(e); free(et);
+  free(W1);
+  free(row_scale);
+  free(row_zero);
+  free(e);
+  free(et);
   return loss;
 }
 
@@ -567,7 +599,10 @@ int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const 
                                Wp, Err, Qp, Cp);
       }
     }
-    free(Wp); free(Err); free(Qp); free(Cp);
+    free(Wp);
+    free(Err);
+    free(Qp);
+    free(Cp);
   }
   openblas_set_num_threads(blas_threads);
   return failed ? aptq_error("out of memory in the Kronecker solve") : 0;

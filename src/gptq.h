@@ -46,8 +46,8 @@ int gptq_prepare_partial(const double *H, const double *diag, double scale, int 
 /* The same from a streamed sum (hessian_stream.h): grid_sum is this rank's
  * pieces of the reduced Σ x xᵀ on the grid of comm with block size p->nb,
  * index-reversed if `reversed`. */
-int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p, MPI_Comm comm,
-                        GptqLayer *L);
+int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p,
+                        MPI_Comm comm, GptqLayer *L);
 void gptq_layer_free(GptqLayer *L);
 
 /* Rows are solved in chunks of GPTQ_ROW_CHUNK; a chunk's result depends only

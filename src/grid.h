@@ -15,8 +15,8 @@ void Cblacs_gridinit(int *context, const char *order, int nprow, int npcol);
 void Cblacs_gridinfo(int context, int *nprow, int *npcol, int *myrow, int *mycol);
 void Cblacs_gridexit(int context);
 int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
-void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc,
-               const int *ictxt, const int *lld, int *info);
+void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc, const int *ictxt,
+               const int *lld, int *info);
 
 typedef struct {
   int handle, ctxt, nprow, npcol, myrow, mycol, mloc, nloc, lld, nb, desc[9];

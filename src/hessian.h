@@ -37,8 +37,8 @@ void hessian_panel_add(const float *chunk, int j0, int w, double *dst, size_t ld
 
 typedef struct {
   int d;
-  double *sum;    /* d × d, full symmetric after hessian_finish */
-  float *chunk;   /* float32 scratch: d × d, or d × HESS_PANEL (see above) */
+  double *sum;  /* d × d, full symmetric after hessian_finish */
+  float *chunk; /* float32 scratch: d × d, or d × HESS_PANEL (see above) */
   int64_t tokens;
 } Hessian;
 

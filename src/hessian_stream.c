@@ -10,7 +10,8 @@
 double hstream_bytes(int d, int nb, int T, int tokens, int size) {
   int nprow, npcol;
   blacs_grid_shape(size, &nprow, &npcol);
-  double blocks = (d + nb - 1) / nb, mloc = ((int)blocks + nprow - 1) / nprow * (double)nb, nloc = ((int)blocks + npcol - 1) / npcol * (double)nb;
+  double blocks = (d + nb - 1) / nb, mloc = ((int)blocks + nprow - 1) / nprow * (double)nb,
+         nloc = ((int)blocks + npcol - 1) / npcol * (double)nb;
   int per = tokens / T > 1 ? tokens / T : 1, w = hessian_panel_width(d);
   double wl = nloc < w ? nloc : w;
   return mloc * nloc * sizeof(double) + (double)per * T * d * sizeof(float) + (double)d * w * (sizeof(float) + 2 * sizeof(double)) +
@@ -48,7 +49,13 @@ int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, int reverse
 
 void hstream_free(HessianStream *h) {
   if (h->counts) grid_close(&h->grid);
-  free(h->acc); free(h->x); free(h->chunk); free(h->panel); free(h->send); free(h->recv); free(h->counts);
+  free(h->acc);
+  free(h->x);
+  free(h->chunk);
+  free(h->panel);
+  free(h->send);
+  free(h->recv);
+  free(h->counts);
   memset(h, 0, sizeof *h);
 }
 
@@ -70,32 +77,32 @@ void hstream_add(HessianStream *h, const float *X) {
  * (d−1−y, d−1−x) in the index-reversed layout. The order is fixed (the
  * owner's rows, then its columns): the senders pack and the owner unpacks
  * in it. */
-#define FOR_OWNED(g, d, j0, w, reversed, prow, pcol, ...)                                         \
-  do {                                                                                            \
-    int mloc_ = global_count(d, (g)->nb, prow, (g)->nprow);                                       \
-    for (int lx_ = 0; lx_ < mloc_; lx_++) {                                                       \
-      int x = local_to_global(lx_, (g)->nb, prow, (g)->nprow);                                    \
-      /* natural: rows up to the panel's end, columns in it; reversed: the */                    \
-      /* panel's columns are rows [d − j0 − w, d − j0), columns y ≥ x */                          \
-      int y0_ = x, y1_ = d;                                                                       \
-      if (!(reversed)) {                                                                          \
-        if (x >= (j0) + (w)) break;                                                               \
-        y0_ = (j0) > x ? (j0) : x;                                                                \
-        y1_ = (j0) + (w);                                                                         \
-      } else {                                                                                    \
-        if (x >= d - (j0)) break;                                                                 \
-        if (x < d - (j0) - (w)) continue;                                                         \
-      }                                                                                           \
-      for (int y = y0_; y < y1_; y++) {                                                           \
-        if (global_owner(y, (g)->nb, (g)->npcol) != (pcol)) {                                     \
-          y = (y / (g)->nb + 1) * (g)->nb - 1; /* to the end of this block */                     \
-          continue;                                                                               \
-        }                                                                                         \
-        int i = (reversed) ? d - 1 - y : x, j = (reversed) ? d - 1 - x : y;                        \
-        (void)i, (void)j;                                                                         \
-        __VA_ARGS__;                                                                              \
-      }                                                                                           \
-    }                                                                                             \
+#define FOR_OWNED(g, d, j0, w, reversed, prow, pcol, ...)                        \
+  do {                                                                           \
+    int mloc_ = global_count(d, (g)->nb, prow, (g)->nprow);                      \
+    for (int lx_ = 0; lx_ < mloc_; lx_++) {                                      \
+      int x = local_to_global(lx_, (g)->nb, prow, (g)->nprow);                   \
+      /* natural: rows up to the panel's end, columns in it; reversed: the */    \
+      /* panel's columns are rows [d − j0 − w, d − j0), columns y ≥ x */ \
+      int y0_ = x, y1_ = d;                                                      \
+      if (!(reversed)) {                                                         \
+        if (x >= (j0) + (w)) break;                                              \
+        y0_ = (j0) > x ? (j0) : x;                                               \
+        y1_ = (j0) + (w);                                                        \
+      } else {                                                                   \
+        if (x >= d - (j0)) break;                                                \
+        if (x < d - (j0) - (w)) continue;                                        \
+      }                                                                          \
+      for (int y = y0_; y < y1_; y++) {                                          \
+        if (global_owner(y, (g)->nb, (g)->npcol) != (pcol)) {                    \
+          y = (y / (g)->nb + 1) * (g)->nb - 1; /* to the end of this block */    \
+          continue;                                                              \
+        }                                                                        \
+        int i = (reversed) ? d - 1 - y : x, j = (reversed) ? d - 1 - x : y;      \
+        (void)i, (void)j;                                                        \
+        __VA_ARGS__;                                                             \
+      }                                                                          \
+    }                                                                            \
   } while (0)
 
 int hstream_flush(HessianStream *h, MPI_Comm comm) {

@@ -24,16 +24,15 @@
 
 #include "grid.h"
 
-
 typedef struct {
-  int d, nb, T, w;     /* w: columns per product panel (hessian_add's) */
-  int reversed;        /* pieces in index-reversed order: entry (x, y) is Σ x xᵀ at (d−1−y, d−1−x) */
-  int per_flush;       /* sequences buffered between flushes */
+  int d, nb, T, w; /* w: columns per product panel (hessian_add's) */
+  int reversed;    /* pieces in index-reversed order: entry (x, y) is Σ x xᵀ at (d−1−y, d−1−x) */
+  int per_flush;   /* sequences buffered between flushes */
   Grid grid;
-  double *acc;         /* lld × nloc column-major: this rank's pieces of Σ x xᵀ, entries x ≤ y of the layout */
-  float *x;            /* per_flush × T × d buffered inputs */
-  int nbuf;            /* sequences in the buffer */
-  float *chunk;        /* float32 products: d × w */
+  double *acc;  /* lld × nloc column-major: this rank's pieces of Σ x xᵀ, entries x ≤ y of the layout */
+  float *x;     /* per_flush × T × d buffered inputs */
+  int nbuf;     /* sequences in the buffer */
+  float *chunk; /* float32 products: d × w */
   double *panel, *send, *recv;
   int *counts, *rowown, *rowloc;
   int64_t tokens;

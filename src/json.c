@@ -14,9 +14,7 @@ typedef struct {
   const char *what;
 } Parser;
 
-static int fail(Parser *p, const char *why) {
-  return aptq_error("%s: invalid JSON at byte %zu: %s", p->what, p->pos, why);
-}
+static int fail(Parser *p, const char *why) { return aptq_error("%s: invalid JSON at byte %zu: %s", p->what, p->pos, why); }
 
 static void skip_ws(Parser *p) {
   while (p->pos < p->len) {
@@ -44,14 +42,25 @@ static int hex4(Parser *p, unsigned *out) {
 }
 
 static size_t put_utf8(char *dst, unsigned cp) {
-  if (cp < 0x80) { dst[0] = (char)cp; return 1; }
-  if (cp < 0x800) { dst[0] = (char)(0xC0 | (cp >> 6)); dst[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-  if (cp < 0x10000) {
-    dst[0] = (char)(0xE0 | (cp >> 12)); dst[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    dst[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+  if (cp < 0x80) {
+    dst[0] = (char)cp;
+    return 1;
   }
-  dst[0] = (char)(0xF0 | (cp >> 18)); dst[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-  dst[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); dst[3] = (char)(0x80 | (cp & 0x3F));
+  if (cp < 0x800) {
+    dst[0] = (char)(0xC0 | (cp >> 6));
+    dst[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    dst[0] = (char)(0xE0 | (cp >> 12));
+    dst[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    dst[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  dst[0] = (char)(0xF0 | (cp >> 18));
+  dst[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+  dst[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+  dst[3] = (char)(0x80 | (cp & 0x3F));
   return 4;
 }
 
@@ -64,7 +73,10 @@ static int parse_string(Parser *p, char **out) {
     unsigned char c = (unsigned char)p->text[p->pos];
     if (c == '"') break;
     if (c < 0x20) return fail(p, "control character in string");
-    if (c == '\\') { p->pos++; if (p->pos >= p->len) return fail(p, "unterminated escape"); }
+    if (c == '\\') {
+      p->pos++;
+      if (p->pos >= p->len) return fail(p, "unterminated escape");
+    }
     p->pos++;
     n++;
   }
@@ -75,7 +87,10 @@ static int parse_string(Parser *p, char **out) {
   p->pos = start;
   while (p->pos < end) {
     char c = p->text[p->pos++];
-    if (c != '\\') { s[k++] = c; continue; }
+    if (c != '\\') {
+      s[k++] = c;
+      continue;
+    }
     char e = p->text[p->pos++];
     switch (e) {
       case '"': s[k++] = '"'; break;
@@ -88,20 +103,34 @@ static int parse_string(Parser *p, char **out) {
       case 't': s[k++] = '\t'; break;
       case 'u': {
         unsigned cp;
-        if (hex4(p, &cp)) { free(s); return APTQ_ERR; }
+        if (hex4(p, &cp)) {
+          free(s);
+          return APTQ_ERR;
+        }
         if (cp >= 0xD800 && cp <= 0xDBFF) {
           unsigned lo;
           if (p->pos + 2 > end || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u') {
-            free(s); return fail(p, "unpaired surrogate in \\u escape");
+            free(s);
+            return fail(p, "unpaired surrogate in \\u escape");
           }
           p->pos += 2;
-          if (hex4(p, &lo)) { free(s); return APTQ_ERR; }
-          if (lo < 0xDC00 || lo > 0xDFFF) { free(s); return fail(p, "bad low surrogate"); }
+          if (hex4(p, &lo)) {
+            free(s);
+            return APTQ_ERR;
+          }
+          if (lo < 0xDC00 || lo > 0xDFFF) {
+            free(s);
+            return fail(p, "bad low surrogate");
+          }
           cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          free(s); return fail(p, "unpaired low surrogate");
+          free(s);
+          return fail(p, "unpaired low surrogate");
         }
-        if (cp == 0) { free(s); return fail(p, "NUL character in string"); }
+        if (cp == 0) {
+          free(s);
+          return fail(p, "NUL character in string");
+        }
         k += put_utf8(s + k, cp);
         break;
       }
@@ -120,14 +149,17 @@ static int parse_number(Parser *p, JsonValue *v) {
   if (p->text[p->pos] == '-') p->pos++;
   if (p->pos >= p->len || p->text[p->pos] < '0' || p->text[p->pos] > '9') return fail(p, "bad number");
   if (p->text[p->pos] == '0') p->pos++;
-  else while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') p->pos++;
+  else
+    while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') p->pos++;
   if (p->pos < p->len && p->text[p->pos] == '.') {
-    integer = 0; p->pos++;
+    integer = 0;
+    p->pos++;
     if (p->pos >= p->len || p->text[p->pos] < '0' || p->text[p->pos] > '9') return fail(p, "bad fraction");
     while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') p->pos++;
   }
   if (p->pos < p->len && (p->text[p->pos] == 'e' || p->text[p->pos] == 'E')) {
-    integer = 0; p->pos++;
+    integer = 0;
+    p->pos++;
     if (p->pos < p->len && (p->text[p->pos] == '+' || p->text[p->pos] == '-')) p->pos++;
     if (p->pos >= p->len || p->text[p->pos] < '0' || p->text[p->pos] > '9') return fail(p, "bad exponent");
     while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') p->pos++;
@@ -160,7 +192,10 @@ static int parse_container(Parser *p, JsonValue *v, int depth, int is_object) {
   v->type = is_object ? JSON_OBJECT : JSON_ARRAY;
   p->pos++;
   skip_ws(p);
-  if (p->pos < p->len && p->text[p->pos] == close) { p->pos++; return 0; }
+  if (p->pos < p->len && p->text[p->pos] == close) {
+    p->pos++;
+    return 0;
+  }
   while (1) {
     if (v->count == cap) {
       cap = cap ? cap * 2 : 8;
@@ -185,7 +220,10 @@ static int parse_container(Parser *p, JsonValue *v, int depth, int is_object) {
           return fail(p, "duplicate key in object");
         }
       skip_ws(p);
-      if (p->pos >= p->len || p->text[p->pos] != ':') { v->count++; return fail(p, "expected ':'"); }
+      if (p->pos >= p->len || p->text[p->pos] != ':') {
+        v->count++;
+        return fail(p, "expected ':'");
+      }
       p->pos++;
     }
     v->count++;
@@ -207,8 +245,14 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
     case '{': return parse_container(p, v, depth, 1);
     case '[': return parse_container(p, v, depth, 0);
     case '"': v->type = JSON_STRING; return parse_string(p, &v->string);
-    case 't': v->type = JSON_BOOL; v->boolean = 1; return literal(p, "true");
-    case 'f': v->type = JSON_BOOL; v->boolean = 0; return literal(p, "false");
+    case 't':
+      v->type = JSON_BOOL;
+      v->boolean = 1;
+      return literal(p, "true");
+    case 'f':
+      v->type = JSON_BOOL;
+      v->boolean = 0;
+      return literal(p, "false");
     case 'n': v->type = JSON_NULL; return literal(p, "null");
     default: return parse_number(p, v);
   }
@@ -234,10 +278,16 @@ int json_parse(const char *text, size_t len, const char *what, JsonValue **out) 
   Parser p = {text, len, 0, what};
   JsonValue *v = calloc(1, sizeof *v);
   if (!v) return aptq_error("%s: out of memory parsing JSON", what);
-  if (parse_value(&p, v, 0)) { json_free(v); return APTQ_ERR; }
+  if (parse_value(&p, v, 0)) {
+    json_free(v);
+    return APTQ_ERR;
+  }
   skip_ws(&p);
   /* safetensors headers may be padded with spaces; NULs are not JSON */
-  if (p.pos != len) { json_free(v); return fail(&p, "trailing characters after the JSON value"); }
+  if (p.pos != len) {
+    json_free(v);
+    return fail(&p, "trailing characters after the JSON value");
+  }
   *out = v;
   return 0;
 }

@@ -12,11 +12,11 @@ typedef struct JsonValue {
   JsonType type;
   int boolean;
   double number;
-  int is_integer;      /* number written without fraction or exponent */
-  int64_t integer;     /* exact value when is_integer */
-  char *string;        /* JSON_STRING, NUL-terminated (embedded NUL rejected) */
-  int count;           /* JSON_ARRAY / JSON_OBJECT members */
-  char **keys;         /* JSON_OBJECT */
+  int is_integer;  /* number written without fraction or exponent */
+  int64_t integer; /* exact value when is_integer */
+  char *string;    /* JSON_STRING, NUL-terminated (embedded NUL rejected) */
+  int count;       /* JSON_ARRAY / JSON_OBJECT members */
+  char **keys;     /* JSON_OBJECT */
   struct JsonValue *items;
 } JsonValue;
 

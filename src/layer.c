@@ -19,9 +19,19 @@
 #include "tokens.h"
 
 GptqParams gptq_params_from_options(const Options *o) {
-  GptqParams p = {o->bits, o->group_size, o->sym, o->act_order, o->static_groups, o->mse, o->block_size, o->damp,
-                  !strcmp(o->factor, "lapack") ? FACTOR_LAPACK : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK : FACTOR_AUTO,
-                  !strcmp(o->factor_algorithm, "potri") ? FACTOR_POTRI : FACTOR_TRTRI, o->nb};
+  GptqParams p = {o->bits,
+                  o->group_size,
+                  o->sym,
+                  o->act_order,
+                  o->static_groups,
+                  o->mse,
+                  o->block_size,
+                  o->damp,
+                  !strcmp(o->factor, "lapack")      ? FACTOR_LAPACK
+                  : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK
+                                                    : FACTOR_AUTO,
+                  !strcmp(o->factor_algorithm, "potri") ? FACTOR_POTRI : FACTOR_TRTRI,
+                  o->nb};
   return p;
 }
 
@@ -60,7 +70,8 @@ static int check_hessian(const double *H, int d, const char *path) {
         return aptq_error("%s: H is not symmetric (H[%d][%d] = %g, H[%d][%d] = %g)", path, i, j, a, j, i, b);
     }
   for (int i = 0; i < d; i++)
-    if (H[(size_t)i * d + i] < 0) return aptq_error("%s: H[%d][%d] = %g is negative; H must be positive semidefinite", path, i, i, H[(size_t)i * d + i]);
+    if (H[(size_t)i * d + i] < 0)
+      return aptq_error("%s: H[%d][%d] = %g is negative; H must be positive semidefinite", path, i, i, H[(size_t)i * d + i]);
   return 0;
 }
 
@@ -84,7 +95,8 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
     if (!rc) {
       dh = oc;
       if (nout % dh || rows % dh || (nout != dh && nout != rows))
-        rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input, nout, oc, rows);
+        rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input, nout,
+                        oc, rows);
     }
   }
   CHECK(aptq_agree(comm, rc));
@@ -94,8 +106,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
     shard_range(rows / dh, size, rank, &h0, &nh); /* whole heads per rank */
     r0 = h0 * dh;
     n = nh * dh;
-  } else
-    gptq_row_range(rows, size, rank, &r0, &n);
+  } else gptq_row_range(rows, size, rank, &r0, &n);
   int ng = quant_ngroups(cols, o->group_size);
   double *H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
   float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W");
@@ -137,7 +148,12 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
     for (int r = 0; r < size; r++) shard_range(heads, size, r, &displs[r], &counts[r]);
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, counts, displs, MPI_DOUBLE, comm);
     for (int i = 0; i < heads; i++) loss += losses[i];
-    free(counts); free(displs); free(Hout); free(Uo); free(Uh); free(losses);
+    free(counts);
+    free(displs);
+    free(Hout);
+    free(Uo);
+    free(Uh);
+    free(losses);
   } else {
     double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
     CHECK(aptq_agree(comm, !chunk_loss || gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)));
@@ -180,7 +196,13 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
     printf("error: %.9g\n", loss);
     fflush(stdout);
   }
-  free(H); free(W); free(Q); free(codes); free(codes32); free(scales); free(zeros);
+  free(H);
+  free(W);
+  free(Q);
+  free(codes);
+  free(codes32);
+  free(scales);
+  free(zeros);
   gptq_layer_free(&L);
   return 0;
 }

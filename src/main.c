@@ -21,13 +21,17 @@ static const struct {
   int (*run)(const Options *, MPI_Comm);
   const char *help;
 } commands[] = {
-  {"quantize", cmd_quantize, "quantize a model: model, output, method, bits, group_size [calib, nseq, seqlen]"},
-  {"eval", cmd_eval, "perplexity: model, tokens, nseq, seqlen [quantized, report]"},
-  {"recon", cmd_recon, "reconstruction error of a quantized model per block (attention output, block update): model, quantized, tokens, nseq, seqlen [report]"},
-  {"layer", cmd_layer, "GPTQ solve of one layer: input (HDF5 with W, H), output, bits, group_size, act_order, sym [damp, block_size]"},
-  {"generate", cmd_generate, "sample token sequences from a model: model, nseq, seqlen, output [seed, temperature]"},
-  {"bench", cmd_bench, "time and memory of the quantize pass on synthetic LLaMA-shaped blocks: shape (7b|13b|70b|tiny), nseq, seqlen, output [blocks, report, max_memory]"},
-  {"synth", cmd_synth, "write the embedded default model (HF layout, seeded weights): output [seed]"},
+    {"quantize", cmd_quantize, "quantize a model: model, output, method, bits, group_size [calib, nseq, seqlen]"},
+    {"eval", cmd_eval, "perplexity: model, tokens, nseq, seqlen [quantized, report]"},
+    {"recon", cmd_recon,
+     "reconstruction error of a quantized model per block (attention output, block update): model, quantized, tokens, nseq, seqlen "
+     "[report]"},
+    {"layer", cmd_layer, "GPTQ solve of one layer: input (HDF5 with W, H), output, bits, group_size, act_order, sym [damp, block_size]"},
+    {"generate", cmd_generate, "sample token sequences from a model: model, nseq, seqlen, output [seed, temperature]"},
+    {"bench", cmd_bench,
+     "time and memory of the quantize pass on synthetic LLaMA-shaped blocks: shape (7b|13b|70b|tiny), nseq, seqlen, output [blocks, "
+     "report, max_memory]"},
+    {"synth", cmd_synth, "write the embedded default model (HF layout, seeded weights): output [seed]"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -56,7 +60,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NCOMMANDS; i++)
       if (!strcmp(argv[1], commands[i].name)) which = i;
     Options o;
-    int rc = which < 0 ? aptq_error("unknown subcommand '%s'; run 'aptq help' for the list", argv[1]) : options_parse(&o, argc - 2, argv + 2);
+    int rc =
+        which < 0 ? aptq_error("unknown subcommand '%s'; run 'aptq help' for the list", argv[1]) : options_parse(&o, argc - 2, argv + 2);
     rc = aptq_agree(comm, rc);
     if (!rc) {
       openblas_set_num_threads(o.threads);

@@ -28,9 +28,10 @@ double memplan_peak(const MemPlan *p) {
 }
 
 static double lin_rows(const ModelConfig *c, int k) {
-  return k == LIN_Q ? (double)c->n_heads * c->head_dim
-         : k == LIN_K || k == LIN_V ? (double)c->n_kv_heads * c->head_dim
-         : k == LIN_GATE || k == LIN_UP ? c->hidden_dim : c->dim;
+  return k == LIN_Q                     ? (double)c->n_heads * c->head_dim
+         : k == LIN_K || k == LIN_V     ? (double)c->n_kv_heads * c->head_dim
+         : k == LIN_GATE || k == LIN_UP ? c->hidden_dim
+                                        : c->dim;
 }
 static double lin_cols(const ModelConfig *c, int k) {
   return k == LIN_O ? (double)c->n_heads * c->head_dim : k == LIN_DOWN ? c->hidden_dim : c->dim;
@@ -82,7 +83,8 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
     memplan_add(p, "RTN slab of the largest layer", slab, 1);
     return;
   }
-  memplan_add(p, "calibration activations (this rank's sequences)", (double)local_seqs * t * D * activations_elem_size(!strcmp(o->activations, "bf16")), 0);
+  memplan_add(p, "calibration activations (this rank's sequences)",
+              (double)local_seqs * t * D * activations_elem_size(!strcmp(o->activations, "bf16")), 0);
   memplan_add(p, "block input copy", t * D * f, 0);
   if (o->keep_attention && o->true_sequential)
     memplan_add(p, "attention outputs kept (keep_attention)", (double)local_seqs * t * qd * f, 0);
@@ -101,13 +103,15 @@ void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T,
     } else {
       hess += in_dims[g] * in_dims[g] * dbl + in_dims[g] * hessian_panel_width((int)in_dims[g]) * f;
     }
-  memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess, 0);
+  memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess,
+              0);
   if (aptq) {
     double Dh = D * D * (dbl + f);
     if (!strcmp(o->v_form, "kron")) /* vhessian_init: one input factor per kv group, output factors, Y */
       memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
     if (strcmp(o->q_form, "gptq")) /* qhessian_init */
-      memplan_add(p, "APTQ q_proj statistics", Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
+      memplan_add(p, "APTQ q_proj statistics",
+                  Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
     if (strcmp(o->k_form, "gptq")) { /* khessian_init */
       double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f;
       if (!strcmp(o->k_form, "kron")) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
@@ -179,10 +183,22 @@ int memory_parse(const char *text, double *bytes) {
   while (isspace((unsigned char)*end)) end++;
   double unit = 1;
   switch (toupper((unsigned char)*end)) {
-    case 'K': unit = 1024.0; end++; break;
-    case 'M': unit = 1024.0 * 1024; end++; break;
-    case 'G': unit = 1024.0 * 1024 * 1024; end++; break;
-    case 'T': unit = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'K':
+      unit = 1024.0;
+      end++;
+      break;
+    case 'M':
+      unit = 1024.0 * 1024;
+      end++;
+      break;
+    case 'G':
+      unit = 1024.0 * 1024 * 1024;
+      end++;
+      break;
+    case 'T':
+      unit = 1024.0 * 1024 * 1024 * 1024;
+      end++;
+      break;
     default: break;
   }
   if (unit > 1 && (*end == 'i' || *end == 'I')) end++;
@@ -201,7 +217,10 @@ double memory_peak_rss(void) {
 void memory_format(double bytes, char *buf, int size) {
   const char *unit[] = {"B", "KB", "MB", "GB", "TB"};
   int u = 0;
-  while (bytes >= 1024 && u < 4) { bytes /= 1024; u++; }
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    u++;
+  }
   snprintf(buf, (size_t)size, u ? "%.2f %s" : "%.0f %s", bytes, unit[u]);
 }
 
@@ -229,9 +248,10 @@ int memory_check(const MemPlan *p, double baseline, const Options *o, MPI_Comm c
     char lim[32];
     memory_format(peak, b, sizeof b);
     memory_format(limit, lim, sizeof lim);
-    return aptq_agree(comm, aptq_error("predicted peak memory per rank %s exceeds max_memory = %s (%s); use more ranks (each holds only its "
-                                       "share of the calibration activations), fewer or shorter calibration sequences, or raise max_memory",
-                                       b, o->max_memory, lim));
+    return aptq_agree(comm,
+                      aptq_error("predicted peak memory per rank %s exceeds max_memory = %s (%s); use more ranks (each holds only its "
+                                 "share of the calibration activations), fewer or shorter calibration sequences, or raise max_memory",
+                                 b, o->max_memory, lim));
   }
   return 0;
 }

@@ -15,19 +15,32 @@
 #include "json.h"
 #include "sha256.h"
 
-const char *const linear_names[LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                             "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+const char *const linear_names[LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                             "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 static int read_file(const char *path, char **out, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return aptq_error("cannot open '%s': %s", path, strerror(errno));
-  if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return aptq_error("cannot read '%s'", path); }
+  if (fseek(f, 0, SEEK_END) != 0) {
+    fclose(f);
+    return aptq_error("cannot read '%s'", path);
+  }
   long n = ftell(f);
-  if (n < 0 || n > 64 * 1024 * 1024) { fclose(f); return aptq_error("'%s' is too large for a JSON file", path); }
+  if (n < 0 || n > 64 * 1024 * 1024) {
+    fclose(f);
+    return aptq_error("'%s' is too large for a JSON file", path);
+  }
   rewind(f);
   char *buf = malloc((size_t)n + 1);
-  if (!buf) { fclose(f); return aptq_error("out of memory reading '%s'", path); }
-  if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); return aptq_error("cannot read '%s'", path); }
+  if (!buf) {
+    fclose(f);
+    return aptq_error("out of memory reading '%s'", path);
+  }
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    fclose(f);
+    free(buf);
+    return aptq_error("cannot read '%s'", path);
+  }
   fclose(f);
   buf[n] = 0;
   *out = buf;
@@ -51,7 +64,10 @@ static int cfg_int(const JsonValue *root, const char *key, int required, int def
 }
 
 static int cfg_num(const JsonValue *v, double def, double *out, const char *path, const char *key) {
-  if (!v || v->type == JSON_NULL) { *out = def; return 0; }
+  if (!v || v->type == JSON_NULL) {
+    *out = def;
+    return 0;
+  }
   if (v->type != JSON_NUMBER || !(v->number > 0)) return aptq_error("%s: '%s' must be a positive number", path, key);
   *out = v->number;
   return 0;
@@ -72,24 +88,40 @@ static int parse_config(const char *path, ModelConfig *c) {
   free(text);
   if (rc) return rc;
   memset(c, 0, sizeof *c);
-  if (root->type != JSON_OBJECT) { rc = aptq_error("%s: not a JSON object", path); goto done; }
+  if (root->type != JSON_OBJECT) {
+    rc = aptq_error("%s: not a JSON object", path);
+    goto done;
+  }
   const JsonValue *mt = json_get(root, "model_type");
   if (mt && (mt->type != JSON_STRING || (strcmp(mt->string, "llama") && strcmp(mt->string, "mistral")))) {
     rc = aptq_error("%s: model_type '%s' is not a LLaMA-family model (llama)", path, mt->type == JSON_STRING ? mt->string : "?");
     goto done;
   }
   const JsonValue *act = json_get(root, "hidden_act");
-  if (act && (act->type != JSON_STRING || strcmp(act->string, "silu"))) { rc = aptq_error("%s: hidden_act must be \"silu\" for LLaMA", path); goto done; }
+  if (act && (act->type != JSON_STRING || strcmp(act->string, "silu"))) {
+    rc = aptq_error("%s: hidden_act must be \"silu\" for LLaMA", path);
+    goto done;
+  }
   if ((rc = cfg_int(root, "hidden_size", 1, 0, &c->dim, path)) || (rc = cfg_int(root, "intermediate_size", 1, 0, &c->hidden_dim, path)) ||
-      (rc = cfg_int(root, "num_hidden_layers", 1, 0, &c->n_layers, path)) || (rc = cfg_int(root, "num_attention_heads", 1, 0, &c->n_heads, path)) ||
+      (rc = cfg_int(root, "num_hidden_layers", 1, 0, &c->n_layers, path)) ||
+      (rc = cfg_int(root, "num_attention_heads", 1, 0, &c->n_heads, path)) ||
       (rc = cfg_int(root, "vocab_size", 1, 0, &c->vocab_size, path)) ||
       (rc = cfg_int(root, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, path)) ||
       (rc = cfg_int(root, "max_position_embeddings", 0, 1 << 20, &c->max_seq_len, path)))
     goto done;
-  if (c->dim % c->n_heads && !json_get(root, "head_dim")) { rc = aptq_error("%s: hidden_size %d is not divisible by num_attention_heads %d", path, c->dim, c->n_heads); goto done; }
+  if (c->dim % c->n_heads && !json_get(root, "head_dim")) {
+    rc = aptq_error("%s: hidden_size %d is not divisible by num_attention_heads %d", path, c->dim, c->n_heads);
+    goto done;
+  }
   if ((rc = cfg_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, path))) goto done;
-  if (c->head_dim % 2) { rc = aptq_error("%s: head_dim %d must be even for RoPE", path, c->head_dim); goto done; }
-  if (c->n_heads % c->n_kv_heads) { rc = aptq_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads); goto done; }
+  if (c->head_dim % 2) {
+    rc = aptq_error("%s: head_dim %d must be even for RoPE", path, c->head_dim);
+    goto done;
+  }
+  if (c->n_heads % c->n_kv_heads) {
+    rc = aptq_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads);
+    goto done;
+  }
   double eps = 1e-6;
   if ((rc = cfg_num(json_get(root, "rms_norm_eps"), 1e-6, &eps, path, "rms_norm_eps"))) goto done;
   c->norm_eps = (float)eps;
@@ -105,7 +137,10 @@ static int parse_config(const char *path, ModelConfig *c) {
   }
   if ((rc = cfg_num(theta, 10000.0, &c->rope_theta, path, "rope_theta"))) goto done;
   const JsonValue *scaling = json_get(root, "rope_scaling");
-  if (scaling && scaling->type != JSON_NULL) { rc = aptq_error("%s: rope_scaling is set; scaled RoPE is not supported", path); goto done; }
+  if (scaling && scaling->type != JSON_NULL) {
+    rc = aptq_error("%s: rope_scaling is set; scaled RoPE is not supported", path);
+    goto done;
+  }
   if ((rc = cfg_false(root, "attention_bias", path, "biased projections are not LLaMA and not supported")) ||
       (rc = cfg_false(root, "mlp_bias", path, "biased projections are not LLaMA and not supported")))
     goto done;
@@ -127,7 +162,8 @@ static int bind(Model *m, const char *name, int64_t rows, int64_t cols, TensorRe
     int ok = rows == 1 ? (t->ndim == 1 && t->shape[0] == cols) : (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols);
     if (!ok) {
       char got[128] = "";
-      for (int d = 0; d < t->ndim; d++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "x" : "", (long long)t->shape[d]);
+      for (int d = 0; d < t->ndim; d++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "x" : "", (long long)t->shape[d]);
       return aptq_error("%s: tensor '%s' has shape [%s] but config.json implies [%lld%s%lld]", m->files[i].path, name, got,
                         (long long)(rows == 1 ? cols : rows), rows == 1 ? "" : "x", (long long)(rows == 1 ? 0 : cols));
     }
@@ -153,11 +189,28 @@ static int alloc_layers(Model *m) {
 static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t *cols) {
   int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
   switch (kind) {
-    case LIN_Q: *rows = q; *cols = c->dim; break;
-    case LIN_K: case LIN_V: *rows = kv; *cols = c->dim; break;
-    case LIN_O: *rows = c->dim; *cols = q; break;
-    case LIN_GATE: case LIN_UP: *rows = c->hidden_dim; *cols = c->dim; break;
-    default: *rows = c->dim; *cols = c->hidden_dim; break;
+    case LIN_Q:
+      *rows = q;
+      *cols = c->dim;
+      break;
+    case LIN_K:
+    case LIN_V:
+      *rows = kv;
+      *cols = c->dim;
+      break;
+    case LIN_O:
+      *rows = c->dim;
+      *cols = q;
+      break;
+    case LIN_GATE:
+    case LIN_UP:
+      *rows = c->hidden_dim;
+      *cols = c->dim;
+      break;
+    default:
+      *rows = c->dim;
+      *cols = c->hidden_dim;
+      break;
   }
 }
 
@@ -198,14 +251,23 @@ static int open_hf(const char *dir, Model *m) {
     free(text);
     if (rc) return rc;
     const JsonValue *map = json_get(root, "weight_map");
-    if (!map || map->type != JSON_OBJECT || map->count == 0) { json_free(root); return aptq_error("%s: no weight_map object", path); }
+    if (!map || map->type != JSON_OBJECT || map->count == 0) {
+      json_free(root);
+      return aptq_error("%s: no weight_map object", path);
+    }
     /* unique shard names, in order of first appearance */
     char **names = calloc((size_t)map->count, sizeof *names);
-    if (!names) { json_free(root); return aptq_error("out of memory"); }
+    if (!names) {
+      json_free(root);
+      return aptq_error("out of memory");
+    }
     int n = 0;
     for (int i = 0; i < map->count && !rc; i++) {
       const JsonValue *v = &map->items[i];
-      if (v->type != JSON_STRING || !v->string[0] || strchr(v->string, '/')) { rc = aptq_error("%s: bad shard file name for '%s'", path, map->keys[i]); break; }
+      if (v->type != JSON_STRING || !v->string[0] || strchr(v->string, '/')) {
+        rc = aptq_error("%s: bad shard file name for '%s'", path, map->keys[i]);
+        break;
+      }
       int seen = 0;
       for (int k = 0; k < n; k++) seen |= !strcmp(names[k], v->string);
       if (!seen) names[n++] = v->string;
@@ -245,16 +307,29 @@ static int open_llama2c(const char *path, Model *m) {
   int fd = open(path, O_RDONLY);
   if (fd < 0) return aptq_error("cannot open '%s': %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return aptq_error("'%s' is not a regular file", path); }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return aptq_error("'%s' is not a regular file", path);
+  }
   m->map_size = (size_t)st.st_size;
-  if (m->map_size < 28) { close(fd); return aptq_error("%s: %zu bytes is too short for a llama2.c checkpoint header", path, m->map_size); }
+  if (m->map_size < 28) {
+    close(fd);
+    return aptq_error("%s: %zu bytes is too short for a llama2.c checkpoint header", path, m->map_size);
+  }
   m->map = mmap(NULL, m->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
-  if (m->map == MAP_FAILED) { m->map = NULL; return aptq_error("cannot map '%s': %s", path, strerror(errno)); }
+  if (m->map == MAP_FAILED) {
+    m->map = NULL;
+    return aptq_error("cannot map '%s': %s", path, strerror(errno));
+  }
   int32_t h[7];
   memcpy(h, m->map, sizeof h);
   ModelConfig *c = &m->cfg;
-  c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
+  c->dim = h[0];
+  c->hidden_dim = h[1];
+  c->n_layers = h[2];
+  c->n_heads = h[3];
+  c->n_kv_heads = h[4];
   c->vocab_size = h[5] < 0 ? -h[5] : h[5];
   c->tied_embeddings = h[5] > 0;
   c->max_seq_len = h[6];
@@ -275,15 +350,21 @@ static int open_llama2c(const char *path, Model *m) {
                       (long long)(28 + 4 * floats));
   CHECK(alloc_layers(m));
   const uint8_t *p = m->map + 28;
-#define TAKE(ref, nm, r, cc)                                                       \
-  do {                                                                            \
-    snprintf((ref).name, sizeof (ref).name, "%s", nm);                            \
-    (ref).dtype = DT_F32; (ref).rows = (r); (ref).cols = (cc); (ref).data = p;     \
-    p += 4 * (r) * (cc);                                                          \
+#define TAKE(ref, nm, r, cc)                          \
+  do {                                                \
+    snprintf((ref).name, sizeof(ref).name, "%s", nm); \
+    (ref).dtype = DT_F32;                             \
+    (ref).rows = (r);                                 \
+    (ref).cols = (cc);                                \
+    (ref).data = p;                                   \
+    p += 4 * (r) * (cc);                              \
   } while (0)
   char nm[ST_NAME_MAX];
   TAKE(m->embed, "model.embed_tokens.weight", V, D);
-  for (int l = 0; l < L; l++) { snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); TAKE(m->attn_norm[l], nm, 1, D); }
+  for (int l = 0; l < L; l++) {
+    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+    TAKE(m->attn_norm[l], nm, 1, D);
+  }
   static const int order[4] = {LIN_Q, LIN_K, LIN_V, LIN_O};
   for (int k = 0; k < 4; k++)
     for (int l = 0; l < L; l++) {
@@ -292,7 +373,10 @@ static int open_llama2c(const char *path, Model *m) {
       snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[order[k]]);
       TAKE(m->linear[l][order[k]], nm, rows, cols);
     }
-  for (int l = 0; l < L; l++) { snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); TAKE(m->ffn_norm[l], nm, 1, D); }
+  for (int l = 0; l < L; l++) {
+    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
+    TAKE(m->ffn_norm[l], nm, 1, D);
+  }
   static const int mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
   for (int k = 0; k < 3; k++)
     for (int l = 0; l < L; l++) {
@@ -313,10 +397,16 @@ int model_open(const char *path, Model *m) {
   memset(m, 0, sizeof *m);
   snprintf(m->source, sizeof m->source, "%s", path);
   struct stat st;
-  if (stat(path, &st) != 0) return aptq_error("model '%s' not found: %s; set model = a Hugging Face directory or a llama2.c .bin", path, strerror(errno));
+  if (stat(path, &st) != 0)
+    return aptq_error("model '%s' not found: %s; set model = a Hugging Face directory or a llama2.c .bin", path, strerror(errno));
   int rc;
-  if (S_ISDIR(st.st_mode)) { m->format = MODEL_HF; rc = open_hf(path, m); }
-  else { m->format = MODEL_LLAMA2C; rc = open_llama2c(path, m); }
+  if (S_ISDIR(st.st_mode)) {
+    m->format = MODEL_HF;
+    rc = open_hf(path, m);
+  } else {
+    m->format = MODEL_LLAMA2C;
+    rc = open_llama2c(path, m);
+  }
   if (rc) model_close(m);
   return rc;
 }
@@ -337,7 +427,10 @@ void model_close(Model *m) {
   free(m->attn_norm);
   free(m->ffn_norm);
   free(m->linear);
-  m->files = NULL; m->map = NULL; m->attn_norm = m->ffn_norm = NULL; m->linear = NULL;
+  m->files = NULL;
+  m->map = NULL;
+  m->attn_norm = m->ffn_norm = NULL;
+  m->linear = NULL;
   m->nfiles = 0;
 }
 
@@ -358,8 +451,8 @@ void model_config_json(const ModelConfig *c, char *buf, int size) {
            "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
            "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
            "\"rms_norm_eps\": %.9g, \"rope_theta\": %.17g, \"rope_interleaved\": %s, \"tie_word_embeddings\": %s}",
-           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len,
-           (double)c->norm_eps, c->rope_theta, c->rope_interleaved ? "true" : "false", c->tied_embeddings ? "true" : "false");
+           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len, (double)c->norm_eps,
+           c->rope_theta, c->rope_interleaved ? "true" : "false", c->tied_embeddings ? "true" : "false");
 }
 
 /* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */
@@ -402,14 +495,20 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
       free(buf);
       buf = malloc((size_t)(chunk * t->cols) * sizeof *buf);
       buf_rows = (size_t)chunk;
-      if (!buf) { rc = aptq_error("out of memory"); break; }
+      if (!buf) {
+        rc = aptq_error("out of memory");
+        break;
+      }
     }
-    for (int64_t r = 0; r < t->rows && !rc; r += chunk)
-      rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
+    for (int64_t r = 0; r < t->rows && !rc; r += chunk) rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
     model_release(m, t);
   }
   free(buf);
-  if (aptq_agree(comm, rc)) { free(digests); free(list); return APTQ_ERR; }
+  if (aptq_agree(comm, rc)) {
+    free(digests);
+    free(list);
+    return APTQ_ERR;
+  }
   /* each rank owns digests i ≡ rank (mod size); a sum-reduce merges them */
   MPI_Allreduce(MPI_IN_PLACE, digests, 32 * n, MPI_UNSIGNED_CHAR, MPI_BOR, comm);
   Sha256 s;

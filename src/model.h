@@ -9,8 +9,8 @@
 #include "safetensors.h"
 
 typedef struct {
-  int dim;          /* hidden_size */
-  int hidden_dim;   /* intermediate_size */
+  int dim;        /* hidden_size */
+  int hidden_dim; /* intermediate_size */
   int n_layers;
   int n_heads;
   int n_kv_heads;
@@ -30,7 +30,7 @@ extern const char *const linear_names[LIN_COUNT]; /* "self_attn.q_proj", ... */
 typedef struct {
   char name[ST_NAME_MAX]; /* Hugging Face name */
   DType dtype;
-  int64_t rows, cols;     /* 1-D tensors: rows = 1 */
+  int64_t rows, cols; /* 1-D tensors: rows = 1 */
   const uint8_t *data;
 } TensorRef;
 
@@ -41,8 +41,8 @@ typedef struct {
   int format;
   char source[4096];
   TensorRef embed, final_norm, lm_head;
-  TensorRef *attn_norm, *ffn_norm;   /* [n_layers] */
-  TensorRef (*linear)[LIN_COUNT];    /* [n_layers][LIN_COUNT] */
+  TensorRef *attn_norm, *ffn_norm; /* [n_layers] */
+  TensorRef (*linear)[LIN_COUNT];  /* [n_layers][LIN_COUNT] */
   StFile *files;
   int nfiles;
   uint8_t *map; /* llama2.c file mapping */

@@ -23,52 +23,85 @@ typedef struct {
 
 #define F(field) offsetof(Options, field), sizeof(((Options *)0)->field)
 static const OptSpec specs[] = {
-  {"model", T_PATH, F(model), "", NULL, 0, 0, "model: Hugging Face directory or llama2.c .bin"},
-  {"tokens", T_PATH, F(tokens), "", NULL, 0, 0, "evaluation tokens, raw little-endian uint32"},
-  {"calib", T_PATH, F(calib), "", NULL, 0, 0, "calibration tokens, raw little-endian uint32"},
-  {"output", T_PATH, F(output), "", NULL, 0, 0, "output file or directory"},
-  {"report", T_PATH, F(report), "", NULL, 0, 0, "JSON report file (optional)"},
-  {"quantized", T_PATH, F(quantized), "", NULL, 0, 0, "quantized HDF5 to evaluate (eval)"},
-  {"logits", T_PATH, F(logits), "", NULL, 0, 0, "eval: write all logits as raw float32 [nseq][seqlen][vocab] (for tests)"},
-  {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
-  {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
-  {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, gptq = layer inputs"},
-  {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq", 0, 0, "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, kron = input x per-kv-group output factor, gptq = layer inputs"},
-  {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq", 0, 0, "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs"},
-  {"R", T_PATH, F(R), "", NULL, 0, 0, "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per value); bits is then ignored"},
-  {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0, "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted loss; random (seed); blockwise = whole blocks, first first"},
-  {"sensitivity", T_CHOICE, F(sensitivity), "fisher", "fisher|layer", 0, 0, "mixed precision: what trace and knapsack rank layers by: fisher = mean trace of the Gauss-Newton Hessian of the model's loss w.r.t. the layer (Hutchinson probes through forward passes, full-precision model); layer = mean trace of the Hessian each layer's solve uses (APTQ paper), from a 4-bit measuring pass"},
-  {"fisher_nseq", T_INT, F(fisher_nseq), "16", NULL, 1, INT_MAX, "sensitivity = fisher: calibration sequences used (evenly spaced over the set; all if fewer)"},
-  {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024, "sensitivity = fisher: random probes per layer and sequence"},
-  {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0, "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
-  {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0, "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
-  {"resume", T_BOOL, F(resume), "no", NULL, 0, 0, "quantize: continue the run whose state is in checkpoint (same options, any rank count)"},
-  {"hessian_reduce", T_CHOICE, F(hessian_reduce), "auto", "auto|allreduce|scatter|stream", 0, 0, "GPTQ: how layer-input Hessians are summed over ranks: scatter = each rank's partial sum MPI_Reduce_scatter-ed straight into the ScaLAPACK layout (no rank holds the reduced matrix; only where the factor runs on ScaLAPACK); stream = the same while they accumulate, a few sequences at a time (no rank holds a d x d matrix at all); allreduce = every rank gets it whole; auto = stream above 8192 columns on 4 or more ranks, else scatter wherever the factor uses ScaLAPACK"},
-  {"stream_tokens", T_INT, F(stream_tokens), "4096", NULL, 1, INT_MAX, "GPTQ, streamed Hessians (hessian_reduce): calibration tokens each rank buffers between two reductions into the grid (at least one sequence); each reduction moves d^2 doubles per rank, the buffer holds tokens x d floats"},
-  {"activations", T_CHOICE, F(activations), "float32", "float32|bf16", 0, 0, "GPTQ: how the calibration activations are kept between blocks (each rank holds its own sequences): bf16 halves the largest buffer of the pass; each block's output is rounded to bf16"},
-  {"max_memory", T_PATH, F(max_memory), "", NULL, 0, 0, "quantize, bench: refuse to start when the predicted peak memory per rank exceeds this (e.g. 8G, 512M)"},
-  {"shape", T_CHOICE, F(shape), "7b", "7b|13b|70b|tiny", 0, 0, "bench: LLaMA shape of the synthetic blocks (7b: 4096/11008/32 heads; 13b: 5120/13824/40; 70b: 8192/28672/64 heads, 8 kv heads; tiny: the embedded default's 128/384)"},
-  {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024, "bench: number of synthetic decoder blocks"},
-  {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
-  {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
-  {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},
-  {"keep_attention", T_BOOL, F(keep_attention), "no", NULL, 0, 0, "GPTQ, true-sequential: keep each calibration sequence's attention output (float32, as large as the float32 activations) from the o_proj group's forward, so that the gate/up group's skips attention (about 16% less forward work at 7B)"},
-  {"true_sequential", T_BOOL, F(true_sequential), "yes", NULL, 0, 0, "GPTQ: later groups of a block see the quantized earlier groups"},
-  {"damp", T_FLOAT, F(damp), "0.01", NULL, 0, 10, "GPTQ: damping as a fraction of mean(diag H)"},
-  {"block_size", T_INT, F(block_size), "128", NULL, 1, 65536, "GPTQ: columns per lazy batch update"},
-  {"factor", T_CHOICE, F(factor), "auto", "auto|lapack|scalapack", 0, 0, "Hessian factorization: ScaLAPACK on a BLACS grid, or LAPACK on every rank; auto = ScaLAPACK for d >= 8192, or d >= 2048 on 4 or more ranks"},
-  {"factor_algorithm", T_CHOICE, F(factor_algorithm), "trtri", "trtri|potri", 0, 0, "how U = chol(H^-1) is formed: potrf of the reversed H and trtri (2d^3/3 flops), or potrf, potri, potrf (4d^3/3)"},
-  {"hessian_form", T_CHOICE, F(hessian_form), "gptq", "gptq|kron", 0, 0, "layer: gptq = H on the columns only; kron = H (columns) x H_out (rows of each head), head-wise simultaneous quantization"},
-  {"nb", T_INT, F(nb), "64", NULL, 1, 4096, "ScaLAPACK block size"},
-  {"seqlen", T_INT, F(seqlen), "256", NULL, 2, 1 << 20, "tokens per sequence"},
-  {"nseq", T_INT, F(nseq), "", NULL, 1, INT_MAX, "number of sequences"},
-  {"bits", T_INT, F(bits), "4", "2|3|4|8", 2, 8, "bit width of the quantized weights"},
-  {"group_size", T_INT, F(group_size), "0", NULL, 0, INT_MAX, "columns per quantization group; 0 = one group per row"},
-  {"sym", T_BOOL, F(sym), "no", NULL, 0, 0, "symmetric quantization grid"},
-  {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
-  {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate, allocation = random)"},
-  {"temperature", T_FLOAT, F(temperature), "1.0", NULL, 0, 100, "sampling temperature (generate); 0 = greedy"},
-  {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "threads per rank: BLAS, and the GPTQ row chunks"},
+    {"model", T_PATH, F(model), "", NULL, 0, 0, "model: Hugging Face directory or llama2.c .bin"},
+    {"tokens", T_PATH, F(tokens), "", NULL, 0, 0, "evaluation tokens, raw little-endian uint32"},
+    {"calib", T_PATH, F(calib), "", NULL, 0, 0, "calibration tokens, raw little-endian uint32"},
+    {"output", T_PATH, F(output), "", NULL, 0, 0, "output file or directory"},
+    {"report", T_PATH, F(report), "", NULL, 0, 0, "JSON report file (optional)"},
+    {"quantized", T_PATH, F(quantized), "", NULL, 0, 0, "quantized HDF5 to evaluate (eval)"},
+    {"logits", T_PATH, F(logits), "", NULL, 0, 0, "eval: write all logits as raw float32 [nseq][seqlen][vocab] (for tests)"},
+    {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
+    {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
+    {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
+     "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, "
+     "gptq = layer inputs"},
+    {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq", 0, 0,
+     "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, kron = input x "
+     "per-kv-group output factor, gptq = layer inputs"},
+    {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq", 0, 0,
+     "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs"},
+    {"R", T_PATH, F(R), "", NULL, 0, 0,
+     "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per "
+     "value); bits is then ignored"},
+    {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0,
+     "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted "
+     "loss; random (seed); blockwise = whole blocks, first first"},
+    {"sensitivity", T_CHOICE, F(sensitivity), "fisher", "fisher|layer", 0, 0,
+     "mixed precision: what trace and knapsack rank layers by: fisher = mean trace of the Gauss-Newton Hessian of the model's loss w.r.t. "
+     "the layer (Hutchinson probes through forward passes, full-precision model); layer = mean trace of the Hessian each layer's solve "
+     "uses (APTQ paper), from a 4-bit measuring pass"},
+    {"fisher_nseq", T_INT, F(fisher_nseq), "16", NULL, 1, INT_MAX,
+     "sensitivity = fisher: calibration sequences used (evenly spaced over the set; all if fewer)"},
+    {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024, "sensitivity = fisher: random probes per layer and sequence"},
+    {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0,
+     "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
+    {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
+     "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
+    {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,
+     "quantize: continue the run whose state is in checkpoint (same options, any rank count)"},
+    {"hessian_reduce", T_CHOICE, F(hessian_reduce), "auto", "auto|allreduce|scatter|stream", 0, 0,
+     "GPTQ: how layer-input Hessians are summed over ranks: scatter = each rank's partial sum MPI_Reduce_scatter-ed straight into the "
+     "ScaLAPACK layout (no rank holds the reduced matrix; only where the factor runs on ScaLAPACK); stream = the same while they "
+     "accumulate, a few sequences at a time (no rank holds a d x d matrix at all); allreduce = every rank gets it whole; auto = stream "
+     "above 8192 columns on 4 or more ranks, else scatter wherever the factor uses ScaLAPACK"},
+    {"stream_tokens", T_INT, F(stream_tokens), "4096", NULL, 1, INT_MAX,
+     "GPTQ, streamed Hessians (hessian_reduce): calibration tokens each rank buffers between two reductions into the grid (at least one "
+     "sequence); each reduction moves d^2 doubles per rank, the buffer holds tokens x d floats"},
+    {"activations", T_CHOICE, F(activations), "float32", "float32|bf16", 0, 0,
+     "GPTQ: how the calibration activations are kept between blocks (each rank holds its own sequences): bf16 halves the largest buffer of "
+     "the pass; each block's output is rounded to bf16"},
+    {"max_memory", T_PATH, F(max_memory), "", NULL, 0, 0,
+     "quantize, bench: refuse to start when the predicted peak memory per rank exceeds this (e.g. 8G, 512M)"},
+    {"shape", T_CHOICE, F(shape), "7b", "7b|13b|70b|tiny", 0, 0,
+     "bench: LLaMA shape of the synthetic blocks (7b: 4096/11008/32 heads; 13b: 5120/13824/40; 70b: 8192/28672/64 heads, 8 kv heads; tiny: "
+     "the embedded default's 128/384)"},
+    {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024, "bench: number of synthetic decoder blocks"},
+    {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
+    {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
+    {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},
+    {"keep_attention", T_BOOL, F(keep_attention), "no", NULL, 0, 0,
+     "GPTQ, true-sequential: keep each calibration sequence's attention output (float32, as large as the float32 activations) from the "
+     "o_proj group's forward, so that the gate/up group's skips attention (about 16% less forward work at 7B)"},
+    {"true_sequential", T_BOOL, F(true_sequential), "yes", NULL, 0, 0, "GPTQ: later groups of a block see the quantized earlier groups"},
+    {"damp", T_FLOAT, F(damp), "0.01", NULL, 0, 10, "GPTQ: damping as a fraction of mean(diag H)"},
+    {"block_size", T_INT, F(block_size), "128", NULL, 1, 65536, "GPTQ: columns per lazy batch update"},
+    {"factor", T_CHOICE, F(factor), "auto", "auto|lapack|scalapack", 0, 0,
+     "Hessian factorization: ScaLAPACK on a BLACS grid, or LAPACK on every rank; auto = ScaLAPACK for d >= 8192, or d >= 2048 on 4 or more "
+     "ranks"},
+    {"factor_algorithm", T_CHOICE, F(factor_algorithm), "trtri", "trtri|potri", 0, 0,
+     "how U = chol(H^-1) is formed: potrf of the reversed H and trtri (2d^3/3 flops), or potrf, potri, potrf (4d^3/3)"},
+    {"hessian_form", T_CHOICE, F(hessian_form), "gptq", "gptq|kron", 0, 0,
+     "layer: gptq = H on the columns only; kron = H (columns) x H_out (rows of each head), head-wise simultaneous quantization"},
+    {"nb", T_INT, F(nb), "64", NULL, 1, 4096, "ScaLAPACK block size"},
+    {"seqlen", T_INT, F(seqlen), "256", NULL, 2, 1 << 20, "tokens per sequence"},
+    {"nseq", T_INT, F(nseq), "", NULL, 1, INT_MAX, "number of sequences"},
+    {"bits", T_INT, F(bits), "4", "2|3|4|8", 2, 8, "bit width of the quantized weights"},
+    {"group_size", T_INT, F(group_size), "0", NULL, 0, INT_MAX, "columns per quantization group; 0 = one group per row"},
+    {"sym", T_BOOL, F(sym), "no", NULL, 0, 0, "symmetric quantization grid"},
+    {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
+    {"seed", T_INT, F(seed), "1234", NULL, 0, INT_MAX, "random seed (synth, generate, allocation = random)"},
+    {"temperature", T_FLOAT, F(temperature), "1.0", NULL, 0, 100, "sampling temperature (generate); 0 = greedy"},
+    {"threads", T_INT, F(threads), "1", NULL, 1, 1024, "threads per rank: BLAS, and the GPTQ row chunks"},
 };
 #undef F
 enum { NSPECS = sizeof specs / sizeof specs[0] };
@@ -78,7 +111,10 @@ static char raw[NSPECS][OPT_PATH_MAX];
 
 static const OptSpec *find(const char *key, int *index) {
   for (int i = 0; i < NSPECS; i++)
-    if (strcmp(specs[i].key, key) == 0) { *index = i; return &specs[i]; }
+    if (strcmp(specs[i].key, key) == 0) {
+      *index = i;
+      return &specs[i];
+    }
   return NULL;
 }
 
@@ -160,16 +196,25 @@ static int read_deck(Options *o, const char *path) {
   while (!rc && fgets(line, sizeof line, f)) {
     lineno++;
     snprintf(where, sizeof where, "deck %s line %d", path, lineno);
-    if (!strchr(line, '\n') && !feof(f)) { rc = aptq_error("%s: line too long", where); break; }
+    if (!strchr(line, '\n') && !feof(f)) {
+      rc = aptq_error("%s: line too long", where);
+      break;
+    }
     char *hash = strchr(line, '#');
     if (hash) *hash = 0;
     char *s = trim(line);
     if (!*s) continue;
     char *eq = strchr(s, '=');
-    if (!eq) { rc = aptq_error("%s: expected 'key = value', got '%s'", where, s); break; }
+    if (!eq) {
+      rc = aptq_error("%s: expected 'key = value', got '%s'", where, s);
+      break;
+    }
     *eq = 0;
     char *key = trim(s), *value = trim(eq + 1);
-    if (!*key) { rc = aptq_error("%s: missing key before '='", where); break; }
+    if (!*key) {
+      rc = aptq_error("%s: missing key before '='", where);
+      break;
+    }
     rc = apply(o, key, value, where);
   }
   fclose(f);
@@ -230,6 +275,6 @@ int options_item(const Options *o, int index, const char **key, char *value, int
 void options_print_help(void) {
   printf("keys (deck 'key = value' or --key=value):\n");
   for (int i = 0; i < NSPECS; i++)
-    printf("  %-12s %s%s%s%s\n", specs[i].key, specs[i].help, specs[i].def[0] ? " [default " : "",
-           specs[i].def, specs[i].def[0] ? "]" : "");
+    printf("  %-12s %s%s%s%s\n", specs[i].key, specs[i].help, specs[i].def[0] ? " [default " : "", specs[i].def,
+           specs[i].def[0] ? "]" : "");
 }

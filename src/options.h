@@ -7,36 +7,36 @@
 enum { OPT_PATH_MAX = 4096 };
 
 typedef struct {
-  char model[OPT_PATH_MAX];     /* HF directory or llama2.c .bin */
-  char tokens[OPT_PATH_MAX];    /* evaluation tokens (uint32) */
-  char calib[OPT_PATH_MAX];     /* calibration tokens (uint32) */
-  char output[OPT_PATH_MAX];    /* quantized HDF5 / generated files */
-  char report[OPT_PATH_MAX];    /* JSON report */
-  char quantized[OPT_PATH_MAX]; /* HDF5 to evaluate */
-  char logits[OPT_PATH_MAX];    /* eval: dump float32 logits here (tests) */
-  char input[OPT_PATH_MAX];     /* layer: HDF5 with W and H */
-  char method[16];              /* rtn | gptq | aptq */
-  char factor[16];              /* auto | lapack | scalapack */
-  char factor_algorithm[16];    /* trtri | potri */
-  char hessian_form[16];        /* layer: gptq | kron */
-  char v_form[16];              /* aptq: kron | gptq */
-  char q_form[16];              /* aptq: rowshared | kron | gptq */
-  char k_form[16];              /* aptq: rowshared | kron | gptq */
-  char R[256];                  /* mixed precision: comma-separated fractions at 4 bits */
-  char allocation[16];          /* trace | knapsack | random | blockwise */
-  char sensitivity[16];         /* layer | fisher: what the allocation ranks by */
+  char model[OPT_PATH_MAX];       /* HF directory or llama2.c .bin */
+  char tokens[OPT_PATH_MAX];      /* evaluation tokens (uint32) */
+  char calib[OPT_PATH_MAX];       /* calibration tokens (uint32) */
+  char output[OPT_PATH_MAX];      /* quantized HDF5 / generated files */
+  char report[OPT_PATH_MAX];      /* JSON report */
+  char quantized[OPT_PATH_MAX];   /* HDF5 to evaluate */
+  char logits[OPT_PATH_MAX];      /* eval: dump float32 logits here (tests) */
+  char input[OPT_PATH_MAX];       /* layer: HDF5 with W and H */
+  char method[16];                /* rtn | gptq | aptq */
+  char factor[16];                /* auto | lapack | scalapack */
+  char factor_algorithm[16];      /* trtri | potri */
+  char hessian_form[16];          /* layer: gptq | kron */
+  char v_form[16];                /* aptq: kron | gptq */
+  char q_form[16];                /* aptq: rowshared | kron | gptq */
+  char k_form[16];                /* aptq: rowshared | kron | gptq */
+  char R[256];                    /* mixed precision: comma-separated fractions at 4 bits */
+  char allocation[16];            /* trace | knapsack | random | blockwise */
+  char sensitivity[16];           /* layer | fisher: what the allocation ranks by */
   int fisher_nseq, fisher_probes; /* sensitivity = fisher: sequences and probes per sequence */
-  char scale_dtype[8];          /* fp32 | fp16 */
-  char checkpoint[OPT_PATH_MAX];/* directory for checkpoints after every block ("" = none) */
-  int resume;                   /* continue from the checkpoint */
-  char hessian_reduce[16];      /* auto | allreduce | scatter | stream */
-  int stream_tokens;            /* hessian_reduce = stream: tokens buffered between flushes */
-  char activations[16];         /* float32 | bf16 */
-  char max_memory[32];          /* refuse a run predicted to exceed this per rank ("" = no limit) */
-  char shape[16];               /* bench: 7b | 13b | 70b | tiny */
-  int blocks;                   /* bench: decoder blocks */
+  char scale_dtype[8];            /* fp32 | fp16 */
+  char checkpoint[OPT_PATH_MAX];  /* directory for checkpoints after every block ("" = none) */
+  int resume;                     /* continue from the checkpoint */
+  char hessian_reduce[16];        /* auto | allreduce | scatter | stream */
+  int stream_tokens;              /* hessian_reduce = stream: tokens buffered between flushes */
+  char activations[16];           /* float32 | bf16 */
+  char max_memory[32];            /* refuse a run predicted to exceed this per rank ("" = no limit) */
+  char shape[16];                 /* bench: 7b | 13b | 70b | tiny */
+  int blocks;                     /* bench: decoder blocks */
   int act_order, static_groups, mse, true_sequential;
-  int keep_attention;           /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
+  int keep_attention; /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
   double damp;
   int block_size, nb;
   int seqlen, nseq;

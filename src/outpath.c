@@ -19,7 +19,8 @@ static int check(const char *path, const char *key, int overwrite) {
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", path);
   const char *d = dirname(dir);
-  if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) return aptq_error("directory '%s' for %s '%s' does not exist; create it first", d, key, path);
+  if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode))
+    return aptq_error("directory '%s' for %s '%s' does not exist; create it first", d, key, path);
   if (access(d, W_OK) != 0) return aptq_error("directory '%s' for %s '%s' is not writable: %s", d, key, path, strerror(errno));
   return 0;
 }

@@ -15,9 +15,7 @@ void linear_layer_name(int layer, int kind, char *buf, int size) {
   snprintf(buf, (size_t)size, "model.layers.%d.%s", layer, linear_names[kind]);
 }
 
-static int h5fail(const char *what, const char *path) {
-  return aptq_error("HDF5 failed to %s in '%s'", what, path);
-}
+static int h5fail(const char *what, const char *path) { return aptq_error("HDF5 failed to %s in '%s'", what, path); }
 
 static hid_t open_group(hid_t file, const char *name) {
   if (H5Lexists(file, name, H5P_DEFAULT) > 0) return H5Gopen2(file, name, H5P_DEFAULT);
@@ -69,7 +67,9 @@ int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm) {
   if (!ok) {
     if (w->file >= 0) H5Fclose(w->file);
     w->file = -1;
-    return aptq_agree(comm, aptq_error("cannot create the output file '%s' (temporary '%s'); check that its directory exists and is writable", path, w->tmp));
+    return aptq_agree(
+        comm,
+        aptq_error("cannot create the output file '%s' (temporary '%s'); check that its directory exists and is writable", path, w->tmp));
   }
   aptq_register_tmpfile(w->tmp);
   w->dxpl = H5Pcreate(H5P_DATASET_XFER);
@@ -85,7 +85,10 @@ static int write_rows(QFileWriter *w, hid_t group, const char *name, hid_t type,
   hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)(r1 - r0), (hsize_t)cols};
   hid_t mspace = H5Screate_simple(2, count, NULL);
   if (r1 > r0) H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-  else { H5Sselect_none(fspace); H5Sselect_none(mspace); }
+  else {
+    H5Sselect_none(fspace);
+    H5Sselect_none(mspace);
+  }
   herr_t st = d < 0 ? -1 : H5Dwrite(d, type, mspace, fspace, w->dxpl, data);
   H5Sclose(mspace);
   H5Sclose(fspace);
@@ -97,7 +100,10 @@ static int write_rows(QFileWriter *w, hid_t group, const char *name, hid_t type,
 static int write_vector(QFileWriter *w, hid_t group, const char *name, hid_t type, int n, int mine, const void *data) {
   hsize_t dims[1] = {(hsize_t)n};
   hid_t fspace = H5Screate_simple(1, dims, NULL), mspace = H5Screate_simple(1, dims, NULL);
-  if (!mine) { H5Sselect_none(fspace); H5Sselect_none(mspace); }
+  if (!mine) {
+    H5Sselect_none(fspace);
+    H5Sselect_none(mspace);
+  }
   hid_t d = H5Dcreate2(group, name, type, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   herr_t st = d < 0 ? -1 : H5Dwrite(d, type, mspace, fspace, w->dxpl, data);
   H5Sclose(mspace);
@@ -106,7 +112,8 @@ static int write_vector(QFileWriter *w, hid_t group, const char *name, hid_t typ
   return st < 0 ? h5fail(name, w->tmp) : 0;
 }
 
-int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1, const void *data) {
+int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1,
+                       const void *data) {
   hid_t g = open_group(w->file, group);
   if (g < 0) return h5fail("create a group", w->tmp);
   int rc = write_rows(w, g, name, type, rows, cols, r0, r1, data);
@@ -201,11 +208,12 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
   const ModelConfig *c = &m->cfg;
   char cfg[1024];
   model_config_json(c, cfg, sizeof cfg);
-  rc = put_string(model, "config_json", cfg) || put_int(model, "hidden_size", c->dim) || put_int(model, "intermediate_size", c->hidden_dim) ||
-       put_int(model, "num_hidden_layers", c->n_layers) || put_int(model, "num_attention_heads", c->n_heads) ||
-       put_int(model, "num_key_value_heads", c->n_kv_heads) || put_int(model, "head_dim", c->head_dim) ||
-       put_int(model, "vocab_size", c->vocab_size) ||
-       put_string(model, "full_precision_tensors", "not stored: embed_tokens, norms and lm_head are read from model_source (checked by model_fingerprint)");
+  rc = put_string(model, "config_json", cfg) || put_int(model, "hidden_size", c->dim) ||
+       put_int(model, "intermediate_size", c->hidden_dim) || put_int(model, "num_hidden_layers", c->n_layers) ||
+       put_int(model, "num_attention_heads", c->n_heads) || put_int(model, "num_key_value_heads", c->n_kv_heads) ||
+       put_int(model, "head_dim", c->head_dim) || put_int(model, "vocab_size", c->vocab_size) ||
+       put_string(model, "full_precision_tensors",
+                  "not stored: embed_tokens, norms and lm_head are read from model_source (checked by model_fingerprint)");
   H5Gclose(model);
   return rc ? h5fail("write the model config", w->tmp) : 0;
 }
@@ -296,8 +304,7 @@ static int read_all(QFileReader *r, hid_t g, const char *lname, const char *dnam
   H5Sclose(space);
   int rc = 0;
   int shape_ok = rows ? (nd == 2 && dims[0] == (hsize_t)rows && dims[1] == (hsize_t)cols) : (nd == 1 && dims[0] == (hsize_t)cols);
-  if (!shape_ok)
-    rc = aptq_error("%s: layer %s dataset '%s' has the wrong shape (expected %d x %d)", r->path, lname, dname, rows, cols);
+  if (!shape_ok) rc = aptq_error("%s: layer %s dataset '%s' has the wrong shape (expected %d x %d)", r->path, lname, dname, rows, cols);
   else if (H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
     rc = aptq_error("%s: cannot read layer %s dataset '%s'", r->path, lname, dname);
   H5Dclose(d);
@@ -311,14 +318,15 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
     return aptq_error("%s: layer %s is missing", r->path, name);
   hid_t g = H5Gopen2(r->file, gname, H5P_DEFAULT);
   int bits = 0, grows = 0, gcols = 0, group_size = -1;
-  if (h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &grows) || h5_attr_int(g, "cols", &gcols) || h5_attr_int(g, "group_size", &group_size)) {
+  if (h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &grows) || h5_attr_int(g, "cols", &gcols) ||
+      h5_attr_int(g, "group_size", &group_size)) {
     H5Gclose(g);
     return aptq_error("%s: layer %s lacks its bits/rows/cols/group_size attributes", r->path, name);
   }
   if (grows != rows || gcols != cols || bits < 1 || bits > 8 || group_size < 0) {
     H5Gclose(g);
-    return aptq_error("%s: layer %s is %d x %d at %d bits (group %d) but the model needs %d x %d; wrong model for this file", r->path,
-                      name, grows, gcols, bits, group_size, rows, cols);
+    return aptq_error("%s: layer %s is %d x %d at %d bits (group %d) but the model needs %d x %d; wrong model for this file", r->path, name,
+                      grows, gcols, bits, group_size, rows, cols);
   }
   int ng = quant_ngroups(cols, group_size), wpr = quant_words_per_row(cols, bits);
   uint32_t *qw = malloc(sizeof *qw * (size_t)rows * wpr);
@@ -339,7 +347,11 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
       W[(size_t)i * cols + j] = quant_dequant(codes[j], scales[(size_t)i * ng + gi], zeros[(size_t)i * ng + gi]);
     }
   }
-  free(qw); free(scales); free(zeros); free(g_idx); free(codes);
+  free(qw);
+  free(scales);
+  free(zeros);
+  free(g_idx);
+  free(codes);
   H5Gclose(g);
   return rc;
 }
@@ -371,8 +383,7 @@ int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, in
   H5T_class_t cls = dtype < 0 ? H5T_NO_CLASS : H5Tget_class(dtype);
   if (nd != 2 || dims[0] == 0 || dims[1] == 0 || dims[0] > (1u << 30) || dims[1] > (1u << 30))
     rc = aptq_error("'%s' dataset '%s' must be a non-empty 2-D matrix", path, name);
-  else if (cls != H5T_FLOAT && cls != H5T_INTEGER)
-    rc = aptq_error("'%s' dataset '%s' must hold numbers", path, name);
+  else if (cls != H5T_FLOAT && cls != H5T_INTEGER) rc = aptq_error("'%s' dataset '%s' must hold numbers", path, name);
   if (!rc) {
     *rows = (int)dims[0];
     *cols = (int)dims[1];
@@ -381,7 +392,10 @@ int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, in
     hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)(r1 - r0), dims[1]};
     hid_t mspace = H5Screate_simple(2, count, NULL);
     if (r1 > r0) H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
-    else { H5Sselect_none(space); H5Sselect_none(mspace); }
+    else {
+      H5Sselect_none(space);
+      H5Sselect_none(mspace);
+    }
     if (H5Dread(d, memtype, mspace, space, H5P_DEFAULT, buf) < 0) rc = aptq_error("cannot read dataset '%s' of '%s'", name, path);
     H5Sclose(mspace);
   }
@@ -447,8 +461,8 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
   snprintf(gname, sizeof gname, "/layers/%s", name);
   hid_t f = H5Fopen(src_path, H5F_ACC_RDONLY, H5P_DEFAULT);
   hid_t g = f >= 0 ? H5Gopen2(f, gname, H5P_DEFAULT) : -1;
-  int rc = g < 0 || h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &rows) || h5_attr_int(g, "cols", &cols) || h5_attr_int(g, "group_size", &gs) ||
-           h5_attr_int(g, "sym", &sym);
+  int rc = g < 0 || h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &rows) || h5_attr_int(g, "cols", &cols) ||
+           h5_attr_int(g, "group_size", &gs) || h5_attr_int(g, "sym", &sym);
   if (rc) rc = aptq_error("checkpoint block file '%s' lacks layer %s; remove the checkpoint and start again", src_path, name);
   CHECK(aptq_agree(w->comm, rc));
   int ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits), r0, n;
@@ -458,8 +472,10 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
   int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
   int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols + 1, "g_idx");
   rc = !qw || !scales || !zeros || !g_idx;
-  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, qw) || read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, scales) ||
-              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, zeros) || read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, g_idx)))
+  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, qw) ||
+              read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, scales) ||
+              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, zeros) ||
+              read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, g_idx)))
     rc = aptq_error("cannot read layer %s from checkpoint block file '%s'", name, src_path);
   rc = aptq_agree(w->comm, rc);
   if (!rc) {
@@ -471,7 +487,10 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c);
     rc = c.rc;
   }
-  free(qw); free(scales); free(zeros); free(g_idx);
+  free(qw);
+  free(scales);
+  free(zeros);
+  free(g_idx);
   H5Gclose(g);
   H5Fclose(f);
   return rc;

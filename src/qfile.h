@@ -17,25 +17,26 @@ typedef struct QFileWriter {
   hid_t file, dxpl;
   MPI_Comm comm;
   char path[OPT_PATH_MAX], tmp[OPT_PATH_MAX + 64];
-  struct QFileWriter *tee;  /* layers and attributes also go here (checkpoint block files) */
+  struct QFileWriter *tee; /* layers and attributes also go here (checkpoint block files) */
 } QFileWriter;
 
 /* One linear layer's row slab [r0, r1) on this rank. */
 typedef struct {
-  const char *name;     /* e.g. model.layers.0.self_attn.q_proj */
+  const char *name; /* e.g. model.layers.0.self_attn.q_proj */
   int rows, cols, bits, group_size, sym;
   int r0, r1;
-  const uint32_t *qweight;  /* (r1-r0) × words_per_row */
-  const float *scales;      /* (r1-r0) × ngroups */
-  const int32_t *zeros;     /* (r1-r0) × ngroups */
-  const int32_t *g_idx;     /* cols; only rank 0's copy is written */
+  const uint32_t *qweight; /* (r1-r0) × words_per_row */
+  const float *scales;     /* (r1-r0) × ngroups */
+  const int32_t *zeros;    /* (r1-r0) × ngroups */
+  const int32_t *g_idx;    /* cols; only rank 0's copy is written */
 } QLayerSlab;
 
 /* Collective. Checks nothing about the final path: callers check first. */
 int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
 int qfile_write_layer(QFileWriter *w, const QLayerSlab *s);
 /* Rows [r0, r1) of a rows × cols dataset GROUP/NAME, written collectively. */
-int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1, const void *data);
+int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1,
+                       const void *data);
 /* A 1-D dataset whose data only the rank with mine != 0 supplies. */
 int qfile_write_vector(QFileWriter *w, const char *group, const char *name, hid_t type, int n, int mine, const void *data);
 int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value);

@@ -37,13 +37,16 @@ void quant_find_params(const float *w, int n, int stride, int bits, int sym, flo
     xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
     if (xmin < 0.0f) xmin = -xmax;
   }
-  if (xmin == 0.0f && xmax == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
   *scale = quant_scale_round((xmax - xmin) / (float)maxq);
   *zero = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / *scale);
 }
 
-void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales,
-               int32_t *zeros, double *err2) {
+void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros,
+               double *err2) {
   int32_t maxq = (1 << bits) - 1;
   int gs = group_size > 0 ? group_size : cols, ng = quant_ngroups(cols, group_size);
   double e = 0.0;

@@ -32,8 +32,8 @@ static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64
  * consecutive columns (0 = whole row). codes rows × cols, scales/zeros
  * rows × ngroups; err2 += Σ (w − q)². A last group narrower than group_size
  * (cols not a multiple) gets its own grid, as in the GPTQ reference. */
-void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales,
-               int32_t *zeros, double *err2);
+void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros,
+               double *err2);
 
 void quant_pack_row(const uint8_t *codes, int cols, int bits, uint32_t *words);
 void quant_unpack_row(const uint32_t *words, int cols, int bits, uint8_t *codes);

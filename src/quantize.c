@@ -35,21 +35,33 @@
 #include "checkpoint.h"
 
 typedef struct {
-  double err2, norm2;   /* Σ (w − q)², Σ w² over the layer */
-  double loss;          /* GPTQ: Σ (w − q)²/U_jj²/2 */
+  double err2, norm2; /* Σ (w − q)², Σ w² over the layer */
+  double loss;        /* GPTQ: Σ (w − q)²/U_jj²/2 */
   double damp_used;
   int retries;
   int bits;
-  double sensitivity;   /* mean Hessian diagonal: tr(H)/(rows·cols) */
+  double sensitivity; /* mean Hessian diagonal: tr(H)/(rows·cols) */
 } LayerError;
 
 /* LayerError <-> the statistics a checkpoint keeps per layer */
 enum { NSTATS = 7 };
 static void stats_pack(const LayerError *e, double *s) {
-  s[0] = e->err2; s[1] = e->norm2; s[2] = e->loss; s[3] = e->damp_used; s[4] = e->retries; s[5] = e->bits; s[6] = e->sensitivity;
+  s[0] = e->err2;
+  s[1] = e->norm2;
+  s[2] = e->loss;
+  s[3] = e->damp_used;
+  s[4] = e->retries;
+  s[5] = e->bits;
+  s[6] = e->sensitivity;
 }
 static void stats_unpack(const double *s, LayerError *e) {
-  e->err2 = s[0]; e->norm2 = s[1]; e->loss = s[2]; e->damp_used = s[3]; e->retries = (int)s[4]; e->bits = (int)s[5]; e->sensitivity = s[6];
+  e->err2 = s[0];
+  e->norm2 = s[1];
+  e->loss = s[2];
+  e->damp_used = s[3];
+  e->retries = (int)s[4];
+  e->bits = (int)s[5];
+  e->sensitivity = s[6];
 }
 
 static double trace(const double *H, int n) {
@@ -101,7 +113,11 @@ static int rtn_layer(QFileWriter *qw, const Options *o, const TensorRef *t, cons
     for (int j = 0; j < cols; j++) g_idx[j] = o->group_size ? j / o->group_size : 0;
     rc = write_slab(qw, o, name, rows, cols, r0, n, codes, scales, zeros, g_idx);
   }
-  free(W); free(codes); free(scales); free(zeros); free(g_idx);
+  free(W);
+  free(codes);
+  free(scales);
+  free(zeros);
+  free(g_idx);
   return rc;
 }
 
@@ -127,7 +143,6 @@ static int rtn_pass(QFileWriter *qw, const Options *o, const Model *m, LayerErro
   return 0;
 }
 
-
 static const float *group_input(const BlockScratch *s, BlockStop stop) {
   switch (stop) {
     case STOP_QKV_INPUT: return s->xn;
@@ -144,10 +159,10 @@ static void write_solve_attrs(QFileWriter *qw, const Options *o, const char *nam
   char group[300];
   snprintf(group, sizeof group, "/layers/%s", name);
   int kron = !strcmp(form, "kron");
-  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "sensitivity", e->sensitivity) || qfile_attr_double(qw, group, "damp", e->damp_used) ||
-      qfile_attr_int(qw, group, "damp_retries", e->retries) || qfile_attr_int(qw, group, "act_order", o->act_order) ||
-      qfile_attr_int(qw, group, "static_groups", o->static_groups) || qfile_attr_string(qw, group, "hessian_form", form) ||
-      (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
+  if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "sensitivity", e->sensitivity) ||
+      qfile_attr_double(qw, group, "damp", e->damp_used) || qfile_attr_int(qw, group, "damp_retries", e->retries) ||
+      qfile_attr_int(qw, group, "act_order", o->act_order) || qfile_attr_int(qw, group, "static_groups", o->static_groups) ||
+      qfile_attr_string(qw, group, "hessian_form", form) || (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
     aptq_fatal(comm);
 }
 
@@ -179,8 +194,12 @@ static int gptq_linears(QFileWriter *qw, const GptqLayer *L, const char *form, S
   double *chunk_loss[LIN_COUNT], loss[LIN_COUNT], sums[2 * LIN_COUNT];
   for (int k = 0; k < nl; k++) {
     size_t nk = (size_t)n[k] * cols + 1, ng = (size_t)quant_ngroups(cols, lay[k].o.group_size);
-    slab[k] = (GptqSlab){&lay[k].p, aptq_malloc(sizeof(float) * nk, "weight slab"), n[k], aptq_malloc(nk, "codes"),
-                         aptq_malloc(sizeof(float) * nk, "quantized slab"), aptq_malloc(sizeof(float) * (n[k] * ng + 1), "scales"),
+    slab[k] = (GptqSlab){&lay[k].p,
+                         aptq_malloc(sizeof(float) * nk, "weight slab"),
+                         n[k],
+                         aptq_malloc(nk, "codes"),
+                         aptq_malloc(sizeof(float) * nk, "quantized slab"),
+                         aptq_malloc(sizeof(float) * (n[k] * ng + 1), "scales"),
                          aptq_malloc(sizeof(int32_t) * (n[k] * ng + 1), "zeros"),
                          aptq_calloc((size_t)n[k] / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses")};
     chunk_loss[k] = slab[k].chunk_loss;
@@ -234,9 +253,17 @@ static int gptq_linears(QFileWriter *qw, const GptqLayer *L, const char *form, S
     e->damp_used = L->factor.damp_used;
     e->retries = L->factor.retries;
     write_solve_attrs(qw, &lay[k].o, lay[k].name, e, form, 0.0, comm);
-    free(slab[k].W); free(slab[k].codes); free(slab[k].Q); free(slab[k].scales); free(slab[k].zeros); free(slab[k].chunk_loss);
+    free(slab[k].W);
+    free(slab[k].codes);
+    free(slab[k].Q);
+    free(slab[k].scales);
+    free(slab[k].zeros);
+    free(slab[k].chunk_loss);
   }
-  free(counts); free(displs); free(cnt); free(dsp);
+  free(counts);
+  free(displs);
+  free(cnt);
+  free(dsp);
   return 0;
 }
 
@@ -361,7 +388,16 @@ static int kron_linear(QFileWriter *qw, const Options *o, const GptqParams *p, c
   e->loss = 0;
   for (int i = 0; i < heads; i++) e->loss += losses[i];
   write_solve_attrs(qw, o, name, e, "kron", damp_out, comm);
-  free(counts); free(displs); free(Uo); free(slab); free(Q); free(codes); free(scales); free(zeros); free(losses); free(g_idx);
+  free(counts);
+  free(displs);
+  free(Uo);
+  free(slab);
+  free(Q);
+  free(codes);
+  free(scales);
+  free(zeros);
+  free(losses);
+  free(g_idx);
   return 0;
 }
 
@@ -397,8 +433,20 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
   VHessian vh;
   QHessian qh;
   int aptq = !strcmp(o->method, "aptq"), v_kron = aptq && !strcmp(o->v_form, "kron");
-  enum { Q_GPTQ, Q_ROWSHARED, Q_KRON } q_form = !aptq || !strcmp(o->q_form, "gptq") ? Q_GPTQ : !strcmp(o->q_form, "kron") ? Q_KRON : Q_ROWSHARED;
-  enum { K_GPTQ, K_ROWSHARED, K_KRON } k_form = !aptq || !strcmp(o->k_form, "gptq") ? K_GPTQ : !strcmp(o->k_form, "kron") ? K_KRON : K_ROWSHARED;
+  enum {
+    Q_GPTQ,
+    Q_ROWSHARED,
+    Q_KRON
+  } q_form = !aptq || !strcmp(o->q_form, "gptq") ? Q_GPTQ
+             : !strcmp(o->q_form, "kron")        ? Q_KRON
+                                                 : Q_ROWSHARED;
+  enum {
+    K_GPTQ,
+    K_ROWSHARED,
+    K_KRON
+  } k_form = !aptq || !strcmp(o->k_form, "gptq") ? K_GPTQ
+             : !strcmp(o->k_form, "kron")        ? K_KRON
+                                                 : K_ROWSHARED;
   int k_stats = k_form != K_GPTQ;
   KHessian kh;
   int attn_stats = v_kron || q_form != Q_GPTQ || k_stats;
@@ -519,8 +567,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       }
       phase_sync(comm); /* the reduction waits for the slowest shard */
       double tr = MPI_Wtime();
-      CHECK(aptq_agree(comm, streamed[g] ? hstream_finish(&S[g], comm, hdiag[g], &hscale[g])
-                             : partial[g] ? hessian_finish_diag(&H[g], comm, hdiag[g], &hscale[g]) : hessian_finish(&H[g], comm)));
+      CHECK(aptq_agree(comm, streamed[g]  ? hstream_finish(&S[g], comm, hdiag[g], &hscale[g])
+                             : partial[g] ? hessian_finish_diag(&H[g], comm, hdiag[g], &hscale[g])
+                                          : hessian_finish(&H[g], comm)));
       if (g == 0 && v_kron) {
         vhessian_set_output(&vh, w.w[LIN_O]);
         CHECK(aptq_agree(comm, vhessian_finish(&vh, comm)));
@@ -538,8 +587,7 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
       double group_sensitivity = 0; /* tr(H)/d of the group's layer-input Hessian */
       if (partial[g])
         for (int j = 0; j < in_dims[g]; j++) group_sensitivity += hdiag[g][j];
-      else
-        group_sensitivity = trace(H[g].sum, in_dims[g]);
+      else group_sensitivity = trace(H[g].sum, in_dims[g]);
       group_sensitivity /= in_dims[g];
       for (int k = linear_groups[g].first; k < linear_groups[g].first + linear_groups[g].count; k++) {
         char name[256];
@@ -637,8 +685,9 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
     }
     if (aptq_stop_requested(comm)) {
       if (ck && ck->on)
-        rc = aptq_error("stopped by SIGUSR1 after block %d of %d; the checkpoint in '%s' holds it: rerun with the same options and resume = yes",
-                        l + 1, c->n_layers, ck->dir);
+        rc = aptq_error(
+            "stopped by SIGUSR1 after block %d of %d; the checkpoint in '%s' holds it: rerun with the same options and resume = yes", l + 1,
+            c->n_layers, ck->dir);
       else
         rc = aptq_error("stopped by SIGUSR1 after block %d of %d; nothing was kept (give checkpoint = DIR to be able to resume)", l + 1,
                         c->n_layers);
@@ -666,10 +715,10 @@ static int gptq_pass(QFileWriter *qw, const Options *o, const Model *m, const To
 /* What one output file holds beyond the per-layer errors. */
 typedef struct {
   const char *output, *report;
-  int mixed;                   /* R was given */
+  int mixed; /* R was given */
   double R, R_achieved, average_bits;
-  const double *alloc_sens;    /* the sensitivities the allocation used, or NULL */
-  const double *alloc_sens_err;/* their standard errors (Fisher estimates), or NULL */
+  const double *alloc_sens;     /* the sensitivities the allocation used, or NULL */
+  const double *alloc_sens_err; /* their standard errors (Fisher estimates), or NULL */
   double t_load, t_sensitivity, t_measure, t_pass, t_write, t_hessian, t_solve;
 } OutputInfo;
 
@@ -682,11 +731,15 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
   int nlayers = c->n_layers * LIN_COUNT;
   double total_err = 0, total_norm = 0;
   long long params = 0;
-  for (int i = 0; i < nlayers; i++) { total_err += err[i].err2; total_norm += err[i].norm2; }
+  for (int i = 0; i < nlayers; i++) {
+    total_err += err[i].err2;
+    total_norm += err[i].norm2;
+  }
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) params += m->linear[l][k].rows * m->linear[l][k].cols;
   double seconds = info->t_load + info->t_sensitivity + info->t_measure + info->t_pass + info->t_write;
-  double *phase_all = aptq_malloc(sizeof(double) * (size_t)size * PH_COUNT, "phases"), *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
+  double *phase_all = aptq_malloc(sizeof(double) * (size_t)size * PH_COUNT, "phases"),
+         *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
   if (!phase_all || !rss) aptq_fatal(comm);
   phases_gather(comm, phase_all);
   double my_rss = memory_peak_rss();
@@ -696,15 +749,16 @@ static int write_report(const Options *o, const Model *m, const TokenShard *cali
       printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, group_size %d%s, %d ranks\n", o->method,
              info->R, info->R_achieved, o->allocation, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
     else
-      printf("aptq quantize: method %s, %d bits, group_size %d%s, %d ranks\n", o->method, o->bits, o->group_size, o->sym ? ", symmetric" : "",
-             size);
+      printf("aptq quantize: method %s, %d bits, group_size %d%s, %d ranks\n", o->method, o->bits, o->group_size,
+             o->sym ? ", symmetric" : "", size);
     printf("  layers           : %d linear layers, %lld parameters\n", nlayers, params);
     printf("  relative error   : ||W-Q||/||W|| = %.6f over all layers\n", total_norm > 0 ? sqrt(total_err / total_norm) : 0.0);
     if (info->mixed)
-      printf("  time             : load %.2f s, sensitivities %.2f s + measuring pass %.2f s (shared), this pass + write %.2f s\n", info->t_load,
-             info->t_sensitivity, info->t_measure, info->t_pass + info->t_write);
+      printf("  time             : load %.2f s, sensitivities %.2f s + measuring pass %.2f s (shared), this pass + write %.2f s\n",
+             info->t_load, info->t_sensitivity, info->t_measure, info->t_pass + info->t_write);
     else
-      printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", info->t_load, info->t_pass + info->t_write, seconds);
+      printf("  time             : load %.2f s, quantize+write %.2f s, total %.2f s\n", info->t_load, info->t_pass + info->t_write,
+             seconds);
     char b1[32], b2[32];
     double peak = 0;
     for (int r = 0; r < size; r++) peak = rss[r] > peak ? rss[r] : peak;
@@ -816,7 +870,10 @@ static int rtn_errors(const Options *o, const Model *m, double *err, MPI_Comm co
     rc = !W || !codes || !scales || !zeros || tensor_rows_f32(t, r0, r0 + nr, W);
     for (int c = 0; !rc && c < KNAP_CHOICES; c++)
       quant_rtn(W, nr, cols, o->group_size, knapsack_bits[c], o->sym, codes, scales, zeros, &err[(size_t)i * KNAP_CHOICES + c]);
-    free(W); free(codes); free(scales); free(zeros);
+    free(W);
+    free(codes);
+    free(scales);
+    free(zeros);
   }
   CHECK(aptq_agree(comm, rc));
   MPI_Allreduce(MPI_IN_PLACE, err, n * KNAP_CHOICES, MPI_DOUBLE, MPI_SUM, comm);
@@ -931,8 +988,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     /* before the pass, with its own weights, scratch and head: counted as
      * a transient item, over the pass's calibration activations */
     int nsel = o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq;
-    memplan_add(&plan, "Fisher sensitivities (before the pass): streams, lm_head", fisher_memory(o, &m.cfg, (nsel + size - 1) / size) +
-                (double)m.cfg.vocab_size * m.cfg.dim * sizeof(float), 1);
+    memplan_add(&plan, "Fisher sensitivities (before the pass): streams, lm_head",
+                fisher_memory(o, &m.cfg, (nsel + size - 1) / size) + (double)m.cfg.vocab_size * m.cfg.dim * sizeof(float), 1);
   }
   CHECK(memory_check(&plan, baseline, o, comm, &predicted_peak));
   double t_loaded = MPI_Wtime();
@@ -950,7 +1007,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     info.average_bits = o->bits;
     Checkpoint ck;
     if ((o->checkpoint[0] || o->resume) && !strcmp(o->activations, "bf16"))
-      CHECK(aptq_agree(comm, aptq_error("checkpoint keeps float32 activations: use activations = float32 with checkpoint, or bf16 without")));
+      CHECK(
+          aptq_agree(comm, aptq_error("checkpoint keeps float32 activations: use activations = float32 with checkpoint, or bf16 without")));
     if ((o->checkpoint[0] || o->resume) && !gptq)
       CHECK(aptq_agree(comm, aptq_error("checkpoint needs method = gptq or aptq: RTN has no block pass to resume (and takes seconds)")));
     CHECK(checkpoint_begin(&ck, o, &m, &calib, NSTATS, comm));
@@ -1035,7 +1093,12 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     printf("aptq quantize: sweep of %d values of R done in %.2f s\n", nR, MPI_Wtime() - t_start);
     fflush(stdout);
   }
-  free(err); free(measured); free(params); free(bits); free(out); free(rep);
+  free(err);
+  free(measured);
+  free(params);
+  free(bits);
+  free(out);
+  free(rep);
   tokens_free(&calib);
   model_close(&m);
   return rc;

@@ -48,8 +48,9 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
   QFileReader qf = {.file = -1};
   rc = qfile_open(&qf, o->quantized, comm);
   if (!rc && strcmp(qf.model_fingerprint, m.fingerprint))
-    rc = aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
-                    o->quantized, qf.model_fingerprint, m.fingerprint);
+    rc =
+        aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
+                   o->quantized, qf.model_fingerprint, m.fingerprint);
   CHECK(aptq_agree(comm, rc));
 
   size_t TD = (size_t)T * D;
@@ -61,7 +62,8 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
   double *all = aptq_calloc((size_t)o->nseq * L * NSUM, sizeof(double), "error sums");
   BlockWeights w, wq;
   BlockScratch s;
-  rc = !x || !xa || !xb || !ofp || !oq || !sums || !all || block_weights_alloc(c, &w) || block_weights_alloc(c, &wq) || scratch_alloc(c, T, &s);
+  rc = !x || !xa || !xb || !ofp || !oq || !sums || !all || block_weights_alloc(c, &w) || block_weights_alloc(c, &wq) ||
+       scratch_alloc(c, T, &s);
   for (int i = 0; !rc && i < tok.count; i++) rc = embed_tokens(&m, tok.ids + (size_t)i * T, T, x + (size_t)i * TD);
   CHECK(aptq_agree(comm, rc));
 
@@ -149,7 +151,16 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
   if (!rrc) rrc = report_close(&rep);
   rc = aptq_agree(comm, rrc);
 
-  free(counts); free(displs); free(blk); free(all); free(sums); free(x); free(xa); free(xb); free(ofp); free(oq);
+  free(counts);
+  free(displs);
+  free(blk);
+  free(all);
+  free(sums);
+  free(x);
+  free(xa);
+  free(xb);
+  free(ofp);
+  free(oq);
   scratch_free(&s);
   block_weights_free(&w);
   block_weights_free(&wq);

@@ -73,8 +73,15 @@ int report_close(Report *r) {
   if (!r->f) return 0;
   fputs("\n}\n", r->f);
   int bad = ferror(r->f);
-  if (fclose(r->f) != 0 || bad) { unlink(r->tmp); r->f = NULL; return aptq_error("error writing report '%s'", r->tmp); }
+  if (fclose(r->f) != 0 || bad) {
+    unlink(r->tmp);
+    r->f = NULL;
+    return aptq_error("error writing report '%s'", r->tmp);
+  }
   r->f = NULL;
-  if (rename(r->tmp, r->path) != 0) { unlink(r->tmp); return aptq_error("cannot rename report to '%s': %s", r->path, strerror(errno)); }
+  if (rename(r->tmp, r->path) != 0) {
+    unlink(r->tmp);
+    return aptq_error("cannot rename report to '%s': %s", r->path, strerror(errno));
+  }
   return 0;
 }

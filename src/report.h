@@ -5,10 +5,10 @@
 #include <stdio.h>
 
 typedef struct {
-  FILE *f;            /* NULL: no report requested, or not rank 0 */
+  FILE *f; /* NULL: no report requested, or not rank 0 */
   char path[4096], tmp[4160];
   int depth;
-  int count[16];      /* members written at each nesting level */
+  int count[16]; /* members written at each nesting level */
 } Report;
 
 int report_open(Report *r, const char *path, int rank);

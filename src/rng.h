@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stdint.h>
 
-typedef struct { uint64_t state; } Rng;
+typedef struct {
+  uint64_t state;
+} Rng;
 
 static inline uint64_t rng_next(Rng *r) {
   uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);

@@ -18,7 +18,8 @@ enum { ST_MAX_HEADER = 100 * 1024 * 1024 };
 size_t dtype_size(DType t) {
   switch (t) {
     case DT_F32: return 4;
-    case DT_F16: case DT_BF16: return 2;
+    case DT_F16:
+    case DT_BF16: return 2;
     default: return 0;
   }
 }
@@ -27,8 +28,7 @@ static float f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
   if (exp == 0) {
     if (mant == 0) bits = sign;
-    else { /* subnormal: value = mant * 2^-24 */
-      float v = (float)mant * 5.9604644775390625e-8f;
+    else { /* subnormal: value = mant * 2^-24 */ float v = (float)mant * 5.9604644775390625e-8f;
       return sign ? -v : v;
     }
   } else if (exp == 31) bits = sign | 0x7F800000u | (mant << 13);
@@ -39,7 +39,10 @@ static float f16_to_f32(uint16_t h) {
 }
 
 void dtype_to_f32(DType t, const uint8_t *src, size_t first, size_t n, float *dst) {
-  if (t == DT_F32) { memcpy(dst, src + first * 4, n * 4); return; }
+  if (t == DT_F32) {
+    memcpy(dst, src + first * 4, n * 4);
+    return;
+  }
   const uint8_t *p = src + first * 2;
   for (size_t i = 0; i < n; i++) {
     uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
@@ -66,7 +69,8 @@ static DType parse_dtype(const char *s) {
 }
 
 static size_t known_dtype_size(const char *s) {
-  static const char *names[] = {"F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"};
+  static const char *names[] = {"F64", "I64", "U64", "F32", "I32",  "U32",     "F16",    "BF16",
+                                "I16", "U16", "I8",  "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
   static const size_t sizes[] = {8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
     if (!strcmp(s, names[i])) return sizes[i];
@@ -95,7 +99,8 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
     const JsonValue *dt = json_get(v, "dtype"), *shape = json_get(v, "shape"), *off = json_get(v, "data_offsets");
     if (!dt || dt->type != JSON_STRING) return aptq_error("%s: tensor '%s' has no dtype string", path, name);
     if (!shape || shape->type != JSON_ARRAY) return aptq_error("%s: tensor '%s' has no shape array", path, name);
-    if (!off || off->type != JSON_ARRAY || off->count != 2) return aptq_error("%s: tensor '%s' has no data_offsets [begin, end]", path, name);
+    if (!off || off->type != JSON_ARRAY || off->count != 2)
+      return aptq_error("%s: tensor '%s' has no data_offsets [begin, end]", path, name);
     if (shape->count > ST_MAX_DIMS) return aptq_error("%s: tensor '%s' has %d dimensions (max %d)", path, name, shape->count, ST_MAX_DIMS);
     size_t esize = known_dtype_size(dt->string);
     if (!esize) return aptq_error("%s: tensor '%s' has unknown dtype '%s'", path, name, dt->string);
@@ -135,7 +140,8 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
   qsort(order, (size_t)f->ntensors, sizeof *order, cmp_offset);
   for (int i = 1; i < f->ntensors; i++) {
     if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data) {
-      int rc = aptq_error("%s: tensors '%s' and '%s' have overlapping data_offsets; the file is corrupt", path, order[i - 1]->name, order[i]->name);
+      int rc = aptq_error("%s: tensors '%s' and '%s' have overlapping data_offsets; the file is corrupt", path, order[i - 1]->name,
+                          order[i]->name);
       free(order);
       return rc;
     }
@@ -150,18 +156,30 @@ int st_open(const char *path, StFile *f) {
   int fd = open(path, O_RDONLY);
   if (fd < 0) return aptq_error("cannot open '%s': %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0) { close(fd); return aptq_error("cannot stat '%s': %s", path, strerror(errno)); }
-  if (!S_ISREG(st.st_mode)) { close(fd); return aptq_error("'%s' is not a regular file", path); }
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return aptq_error("cannot stat '%s': %s", path, strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return aptq_error("'%s' is not a regular file", path);
+  }
   f->size = (size_t)st.st_size;
-  if (f->size < 8) { close(fd); return aptq_error("%s: file is %zu bytes, too short for a safetensors header", path, f->size); }
+  if (f->size < 8) {
+    close(fd);
+    return aptq_error("%s: file is %zu bytes, too short for a safetensors header", path, f->size);
+  }
   f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
-  if (f->map == MAP_FAILED) { f->map = NULL; return aptq_error("cannot map '%s': %s", path, strerror(errno)); }
+  if (f->map == MAP_FAILED) {
+    f->map = NULL;
+    return aptq_error("cannot map '%s': %s", path, strerror(errno));
+  }
   uint64_t hlen = 0;
   for (int i = 0; i < 8; i++) hlen |= (uint64_t)f->map[i] << (8 * i);
   if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > f->size - 8) {
-    int rc = aptq_error("%s: safetensors header length %llu does not fit the file size %zu; the file is truncated or not safetensors",
-                        path, (unsigned long long)hlen, f->size);
+    int rc = aptq_error("%s: safetensors header length %llu does not fit the file size %zu; the file is truncated or not safetensors", path,
+                        (unsigned long long)hlen, f->size);
     st_close(f);
     return rc;
   }
@@ -171,7 +189,10 @@ int st_open(const char *path, StFile *f) {
   /* trailing spaces are allowed padding in safetensors */
   size_t jlen = (size_t)hlen;
   while (jlen > 0 && f->map[8 + jlen - 1] == ' ') jlen--;
-  if (json_parse((const char *)f->map + 8, jlen, what, &root)) { st_close(f); return APTQ_ERR; }
+  if (json_parse((const char *)f->map + 8, jlen, what, &root)) {
+    st_close(f);
+    return APTQ_ERR;
+  }
   int rc = parse_header(f, root, f->map + 8 + hlen, f->size - 8 - (size_t)hlen);
   json_free(root);
   if (rc) st_close(f);
@@ -212,7 +233,10 @@ int st_write(const char *path, const StWriteTensor *tensors, int n) {
   len += (size_t)snprintf(header + len, cap - len, "}");
   while (len % 8) header[len++] = ' '; /* keep tensor data 8-byte aligned */
   FILE *f = fopen(path, "wb");
-  if (!f) { free(header); return aptq_error("cannot create '%s': %s", path, strerror(errno)); }
+  if (!f) {
+    free(header);
+    return aptq_error("cannot create '%s': %s", path, strerror(errno));
+  }
   uint8_t lenbytes[8];
   for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)len >> (8 * i));
   int ok = fwrite(lenbytes, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;

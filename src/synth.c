@@ -16,9 +16,16 @@
 #include "safetensors.h"
 #include "synth.h"
 
-static const ModelConfig synth_config = {
-  .dim = 128, .hidden_dim = 384, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 16,
-  .vocab_size = 512, .max_seq_len = 512, .norm_eps = 1e-5f, .rope_theta = 10000.0};
+static const ModelConfig synth_config = {.dim = 128,
+                                         .hidden_dim = 384,
+                                         .n_layers = 4,
+                                         .n_heads = 8,
+                                         .n_kv_heads = 4,
+                                         .head_dim = 16,
+                                         .vocab_size = 512,
+                                         .max_seq_len = 512,
+                                         .norm_eps = 1e-5f,
+                                         .rope_theta = 10000.0};
 
 typedef struct {
   char name[ST_NAME_MAX];
@@ -42,10 +49,12 @@ static int add(SynthTensor *t, int *n, const char *name, int64_t rows, int64_t c
 double synth_linear_std(const ModelConfig *c, LinearKind k) {
   double D = c->dim, F = c->hidden_dim, q = (double)c->n_heads * c->head_dim;
   switch (k) {
-    case LIN_Q: case LIN_K: return 2.0 / sqrt(D);
+    case LIN_Q:
+    case LIN_K: return 2.0 / sqrt(D);
     case LIN_V: return 1.0 / sqrt(D);
     case LIN_O: return 0.5 / sqrt(q);
-    case LIN_GATE: case LIN_UP: return 1.0 / sqrt(D);
+    case LIN_GATE:
+    case LIN_UP: return 1.0 / sqrt(D);
     default: return 0.5 / sqrt(F);
   }
 }
@@ -78,12 +87,19 @@ static int synth(const Options *o) {
   for (int l = 0; !rc && l < c->n_layers; l++) {
     int shard = l < c->n_layers / 2 ? 0 : 1;
     char nm[ST_NAME_MAX];
-    const struct { const char *what; int64_t rows, cols; double mean, std; } parts[] = {
-      {"input_layernorm", 1, D, 1.0, 0.1}, {"self_attn.q_proj", q, D, 0, synth_linear_std(c, LIN_Q)},
-      {"self_attn.k_proj", kv, D, 0, synth_linear_std(c, LIN_K)}, {"self_attn.v_proj", kv, D, 0, synth_linear_std(c, LIN_V)},
-      {"self_attn.o_proj", D, q, 0, synth_linear_std(c, LIN_O)}, {"post_attention_layernorm", 1, D, 1.0, 0.1},
-      {"mlp.gate_proj", F, D, 0, synth_linear_std(c, LIN_GATE)}, {"mlp.up_proj", F, D, 0, synth_linear_std(c, LIN_UP)},
-      {"mlp.down_proj", D, F, 0, synth_linear_std(c, LIN_DOWN)}};
+    const struct {
+      const char *what;
+      int64_t rows, cols;
+      double mean, std;
+    } parts[] = {{"input_layernorm", 1, D, 1.0, 0.1},
+                 {"self_attn.q_proj", q, D, 0, synth_linear_std(c, LIN_Q)},
+                 {"self_attn.k_proj", kv, D, 0, synth_linear_std(c, LIN_K)},
+                 {"self_attn.v_proj", kv, D, 0, synth_linear_std(c, LIN_V)},
+                 {"self_attn.o_proj", D, q, 0, synth_linear_std(c, LIN_O)},
+                 {"post_attention_layernorm", 1, D, 1.0, 0.1},
+                 {"mlp.gate_proj", F, D, 0, synth_linear_std(c, LIN_GATE)},
+                 {"mlp.up_proj", F, D, 0, synth_linear_std(c, LIN_UP)},
+                 {"mlp.down_proj", D, F, 0, synth_linear_std(c, LIN_DOWN)}};
     for (size_t p = 0; !rc && p < sizeof parts / sizeof parts[0]; p++) {
       snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, parts[p].what);
       rc = add(t, &n, nm, parts[p].rows, parts[p].cols, shard, &rng, parts[p].mean, parts[p].std);
@@ -95,7 +111,8 @@ static int synth(const Options *o) {
   /* shard 1 in BF16, shard 2 in F32: both converters are exercised */
   char index[32768];
   int entries = 0;
-  size_t len = (size_t)snprintf(index, sizeof index, "{\n  \"metadata\": {\"generator\": \"aptq synth seed %d\"},\n  \"weight_map\": {", o->seed);
+  size_t len =
+      (size_t)snprintf(index, sizeof index, "{\n  \"metadata\": {\"generator\": \"aptq synth seed %d\"},\n  \"weight_map\": {", o->seed);
   for (int s = 0; !rc && s < 2; s++) {
     StWriteTensor w[MAXT];
     int k = 0;
@@ -103,7 +120,10 @@ static int synth(const Options *o) {
       if (t[i].shard != s) continue;
       w[k] = (StWriteTensor){t[i].name, s == 0 ? DT_BF16 : DT_F32, t[i].rows == 1 ? 1 : 2, {0}, t[i].data};
       if (t[i].rows == 1) w[k].shape[0] = t[i].cols;
-      else { w[k].shape[0] = t[i].rows; w[k].shape[1] = t[i].cols; }
+      else {
+        w[k].shape[0] = t[i].rows;
+        w[k].shape[1] = t[i].cols;
+      }
       k++;
       len += (size_t)snprintf(index + len, sizeof index - len, "%s\n    \"%s\": \"model-%05d-of-00002.safetensors\"", entries++ ? "," : "",
                               t[i].name, s + 1);
@@ -124,14 +144,15 @@ static int synth(const Options *o) {
              "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n"
              "  \"rms_norm_eps\": %g,\n  \"rope_theta\": %.1f,\n  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 1,\n"
              "  \"eos_token_id\": 2,\n  \"torch_dtype\": \"bfloat16\"\n}\n",
-             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len,
-             (double)c->norm_eps, c->rope_theta);
+             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len, (double)c->norm_eps,
+             c->rope_theta);
     snprintf(path, sizeof path, "%s/config.json", o->output);
     rc = write_text(path, cfg);
   }
   for (int i = 0; i < n; i++) free(t[i].data);
-  if (!rc) printf("aptq synth: wrote a %d-layer LLaMA-architecture checkpoint (hidden %d, %d heads, %d kv heads, vocab %d, seed %d) to %s\n",
-                  c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->vocab_size, o->seed, o->output);
+  if (!rc)
+    printf("aptq synth: wrote a %d-layer LLaMA-architecture checkpoint (hidden %d, %d heads, %d kv heads, vocab %d, seed %d) to %s\n",
+           c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->vocab_size, o->seed, o->output);
   return rc;
 }
 

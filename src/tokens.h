@@ -8,10 +8,10 @@
 #include <stdint.h>
 
 typedef struct {
-  int seqlen, nseq;      /* global */
-  int first, count;      /* this rank's sequences [first, first+count) */
-  uint32_t *ids;         /* count × seqlen */
-  char sha256[65];       /* hash of all nseq × seqlen tokens used */
+  int seqlen, nseq; /* global */
+  int first, count; /* this rank's sequences [first, first+count) */
+  uint32_t *ids;    /* count × seqlen */
+  char sha256[65];  /* hash of all nseq × seqlen tokens used */
 } TokenShard;
 
 /* what: key name for messages ("tokens" or "calib"). Collective (agrees). */

@@ -7,15 +7,15 @@
 
 static int failures, checks;
 
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    checks++;                                                      \
-    if (!(cond)) {                                                 \
-      failures++;                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                  \
-      printf(__VA_ARGS__);                                         \
-      printf("\n");                                                \
-    }                                                              \
+#define EXPECT(cond, ...)                         \
+  do {                                            \
+    checks++;                                     \
+    if (!(cond)) {                                \
+      failures++;                                 \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+      printf(__VA_ARGS__);                        \
+      printf("\n");                               \
+    }                                             \
   } while (0)
 
 #endif

@@ -12,7 +12,6 @@
 
 #include "expect.h"
 
-
 static double budget_bits(double R, int n, const long long *p) {
   long double t = 0;
   for (int i = 0; i < n; i++) t += p[i];
@@ -59,10 +58,12 @@ int main(void) {
     allocate_bits("trace", ratios[r], NL, p, sens, NULL, 7, 0, bits);
     for (int i = 0; i < NL; i++)
       for (int j = 0; j < NL; j++)
-        if (p[i] == p[j] && bits[i] == 4 && bits[j] == 2 && sens[i] < sens[j]) EXPECT(0, "trace order: layer %d (%g) over %d (%g)", i, sens[i], j, sens[j]);
+        if (p[i] == p[j] && bits[i] == 4 && bits[j] == 2 && sens[i] < sens[j])
+          EXPECT(0, "trace order: layer %d (%g) over %d (%g)", i, sens[i], j, sens[j]);
     /* blockwise: whole blocks, first first */
     allocate_bits("blockwise", ratios[r], NL, p, sens, NULL, 7, 0, bits);
-    for (int i = 1; i < NL; i++) EXPECT(bits[i] <= bits[i - 1] || i % 7 != 0 ? 1 : 0, "blockwise: block %d at 4 bits after a 2-bit block", i / 7);
+    for (int i = 1; i < NL; i++)
+      EXPECT(bits[i] <= bits[i - 1] || i % 7 != 0 ? 1 : 0, "blockwise: block %d at 4 bits after a 2-bit block", i / 7);
     for (int i = 0; i < NL; i++) EXPECT(bits[i] == bits[i - i % 7], "blockwise: block %d split", i / 7);
   }
   /* seeded: the same seed, the same allocation; another seed, another order */

@@ -73,7 +73,8 @@ static double lin_attn(const ModelConfig *c, BlockScratch *s, const float *X, co
     }
   }
   for (size_t i = 0; i < (size_t)T * D; i++) total += dout[i] * dout[i];
-  free(U); free(dz);
+  free(U);
+  free(dz);
   return total;
 }
 
@@ -119,12 +120,19 @@ static void fd_check(const Model *m, const BlockWeights *w, BlockWeights *wp, Bl
     err[k] = sqrt(e2 / nl);
   }
   memcpy(wp->w[lin], w->w[lin], sizeof(float) * nw);
-  free(x); free(op); free(om); free(X); free(dout);
+  free(x);
+  free(op);
+  free(om);
+  free(X);
+  free(dout);
 }
 
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
-  if (argc < 5) { fprintf(stderr, "usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX]\n"); return 2; }
+  if (argc < 5) {
+    fprintf(stderr, "usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX]\n");
+    return 2;
+  }
   int nseq = atoi(argv[3]), T = atoi(argv[4]);
   double ratio_min = argc > 6 ? atof(argv[5]) : 0.0, ratio_max = argc > 6 ? atof(argv[6]) : INFINITY;
   Model m;
@@ -323,7 +331,8 @@ int main(int argc, char **argv) {
   int ok_o = rel(e_o / N, q_o) < 1e-6, ok_v = rel(e_v, e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
   printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], nseq, T, c->n_heads, c->n_kv_heads);
   printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", e_o / N, q_o, rel(e_o / N, q_o), ok_o ? "PASSED" : "FAILED");
-  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", e_v / N, e_v_exact / N, rel(e_v, e_v_exact), ok_v ? "PASSED" : "FAILED");
+  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", e_v / N, e_v_exact / N, rel(e_v, e_v_exact),
+         ok_v ? "PASSED" : "FAILED");
   printf("v_proj: Kronecker form / exact = %.4f (bounds [%g, %g])  %s\n", ratio, ratio_min, ratio_max, ok_ratio ? "PASSED" : "FAILED");
   printf("q_proj head 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], r1, eps[1], r2,
          ok_q ? "PASSED" : "FAILED");
@@ -334,10 +343,10 @@ int main(int argc, char **argv) {
          k_kron / k_gn);
   printf("q_proj head 0: GN form from N_t (attn_hessian.c) / from the explicit Jacobian = %.7f  %s\n", qd0.exact / q_lin,
          ok_qlin ? "PASSED" : "FAILED");
-  printf("fd q_proj head 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0], fd_q[0], eps[1],
-         fd_q[1], ok_fdq ? "PASSED" : "FAILED");
-  printf("fd k_proj group 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0], fd_k[0], eps[1],
-         fd_k[1], ok_fdk ? "PASSED" : "FAILED");
+  printf("fd q_proj head 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0], fd_q[0],
+         eps[1], fd_q[1], ok_fdq ? "PASSED" : "FAILED");
+  printf("fd k_proj group 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0],
+         fd_k[0], eps[1], fd_k[1], ok_fdk ? "PASSED" : "FAILED");
   MPI_Finalize();
   return ok_o && ok_v && ok_ratio && ok_q && ok_k && ok_fd && ok_qlin ? 0 : 1;
 }

@@ -21,7 +21,10 @@
  * the float32 products differ from float64 by at most ~n·2⁻²⁴·Σ|x_i||x_j|. */
 static void check_sum(int d, int n, int calls, const char *what) {
   Hessian h;
-  if (hessian_init(&h, d)) { EXPECT(0, "%s: init: %s", what, aptq_error_message()); return; }
+  if (hessian_init(&h, d)) {
+    EXPECT(0, "%s: init: %s", what, aptq_error_message());
+    return;
+  }
   float *X = malloc(sizeof(float) * (size_t)n * d * calls);
   Rng r = {(uint64_t)d};
   for (size_t i = 0; i < (size_t)n * d * calls; i++) X[i] = (float)rng_normal(&r);
@@ -63,7 +66,10 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
   Hessian ref;
   int rc = hstream_init(&st, d, nb, T, tokens, reversed, MPI_COMM_WORLD) || hessian_init(&ref, d);
   MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (rc) { EXPECT(0, "%s: init", what); return; }
+  if (rc) {
+    EXPECT(0, "%s: init", what);
+    return;
+  }
   float *X = malloc(sizeof(float) * (size_t)T * d);
   int count = rank + 1, maxcount = size, flushes = 0;
   for (int i = 0; i < maxcount; i++) {

@@ -19,12 +19,13 @@
 
 static char dir[256];
 
-
 /* rc must be an error whose message contains `want`. */
 static void expect_error(int rc, const char *want, const char *what) {
   checks++;
-  if (!rc) { failures++; printf("FAIL %s: accepted, expected an error containing '%s'\n", what, want); }
-  else if (!strstr(aptq_error_message(), want)) {
+  if (!rc) {
+    failures++;
+    printf("FAIL %s: accepted, expected an error containing '%s'\n", what, want);
+  } else if (!strstr(aptq_error_message(), want)) {
     failures++;
     printf("FAIL %s: error '%s' does not contain '%s'\n", what, aptq_error_message(), want);
   } else printf("ok   %s: %s\n", what, aptq_error_message());
@@ -33,8 +34,10 @@ static void expect_error(int rc, const char *want, const char *what) {
 
 static void expect_ok(int rc, const char *what) {
   checks++;
-  if (rc) { failures++; printf("FAIL %s: %s\n", what, aptq_error_message()); }
-  else printf("ok   %s\n", what);
+  if (rc) {
+    failures++;
+    printf("FAIL %s: %s\n", what, aptq_error_message());
+  } else printf("ok   %s\n", what);
   aptq_clear_error();
 }
 
@@ -81,11 +84,23 @@ static void test_json(void) {
   EXPECT(s && !strcmp(s->string, "x\xc3\xa9\xf0\x9f\x98\x80\n"), "unicode escapes decoded: %s", s ? s->string : "(null)");
   EXPECT(n && n->is_integer && n->integer == 123456789012LL, "large integer exact");
   json_free(v);
-  const struct { const char *text, *want; } bad[] = {
-    {"{\"a\": 1,}", "expected a string key"}, {"{\"a\" 1}", "expected ':'"}, {"[1, 2", "unterminated"},
-    {"{\"a\": 1} x", "trailing"}, {"{\"a\": 1, \"a\": 2}", "duplicate key"}, {"\"\\ud800\"", "surrogate"},
-    {"\"abc", "unterminated string"}, {"01", "trailing"}, {"-", "bad number"}, {"tru", "unexpected token"},
-    {"\"a\\qb\"", "unknown escape"}, {"1e999", "out of range"}, {"\"\\u0000\"", "NUL"}, {"", "unexpected end"},
+  const struct {
+    const char *text, *want;
+  } bad[] = {
+      {"{\"a\": 1,}", "expected a string key"},
+      {"{\"a\" 1}", "expected ':'"},
+      {"[1, 2", "unterminated"},
+      {"{\"a\": 1} x", "trailing"},
+      {"{\"a\": 1, \"a\": 2}", "duplicate key"},
+      {"\"\\ud800\"", "surrogate"},
+      {"\"abc", "unterminated string"},
+      {"01", "trailing"},
+      {"-", "bad number"},
+      {"tru", "unexpected token"},
+      {"\"a\\qb\"", "unknown escape"},
+      {"1e999", "out of range"},
+      {"\"\\u0000\"", "NUL"},
+      {"", "unexpected end"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char what[128];
@@ -102,8 +117,9 @@ static void test_json(void) {
 
 static void test_safetensors(void) {
   /* good: one F32 [2,2] and one BF16 [3] */
-  const char *hdr = "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
-                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[16,22]}}  ";
+  const char *hdr =
+      "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+      "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[16,22]}}  ";
   size_t hl = strlen(hdr);
   uint8_t buf[512] = {0};
   for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
@@ -143,7 +159,9 @@ static void test_safetensors(void) {
   expect_error(st_try("past.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8), "past the end",
                "safetensors: data past the end (truncated)");
   expect_error(st_try("overlap.safetensors",
-                      "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 16),
+                      "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_"
+                      "offsets\":[4,12]}}",
+                      16),
                "overlapping", "safetensors: overlapping offsets");
   expect_error(st_try("size.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8), "need 12",
                "safetensors: bytes do not match dtype and shape");
@@ -154,16 +172,19 @@ static void test_safetensors(void) {
                "safetensors: negative shape");
   expect_error(st_try("offs.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8), "bad data_offsets",
                "safetensors: reversed offsets");
-  expect_error(st_try("dup.safetensors",
-                      "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8),
-               "duplicate", "safetensors: duplicate tensor");
+  expect_error(
+      st_try(
+          "dup.safetensors",
+          "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+          8),
+      "duplicate", "safetensors: duplicate tensor");
   expect_error(st_open(path_of("missing.safetensors"), &f), "cannot open", "safetensors: missing file");
 }
 
 /* A tiny HF directory built with st_write, then broken one way at a time. */
 static const char *tiny_config =
-  "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 1,"
-  " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": 16, \"rms_norm_eps\": 1e-5%s}";
+    "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 1,"
+    " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"vocab_size\": 16, \"rms_norm_eps\": 1e-5%s}";
 
 static void write_tiny(const char *sub, const char *config_extra, int skip_tensor, int bad_shape) {
   char d[512], p[600];
@@ -178,7 +199,8 @@ static void write_tiny(const char *sub, const char *config_extra, int skip_tenso
   StWriteTensor t[16];
   int n = 0;
 #define T2(nm, r, c) t[n++] = (StWriteTensor){nm, DT_F32, 2, {r, c}, zeros}
-#define T1(nm, c) t[n++] = (StWriteTensor){nm, DT_BF16, 1, {c}, zeros}
+#define T1(nm, c) \
+  t[n++] = (StWriteTensor) { nm, DT_BF16, 1, {c}, zeros }
   T2("model.embed_tokens.weight", 16, 8);
   T1("model.norm.weight", 8);
   T2("lm_head.weight", 16, 8);
@@ -232,7 +254,10 @@ static void test_hf(const char *data) {
   fclose(f);
   expect_error(model_open(path_of("badconf"), &m), "missing required key 'intermediate_size'", "hf: missing config key");
   f = fopen(p, "w");
-  fputs("{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"num_key_value_heads\": 2, \"head_dim\": 4, \"vocab_size\": 16}", f);
+  fputs(
+      "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"num_key_value_heads\": 2, "
+      "\"head_dim\": 4, \"vocab_size\": 16}",
+      f);
   fclose(f);
   expect_error(model_open(path_of("badconf"), &m), "not a multiple of num_key_value_heads", "hf: GQA heads inconsistent");
   f = fopen(p, "w");
@@ -254,13 +279,14 @@ static void test_hf(const char *data) {
   snprintf(real, sizeof real, "%s/wt2-llama-s", data);
   expect_ok(model_open(real, &m), "hf: wt2-llama-s (3 bf16 shards, GQA)");
   EXPECT(m.cfg.dim == 256 && m.cfg.n_layers == 4 && m.cfg.n_heads == 8 && m.cfg.n_kv_heads == 4 && m.cfg.head_dim == 32 &&
-         m.cfg.hidden_dim == 688 && m.cfg.vocab_size == 32000 && !m.cfg.tied_embeddings && m.nfiles == 3 && m.cfg.rope_theta == 10000.0,
+             m.cfg.hidden_dim == 688 && m.cfg.vocab_size == 32000 && !m.cfg.tied_embeddings && m.nfiles == 3 && m.cfg.rope_theta == 10000.0,
          "wt2-llama-s config");
   model_close(&m);
   snprintf(real, sizeof real, "%s/stories260K/stories260K.bin", data);
   expect_ok(model_open(real, &m), "llama2.c: stories260K");
   EXPECT(m.cfg.dim == 64 && m.cfg.hidden_dim == 172 && m.cfg.n_layers == 5 && m.cfg.n_heads == 8 && m.cfg.n_kv_heads == 4 &&
-         m.cfg.vocab_size == 512 && m.cfg.rope_interleaved, "stories260K config");
+             m.cfg.vocab_size == 512 && m.cfg.rope_interleaved,
+         "stories260K config");
   model_close(&m);
   /* truncated llama2.c checkpoint */
   FILE *in = fopen(real, "rb");
@@ -294,10 +320,18 @@ static void test_options(void) {
   expect_ok(options_parse(&o, 3, argv1), "options: deck plus overrides");
   EXPECT(!strcmp(o.model, "/m") && o.bits == 2 && o.group_size == 32 && o.sym == 1 && o.nseq == 7 && o.seqlen == 256,
          "deck values and command-line precedence");
-  const struct { const char *line, *want; } bad[] = {
-    {"colour = blue\n", "unknown key 'colour'"}, {"bits = 5\n", "expected one of 2|3|4|8"}, {"bits = four\n", "bad value 'four'"},
-    {"nseq = 0\n", "bad value '0' for 'nseq'"}, {"just words\n", "expected 'key = value'"}, {"= 3\n", "missing key"},
-    {"sym = maybe\n", "expected yes or no"}, {"method = awq\n", "bad value 'awq' for 'method'"}, {"seqlen =\n", "empty value"},
+  const struct {
+    const char *line, *want;
+  } bad[] = {
+      {"colour = blue\n", "unknown key 'colour'"},
+      {"bits = 5\n", "expected one of 2|3|4|8"},
+      {"bits = four\n", "bad value 'four'"},
+      {"nseq = 0\n", "bad value '0' for 'nseq'"},
+      {"just words\n", "expected 'key = value'"},
+      {"= 3\n", "missing key"},
+      {"sym = maybe\n", "expected yes or no"},
+      {"method = awq\n", "bad value 'awq' for 'method'"},
+      {"seqlen =\n", "empty value"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     f = fopen(deck, "w");
@@ -323,13 +357,21 @@ static void test_options(void) {
 
 /* max_memory sizes (memory.c) */
 static void test_memory_sizes(void) {
-  const struct { const char *text; double bytes; } good[] = {
-    {"8G", 8.0 * (1 << 30)}, {"512M", 512.0 * (1 << 20)}, {"1.5GB", 1.5 * (1 << 30)}, {"64GiB", 64.0 * (1 << 30)},
-    {"2t", 2.0 * (1 << 30) * 1024}, {"4096", 4096}, {"10 K", 10240}};
+  const struct {
+    const char *text;
+    double bytes;
+  } good[] = {{"8G", 8.0 * (1 << 30)},
+              {"512M", 512.0 * (1 << 20)},
+              {"1.5GB", 1.5 * (1 << 30)},
+              {"64GiB", 64.0 * (1 << 30)},
+              {"2t", 2.0 * (1 << 30) * 1024},
+              {"4096", 4096},
+              {"10 K", 10240}};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     double b = -1;
     aptq_clear_error();
-    EXPECT(memory_parse(good[i].text, &b) == 0 && b == good[i].bytes, "max_memory '%s' = %g bytes (got %g)", good[i].text, good[i].bytes, b);
+    EXPECT(memory_parse(good[i].text, &b) == 0 && b == good[i].bytes, "max_memory '%s' = %g bytes (got %g)", good[i].text, good[i].bytes,
+           b);
   }
   const char *bad[] = {"", "lots", "8X", "-1G", "8GG", "G"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -343,7 +385,10 @@ static void test_memory_sizes(void) {
 int main(int argc, char **argv) {
   const char *data = argc > 1 ? argv[1] : "../shared/data";
   snprintf(dir, sizeof dir, "/tmp/aptq-test-parsers-XXXXXX");
-  if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
   test_json();
   test_safetensors();
   test_hf(data);

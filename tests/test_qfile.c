@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
   MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
   snprintf(path, sizeof path, "/tmp/aptq-test-qfile-%d.h5", pid);
 
-  const int rows = 37, cols = 96; /* rows not divisible by the rank count */
+  const int rows = 37, cols = 96;                                       /* rows not divisible by the rank count */
   const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 40, 0}; /* 40: a partial last group */
   float *W = malloc(sizeof(float) * rows * cols), *back = malloc(sizeof(float) * rows * cols);
   Rng rng = {42};
@@ -54,19 +54,35 @@ int main(int argc, char **argv) {
     char name[64];
     snprintf(name, sizeof name, "test.layer%d", t);
     QLayerSlab slab = {name, rows, cols, bits, gs, t == 3, r0, r0 + n, packed, scales, zeros, g_idx};
-    if (qfile_write_layer(&w, &slab)) { printf("rank %d: %s\n", rank, aptq_error_message()); MPI_Abort(MPI_COMM_WORLD, 1); }
-    free(codes); free(packed); free(scales); free(zeros);
+    if (qfile_write_layer(&w, &slab)) {
+      printf("rank %d: %s\n", rank, aptq_error_message());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    free(codes);
+    free(packed);
+    free(scales);
+    free(zeros);
   }
   if (qfile_write_metadata(&w, &o, &m, NULL, "rtn") || qfile_commit(&w)) MPI_Abort(MPI_COMM_WORLD, 1);
-  if (access(w.tmp, F_OK) == 0) { printf("temporary file %s survived the commit\n", w.tmp); failures++; }
+  if (access(w.tmp, F_OK) == 0) {
+    printf("temporary file %s survived the commit\n", w.tmp);
+    failures++;
+  }
 
   QFileReader r;
-  if (qfile_open(&r, path, MPI_COMM_WORLD)) { printf("%s\n", aptq_error_message()); MPI_Abort(MPI_COMM_WORLD, 1); }
+  if (qfile_open(&r, path, MPI_COMM_WORLD)) {
+    printf("%s\n", aptq_error_message());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   for (int t = 0; t < 4; t++) {
     int bits = bit_list[t], gs = group_list[t], ng = quant_ngroups(cols, gs);
     char name[64];
     snprintf(name, sizeof name, "test.layer%d", t);
-    if (qfile_read_linear(&r, name, rows, cols, back)) { printf("%s\n", aptq_error_message()); failures++; continue; }
+    if (qfile_read_linear(&r, name, rows, cols, back)) {
+      printf("%s\n", aptq_error_message());
+      failures++;
+      continue;
+    }
     /* the serial quantization of the whole matrix is the reference */
     uint8_t *codes = malloc((size_t)rows * cols);
     float *scales = malloc(sizeof(float) * rows * ng);
@@ -79,14 +95,25 @@ int main(int argc, char **argv) {
         int g = gs ? j / gs : 0;
         bad += back[i * cols + j] != quant_dequant(codes[i * cols + j], scales[i * ng + g], zeros[i * ng + g]);
       }
-    if (bad) { printf("rank %d: layer %d: %d weights differ after read-back\n", rank, t, bad); failures++; }
-    free(codes); free(scales); free(zeros);
+    if (bad) {
+      printf("rank %d: layer %d: %d weights differ after read-back\n", rank, t, bad);
+      failures++;
+    }
+    free(codes);
+    free(scales);
+    free(zeros);
   }
   int rc = qfile_read_linear(&r, "test.layer0", rows + 1, cols, back);
-  if (!rc || !strstr(aptq_error_message(), "wrong model")) { printf("shape mismatch not detected\n"); failures++; }
+  if (!rc || !strstr(aptq_error_message(), "wrong model")) {
+    printf("shape mismatch not detected\n");
+    failures++;
+  }
   aptq_clear_error();
   rc = qfile_read_linear(&r, "no.such.layer", rows, cols, back);
-  if (!rc || !strstr(aptq_error_message(), "missing")) { printf("missing layer not detected\n"); failures++; }
+  if (!rc || !strstr(aptq_error_message(), "missing")) {
+    printf("missing layer not detected\n");
+    failures++;
+  }
   qfile_close(&r);
 
   MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
@@ -95,7 +122,8 @@ int main(int argc, char **argv) {
     unlink(path);
     printf("qfile round trip at %d ranks: %s\n", size, failures ? "FAILED" : "PASSED");
   }
-  free(W); free(back);
+  free(W);
+  free(back);
   MPI_Finalize();
   return failures != 0;
 }

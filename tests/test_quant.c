@@ -10,7 +10,6 @@
 
 #include "expect.h"
 
-
 static void rtn_row(const float *w, int cols, int gs, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros) {
   double e = 0;
   quant_rtn(w, 1, cols, gs, bits, sym, codes, scales, zeros, &e);
@@ -28,11 +27,13 @@ int main(void) {
 
   const float r2[4] = {1.0f, 2.0f, 3.0f, 4.0f}; /* range includes 0: xmin = 0 */
   rtn_row(r2, 4, 0, 2, 0, c, s, z);
-  EXPECT(z[0] == 0 && c[0] == 1 && c[1] == 2 && c[2] == 2 && c[3] == 3, "positive row: zero %d codes %d %d %d %d", z[0], c[0], c[1], c[2], c[3]);
+  EXPECT(z[0] == 0 && c[0] == 1 && c[1] == 2 && c[2] == 2 && c[3] == 3, "positive row: zero %d codes %d %d %d %d", z[0], c[0], c[1], c[2],
+         c[3]);
 
   const float r3[4] = {0, 0, 0, 0}; /* dead row: grid [-1, 1]; 1/fl(2/15) = 7.4999996 rounds to 7, as in float32 torch */
   rtn_row(r3, 4, 0, 4, 0, c, s, z);
-  EXPECT(s[0] == 2.0f / 15.0f && z[0] == 7 && c[0] == 7 && quant_dequant(c[0], s[0], z[0]) == 0.0f, "zero row: scale %g zero %d code %d", s[0], z[0], c[0]);
+  EXPECT(s[0] == 2.0f / 15.0f && z[0] == 7 && c[0] == 7 && quant_dequant(c[0], s[0], z[0]) == 0.0f, "zero row: scale %g zero %d code %d",
+         s[0], z[0], c[0]);
 
   const float r4[2] = {-3.0f, 1.5f}; /* symmetric 4-bit: scale 0.4, zero 8; -7.5 rounds to -8 -> clamp 0 */
   rtn_row(r4, 2, 0, 4, 1, c, s, z);

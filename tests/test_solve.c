@@ -41,7 +41,8 @@ static void result_alloc(Result *r, int ng) {
 }
 
 /* Layer k's rows [r0, r0 + n) from each rank into the whole arrays (sum of disjoint pieces). */
-static void gather(Result *r, int k, int r0, int n, int ng, const uint8_t *codes, const float *Q, const float *scales, const int32_t *zeros) {
+static void gather(Result *r, int k, int r0, int n, int ng, const uint8_t *codes, const float *Q, const float *scales,
+                   const int32_t *zeros) {
   memcpy(r->codes[k] + (size_t)r0 * D, codes, (size_t)n * D);
   memcpy(r->Q[k] + (size_t)r0 * D, Q, sizeof(float) * (size_t)n * D);
   memcpy(r->scales[k] + (size_t)r0 * ng, scales, sizeof(float) * (size_t)n * ng);
@@ -70,7 +71,14 @@ static void slab_alloc(Slab *s, const float *W, int r0, int n, int ng) {
   s->chunk_loss = calloc((size_t)n / GPTQ_ROW_CHUNK + 2, sizeof(double));
 }
 
-static void slab_free(Slab *s) { free(s->W); free(s->Q); free(s->codes); free(s->scales); free(s->zeros); free(s->chunk_loss); }
+static void slab_free(Slab *s) {
+  free(s->W);
+  free(s->Q);
+  free(s->codes);
+  free(s->scales);
+  free(s->zeros);
+  free(s->chunk_loss);
+}
 
 static void compare(const Result *a, const Result *b, int ng, const char *what) {
   for (int k = 0; k < NL; k++) {
@@ -142,7 +150,8 @@ int main(int argc, char **argv) {
     for (int k = 0; k < NL; k++)
       p[k] = (GptqParams){layer_bits[k], 32, 0, 1, 0, 0, 128, 0.01, grid ? FACTOR_SCALAPACK : FACTOR_LAPACK, FACTOR_TRTRI, 16};
     GptqLayer L;
-    int rc = grid ? gptq_prepare_partial(part.sum, diag, scale, D, &p[0], MPI_COMM_WORLD, &L) : gptq_prepare(whole.sum, D, &p[0], MPI_COMM_WORLD, &L);
+    int rc = grid ? gptq_prepare_partial(part.sum, diag, scale, D, &p[0], MPI_COMM_WORLD, &L)
+                  : gptq_prepare(whole.sum, D, &p[0], MPI_COMM_WORLD, &L);
     EXPECT(!rc, "prepare (%s): %s", grid ? "grid" : "replicated", rc ? aptq_error_message() : "");
     if (rc) break;
     EXPECT(grid ? L.U == NULL : L.U != NULL, "the factor is %s", grid ? "on the grid" : "replicated");

@@ -29,7 +29,9 @@
 static double gemm_rate(int dbl, int n, MPI_Comm comm) {
   size_t sz = (size_t)n * n;
   void *a = malloc(sz * 8), *b = malloc(sz * 8), *c = malloc(sz * 8);
-  memset(a, 0, sz * 8); memset(b, 0, sz * 8); memset(c, 0, sz * 8);
+  memset(a, 0, sz * 8);
+  memset(b, 0, sz * 8);
+  memset(c, 0, sz * 8);
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
     MPI_Barrier(comm);
@@ -41,7 +43,9 @@ static double gemm_rate(int dbl, int n, MPI_Comm comm) {
     best = r > best ? r : best;
   }
   MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_DOUBLE, MPI_MIN, comm);
-  free(a); free(b); free(c);
+  free(a);
+  free(b);
+  free(c);
   return best;
 }
 
@@ -56,7 +60,11 @@ int main(int argc, char **argv) {
   omp_set_num_threads(threads > 0 ? threads : 1);
   int rows = argc > 2 ? atoi(argv[1]) : 4096, cols = argc > 2 ? atoi(argv[2]) : 4096;
   GptqParams p = {4, 128, 0, 1, 0, 0, 128, 0.01, FACTOR_AUTO, FACTOR_TRTRI, 64};
-  if (argc > 5) { p.bits = atoi(argv[3]); p.group_size = atoi(argv[4]); p.act_order = atoi(argv[5]); }
+  if (argc > 5) {
+    p.bits = atoi(argv[3]);
+    p.group_size = atoi(argv[4]);
+    p.act_order = atoi(argv[5]);
+  }
   if (argc > 6) p.factor_path = !strcmp(argv[6], "lapack") ? FACTOR_LAPACK : FACTOR_SCALAPACK;
   if (argc > 7) p.factor_algorithm = !strcmp(argv[7], "potri") ? FACTOR_POTRI : FACTOR_TRTRI;
   if (getenv("APTQ_NB")) p.nb = atoi(getenv("APTQ_NB"));
@@ -119,7 +127,8 @@ int main(int argc, char **argv) {
   double floor_s = factor_flops / (size * dgemm) + solve_flops / (size * sgemm), total = t2 - t0;
   if (rank == 0) {
     printf("bench_layer: %d x %d, %d bits, group %d, act_order %d, %d ranks x %d threads, %s, factor %s (%d x %d grid)\n", rows, cols,
-           p.bits, p.group_size, p.act_order, size, threads, warm ? "warm (buffers reused)" : "cold",  L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK", L.factor.nprow, L.factor.npcol);
+           p.bits, p.group_size, p.act_order, size, threads, warm ? "warm (buffers reused)" : "cold",
+           L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK", L.factor.nprow, L.factor.npcol);
     printf("  machine     : SGEMM %.1f GFLOP/s, DGEMM %.1f GFLOP/s per rank (2048^3, all ranks at once)\n", sgemm / 1e9, dgemm / 1e9);
     printf("  factor      : %.3f s, %.2f GFLOP (fp64), %.1f GFLOP/s\n", t1 - t0, factor_flops / 1e9, factor_flops / (t1 - t0) / 1e9);
     printf("  solve       : %.3f s, %.2f GFLOP (fp32), %.1f GFLOP/s\n", t2 - t1, solve_flops / 1e9, solve_flops / (t2 - t1) / 1e9);
@@ -127,7 +136,13 @@ int main(int argc, char **argv) {
     printf("  layer error : %.6g\n", loss);
   }
   gptq_layer_free(&L);
-  free(H); free(W); free(Q); free(codes); free(scales); free(zeros); free(chunk_loss);
+  free(H);
+  free(W);
+  free(Q);
+  free(codes);
+  free(scales);
+  free(zeros);
+  free(chunk_loss);
   MPI_Finalize();
   return 0;
 }

@@ -3,12 +3,12 @@
 # compilers, CMake, Open MPI, parallel HDF5 (+ h5diff), ScaLAPACK, OpenBLAS,
 # and Debian's python3 with numpy and h5py for the independent references.
 # --tests adds Slurm and munge (the job scripts are tested on a local Slurm)
-# and clang with libFuzzer (tools/fuzz.sh); --plots adds gnuplot (the
+# clang with libFuzzer (tools/fuzz.sh) and clang-format (the style check); --plots adds gnuplot (the
 # figure tools: mixed-table.sh, scaling.sh).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
       libscalapack-openmpi-dev libopenblas-dev python3 python3-numpy python3-h5py)
-[ "${1:-}" = --tests ] && pkgs+=(slurm-wlm munge clang libclang-rt-14-dev)
+[ "${1:-}" = --tests ] && pkgs+=(slurm-wlm munge clang libclang-rt-14-dev clang-format)
 [ "${1:-}" = --plots ] && pkgs+=(gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
