@@ -12,19 +12,61 @@
 static char error_message[2048];
 static int error_set;
 static int error_reported;
+/* the traceback: the origin (aptq_error), then each CHECK it passed */
+enum { MAX_FRAMES = 24 };
+static struct {
+  const char *file, *func;
+  int line;
+} frames[MAX_FRAMES];
+static int nframes;
 /* temporary outputs alive now (output, checkpoint block, checkpoint state) */
 enum { MAX_TMPFILES = 4 };
 static char tmpfile_path[MAX_TMPFILES][4096];
 static volatile sig_atomic_t stop_requested;
 
-int aptq_error(const char *fmt, ...) {
+static void push_frame(const char *file, int line, const char *func) {
+  if (nframes < MAX_FRAMES) {
+    const char *src = strstr(file, "src/"); /* the path from the project root */
+    frames[nframes].file = src ? src : file;
+    frames[nframes].line = line;
+    frames[nframes++].func = func;
+  }
+}
+
+int aptq_error_at(const char *file, int line, const char *func, const char *fmt, ...) {
   if (error_set) return APTQ_ERR;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(error_message, sizeof error_message, fmt, ap);
   va_end(ap);
   error_set = 1;
+  nframes = 0;
+  push_frame(file, line, func);
   return APTQ_ERR;
+}
+
+void aptq_trace(const char *file, int line, const char *func) {
+  if (error_set) push_frame(file, line, func);
+}
+
+void aptq_traceback(char *buf, size_t size) {
+  size_t n = 0;
+  buf[0] = 0;
+  for (int i = 0; i < nframes && n < size; i++)
+    n += (size_t)snprintf(buf + n, size - n, "%s%s:%d (%s)", i ? " <- " : "", frames[i].file, frames[i].line, frames[i].func);
+}
+
+static void print_traceback(int always) {
+  const char *env = getenv("APTQ_TRACEBACK");
+  if (!nframes || (!always && (!env || !env[0] || !strcmp(env, "0")))) return;
+  char buf[4096];
+  aptq_traceback(buf, sizeof buf);
+  fprintf(stderr, "aptq: traceback: %s\n", buf);
+}
+
+int aptq_all_ok(MPI_Comm comm, int ok) {
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  return ok;
 }
 
 const char *aptq_error_message(void) { return error_set ? error_message : "unknown error (no message recorded)"; }
@@ -32,6 +74,7 @@ const char *aptq_error_message(void) { return error_set ? error_message : "unkno
 void aptq_clear_error(void) {
   error_set = 0;
   error_message[0] = 0;
+  nframes = 0;
 }
 
 int aptq_agree(MPI_Comm comm, int local_status) {
@@ -43,6 +86,7 @@ int aptq_agree(MPI_Comm comm, int local_status) {
   if (first == size) return APTQ_OK;
   if (rank == first) {
     fprintf(stderr, "aptq: error: %s\n", aptq_error_message());
+    print_traceback(0);
     fflush(stderr);
   }
   error_reported = 1;
@@ -110,6 +154,7 @@ void aptq_fatal(MPI_Comm comm) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   fprintf(stderr, "aptq: error (rank %d): %s\n", rank, aptq_error_message());
+  print_traceback(1);
   fflush(stderr);
   remove_tmpfiles();
   MPI_Abort(comm, 1);
@@ -121,22 +166,23 @@ void aptq_fatal(MPI_Comm comm) {
  * Hessian. Memory from here is released with free(). */
 enum { HUGE_THRESHOLD = 4 << 20, HUGE_PAGE = 2 << 20 };
 
-void *aptq_malloc(size_t bytes, const char *what) {
+void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line, const char *func) {
   void *p = NULL;
   if (bytes >= HUGE_THRESHOLD) {
     if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
     else madvise(p, bytes, MADV_HUGEPAGE);
   } else p = malloc(bytes ? bytes : 1);
-  if (!p) aptq_error("out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
+  if (!p)
+    aptq_error_at(file, line, func, "out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
   return p;
 }
 
-void *aptq_calloc(size_t n, size_t size, const char *what) {
+void *aptq_calloc_at(size_t n, size_t size, const char *what, const char *file, int line, const char *func) {
   if (size && n > SIZE_MAX / size) {
-    aptq_error("allocation of %zu x %zu bytes for %s overflows", n, size, what);
+    aptq_error_at(file, line, func, "allocation of %zu x %zu bytes for %s overflows", n, size, what);
     return NULL;
   }
-  void *p = aptq_malloc(n * size, what);
+  void *p = aptq_malloc_at(n * size, what, file, line, func);
   if (p) memset(p, 0, n * size);
   return p;
 }

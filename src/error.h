@@ -6,20 +6,39 @@
 #define APTQ_ERROR_H
 
 #include <mpi.h>
+#include <stddef.h>
 
 enum { APTQ_OK = 0, APTQ_ERR = 1 };
 
 /* Record an error message (printf-style) and return APTQ_ERR. Only the first
- * message since the last aptq_clear_error() is kept: it is the root cause. */
-int aptq_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+ * message since the last aptq_clear_error() is kept: it is the root cause.
+ * The call site (file:line, function) is recorded with it as the origin of
+ * the traceback. */
+#define aptq_error(...) aptq_error_at(__FILE__, __LINE__, __func__, __VA_ARGS__)
+int aptq_error_at(const char *file, int line, const char *func, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 const char *aptq_error_message(void);
 void aptq_clear_error(void);
 
-#define CHECK(call)                  \
-  do {                               \
-    int check_rc_ = (call);          \
-    if (check_rc_) return check_rc_; \
+/* CHECK(call): return the call's non-zero status upward, adding this
+ * file:line and function to the traceback (PETSc's PetscCall). The
+ * traceback is printed under the error line when APTQ_TRACEBACK is set
+ * (not empty, not 0), and always by aptq_fatal. */
+void aptq_trace(const char *file, int line, const char *func);
+#define CHECK(call)                                 \
+  do {                                              \
+    int check_rc_ = (call);                         \
+    if (check_rc_) {                                \
+      aptq_trace(__FILE__, __LINE__, __func__);     \
+      return check_rc_;                             \
+    }                                               \
   } while (0)
+/* "origin file:line (function) <- caller file:line (function) <- ..." */
+void aptq_traceback(char *buf, size_t size);
+
+/* Collective: is `ok` true on every rank? (one MPI_LAND reduction; for a
+ * step that every rank must pass before a collective, when the message is
+ * already recorded or the caller makes one) */
+int aptq_all_ok(MPI_Comm comm, int ok);
 
 /* Collective: every rank passes its local status. Returns APTQ_ERR on every
  * rank if any rank failed; the lowest failing rank prints its message (one
@@ -44,8 +63,11 @@ void aptq_install_signal_handlers(void);
 /* Collective: has any rank received SIGUSR1? */
 int aptq_stop_requested(MPI_Comm comm);
 
-/* Checked allocation: returns NULL and records an error on failure. */
-void *aptq_malloc(size_t bytes, const char *what);
-void *aptq_calloc(size_t n, size_t size, const char *what);
+/* Checked allocation: returns NULL and records an error (at the caller's
+ * file:line) on failure. Release with free(). */
+#define aptq_malloc(bytes, what) aptq_malloc_at(bytes, what, __FILE__, __LINE__, __func__)
+#define aptq_calloc(n, size, what) aptq_calloc_at(n, size, what, __FILE__, __LINE__, __func__)
+void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line, const char *func);
+void *aptq_calloc_at(size_t n, size_t size, const char *what, const char *file, int line, const char *func);
 
 #endif

@@ -121,7 +121,7 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
   int *counts = malloc(sizeof(int) * (size_t)size);
   double *send = malloc(sizeof(double) * ((size_t)d * nb * g->npcol + 1));
   int ok = src && mlocs && nlocs && counts && send;
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  ok = aptq_all_ok(comm, ok);
   if (!ok) {
     free(src);
     free(mlocs);
@@ -233,7 +233,7 @@ static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, M
   }
   Placed *send = ok ? malloc(sizeof(Placed) * (size_t)(ns + 1)) : NULL, *recv = ok ? malloc(sizeof(Placed) * (size_t)(nr + 1)) : NULL;
   ok = ok && send && recv && ns < INT32_MAX && nr < INT32_MAX;
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  ok = aptq_all_ok(comm, ok);
   if (ok && !in_place) {
     memcpy(fill, sdisp, sizeof(int) * (size_t)size);
     FOR_MINE({
@@ -334,7 +334,7 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   memcpy(desc, g->desc, sizeof desc);
   double *A = aptq_malloc(sizeof(double) * ((size_t)lld * nloc + 1), "ScaLAPACK local Hessian block");
   int ok = A != NULL;
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody enters pdpotrf alone */
+  ok = aptq_all_ok(comm, ok); /* nobody enters pdpotrf alone */
   int rc = ok ? 0 : -1;
   int trtri = alg == FACTOR_TRTRI;
   if (!rc && h->partial) {
@@ -423,7 +423,7 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
   Grid grid;
   if (scalapack) {
     int ok = grid_open(&grid, d, nb, comm) == 0;
-    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+    ok = aptq_all_ok(comm, ok);
     if (!ok) {
       grid_close(&grid);
       return aptq_error("ScaLAPACK failed to start (d = %d, nb = %d): out of memory or bad arguments", d, nb);

@@ -406,7 +406,7 @@ static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs,
   Chunk *ch = Wp && Qp && Cp && Err ? make_chunks(slabs, nslabs, cols, B, Wp, Qp, Cp, Err, &nchunks) : NULL;
   int ok = ch && Ublk && blk;
   MPI_Comm comm = dist_factor_comm(L->dist);
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm); /* nobody is left in a fetch */
+  ok = aptq_all_ok(comm, ok); /* nobody is left in a fetch */
   if (ok) {
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);

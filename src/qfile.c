@@ -63,7 +63,7 @@ int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm) {
   w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   int ok = w->file >= 0;
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, comm);
+  ok = aptq_all_ok(comm, ok);
   if (!ok) {
     if (w->file >= 0) H5Fclose(w->file);
     w->file = -1;
@@ -222,7 +222,7 @@ int qfile_commit(QFileWriter *w) {
   H5Pclose(w->dxpl);
   int ok = H5Fclose(w->file) >= 0;
   w->file = -1;
-  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_LAND, w->comm);
+  ok = aptq_all_ok(w->comm, ok);
   int rank;
   MPI_Comm_rank(w->comm, &rank);
   int rc = 0;
