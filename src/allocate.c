@@ -123,18 +123,18 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   return rc;
 }
 
-int allocate_bits(const char *allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
+int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits) {
-  if (!strcmp(allocation, "knapsack")) return knapsack(n, params, sens, err, R, bits);
+  if (allocation == ALLOC_KNAPSACK) return knapsack(n, params, sens, err, R, bits);
   int *order = malloc(sizeof(int) * (size_t)n);
   if (!order) return aptq_error("out of memory");
   for (int i = 0; i < n; i++) order[i] = i;
   int rc = 0;
-  if (!strcmp(allocation, "trace")) {
+  if (allocation == ALLOC_TRACE) {
     sort_key = sens;
     qsort(order, (size_t)n, sizeof(int), by_key_desc);
     fill_in_order(n, order, params, R, bits);
-  } else if (!strcmp(allocation, "random")) {
+  } else if (allocation == ALLOC_RANDOM) {
     Rng rng = {seed};
     for (int i = n - 1; i > 0; i--) { /* Fisher–Yates */
       int j = (int)(rng_uniform(&rng) * (i + 1));
@@ -143,7 +143,7 @@ int allocate_bits(const char *allocation, double R, int n, const long long *para
       order[j] = t;
     }
     fill_in_order(n, order, params, R, bits);
-  } else if (!strcmp(allocation, "blockwise")) {
+  } else if (allocation == ALLOC_BLOCKWISE) {
     long long total = 0, used = 0;
     for (int i = 0; i < n; i++) total += params[i];
     for (int i = 0; i < n; i++) bits[i] = 2;
@@ -155,7 +155,7 @@ int allocate_bits(const char *allocation, double R, int n, const long long *para
       used += p;
     }
   } else {
-    rc = aptq_error("allocation: unknown '%s'; expected trace, knapsack, random or blockwise", allocation);
+    rc = aptq_error("allocation: unknown kind %d; expected trace, knapsack, random or blockwise", (int)allocation);
   }
   free(order);
   return rc;

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 enum { RATIO_MAX = 32, KNAP_CHOICES = 4 };
+/* the allocation option's choices, in its order (options.c) */
+typedef enum { ALLOC_TRACE, ALLOC_KNAPSACK, ALLOC_RANDOM, ALLOC_BLOCKWISE } Allocation;
 /* the bit widths the knapsack chooses from; err columns follow this order */
 extern const int knapsack_bits[KNAP_CHOICES];
 
@@ -24,7 +26,7 @@ int ratio_parse(const char *text, double *R, int *n);
  *              squared weight error at each width) under the bit budget,
  *              exact dynamic programming over the layers.
  * Returns 0, or an error if the allocation is unknown. */
-int allocate_bits(const char *allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
+int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits);
 
 /* Σ bits·params / Σ params, and the fraction of parameters above 2 bits. */

@@ -16,10 +16,12 @@
 
 #include "commands.h"
 #include "error.h"
+#include "heap.h"
 #include "memory.h"
 #include "model.h"
 #include "outpath.h"
 #include "phases.h"
+#include "plan.h"
 #include "quantize.h"
 #include "report.h"
 #include "rng.h"
@@ -152,7 +154,7 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   Options o = *o_in;
   if (!options_given("method")) snprintf(o.method, sizeof o.method, "gptq");
   int rc = options_require(&o, "output") || options_require(&o, "nseq") || (o.max_memory[0] && memory_parse(o.max_memory, &limit));
-  if (!rc && !strcmp(o.method, "rtn"))
+  if (!rc && options_choice(&o, "method") == METHOD_RTN)
     rc = aptq_error("bench measures the calibrated pass: method = gptq or aptq (rtn has no forward, Hessian or factor phase)");
   if (!rc && o.R[0])
     rc = aptq_error("bench measures one pass at one bit width (bits); R (mixed precision) needs quantize on a model, so drop R here");
@@ -163,7 +165,8 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
 
   /* prediction and max_memory before anything large is allocated */
   MemPlan plan;
-  memplan_quantize(&plan, &o, &c, o.seqlen, (o.nseq + size - 1) / size, size);
+  Plan qplan = plan_make(&o, &c, size);
+  memplan_quantize(&plan, &qplan, &c, o.seqlen, (o.nseq + size - 1) / size);
   double model_bytes = 2.0 * (2.0 * c.vocab_size * c.dim + c.dim);
   for (int l = 0; l < c.n_layers; l++) {
     model_bytes += 2.0 * 2 * c.dim;
@@ -189,6 +192,7 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   int nstore = 0;
   Model m;
   TokenShard calib;
+  heap_audit_mark(); /* the synthetic checkpoint is in the plan */
   rc = !store ? aptq_error("out of memory") : build_model(&c, (uint64_t)o.seed, &m, store, &nstore);
   rc = rc || build_tokens(&o, c.vocab_size, comm, &calib);
   CHECK(aptq_agree(comm, rc));
@@ -200,7 +204,7 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   oq.report[0] = 0;
   if (rank == 0) printf("aptq bench: setup %.2f s (SGEMM reference %.2f s); the pass:\n", MPI_Wtime() - t_start, t_gemm);
   double t_pass = MPI_Wtime();
-  rc = quantize_fixed(&oq, &m, &calib, predicted, MPI_Wtime(), comm);
+  rc = quantize_fixed(&oq, &m, &calib, predicted, memplan_heap_peak(&plan), MPI_Wtime(), comm);
   t_pass = MPI_Wtime() - t_pass;
 
   if (!rc) {

@@ -52,6 +52,7 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   memset(ck, 0, sizeof *ck);
   ck->block.file = -1;
   ck->nstats = nstats;
+  ck->opts = o;
   if (!o->checkpoint[0]) {
     if (o->resume) return aptq_agree(comm, aptq_error("resume = yes needs checkpoint = DIR, the directory of the interrupted run"));
     return 0;
@@ -141,11 +142,10 @@ int checkpoint_block_begin(Checkpoint *ck, int l, MPI_Comm comm) {
   return qfile_create(&ck->block, path, comm);
 }
 
-int checkpoint_save(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats,
-                    MPI_Comm comm) {
+int checkpoint_save(Checkpoint *ck, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats, MPI_Comm comm) {
   CHECK(qfile_commit(&ck->block));
   static char opts[65536];
-  CHECK(aptq_agree(comm, result_options(o, opts, sizeof opts)));
+  CHECK(aptq_agree(comm, result_options(ck->opts, opts, sizeof opts)));
   char path[OPT_PATH_MAX + 32];
   state_path(ck, path, sizeof path);
   int rank, T = calib->seqlen, D = m->cfg.dim, n = m->cfg.n_layers * LIN_COUNT;

@@ -22,10 +22,11 @@
 typedef struct {
   int on;
   char dir[OPT_PATH_MAX];
-  int next_block;    /* first block still to do (resume) */
-  int nstats;        /* doubles per layer in the saved statistics */
-  double *stats;     /* resume: n_layers·LIN_COUNT × nstats, from state.h5 */
-  QFileWriter block; /* the block file being written */
+  int next_block;      /* first block still to do (resume) */
+  int nstats;          /* doubles per layer in the saved statistics */
+  double *stats;       /* resume: n_layers·LIN_COUNT × nstats, from state.h5 */
+  QFileWriter block;   /* the block file being written */
+  const Options *opts; /* the run's options, recorded with every state */
 } Checkpoint;
 
 /* Collective. checkpoint unset: ck->on = 0. Otherwise prepare the directory;
@@ -39,8 +40,7 @@ int checkpoint_restore(Checkpoint *ck, const Model *m, const TokenShard *calib, 
 int checkpoint_block_begin(Checkpoint *ck, int l, MPI_Comm comm);
 /* Collective: commit block l's file, then the state after it: X (this
  * rank's sequences), stats (every layer, identical on all ranks). */
-int checkpoint_save(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats,
-                    MPI_Comm comm);
+int checkpoint_save(Checkpoint *ck, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats, MPI_Comm comm);
 /* Collective: the run finished; remove the checkpoint files. */
 void checkpoint_finish(Checkpoint *ck, const Model *m, MPI_Comm comm);
 

@@ -9,6 +9,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "heap.h"
+
 static char error_message[2048];
 static int error_set;
 static int error_reported;
@@ -163,7 +165,7 @@ void aptq_fatal(MPI_Comm comm) {
 
 /* Large buffers (Hessians, factors, activations) on transparent huge pages:
  * first-touch page faults otherwise dominate the factorization of a 4096²
- * Hessian. Memory from here is released with free(). */
+ * Hessian. Memory from here is released with aptq_free(). */
 enum { HUGE_THRESHOLD = 4 << 20, HUGE_PAGE = 2 << 20 };
 
 void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line, const char *func) {
@@ -172,6 +174,7 @@ void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line,
     if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
     else madvise(p, bytes, MADV_HUGEPAGE);
   } else p = malloc(bytes ? bytes : 1);
+  heap_audit_add(p, bytes);
   if (!p)
     aptq_error_at(file, line, func, "out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
   return p;

@@ -24,13 +24,13 @@ void aptq_clear_error(void);
  * traceback is printed under the error line when APTQ_TRACEBACK is set
  * (not empty, not 0), and always by aptq_fatal. */
 void aptq_trace(const char *file, int line, const char *func);
-#define CHECK(call)                                 \
-  do {                                              \
-    int check_rc_ = (call);                         \
-    if (check_rc_) {                                \
-      aptq_trace(__FILE__, __LINE__, __func__);     \
-      return check_rc_;                             \
-    }                                               \
+#define CHECK(call)                             \
+  do {                                          \
+    int check_rc_ = (call);                     \
+    if (check_rc_) {                            \
+      aptq_trace(__FILE__, __LINE__, __func__); \
+      return check_rc_;                         \
+    }                                           \
   } while (0)
 /* "origin file:line (function) <- caller file:line (function) <- ..." */
 void aptq_traceback(char *buf, size_t size);
@@ -64,10 +64,13 @@ void aptq_install_signal_handlers(void);
 int aptq_stop_requested(MPI_Comm comm);
 
 /* Checked allocation: returns NULL and records an error (at the caller's
- * file:line) on failure. Release with free(). */
+ * file:line) on failure. Release with aptq_free(). */
 #define aptq_malloc(bytes, what) aptq_malloc_at(bytes, what, __FILE__, __LINE__, __func__)
 #define aptq_calloc(n, size, what) aptq_calloc_at(n, size, what, __FILE__, __LINE__, __func__)
 void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line, const char *func);
 void *aptq_calloc_at(size_t n, size_t size, const char *what, const char *file, int line, const char *func);
+/* Release what aptq_malloc/aptq_calloc returned (free() with the heap
+ * audit's bookkeeping, heap.h); NULL is a no-op. */
+void aptq_free(void *p);
 
 #endif

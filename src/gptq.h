@@ -107,25 +107,6 @@ double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
  * from chunk_loss[k], this rank's chunks of layer k. */
 void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
 
-#include "options.h"
-GptqParams gptq_params_from_options(const Options *o);
-/* Is the Hessian of layer group g (0: q/k/v input, 1: o, 2: gate/up,
- * 3: down; input width d) reduced straight into the ScaLAPACK grid
- * (hessian_reduce, gptq_prepare_partial) on `size` ranks? Not where the
- * factor runs on LAPACK, nor group 0 when a Kronecker q or k form (aptq)
- * reads it whole. The pass and the memory plan both ask this. */
-int gptq_hessian_scattered(const Options *o, int g, int d, int size);
-/* Of those, is it summed into the grid while it accumulates
- * (hessian_stream.h), so that no rank holds even its own d × d partial sum?
- * hessian_reduce = stream, or auto above HESS_PANEL_MIN columns where the
- * stream's pieces (d²/P), buffers and all-to-all take less memory than the
- * partial sum (7B/13B down_proj from about 8 ranks, 70B's from 2). */
-int gptq_hessian_streamed(const Options *o, int g, int d, int size);
-
-/* Is layer k (LinearKind) solved with its group's layer-input factor,
- * together with the group's other such layers (quantize.c's gptq_linears)?
- * Not APTQ's q/k/v with a form of their own (rowshared, kron). */
-int gptq_layer_shares_factor(const Options *o, int k);
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down
  * to 20% and keep the scale with the least Σ|q − w|^2.4 */
 void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);

@@ -14,52 +14,12 @@
 #include "hessian_stream.h"
 #include "gptq.h"
 #include "outpath.h"
+#include "plan.h"
 #include "qfile.h"
 #include "quant.h"
+#include "rowdeal.h"
+#include "solve.h"
 #include "tokens.h"
-
-GptqParams gptq_params_from_options(const Options *o) {
-  GptqParams p = {o->bits,
-                  o->group_size,
-                  o->sym,
-                  o->act_order,
-                  o->static_groups,
-                  o->mse,
-                  o->block_size,
-                  o->damp,
-                  !strcmp(o->factor, "lapack")      ? FACTOR_LAPACK
-                  : !strcmp(o->factor, "scalapack") ? FACTOR_SCALAPACK
-                                                    : FACTOR_AUTO,
-                  !strcmp(o->factor_algorithm, "potri") ? FACTOR_POTRI : FACTOR_TRTRI,
-                  o->nb};
-  return p;
-}
-
-int gptq_hessian_scattered(const Options *o, int g, int d, int size) {
-  int aptq = !strcmp(o->method, "aptq"), kron_reads_whole = aptq && (!strcmp(o->q_form, "kron") || !strcmp(o->k_form, "kron"));
-  return strcmp(o->hessian_reduce, "allreduce") && factor_uses_scalapack(gptq_params_from_options(o).factor_path, d, size) &&
-         !(g == 0 && kron_reads_whole);
-}
-
-int gptq_hessian_streamed(const Options *o, int g, int d, int size) {
-  if (!gptq_hessian_scattered(o, g, d, size)) return 0;
-  if (!strcmp(o->hessian_reduce, "stream")) return 1;
-  if (strcmp(o->hessian_reduce, "auto") || d <= HESS_PANEL_MIN) return 0;
-  /* auto: where it holds less than the partial sum and its float32 panel,
-   * counting (with act-order) the all-to-all into the factor's order: pairs
-   * of 16 bytes for the upper triangle, sent and received */
-  double dd = d, partial = dd * dd * sizeof(double) + dd * hessian_panel_width(d) * sizeof(float);
-  double stream = hstream_bytes(d, o->nb, o->seqlen, o->stream_tokens, size) + (o->act_order ? 2 * 16 * dd * (dd + 1) / 2 / size : 0);
-  return stream < partial;
-}
-
-int gptq_layer_shares_factor(const Options *o, int k) {
-  if (strcmp(o->method, "aptq")) return 1;
-  if (k == LIN_Q) return !strcmp(o->q_form, "gptq");
-  if (k == LIN_K) return !strcmp(o->k_form, "gptq");
-  if (k == LIN_V) return !strcmp(o->v_form, "gptq");
-  return 1;
-}
 
 static int check_hessian(const double *H, int d, const char *path) {
   for (int i = 0; i < d; i++)
@@ -75,134 +35,166 @@ static int check_hessian(const double *H, int d, const char *path) {
   return 0;
 }
 
-int cmd_layer(const Options *o, MPI_Comm comm) {
-  quant_set_fp16_scales(!strcmp(o->scale_dtype, "fp16"));
-  int rank, size;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
-  double t0 = MPI_Wtime();
-  CHECK(aptq_agree(comm, options_require(o, "input") || options_require(o, "output")));
-  CHECK(output_check(o->output, "output", o->overwrite, comm));
-  int rows = 0, cols = 0, hr = 0, hc = 0;
-  int rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, 0, 0, &rows, &cols, NULL, comm);
-  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, 0, &hr, &hc, NULL, comm);
-  if (!rc && (hr != cols || hc != cols))
-    rc = aptq_error("%s: H is %d x %d but W has %d columns; H must be cols x cols", o->input, hr, hc, cols);
-  int kron = !strcmp(o->hessian_form, "kron"), dh = 0, nout = 0, oc = 0;
-  if (!rc && kron) {
-    /* H_out: [dh][dh] shared by every head, or [heads · dh][dh] one per head */
-    rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, 0, &nout, &oc, NULL, comm);
-    if (!rc) {
-      dh = oc;
-      if (nout % dh || rows % dh || (nout != dh && nout != rows))
-        rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input, nout,
-                        oc, rows);
-    }
-  }
-  CHECK(aptq_agree(comm, rc));
-  int r0, n;
-  if (kron) {
-    int h0, nh;
-    shard_range(rows / dh, size, rank, &h0, &nh); /* whole heads per rank */
-    r0 = h0 * dh;
-    n = nh * dh;
-  } else gptq_row_range(rows, size, rank, &r0, &n);
-  int ng = quant_ngroups(cols, o->group_size);
-  double *H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
-  float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W");
-  float *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "Q");
-  uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
-  int32_t *codes32 = aptq_malloc(sizeof(int32_t) * ((size_t)n * cols + 1), "codes");
-  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
-  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
-  rc = !H || !W || !Q || !codes || !codes32 || !scales || !zeros;
-  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, cols, &hr, &hc, H, comm);
-  if (!rc) rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, r0, r0 + n, &rows, &cols, W, comm);
-  for (size_t i = 0; !rc && i < (size_t)n * cols; i++)
-    if (!isfinite(W[i])) rc = aptq_error("%s: W holds a non-finite value at row %zu", o->input, r0 + i / cols);
-  if (!rc) rc = check_hessian(H, cols, o->input);
-  CHECK(aptq_agree(comm, rc));
-  double t_read = MPI_Wtime();
-
-  GptqParams p = gptq_params_from_options(o);
+/* One layer's solve: the input's shapes, this rank's rows and buffers. */
+typedef struct {
+  const Options *o;
+  int rows, cols;
+  int dh, nout;     /* kron: rows per head; rows of H_out (dh: one shared factor, rows: one per head) */
+  RowDeal deal;     /* whole 64-row chunks, or whole heads (kron) per rank */
+  int r0, n;        /* this rank's rows */
+  double *H;        /* cols × cols */
+  Slab s;           /* this rank's rows: W, Q, codes, scales, zeros; losses per chunk or head */
+  int32_t *codes32; /* n × cols, the codes as written */
   GptqLayer L;
-  CHECK(gptq_prepare(H, cols, &p, comm, &L));
-  double t_factor = MPI_Wtime(), loss = 0.0, damp_out = 0.0;
-  if (kron) {
-    int nh = n / dh, heads = rows / dh;
-    double *Hout = aptq_malloc(sizeof(double) * (size_t)nout * dh, "H_out");
-    float *Uo = aptq_malloc(sizeof(float) * ((size_t)nh * dh * dh + 1), "output factors");
-    const float **Uh = malloc(sizeof(float *) * (size_t)(nh + 1));
-    double *losses = aptq_calloc((size_t)heads, sizeof(double), "losses");
-    rc = !Hout || !Uo || !Uh || !losses;
-    if (!rc) rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, nout, &nout, &oc, Hout, comm);
-    for (int i = 0; !rc && i < nh; i++) {
-      const double *Hh = nout == dh ? Hout : Hout + (size_t)(r0 / dh + i) * dh * dh;
-      rc = check_hessian(Hh, dh, o->input) || gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &damp_out);
-      Uh[i] = Uo + (size_t)i * dh * dh;
-    }
-    if (!rc) rc = gptq_solve_kron(&L, &p, Uh, dh, W, nh, codes, Q, scales, zeros, losses + r0 / dh);
-    CHECK(aptq_agree(comm, rc));
-    /* heads in order, whatever the rank count */
-    int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-    for (int r = 0; r < size; r++) shard_range(heads, size, r, &displs[r], &counts[r]);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, counts, displs, MPI_DOUBLE, comm);
-    for (int i = 0; i < heads; i++) loss += losses[i];
-    free(counts);
-    free(displs);
-    free(Hout);
-    free(Uo);
-    free(Uh);
-    free(losses);
-  } else {
-    double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
-    CHECK(aptq_agree(comm, !chunk_loss || gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)));
-    loss = gptq_layer_loss(chunk_loss, rows, comm);
-    free(chunk_loss);
-  }
-  double t_solve = MPI_Wtime();
-  for (size_t i = 0; i < (size_t)n * cols; i++) codes32[i] = codes[i];
+  double loss, damp_out;
+} LayerJob;
 
+/* Collective: the input's shapes checked (H cols × cols; kron: H_out dh × dh
+ * or (rows/dh · dh) × dh), the rows dealt. */
+static int read_shapes(LayerJob *J, int kron, MPI_Comm comm) {
+  const Options *o = J->o;
+  int hr = 0, hc = 0, oc = 0;
+  int rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, 0, 0, &J->rows, &J->cols, NULL, comm);
+  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, 0, &hr, &hc, NULL, comm);
+  if (!rc && (hr != J->cols || hc != J->cols))
+    rc = aptq_error("%s: H is %d x %d but W has %d columns; H must be cols x cols", o->input, hr, hc, J->cols);
+  if (!rc && kron) {
+    rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, 0, &J->nout, &oc, NULL, comm);
+    J->dh = oc;
+    if (!rc && (J->nout % J->dh || J->rows % J->dh || (J->nout != J->dh && J->nout != J->rows)))
+      rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input,
+                      J->nout, oc, J->rows);
+  }
+  CHECK(aptq_agree(comm, rc));
+  CHECK(aptq_agree(comm, kron ? rowdeal_units(&J->deal, J->rows / J->dh, comm) : rowdeal_chunks(&J->deal, &J->rows, 1, comm)));
+  int unit = kron ? J->dh : 1;
+  J->r0 = J->deal.first[0] * unit;
+  J->n = J->deal.count[0] * unit;
+  return 0;
+}
+
+/* Collective: H and this rank's rows of W read and checked. */
+static int read_layer(LayerJob *J, int kron, MPI_Comm comm) {
+  const Options *o = J->o;
+  CHECK(read_shapes(J, kron, comm));
+  int hr, hc, cols = J->cols, n = J->n;
+  size_t nloss = kron ? (size_t)(J->rows / J->dh) : (size_t)n / GPTQ_ROW_CHUNK + 1;
+  J->H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
+  J->codes32 = aptq_malloc(sizeof(int32_t) * ((size_t)n * cols + 1), "codes");
+  int rc = !J->H || !J->codes32 || slab_alloc(&J->s, (size_t)n, cols, quant_ngroups(cols, o->group_size), 1, nloss);
+  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, cols, &hr, &hc, J->H, comm);
+  if (!rc) rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, J->r0, J->r0 + n, &J->rows, &J->cols, J->s.W, comm);
+  for (size_t i = 0; !rc && i < (size_t)n * cols; i++)
+    if (!isfinite(J->s.W[i])) rc = aptq_error("%s: W holds a non-finite value at row %zu", o->input, J->r0 + i / cols);
+  if (!rc) rc = check_hessian(J->H, cols, o->input);
+  return aptq_agree(comm, rc);
+}
+
+/* Collective: the Kronecker solve of this rank's heads, each with its
+ * output factor; the loss summed over the heads in order. */
+static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
+  const Options *o = J->o;
+  int dh = J->dh, nh = J->n / dh, heads = J->rows / dh, h0 = J->r0 / dh, oc;
+  double *Hout = aptq_malloc(sizeof(double) * (size_t)J->nout * dh, "H_out");
+  float *Uo = aptq_malloc(sizeof(float) * ((size_t)nh * dh * dh + 1), "output factors");
+  const float **Uh = aptq_malloc(sizeof(float *) * (size_t)(nh + 1), "output factors");
+  int rc = !Hout || !Uo || !Uh;
+  if (!rc) rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, J->nout, &J->nout, &oc, Hout, comm);
+  for (int i = 0; !rc && i < nh; i++) {
+    const double *Hh = J->nout == dh ? Hout : Hout + (size_t)(h0 + i) * dh * dh;
+    rc = check_hessian(Hh, dh, o->input) || gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &J->damp_out);
+    Uh[i] = Uo + (size_t)i * dh * dh;
+  }
+  if (!rc) rc = gptq_solve_kron(&J->L, p, Uh, dh, J->s.W, nh, J->s.codes, J->s.Q, J->s.scales, J->s.zeros, J->s.loss + h0);
+  free(Hout);
+  free(Uo);
+  free(Uh);
+  CHECK(aptq_agree(comm, rc));
+  rowdeal_allgather(&J->deal, 0, J->s.loss, 1, MPI_DOUBLE); /* heads in order, whatever the rank count */
+  J->loss = 0;
+  for (int i = 0; i < heads; i++) J->loss += J->s.loss[i];
+  return 0;
+}
+
+/* Collective: the output file (docs/hdf5-schema.md, aptq-layer-solve). */
+static int write_layer(const LayerJob *J, int kron, MPI_Comm comm) {
+  const Options *o = J->o;
+  int rank, rows = J->rows, cols = J->cols, r0 = J->r0, r1 = J->r0 + J->n, ng = quant_ngroups(cols, o->group_size);
+  MPI_Comm_rank(comm, &rank);
+  const FactorInfo *f = &J->L.factor;
   QFileWriter w;
   CHECK(qfile_create(&w, o->output, comm));
   if (qfile_attr_string(&w, "/", "format", "aptq-layer-solve") || qfile_attr_string(&w, "/", "aptq_version", APTQ_VERSION) ||
-      qfile_attr_double(&w, "/", "error", loss) || qfile_attr_double(&w, "/", "damp_used", L.factor.damp_used) ||
-      qfile_attr_int(&w, "/", "damp_retries", L.factor.retries) || qfile_attr_int(&w, "/", "bits", o->bits) ||
+      qfile_attr_double(&w, "/", "error", J->loss) || qfile_attr_double(&w, "/", "damp_used", f->damp_used) ||
+      qfile_attr_int(&w, "/", "damp_retries", f->retries) || qfile_attr_int(&w, "/", "bits", o->bits) ||
       qfile_attr_int(&w, "/", "group_size", o->group_size) || qfile_attr_int(&w, "/", "act_order", o->act_order) ||
       qfile_attr_int(&w, "/", "sym", o->sym) || qfile_attr_int(&w, "/", "static_groups", o->static_groups) ||
       qfile_attr_int(&w, "/", "mse", o->mse) || qfile_attr_int(&w, "/", "block_size", o->block_size) ||
-      qfile_attr_string(&w, "/", "hessian_form", kron ? "kron" : "gptq") || qfile_attr_double(&w, "/", "damp_out", damp_out) ||
-      qfile_attr_string(&w, "/", "factor", L.factor.used_scalapack ? "scalapack" : "lapack") ||
-      qfile_write_matrix(&w, "/", "Q", H5T_NATIVE_FLOAT, rows, cols, r0, r0 + n, Q) ||
-      qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r0 + n, codes32) ||
-      qfile_write_matrix(&w, "/", "scales", H5T_NATIVE_FLOAT, rows, ng, r0, r0 + n, scales) ||
-      qfile_write_matrix(&w, "/", "zeros", H5T_NATIVE_INT32, rows, ng, r0, r0 + n, zeros) ||
-      qfile_write_vector(&w, "/", "g_idx", H5T_NATIVE_INT32, cols, rank == 0, L.g_idx))
+      qfile_attr_string(&w, "/", "hessian_form", kron ? "kron" : "gptq") || qfile_attr_double(&w, "/", "damp_out", J->damp_out) ||
+      qfile_attr_string(&w, "/", "factor", f->used_scalapack ? "scalapack" : "lapack") ||
+      qfile_write_matrix(&w, "/", "Q", H5T_NATIVE_FLOAT, rows, cols, r0, r1, J->s.Q) ||
+      qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r1, J->codes32) ||
+      qfile_write_matrix(&w, "/", "scales", H5T_NATIVE_FLOAT, rows, ng, r0, r1, J->s.scales) ||
+      qfile_write_matrix(&w, "/", "zeros", H5T_NATIVE_INT32, rows, ng, r0, r1, J->s.zeros) ||
+      qfile_write_vector(&w, "/", "g_idx", H5T_NATIVE_INT32, cols, rank == 0, J->L.g_idx))
     aptq_fatal(comm);
-  CHECK(qfile_commit(&w));
-  double t_end = MPI_Wtime();
-  if (rank == 0) {
-    printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", rows, cols, o->bits, o->group_size,
-           o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
-    if (kron) printf("  form    : Kronecker H x H_out, %d heads of %d rows, head-wise simultaneous quantization\n", rows / dh, dh);
-    printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", L.factor.used_scalapack ? "ScaLAPACK" : "LAPACK",
-           L.factor.used_scalapack ? "" : " (every rank)", L.factor.nprow, L.factor.npcol, L.factor.damp_used,
-           L.factor.retries ? " (raised: the factorization failed at the requested damping)" : "");
-    if (L.factor.retries)
-      printf("aptq layer: warning: damping raised from %g to %g after %d failed factorization(s)\n", L.factor.damp_requested,
-             L.factor.damp_used, L.factor.retries);
-    printf("  time    : read %.3f s, factor %.3f s, solve %.3f s on %d ranks, write %.3f s\n", t_read - t0, t_factor - t_read,
-           t_solve - t_factor, size, t_end - t_solve);
-    printf("error: %.9g\n", loss);
-    fflush(stdout);
+  return qfile_commit(&w);
+}
+
+/* Rank 0: what was solved, how, and the error. */
+static void print_layer(const LayerJob *J, int kron, int size, const double *t) {
+  const Options *o = J->o;
+  const FactorInfo *f = &J->L.factor;
+  printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", J->rows, J->cols, o->bits, o->group_size,
+         o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
+  if (kron) printf("  form    : Kronecker H x H_out, %d heads of %d rows, head-wise simultaneous quantization\n", J->rows / J->dh, J->dh);
+  printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", f->used_scalapack ? "ScaLAPACK" : "LAPACK",
+         f->used_scalapack ? "" : " (every rank)", f->nprow, f->npcol, f->damp_used,
+         f->retries ? " (raised: the factorization failed at the requested damping)" : "");
+  if (f->retries)
+    printf("aptq layer: warning: damping raised from %g to %g after %d failed factorization(s)\n", f->damp_requested, f->damp_used,
+           f->retries);
+  printf("  time    : read %.3f s, factor %.3f s, solve %.3f s on %d ranks, write %.3f s\n", t[1] - t[0], t[2] - t[1], t[3] - t[2], size,
+         t[4] - t[3]);
+  printf("error: %.9g\n", J->loss);
+  fflush(stdout);
+}
+
+static void layer_job_free(LayerJob *J) {
+  rowdeal_free(&J->deal);
+  slab_free(&J->s);
+  free(J->H);
+  free(J->codes32);
+}
+
+/* Read, factor, solve (rows dealt over the ranks), write, report. */
+int cmd_layer(const Options *o, MPI_Comm comm) {
+  Plan plan;
+  plan_init(&plan, o);
+  quant_set_fp16_scales(plan.fp16_scales);
+  int rank, size, kron = plan.layer_kron;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  double t[5] = {MPI_Wtime()}; /* start, read, factor, solve, write */
+  CHECK(aptq_agree(comm, options_require(o, "input") || options_require(o, "output")));
+  CHECK(output_check(o->output, "output", o->overwrite, comm));
+  LayerJob J = {.o = o};
+  int rc = read_layer(&J, kron, comm);
+  t[1] = MPI_Wtime();
+  GptqParams p = plan.gptq;
+  if (!rc) rc = gptq_prepare(J.H, J.cols, &p, comm, &J.L);
+  t[2] = MPI_Wtime();
+  if (!rc && kron) rc = solve_kron_heads(&J, &p, comm);
+  if (!rc && !kron) {
+    rc = aptq_agree(comm, gptq_solve(&J.L, &p, J.s.W, J.n, J.s.codes, J.s.Q, J.s.scales, J.s.zeros, J.s.loss));
+    if (!rc) J.loss = gptq_layer_loss(J.s.loss, J.rows, comm);
   }
-  free(H);
-  free(W);
-  free(Q);
-  free(codes);
-  free(codes32);
-  free(scales);
-  free(zeros);
-  gptq_layer_free(&L);
-  return 0;
+  t[3] = MPI_Wtime();
+  for (size_t i = 0; !rc && i < (size_t)J.n * J.cols; i++) J.codes32[i] = J.s.codes[i];
+  if (!rc) rc = write_layer(&J, kron, comm);
+  t[4] = MPI_Wtime();
+  if (!rc && rank == 0) print_layer(&J, kron, size, t);
+  if (J.L.g_idx) gptq_layer_free(&J.L);
+  layer_job_free(&J);
+  return rc;
 }

@@ -13,19 +13,28 @@
 #include "gptq.h"
 #include "hessian.h"
 #include "hessian_stream.h"
+#include "plan.h"
 #include "quant.h"
 
 void memplan_add(MemPlan *p, const char *what, double bytes, int transient) {
-  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, transient};
+  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, transient, 0};
 }
 
-double memplan_peak(const MemPlan *p) {
+void memplan_add_mapped(MemPlan *p, const char *what, double bytes) {
+  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, 0, 1};
+}
+
+static double peak_of(const MemPlan *p, int with_mapped) {
   double fixed = 0, transient = 0;
   for (int i = 0; i < p->n; i++)
-    if (p->item[i].transient) transient = p->item[i].bytes > transient ? p->item[i].bytes : transient;
+    if (p->item[i].mapped && !with_mapped) continue;
+    else if (p->item[i].transient) transient = p->item[i].bytes > transient ? p->item[i].bytes : transient;
     else fixed += p->item[i].bytes;
   return fixed + transient;
 }
+
+double memplan_peak(const MemPlan *p) { return peak_of(p, 1); }
+double memplan_heap_peak(const MemPlan *p) { return peak_of(p, 0); }
 
 static double lin_rows(const ModelConfig *c, int k) {
   return k == LIN_Q                     ? (double)c->n_heads * c->head_dim
@@ -41,14 +50,14 @@ static double lin_cols(const ModelConfig *c, int k) {
  * that share its factor together (gptq_linears), each other layer alone.
  * set_rows: a rank's rows of the set (whole chunks, rounded up), set_cols
  * the input width, set_group its group. Returns the number of sets. */
-static int solve_sets(const Options *o, const ModelConfig *c, int size, double *set_rows, double *set_cols, int *set_group) {
+static int solve_sets(const Plan *pl, const ModelConfig *c, int size, double *set_rows, double *set_cols, int *set_group) {
   int n = 0;
   for (int g = 0; g < 4; g++) {
     double shared = 0;
     int first = linear_groups[g].first;
     for (int k = first; k < first + linear_groups[g].count; k++) {
       double chunks = (double)(((long long)lin_rows(c, k) + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK);
-      if (gptq_layer_shares_factor(o, k)) shared += chunks;
+      if (plan_shares_factor(pl, k)) shared += chunks;
       else {
         set_rows[n] = (double)(((long long)chunks + size - 1) / size * GPTQ_ROW_CHUNK);
         set_group[n] = g;
@@ -64,116 +73,138 @@ static int solve_sets(const Options *o, const ModelConfig *c, int size, double *
   return n;
 }
 
-/* Each term mirrors an allocation; the comments name it. */
-void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T, int local_seqs, int size) {
-  memset(p, 0, sizeof *p);
-  double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-  double t = T, dh = c->head_dim, dh2 = dh * dh, f = sizeof(float), dbl = sizeof(double);
-  int gptq = strcmp(o->method, "rtn") != 0, aptq = !strcmp(o->method, "aptq");
-  double block = 2 * D; /* BlockWeights: norms and the seven projections */
-  for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
-  if (!gptq) {
-    /* rtn_layer: weight slab, codes, scales, zeros (group_size 0: one group per row) of the largest layer */
-    double slab = 0;
-    for (int k = 0; k < LIN_COUNT; k++) {
-      double rows = lin_rows(c, k) / size + 1, cols = lin_cols(c, k), ng = o->group_size ? cols / o->group_size + 1 : 1;
-      double b = rows * cols * (f + 1) + rows * ng * 8 + rows * quant_words_per_row((int)cols, o->bits) * 4;
-      slab = b > slab ? b : slab;
-    }
-    memplan_add(p, "RTN slab of the largest layer", slab, 1);
-    return;
+/* RTN: rtn_layer's weight slab, codes, scales, zeros (group_size 0: one
+ * group per row) and packed codes of the largest layer. */
+static void plan_rtn(MemPlan *p, const Plan *pl, const ModelConfig *c) {
+  double slab = 0, f = sizeof(float);
+  for (int k = 0; k < LIN_COUNT; k++) {
+    double rows = lin_rows(c, k) / pl->size + 1, cols = lin_cols(c, k), ng = pl->gptq.group_size ? cols / pl->gptq.group_size + 1 : 1;
+    double b = rows * cols * (f + 1) + rows * ng * 8 + rows * quant_words_per_row((int)cols, pl->gptq.bits) * 4;
+    slab = b > slab ? b : slab;
   }
+  memplan_add(p, "RTN slab of the largest layer", slab, 1);
+}
+
+/* The pass's activations, block weights and forward scratch (pass.c's
+ * pass_init, forward.h's scratch_alloc). */
+static void plan_forward(MemPlan *p, const Plan *pl, const ModelConfig *c, double t, int local_seqs) {
+  double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+  double dh = c->head_dim, f = sizeof(float), block = 2 * D; /* BlockWeights: norms and the seven projections */
+  for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
   memplan_add(p, "calibration activations (this rank's sequences)",
-              (double)local_seqs * t * D * activations_elem_size(!strcmp(o->activations, "bf16")), 0);
+              (double)local_seqs * t * D * activations_elem_size(pl->bf16_activations), 0);
   memplan_add(p, "block input copy", t * D * f, 0);
-  if (o->keep_attention && o->true_sequential)
-    memplan_add(p, "attention outputs kept (keep_attention)", (double)local_seqs * t * qd * f, 0);
+  if (pl->keep_attention) memplan_add(p, "attention outputs kept (keep_attention)", (double)local_seqs * t * qd * f, 0);
   memplan_add(p, "block weights (float32)", block * f, 0);
   /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
   memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
-  /* hessian_init: float64 sum + float32 ssyrk chunk per group input; a
-   * streamed group (hessian_stream.h): its pieces on the grid, the buffered
-   * inputs, the float32 and float64 panels */
-  double hess = 0, in_dims[4] = {D, qd, D, F};
+}
+
+/* hessian_init: float64 sum + float32 ssyrk chunk per group input; a
+ * streamed group (hessian_stream.h): its pieces on the grid, the buffered
+ * inputs, the float32 and float64 panels. APTQ's statistics (pass.c's
+ * AttnStats: attn_hessian.h's *_init). */
+static void plan_hessians(MemPlan *p, const Plan *pl, const ModelConfig *c, int T) {
+  double hess = 0, t = T, D = c->dim, dh = c->head_dim, dh2 = dh * dh, f = sizeof(float), dbl = sizeof(double);
   int nstream = 0;
-  for (int g = 0; g < 4; g++)
-    if (gptq_hessian_streamed(o, g, (int)in_dims[g], size)) {
-      hess += hstream_bytes((int)in_dims[g], o->nb, T, o->stream_tokens, size);
+  for (int g = 0; g < GROUP_COUNT; g++) {
+    double x = pl->in_dim[g];
+    if (pl->streamed[g]) {
+      hess += hstream_bytes((int)x, pl->gptq.nb, T, pl->stream_tokens, pl->size);
       nstream++;
     } else {
-      hess += in_dims[g] * in_dims[g] * dbl + in_dims[g] * hessian_panel_width((int)in_dims[g]) * f;
-    }
-  memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess,
-              0);
-  if (aptq) {
-    double Dh = D * D * (dbl + f);
-    if (!strcmp(o->v_form, "kron")) /* vhessian_init: one input factor per kv group, output factors, Y */
-      memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
-    if (strcmp(o->q_form, "gptq")) /* qhessian_init */
-      memplan_add(p, "APTQ q_proj statistics",
-                  Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
-    if (strcmp(o->k_form, "gptq")) { /* khessian_init */
-      double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f;
-      if (!strcmp(o->k_form, "kron")) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
-      memplan_add(p, "APTQ k_proj statistics", kb, 0);
+      hess += x * x * dbl + x * hessian_panel_width((int)x) * f;
     }
   }
-  /* factor (quantize.c's choice per group): a scattered Hessian's factor
-   * stays on the grid (float64 pieces while factoring, float32 after, one
-   * B-row block of U in the solve); a replicated one is made whole on every
-   * rank (float32 U kept between layers, float64 LAPACK work space kept) */
-  FactorPath fpath = gptq_params_from_options(o).factor_path;
-  double rep_lapack = aptq ? D : 0, rep_scalapack = 0, scattered = 0, B = o->block_size; /* APTQ's own factors are d = dim, replicated */
-  double gather = 0; /* moving the sum into the factor's layout: a reduction round, or the streamed sum's all-to-all */
-  for (int g = 0; g < 4; g++) {
-    double x = in_dims[g];
-    int sc = factor_uses_scalapack(fpath, (int)x, size);
-    int scatter = gptq_hessian_scattered(o, g, (int)x, size);
-    double *slot = scatter ? &scattered : sc ? &rep_scalapack : &rep_lapack;
+  memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess,
+              0);
+  double Dh = D * D * (dbl + f);
+  if (pl->form[LIN_V] == FORM_KRON) /* vhessian_init: one input factor per kv group, output factors, Y */
+    memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
+  if (pl->form[LIN_Q] != FORM_GPTQ) /* qhessian_init */
+    memplan_add(p, "APTQ q_proj statistics",
+                Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
+  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init */
+    double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f;
+    if (pl->form[LIN_K] == FORM_KRON) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
+    memplan_add(p, "APTQ k_proj statistics", kb, 0);
+  }
+}
+
+/* The factors (the plan's choice per group): a scattered Hessian's factor
+ * stays on the grid (float64 pieces while factoring, float32 after, one
+ * B-row block of U in the solve); a replicated one is made whole on every
+ * rank (float32 U kept between layers, float64 LAPACK work space kept).
+ * APTQ's own factors are d = dim, replicated. The largest scattered input
+ * width and the largest send buffer moving a sum into the grid (a
+ * reduction round, or the streamed sum's all-to-all) are returned. */
+static void plan_factors(MemPlan *p, const Plan *pl, double *scattered, double *gather) {
+  double rep_lapack = pl->method == METHOD_APTQ ? pl->in_dim[0] : 0, rep_scalapack = 0, f = sizeof(float), dbl = sizeof(double);
+  int size = pl->size, nprow, npcol;
+  blacs_grid_shape(size, &nprow, &npcol);
+  *scattered = *gather = 0;
+  for (int g = 0; g < GROUP_COUNT; g++) {
+    double x = pl->in_dim[g];
+    int sc = factor_uses_scalapack(pl->gptq.factor_path, (int)x, size);
+    double *slot = pl->scattered[g] ? scattered : sc ? &rep_scalapack : &rep_lapack;
     *slot = x > *slot ? x : *slot;
-    if (scatter) {
-      int nprow, npcol;
-      blacs_grid_shape(size, &nprow, &npcol);
-      /* the all-to-all: (value, index) pairs of the upper triangle, sent and received */
-      double m = gptq_hessian_streamed(o, g, (int)x, size) ? (o->act_order ? 2 * 16 * x * (x + 1) / 2 / size : 0) : x * o->nb * npcol * dbl;
-      gather = m > gather ? m : gather;
-    }
+    if (!pl->scattered[g]) continue;
+    /* the all-to-all: (value, index) pairs of the upper triangle, sent and received */
+    double m = pl->streamed[g] ? (pl->gptq.act_order ? 2 * 16 * x * (x + 1) / 2 / size : 0) : x * pl->gptq.nb * npcol * dbl;
+    *gather = m > *gather ? m : *gather;
   }
   double rep = rep_lapack > rep_scalapack ? rep_lapack : rep_scalapack;
   if (rep > 0) memplan_add(p, "inverse-Hessian factor U, replicated (float32, kept)", rep * rep * f, 0);
   if (rep_lapack > 0) memplan_add(p, "LAPACK factor work space (float64, kept)", rep_lapack * rep_lapack * dbl, 0);
   if (rep_scalapack > 0) memplan_add(p, "ScaLAPACK local matrix of a replicated factor", rep_scalapack * rep_scalapack * dbl / size, 1);
-  double set_rows[LIN_COUNT], set_cols[LIN_COUNT];
-  int set_group[LIN_COUNT], nsets = solve_sets(o, c, size, set_rows, set_cols, set_group);
+}
+
+/* The solves (solve.c): factoring on the grid, the local pieces (float64)
+ * and one reduction round's send buffer; solving the largest of the sets
+ * whose factor is on the grid, the pieces in float32, the slabs (W, Q,
+ * codes, packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err) and
+ * one block of U; solve_shared's slabs of this rank's rows of the layers
+ * solved together, or solve_kron's of v_proj. */
+static void plan_solves(MemPlan *p, const Plan *pl, const ModelConfig *c, double scattered, double gather) {
+  double set_rows[LIN_COUNT], set_cols[LIN_COUNT], f = sizeof(float), dbl = sizeof(double), B = pl->gptq.block_size;
+  double D = c->dim, dh = c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+  int size = pl->size, set_group[LIN_COUNT], nsets = solve_sets(pl, c, size, set_rows, set_cols, set_group);
   if (scattered > 0) {
-    /* factoring: the local pieces (float64) and one reduction round's send
-     * buffer; solving (the largest of the sets whose factor is on the
-     * grid): the pieces in float32, gptq_linears' slabs (W, Q, codes,
-     * packed), the streamed sweep's work arrays (Wp, Qp, Cp, Err) and one
-     * block of U */
-    double x = scattered, solve = 0;
+    double solve = 0;
     for (int i = 0; i < nsets; i++) {
       double rows = set_rows[i], xi = set_cols[i];
-      if (!gptq_hessian_scattered(o, set_group[i], (int)xi, size)) continue;
+      if (!pl->scattered[set_group[i]]) continue;
       double b = xi * xi * f / size + 2 * rows * xi * (2 * f + 1) + rows * (xi * 8 / 32 + 1) * 4 + rows * B * f + B * xi * f;
       solve = b > solve ? b : solve;
     }
-    memplan_add(p, "factor on the grid: pieces + moving the sum in", x * x * dbl / size + gather, 1);
+    memplan_add(p, "factor on the grid: pieces + moving the sum in", scattered * scattered * dbl / size + gather, 1);
     memplan_add(p, "factor on the grid: streamed solve, largest set of layers", solve, 1);
   }
-  /* gptq_linears: slabs, Q, codes, scales, zeros, packed codes of this rank's rows of the layers solved together */
   double slab = 0;
   for (int i = 0; i < nsets; i++) {
     double rows = set_rows[i], cols = set_cols[i];
-    double ng = o->group_size ? cols / o->group_size + 1 : 1;
+    double ng = pl->gptq.group_size ? cols / pl->gptq.group_size + 1 : 1;
     double b = rows * cols * (2 * f + 1) + rows * ng * 8 + rows * (cols * 8 / 32 + 1) * 4;
     slab = b > slab ? b : slab;
   }
-  if (aptq && !strcmp(o->v_form, "kron")) { /* kron_linear of v_proj: the column-order matrix and its head slabs */
+  if (pl->form[LIN_V] == FORM_KRON) { /* solve_kron of v_proj: the column-order matrix and its head slabs */
     double v = D * D * dbl + (kvd / size + dh) * D * (2 * f + 1);
     slab = v > slab ? v : slab;
   }
   memplan_add(p, "solve buffers of the largest set of layers", slab, 1);
+}
+
+void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, int local_seqs) {
+  memset(p, 0, sizeof *p);
+  if (pl->method == METHOD_RTN) {
+    plan_rtn(p, pl, c);
+    return;
+  }
+  double scattered, gather;
+  plan_forward(p, pl, c, T, local_seqs);
+  plan_hessians(p, pl, c, T);
+  plan_factors(p, pl, &scattered, &gather);
+  plan_solves(p, pl, c, scattered, gather);
 }
 
 int memory_parse(const char *text, double *bytes) {

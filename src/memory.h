@@ -8,11 +8,13 @@
 
 #include "model.h"
 #include "options.h"
+#include "plan.h"
 
 typedef struct {
   const char *what;
   double bytes;
   int transient; /* held during one layer only: the peak takes the largest */
+  int mapped;    /* pages of a mapped file, not heap (memplan_heap_peak leaves them out) */
 } MemItem;
 
 typedef struct {
@@ -21,11 +23,16 @@ typedef struct {
 } MemPlan;
 
 void memplan_add(MemPlan *p, const char *what, double bytes, int transient);
+/* A file's pages mapped at once (persistent, not heap). */
+void memplan_add_mapped(MemPlan *p, const char *what, double bytes);
 /* Persistent items plus the largest transient one. */
 double memplan_peak(const MemPlan *p);
+/* The same without the mapped items: what the heap audit (heap.h) of the
+ * run may reach, beyond small bookkeeping. */
+double memplan_heap_peak(const MemPlan *p);
 /* The sequential pass (gptq, aptq) or RTN of one rank holding `local_seqs`
- * calibration sequences of T tokens, on `size` ranks. */
-void memplan_quantize(MemPlan *p, const Options *o, const ModelConfig *c, int T, int local_seqs, int size);
+ * calibration sequences of T tokens, on pl->size ranks. */
+void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, int local_seqs);
 
 /* "8G", "512M", "1.5GB", "64GiB", plain bytes; K/M/G/T are powers of 1024. */
 int memory_parse(const char *text, double *bytes);

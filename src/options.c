@@ -130,6 +130,27 @@ static int in_list(const char *list, const char *value) {
   return 0;
 }
 
+/* Position of value in a '|'-separated list, or -1. */
+static int list_index(const char *list, const char *value) {
+  size_t n = strlen(value);
+  int i = 0;
+  for (const char *p = list; *p; i++) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == n && strncmp(p, value, n) == 0) return i;
+    if (!bar) break;
+    p = bar + 1;
+  }
+  return -1;
+}
+
+int options_choice(const Options *o, const char *key) {
+  int i;
+  const OptSpec *s = find(key, &i);
+  if (!s || s->type != T_CHOICE) return -1;
+  return list_index(s->choices, (const char *)o + s->offset);
+}
+
 static int set_value(Options *o, const OptSpec *s, const char *value, const char *where) {
   char *field = (char *)o + s->offset;
   char *end;

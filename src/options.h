@@ -52,6 +52,10 @@ typedef struct {
 int options_parse(Options *o, int argc, char **argv);
 /* Error naming the key if it was not given. */
 int options_require(const Options *o, const char *key);
+/* The position of a choice key's value in its list of choices (docs/
+ * options.md order, e.g. method: rtn 0, gptq 1, aptq 2), for the enums of
+ * plan.h; -1 for a key that is not a choice. */
+int options_choice(const Options *o, const char *key);
 /* Was the key given (deck or command line)? */
 int options_given(const char *key);
 /* One "key = value" line per option into buf (for metadata and reports);

@@ -10,8 +10,10 @@
 #include "tokens.h"
 
 /* One pass at o->bits into o->output (and o->report), no checkpoint;
- * predicted: the peak memory per rank predicted by the caller (for the
- * report). Collective. The phases (phases.h) are left for the caller. */
-int quantize_fixed(const Options *o, const Model *m, const TokenShard *calib, double predicted, double t_start, MPI_Comm comm);
+ * predicted: the peak memory per rank predicted by the caller, and its
+ * heap part (memplan_heap_peak), for the report. Collective. The phases
+ * (phases.h) are left for the caller. */
+int quantize_fixed(const Options *o, const Model *m, const TokenShard *calib, double predicted, double predicted_heap, double t_start,
+                   MPI_Comm comm);
 
 #endif

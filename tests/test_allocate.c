@@ -46,8 +46,9 @@ int main(void) {
   const double ratios[6] = {0, 0.25, 0.5, 0.75, 0.9, 1};
   for (int r = 0; r < 6; r++) {
     const char *kinds[3] = {"trace", "random", "blockwise"};
+    const Allocation kind[3] = {ALLOC_TRACE, ALLOC_RANDOM, ALLOC_BLOCKWISE};
     for (int k = 0; k < 3; k++) {
-      EXPECT(!allocate_bits(kinds[k], ratios[r], NL, p, sens, NULL, 7, 42, bits), "%s", kinds[k]);
+      EXPECT(!allocate_bits(kind[k], ratios[r], NL, p, sens, NULL, 7, 42, bits), "%s", kinds[k]);
       double frac = allocation_fraction_high(NL, p, bits);
       EXPECT(frac <= ratios[r] + 1e-12, "%s R %g: fraction %g over budget", kinds[k], ratios[r], frac);
       if (ratios[r] == 1.0) EXPECT(frac == 1.0, "%s R 1: all layers at 4 bits", kinds[k]);
@@ -55,22 +56,22 @@ int main(void) {
       for (int i = 0; i < NL; i++) EXPECT(bits[i] == 2 || bits[i] == 4, "%s: bits %d", kinds[k], bits[i]);
     }
     /* trace: a 4-bit layer is never less sensitive than a 2-bit layer of the same size */
-    allocate_bits("trace", ratios[r], NL, p, sens, NULL, 7, 0, bits);
+    allocate_bits(ALLOC_TRACE, ratios[r], NL, p, sens, NULL, 7, 0, bits);
     for (int i = 0; i < NL; i++)
       for (int j = 0; j < NL; j++)
         if (p[i] == p[j] && bits[i] == 4 && bits[j] == 2 && sens[i] < sens[j])
           EXPECT(0, "trace order: layer %d (%g) over %d (%g)", i, sens[i], j, sens[j]);
     /* blockwise: whole blocks, first first */
-    allocate_bits("blockwise", ratios[r], NL, p, sens, NULL, 7, 0, bits);
+    allocate_bits(ALLOC_BLOCKWISE, ratios[r], NL, p, sens, NULL, 7, 0, bits);
     for (int i = 1; i < NL; i++)
       EXPECT(bits[i] <= bits[i - 1] || i % 7 != 0 ? 1 : 0, "blockwise: block %d at 4 bits after a 2-bit block", i / 7);
     for (int i = 0; i < NL; i++) EXPECT(bits[i] == bits[i - i % 7], "blockwise: block %d split", i / 7);
   }
   /* seeded: the same seed, the same allocation; another seed, another order */
   int b1[NL], b2[NL], b3[NL];
-  allocate_bits("random", 0.5, NL, p, sens, NULL, 7, 1, b1);
-  allocate_bits("random", 0.5, NL, p, sens, NULL, 7, 1, b2);
-  allocate_bits("random", 0.5, NL, p, sens, NULL, 7, 2, b3);
+  allocate_bits(ALLOC_RANDOM, 0.5, NL, p, sens, NULL, 7, 1, b1);
+  allocate_bits(ALLOC_RANDOM, 0.5, NL, p, sens, NULL, 7, 1, b2);
+  allocate_bits(ALLOC_RANDOM, 0.5, NL, p, sens, NULL, 7, 2, b3);
   EXPECT(!memcmp(b1, b2, sizeof b1), "random: same seed, same bits");
   EXPECT(memcmp(b1, b3, sizeof b1), "random: different seeds, different bits");
 
@@ -87,7 +88,7 @@ int main(void) {
       for (int c = 0; c < KNAP_CHOICES; c++) ek[i * KNAP_CHOICES + c] = base * pow(4.0, -knapsack_bits[c]) * (1 + 0.3 * rng_uniform(&rng));
     }
     double Rk = rng_uniform(&rng);
-    EXPECT(!allocate_bits("knapsack", Rk, NK, pk, sk, ek, 7, 0, bk), "knapsack");
+    EXPECT(!allocate_bits(ALLOC_KNAPSACK, Rk, NK, pk, sk, ek, 7, 0, bk), "knapsack");
     double cap = budget_bits(Rk, NK, pk), got = 0, best = INFINITY;
     for (int i = 0; i < NK; i++) {
       int c = bk[i] == 2 ? 0 : bk[i] == 3 ? 1 : bk[i] == 4 ? 2 : 3;

@@ -6,12 +6,15 @@ times, memory, rank counts and the directory names inside paths.
 import glob
 import json
 import os
+import re
 import sys
 
 import h5py
 import numpy as np
 
-VOLATILE = ("seconds", "rss", "memory", "phase", "ranks", "busy", "wait", "predicted")
+VOLATILE = ("seconds", "rss", "memory", "phase", "ranks", "busy", "wait", "predicted", "created", "heap_audit", "gflops", "fraction_of")
+# an output's own directory inside a path (the two runs write to different ones)
+OWN = re.compile(r"(/[^\s'\"=]*)?/([^/\s'\"=]+\.(?:h5|json|u32|ck))")
 
 
 def attrs(obj, d):
@@ -21,7 +24,7 @@ def attrs(obj, d):
             continue
         if isinstance(v, bytes):
             v = v.decode()
-        out[k] = v.replace(d, "DIR") if isinstance(v, str) else np.asarray(v).tobytes()
+        out[k] = OWN.sub(r"DIR/\2", v).replace(d, "DIR") if isinstance(v, str) else np.asarray(v).tobytes()
     return out
 
 
@@ -43,7 +46,7 @@ def report(path, d):
             return {k: strip(v) for k, v in x.items() if not any(s in k for s in VOLATILE)}
         if isinstance(x, list):
             return [strip(v) for v in x]
-        return x.replace(d, "DIR") if isinstance(x, str) else x
+        return OWN.sub(r"DIR/\2", x).replace(d, "DIR") if isinstance(x, str) else x
 
     return {"": strip(json.load(open(path)))}
 

@@ -33,7 +33,7 @@ aptq_default|1 2 4|$M --method=aptq --bits=3 --group_size=32 $C
 aptq_kron|1 2 4|$M --method=aptq --bits=4 --q_form=kron --k_form=kron --v_form=gptq --act_order=yes $C
 aptq_mixed_qk|1 2|$M --method=aptq --bits=2 --q_form=gptq --k_form=kron --v_form=kron --true_sequential=no $C
 aptq_scalapack|2 4|$M --method=aptq --bits=4 --factor=scalapack --nb=32 $C
-aptq_stories|1 2 4|$S --method=aptq --bits=3 --calib=$DATA/text/brown.llama2.u32 --nseq=8 --seqlen=32
+aptq_stories|1 2 4|$S --method=aptq --bits=3 --calib=STORIES --nseq=8 --seqlen=32
 sweep_trace|1 2 4|$M --method=aptq --R=0.5,1 --group_size=32 $C --fisher_nseq=4
 sweep_knap|1 2|$M --method=gptq --R=0.5,0.75 --allocation=knapsack $C --fisher_nseq=4
 sweep_layer|1 2|$M --method=aptq --R=0.5 --sensitivity=layer $C
@@ -53,6 +53,8 @@ make_all() {
   local aptq=$build/aptq
   PY=/usr/bin/python3
   $PY "$here/tests/random_layer.py" "$out/layer_in.h5" 96 64 --heads 32 > /dev/null
+  # stories260K has its own 512-token vocabulary: sequences sampled from it
+  mpirun -n 1 "$aptq" generate $S --nseq=8 --seqlen=32 --seed=5 --output="$out/stories.u32" < /dev/null > /dev/null
   cases | while IFS='|' read -r name ranks args; do
     for np in $ranks; do
       local o="$out/$name-np$np" sub=quantize a=$args
@@ -61,6 +63,7 @@ make_all() {
         LAYER*) sub=layer a="--input=$out/layer_in.h5 ${args#LAYER}" ;;
       esac
       a=${a//CKDIR/$o.ck}
+      a=${a//STORIES/$out/stories.u32}
       echo "== $name np$np"
       mpirun -n "$np" "$aptq" $sub $a --output="$o.h5" --report="$o.json" < /dev/null > "$o.log" 2>&1 || {
         echo "failed: $name np$np"; tail -3 "$o.log"; }

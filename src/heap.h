@@ -1,0 +1,22 @@
+/* The heap audit: with APTQ_HEAP_AUDIT set (not empty, not 0), every
+ * allocation of aptq_malloc/aptq_calloc is recorded with its size until
+ * aptq_free releases it, and the most bytes live at once is kept. The
+ * memory plan (memory.h) is checked against it in the tests, so a buffer
+ * the plan does not count shows. Without the variable nothing is recorded
+ * and aptq_free is free(). Thread-safe. */
+#ifndef APTQ_HEAP_H
+#define APTQ_HEAP_H
+
+#include <stddef.h>
+
+int heap_audit_on(void);
+/* Called by aptq_malloc for every allocation. */
+void heap_audit_add(void *p, size_t bytes);
+/* Start measuring: what is live now is the base (the model's metadata,
+ * the token shard), the peak is reset. */
+void heap_audit_mark(void);
+/* The most bytes of aptq allocations live at once since the mark, beyond
+ * the base (0 when the audit is off). */
+double heap_audit_peak(void);
+
+#endif

@@ -1,0 +1,75 @@
+/* The quantize plan: the options turned once into types (enums instead of
+ * strings) and every policy of the pass decided in one place: which form
+ * of Hessian each projection's solve uses, which layers share their group's
+ * factor, how each group's Hessian is summed over the ranks (whole,
+ * reduce-scattered into the factor's grid, or streamed there), where the
+ * forward of a group may start. The pass (pass.c), the layer solves
+ * (solve.c), the memory plan (memory.c) and `aptq layer` read it; nothing
+ * outside options.c and plan.c compares option strings. */
+#ifndef APTQ_PLAN_H
+#define APTQ_PLAN_H
+
+#include "allocate.h"
+#include "forward.h"
+#include "gptq.h"
+#include "model.h"
+#include "options.h"
+
+/* The enums follow the order of the choices in options.c. */
+typedef enum { METHOD_RTN, METHOD_GPTQ, METHOD_APTQ } Method;
+/* The Hessian a projection's solve uses (docs/aptq.md): the group's
+ * layer-input Hessian (GPTQ), APTQ's token-weighted input Hessian
+ * (row-shared) or a Kronecker product with an output factor per head. */
+typedef enum { FORM_GPTQ, FORM_ROWSHARED, FORM_KRON } HessianForm;
+typedef enum { REDUCE_AUTO, REDUCE_ALLREDUCE, REDUCE_SCATTER, REDUCE_STREAM } HessianReduce;
+typedef enum { SENSITIVITY_FISHER, SENSITIVITY_LAYER } SensitivityKind;
+enum { GROUP_COUNT = 4 }; /* linear_groups: q/k/v, o, gate/up, down */
+
+typedef struct {
+  Method method;
+  HessianForm form[LIN_COUNT]; /* per projection: FORM_GPTQ but for APTQ's q/k/v */
+  HessianReduce reduce;
+  Allocation allocation;
+  SensitivityKind sensitivity;
+  int mixed;            /* R was given */
+  int bf16_activations; /* calibration activations kept in bf16 */
+  int fp16_scales;      /* scales rounded to fp16 as they are made */
+  int true_sequential;
+  /* true-sequential with float32 activations: the gate/up group's forward
+   * leaves the residual after attention in the activations, so the down
+   * group and the block's output run only the MLP (the same bits) */
+  int mlp_resume;
+  /* keep_attention: the o group's forward keeps attention's output for the
+   * gate/up group's, which then starts at o_proj */
+  int keep_attention;
+  int attention_stats; /* the q/k/v group's forward feeds APTQ's statistics */
+  int stream_tokens, seqlen;
+  GptqParams gptq; /* the solve's parameters at the run's bit width */
+  int layer_kron;  /* aptq layer: hessian_form = kron */
+  /* from plan_shape: per group of linear_groups */
+  int size;                   /* ranks */
+  int in_dim[GROUP_COUNT];    /* the group's input width */
+  int scattered[GROUP_COUNT]; /* Hessian reduce-scattered into the factor's grid */
+  int streamed[GROUP_COUNT];  /* ... while it accumulates (hessian_stream.h) */
+} Plan;
+
+/* The option-level decisions (no shapes needed). Options are already
+ * validated by options_parse, so this cannot fail. */
+void plan_init(Plan *p, const Options *o);
+/* The decisions that depend on the block's shapes and the rank count:
+ * in_dim, scattered, streamed. */
+void plan_shape(Plan *p, const ModelConfig *c, int size);
+/* Both at once. */
+Plan plan_make(const Options *o, const ModelConfig *c, int size);
+
+/* Is layer k (LinearKind) solved with its group's layer-input factor,
+ * together with the group's other such layers (solve_shared)? */
+static inline int plan_shares_factor(const Plan *p, int k) { return p->form[k] == FORM_GPTQ; }
+/* The solve's parameters of a layer at `bits` (mixed precision). */
+GptqParams plan_layer_params(const Plan *p, int bits);
+/* Do the allocation's layers need sensitivities (trace, knapsack)? */
+int plan_ranks_by_sensitivity(const Plan *p);
+/* The solve's parameters straight from options (aptq layer). */
+GptqParams gptq_params_from_options(const Options *o);
+
+#endif

@@ -1,0 +1,73 @@
+#include "rowdeal.h"
+
+#include <stdlib.h>
+
+#include "error.h"
+#include "gptq.h"
+#include "tokens.h"
+
+static int deal_alloc(RowDeal *d, int nl, MPI_Comm comm) {
+  *d = (RowDeal){.comm = comm, .nl = nl};
+  MPI_Comm_size(comm, &d->size);
+  MPI_Comm_rank(comm, &d->rank);
+  size_t n = (size_t)d->size * nl;
+  d->all_first = aptq_malloc(sizeof(int) * n, "row deal");
+  d->all_count = aptq_malloc(sizeof(int) * n, "row deal");
+  d->cnt = aptq_malloc(sizeof(int) * (size_t)d->size, "row deal");
+  d->dsp = aptq_malloc(sizeof(int) * (size_t)d->size, "row deal");
+  if (nl > ROWDEAL_MAX_LAYERS) aptq_error("row deal of %d layers; at most %d", nl, ROWDEAL_MAX_LAYERS);
+  if (nl > ROWDEAL_MAX_LAYERS || !d->all_first || !d->all_count || !d->cnt || !d->dsp) {
+    rowdeal_free(d);
+    return APTQ_ERR;
+  }
+  return 0;
+}
+
+int rowdeal_chunks(RowDeal *d, const int *rows, int nl, MPI_Comm comm) {
+  CHECK(deal_alloc(d, nl, comm));
+  for (int k = 0; k < nl; k++) d->units[k] = rows[k];
+  for (int r = 0; r < d->size; r++) gptq_group_rows(rows, nl, d->size, r, d->all_first + (size_t)r * nl, d->all_count + (size_t)r * nl);
+  for (int k = 0; k < nl; k++) {
+    d->first[k] = d->all_first[(size_t)d->rank * nl + k];
+    d->count[k] = d->all_count[(size_t)d->rank * nl + k];
+  }
+  return 0;
+}
+
+int rowdeal_units(RowDeal *d, int units, MPI_Comm comm) {
+  CHECK(deal_alloc(d, 1, comm));
+  d->units[0] = units;
+  for (int r = 0; r < d->size; r++) shard_range(units, d->size, r, &d->all_first[r], &d->all_count[r]);
+  d->first[0] = d->all_first[d->rank];
+  d->count[0] = d->all_count[d->rank];
+  return 0;
+}
+
+void rowdeal_free(RowDeal *d) {
+  free(d->all_first);
+  free(d->all_count);
+  free(d->cnt);
+  free(d->dsp);
+  d->all_first = d->all_count = d->cnt = d->dsp = NULL;
+}
+
+void rowdeal_allgather(RowDeal *d, int k, void *buf, int per_unit, MPI_Datatype type) {
+  for (int r = 0; r < d->size; r++) {
+    d->cnt[r] = d->all_count[(size_t)r * d->nl + k] * per_unit;
+    d->dsp[r] = d->all_first[(size_t)r * d->nl + k] * per_unit;
+  }
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, d->cnt, d->dsp, type, d->comm);
+}
+
+void rowdeal_sum_errors(const RowDeal *d, LayerError *const *e) {
+  double sums[2 * ROWDEAL_MAX_LAYERS];
+  for (int k = 0; k < d->nl; k++) {
+    sums[2 * k] = e[k]->err2;
+    sums[2 * k + 1] = e[k]->norm2;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, sums, 2 * d->nl, MPI_DOUBLE, MPI_SUM, d->comm);
+  for (int k = 0; k < d->nl; k++) {
+    e[k]->err2 = sums[2 * k];
+    e[k]->norm2 = sums[2 * k + 1];
+  }
+}

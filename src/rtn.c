@@ -1,0 +1,73 @@
+#include "rtn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "allocate.h"
+#include "error.h"
+#include "quant.h"
+#include "solve.h"
+#include "tokens.h"
+
+/* RTN of rows [r0, r0 + n) of one layer, written collectively. */
+static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, const char *name, int r0, int n, LayerError *e) {
+  int rows = (int)t->rows, cols = (int)t->cols;
+  Slab s;
+  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols, "g_idx");
+  int rc = slab_alloc(&s, (size_t)n, cols, quant_ngroups(cols, p->group_size), 0, 0) || !g_idx;
+  if (!rc) rc = tensor_rows_f32(t, r0, r0 + n, s.W);
+  if (!rc) {
+    quant_rtn(s.W, n, cols, p->group_size, p->bits, p->sym, s.codes, s.scales, s.zeros, &e->err2);
+    for (size_t i = 0; i < (size_t)n * cols; i++) e->norm2 += (double)s.W[i] * s.W[i];
+    for (int j = 0; j < cols; j++) g_idx[j] = p->group_size ? j / p->group_size : 0;
+    rc = solve_write_rows(qw, p, name, rows, cols, r0, n, &s, g_idx);
+  }
+  slab_free(&s);
+  free(g_idx);
+  return rc;
+}
+
+int rtn_pass(QFileWriter *qw, const Plan *p, const Model *m, LayerError *err, double t_start, MPI_Comm comm) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    for (int k = 0; k < LIN_COUNT; k++) {
+      const TensorRef *t = &m->linear[l][k];
+      char name[256];
+      linear_layer_name(l, k, name, sizeof name);
+      int r0, n;
+      shard_range((int)t->rows, size, rank, &r0, &n);
+      LayerError *e = &err[l * LIN_COUNT + k];
+      if (rtn_layer(qw, &p->gptq, t, name, r0, n, e)) aptq_fatal(comm);
+      MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm);
+    }
+    if (rank == 0) {
+      printf("aptq quantize: block %d of %d done, %.1f s elapsed\n", l + 1, m->cfg.n_layers, MPI_Wtime() - t_start);
+      fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+int rtn_errors(const Plan *p, const Model *m, double *err, MPI_Comm comm) {
+  int rank, size, n = m->cfg.n_layers * LIN_COUNT, rc = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  memset(err, 0, sizeof(double) * (size_t)n * KNAP_CHOICES);
+  for (int i = 0; !rc && i < n; i++) {
+    const TensorRef *t = &m->linear[i / LIN_COUNT][i % LIN_COUNT];
+    int r0, nr, cols = (int)t->cols;
+    shard_range((int)t->rows, size, rank, &r0, &nr);
+    Slab s;
+    rc = slab_alloc(&s, (size_t)nr, cols, quant_ngroups(cols, p->gptq.group_size), 0, 0) || tensor_rows_f32(t, r0, r0 + nr, s.W);
+    for (int c = 0; !rc && c < KNAP_CHOICES; c++)
+      quant_rtn(s.W, nr, cols, p->gptq.group_size, knapsack_bits[c], p->gptq.sym, s.codes, s.scales, s.zeros,
+                &err[(size_t)i * KNAP_CHOICES + c]);
+    slab_free(&s);
+  }
+  CHECK(aptq_agree(comm, rc));
+  MPI_Allreduce(MPI_IN_PLACE, err, n * KNAP_CHOICES, MPI_DOUBLE, MPI_SUM, comm);
+  return 0;
+}

@@ -1,0 +1,146 @@
+#include "sweep.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "allocate.h"
+#include "error.h"
+#include "fisher.h"
+#include "phases.h"
+#include "rtn.h"
+
+/* What the sweep shares between its outputs. */
+typedef struct {
+  int n;             /* layers */
+  long long *params; /* weights per layer */
+  int *bits;         /* the widths of the output being made */
+  double *sens, *sens_err;
+  double *rtn_err;      /* knapsack: n × KNAP_CHOICES squared RTN errors */
+  LayerError *err;      /* the output's layers */
+  LayerError *measured; /* the 4-bit measuring pass's */
+} Sweep;
+
+static int sweep_alloc(Sweep *s, const Model *m) {
+  *s = (Sweep){.n = m->cfg.n_layers * LIN_COUNT};
+  size_t n = (size_t)s->n;
+  s->params = aptq_malloc(sizeof(long long) * n, "layer sizes");
+  s->bits = aptq_malloc(sizeof(int) * n, "layer bits");
+  s->sens = aptq_calloc(n, sizeof(double), "sensitivities");
+  s->sens_err = aptq_calloc(n, sizeof(double), "sensitivities");
+  s->err = aptq_calloc(n, sizeof(LayerError), "layer errors");
+  s->measured = aptq_calloc(n, sizeof(LayerError), "layer errors");
+  if (!s->params || !s->bits || !s->sens || !s->sens_err || !s->err || !s->measured) return APTQ_ERR;
+  for (int i = 0; i < s->n; i++) s->params[i] = m->linear[i / LIN_COUNT][i % LIN_COUNT].rows * m->linear[i / LIN_COUNT][i % LIN_COUNT].cols;
+  return 0;
+}
+
+static void sweep_free(Sweep *s) {
+  free(s->params);
+  free(s->bits);
+  free(s->sens);
+  free(s->sens_err);
+  free(s->rtn_err);
+  free(s->err);
+  free(s->measured);
+}
+
+/* The pass with every layer at 4 bits whose layer Hessians' traces are the
+ * `layer` sensitivities; for the fill allocations R = 1 is exactly that
+ * pass, so where R = 1 is asked for (reuse ≥ 0) it writes that output (the
+ * single R = 1 run's file, without allocation figures). */
+static int measuring_pass(Sweep *s, const Options *o, const Plan *p, const Model *m, const TokenShard *calib, int reuse,
+                          char (*out)[OPT_PATH_MAX], char (*rep)[OPT_PATH_MAX], OutputInfo *info, double t_start, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  Options o4 = *o; /* recorded in the R = 1 file as its run's options */
+  o4.bits = 4;
+  Plan p4 = *p;
+  p4.gptq.bits = 4;
+  if (rank == 0) printf("aptq quantize: measuring pass (all layers at 4 bits)%s\n", reuse >= 0 ? ", written as R = 1" : "");
+  if (reuse < 0) {
+    for (int i = 0; i < s->n; i++) s->measured[i].bits = 4;
+    phases_reset();
+    PassTimes times;
+    return pass_run(NULL, &p4, m, calib, NULL, s->measured, NULL, t_start, &times, comm);
+  }
+  info->output = out[reuse];
+  info->report = rep[reuse];
+  info->R = info->R_achieved = 1.0;
+  info->average_bits = 4.0;
+  for (int i = 0; i < s->n; i++) s->bits[i] = 4;
+  return quantize_output(&o4, &p4, m, calib, s->bits, info, s->measured, NULL, t_start, comm);
+}
+
+/* The sensitivities the allocation ranks by (trace, knapsack): Fisher
+ * traces, or the measuring pass's layer traces; and the RTN errors the
+ * knapsack weighs. */
+static int sensitivities(Sweep *s, const Options *o, const Plan *p, const Model *m, const TokenShard *calib, int nR, int reuse,
+                         char (*out)[OPT_PATH_MAX], char (*rep)[OPT_PATH_MAX], OutputInfo *info, double t_start, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  int needs_traces = plan_ranks_by_sensitivity(p) && nR > (reuse >= 0);
+  int fisher = needs_traces && p->sensitivity == SENSITIVITY_FISHER;
+  if (fisher) {
+    double t0 = MPI_Wtime();
+    if (rank == 0) {
+      int nsel = o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq;
+      printf("aptq quantize: Fisher sensitivities (%d sequences, %d probe%s per layer and sequence)\n", nsel, o->fisher_probes,
+             o->fisher_probes > 1 ? "s" : "");
+      fflush(stdout);
+    }
+    CHECK(fisher_sensitivities(o, m, calib, s->sens, s->sens_err, comm));
+    info->t_sensitivity = MPI_Wtime() - t0;
+  }
+  if ((needs_traces && !fisher) || reuse >= 0) {
+    double t0 = MPI_Wtime();
+    CHECK(measuring_pass(s, o, p, m, calib, reuse, out, rep, info, t_start, comm));
+    info->t_measure = MPI_Wtime() - t0;
+    if (!fisher)
+      for (int i = 0; i < s->n; i++) s->sens[i] = s->measured[i].sensitivity;
+  }
+  if (needs_traces) {
+    info->alloc_sens = s->sens;
+    info->alloc_sens_err = fisher ? s->sens_err : NULL;
+  }
+  if (p->allocation == ALLOC_KNAPSACK) {
+    s->rtn_err = aptq_malloc(sizeof(double) * (size_t)s->n * KNAP_CHOICES, "RTN errors");
+    if (!s->rtn_err) aptq_fatal(comm);
+    CHECK(rtn_errors(p, m, s->rtn_err, comm));
+  }
+  return 0;
+}
+
+/* The widths for one value of R, then its output. */
+static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m, const TokenShard *calib, double R, const char *out,
+                      const char *rep, OutputInfo *info, double t_start, MPI_Comm comm) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  CHECK(aptq_agree(comm, allocate_bits(p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
+  info->output = out;
+  info->report = rep;
+  info->R = R;
+  info->R_achieved = allocation_fraction_high(s->n, s->params, s->bits);
+  info->average_bits = allocation_average_bits(s->n, s->params, s->bits);
+  if (rank == 0) {
+    printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R, o->allocation,
+           info->R_achieved, info->average_bits);
+    fflush(stdout);
+  }
+  return quantize_output(o, p, m, calib, s->bits, info, s->err, NULL, t_start, comm);
+}
+
+int sweep_run(const Options *o, const Plan *p, const Model *m, const TokenShard *calib, const double *R, int nR, char (*out)[OPT_PATH_MAX],
+              char (*rep)[OPT_PATH_MAX], OutputInfo *info, double t_start, MPI_Comm comm) {
+  /* for the fill allocations R = 1 is the measuring pass itself */
+  int reuse = -1;
+  for (int j = 0; j < nR; j++)
+    if (R[j] == 1.0 && p->allocation != ALLOC_KNAPSACK) reuse = j;
+  Sweep s;
+  if (sweep_alloc(&s, m)) aptq_fatal(comm);
+  int rc = sensitivities(&s, o, p, m, calib, nR, reuse, out, rep, info, t_start, comm);
+  for (int j = 0; !rc && j < nR; j++)
+    if (j != reuse) rc = one_output(&s, o, p, m, calib, R[j], out[j], rep[j], info, t_start, comm);
+  sweep_free(&s);
+  return rc;
+}
