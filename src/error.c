@@ -180,6 +180,11 @@ void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line,
   return p;
 }
 
+void aptq_free(void *p) {
+  heap_audit_remove(p);
+  free(p);
+}
+
 void *aptq_calloc_at(size_t n, size_t size, const char *what, const char *file, int line, const char *func) {
   if (size && n > SIZE_MAX / size) {
     aptq_error_at(file, line, func, "allocation of %zu x %zu bytes for %s overflows", n, size, what);

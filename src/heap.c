@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-
 /* live allocations: open addressing on the pointer, capacity a power of two */
 typedef struct {
   void *p;
@@ -70,7 +68,7 @@ void heap_audit_add(void *p, size_t bytes) {
   pthread_mutex_unlock(&lock);
 }
 
-void aptq_free(void *p) {
+void heap_audit_remove(void *p) {
   if (p && heap_audit_on() && capacity) {
     pthread_mutex_lock(&lock);
     size_t s = slot_of(p);
@@ -81,7 +79,6 @@ void aptq_free(void *p) {
     }
     pthread_mutex_unlock(&lock);
   }
-  free(p);
 }
 
 void heap_audit_mark(void) {

@@ -10,8 +10,9 @@
 #include <stddef.h>
 
 int heap_audit_on(void);
-/* Called by aptq_malloc for every allocation. */
+/* Called by aptq_malloc for every allocation, and by aptq_free. */
 void heap_audit_add(void *p, size_t bytes);
+void heap_audit_remove(void *p);
 /* Start measuring: what is live now is the base (the model's metadata,
  * the token shard), the peak is reset. */
 void heap_audit_mark(void);

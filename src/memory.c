@@ -46,8 +46,8 @@ static double lin_cols(const ModelConfig *c, int k) {
   return k == LIN_O ? (double)c->n_heads * c->head_dim : k == LIN_DOWN ? c->hidden_dim : c->dim;
 }
 
-/* The sets of layers solved at once (quantize.c): per group, the layers
- * that share its factor together (gptq_linears), each other layer alone.
+/* The sets of layers solved at once (pass.c): per group, the layers
+ * that share its factor together (solve_shared), each other layer alone.
  * set_rows: a rank's rows of the set (whole chunks, rounded up), set_cols
  * the input width, set_group its group. Returns the number of sets. */
 static int solve_sets(const Plan *pl, const ModelConfig *c, int size, double *set_rows, double *set_cols, int *set_group) {
