@@ -14,6 +14,7 @@
 static char error_message[2048];
 static int error_set;
 static int error_reported;
+static int printed_here; /* this rank printed the agreed error line */
 /* the traceback: the origin (aptq_error), then each CHECK it passed */
 enum { MAX_FRAMES = 24 };
 static struct {
@@ -88,14 +89,19 @@ int aptq_agree(MPI_Comm comm, int local_status) {
   if (first == size) return APTQ_OK;
   if (rank == first) {
     fprintf(stderr, "aptq: error: %s\n", aptq_error_message());
-    print_traceback(0);
     fflush(stderr);
+    printed_here = 1;
   }
   error_reported = 1;
   return APTQ_ERR;
 }
 
 int aptq_error_reported(void) { return error_reported; }
+
+void aptq_print_traceback(void) {
+  if (printed_here) print_traceback(0);
+  fflush(stderr);
+}
 
 void aptq_register_tmpfile(const char *path) {
   for (int i = 0; i < MAX_TMPFILES; i++)

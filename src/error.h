@@ -22,7 +22,8 @@ void aptq_clear_error(void);
 /* CHECK(call): return the call's non-zero status upward, adding this
  * file:line and function to the traceback (PETSc's PetscCall). The
  * traceback is printed under the error line when APTQ_TRACEBACK is set
- * (not empty, not 0), and always by aptq_fatal. */
+ * (not empty, not 0) once the command has returned (aptq_print_traceback),
+ * and always by aptq_fatal. */
 void aptq_trace(const char *file, int line, const char *func);
 #define CHECK(call)                             \
   do {                                          \
@@ -47,6 +48,10 @@ int aptq_all_ok(MPI_Comm comm, int ok);
 int aptq_agree(MPI_Comm comm, int local_status);
 /* Has an agreed error already been printed (so main only exits)? */
 int aptq_error_reported(void);
+/* main, once the failed command has returned through every CHECK: the
+ * rank that printed the agreed error prints its traceback, if
+ * APTQ_TRACEBACK is set. */
+void aptq_print_traceback(void);
 
 /* A failure in the middle of a collective phase (I/O error, out of memory):
  * print the message, remove registered temporary files, abort all ranks. */

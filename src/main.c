@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
       rc = commands[which].run(&o, comm);
     }
     if (rc && !aptq_error_reported()) aptq_fatal(comm); /* one rank failed alone: take all down */
+    if (rc) aptq_print_traceback();
     status = rc ? 1 : 0;
   }
   MPI_Finalize();
