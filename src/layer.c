@@ -106,9 +106,9 @@ static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
     Uh[i] = Uo + (size_t)i * dh * dh;
   }
   if (!rc) rc = gptq_solve_kron(&J->L, p, Uh, dh, J->s.W, nh, J->s.codes, J->s.Q, J->s.scales, J->s.zeros, J->s.loss + h0);
-  free(Hout);
-  free(Uo);
-  free(Uh);
+  aptq_free(Hout);
+  aptq_free(Uo);
+  aptq_free(Uh);
   CHECK(aptq_agree(comm, rc));
   rowdeal_allgather(&J->deal, 0, J->s.loss, 1, MPI_DOUBLE); /* heads in order, whatever the rank count */
   J->loss = 0;
@@ -163,8 +163,8 @@ static void print_layer(const LayerJob *J, int kron, int size, const double *t) 
 static void layer_job_free(LayerJob *J) {
   rowdeal_free(&J->deal);
   slab_free(&J->s);
-  free(J->H);
-  free(J->codes32);
+  aptq_free(J->H);
+  aptq_free(J->codes32);
 }
 
 /* Read, factor, solve (rows dealt over the ranks), write, report. */

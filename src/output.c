@@ -160,8 +160,8 @@ static int write_report(const Options *o, const Plan *p, const Model *m, const T
     report_num(&rep, "planned_bytes", info->predicted_heap);
     report_end(&rep, '}');
   }
-  free(phase_all);
-  free(rss);
+  aptq_free(phase_all);
+  aptq_free(rss);
   report_layers(&rep, p, m, err, info);
   if (!rc) rc = report_close(&rep);
   return aptq_agree(comm, rc);

@@ -124,15 +124,15 @@ static void pass_free(Pass *P) {
   for (int g = 0; g < GROUP_COUNT; g++) {
     hessian_free(&P->gh[g].H);
     if (P->gh[g].streamed) hstream_free(&P->gh[g].S);
-    free(P->gh[g].diag);
+    aptq_free(P->gh[g].diag);
   }
   attn_stats_free(&P->a);
   block_weights_free(&P->w);
   scratch_free(&P->s);
   activations_free(&P->X);
   activations_free(&P->Z);
-  free(P->xtmp);
-  free(P->stats);
+  aptq_free(P->xtmp);
+  aptq_free(P->stats);
 }
 
 /* Resume: the activations, statistics and finished blocks from the
@@ -273,7 +273,7 @@ static int solve_kron_layer_input(Pass *P, const GptqParams *p, const double *ou
   for (int h = 0; h < heads; h++) in[h] = P->gh[0].H.sum;
   KronHessian kh = {in, NULL, out, heads, P->c->head_dim, P->c->dim};
   int rc = solve_kron(P->qw, p, &kh, name, W, e, P->comm);
-  free(in);
+  aptq_free(in);
   return rc;
 }
 
@@ -291,8 +291,8 @@ static int solve_v_kron(Pass *P, const GptqParams *p, const char *name, float *W
   }
   KronHessian kh = {in, order, vh->out, vh->groups, vh->dh, (int)D};
   int rc = solve_kron(P->qw, p, &kh, name, W, e, P->comm);
-  free(order);
-  free(in);
+  aptq_free(order);
+  aptq_free(in);
   return rc;
 }
 

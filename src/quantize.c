@@ -142,7 +142,7 @@ static int single_output(const Options *o, const Plan *p, const Model *m, const 
   if (!err) aptq_fatal(comm);
   int rc = quantize_output(o, p, m, calib, NULL, info, err, &ck, t_start, comm);
   if (!rc && ck.on) checkpoint_finish(&ck, m, comm);
-  free(err);
+  aptq_free(err);
   return rc;
 }
 
@@ -163,8 +163,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   TokenShard calib = {0};
   if (!rc) rc = load_inputs(o, &p, &m, &calib, comm);
   if (rc) {
-    free(w.out);
-    free(w.rep);
+    aptq_free(w.out);
+    aptq_free(w.rep);
     return rc;
   }
   plan_shape(&p, &m.cfg, size);
@@ -185,8 +185,8 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     printf("aptq quantize: sweep of %d values of R done in %.2f s\n", w.nR, MPI_Wtime() - t_start);
     fflush(stdout);
   }
-  free(w.out);
-  free(w.rep);
+  aptq_free(w.out);
+  aptq_free(w.rep);
   tokens_free(&calib);
   model_close(&m);
   return rc;
@@ -202,6 +202,6 @@ int quantize_fixed(const Options *o, const Model *m, const TokenShard *calib, do
   OutputInfo info = {
       .output = o->output, .report = o->report, .average_bits = o->bits, .predicted_peak = predicted, .t_load = MPI_Wtime() - t_start};
   int rc = quantize_output(o, &p, m, calib, NULL, &info, err, NULL, t_start, comm);
-  free(err);
+  aptq_free(err);
   return rc;
 }

@@ -44,10 +44,10 @@ int rowdeal_units(RowDeal *d, int units, MPI_Comm comm) {
 }
 
 void rowdeal_free(RowDeal *d) {
-  free(d->all_first);
-  free(d->all_count);
-  free(d->cnt);
-  free(d->dsp);
+  aptq_free(d->all_first);
+  aptq_free(d->all_count);
+  aptq_free(d->cnt);
+  aptq_free(d->dsp);
   d->all_first = d->all_count = d->cnt = d->dsp = NULL;
 }
 

@@ -24,7 +24,7 @@ static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, c
     rc = solve_write_rows(qw, p, name, rows, cols, r0, n, &s, g_idx);
   }
   slab_free(&s);
-  free(g_idx);
+  aptq_free(g_idx);
   return rc;
 }
 

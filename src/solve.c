@@ -26,12 +26,12 @@ int slab_alloc(Slab *s, size_t n, int cols, int ngroups, int with_q, size_t nlos
 }
 
 void slab_free(Slab *s) {
-  free(s->W);
-  free(s->Q);
-  free(s->codes);
-  free(s->scales);
-  free(s->zeros);
-  free(s->loss);
+  aptq_free(s->W);
+  aptq_free(s->Q);
+  aptq_free(s->codes);
+  aptq_free(s->scales);
+  aptq_free(s->zeros);
+  aptq_free(s->loss);
   *s = (Slab){0};
 }
 
@@ -44,7 +44,7 @@ int solve_write_rows(QFileWriter *qw, const GptqParams *p, const char *name, int
   for (int i = 0; i < n; i++) quant_pack_row(s->codes + (size_t)i * cols, cols, p->bits, packed + (size_t)i * wpr);
   QLayerSlab slab = {name, rows, cols, p->bits, p->group_size, p->sym, r0, r0 + n, packed, s->scales, s->zeros, g_idx};
   int rc = qfile_write_layer(qw, &slab);
-  free(packed);
+  aptq_free(packed);
   return rc;
 }
 
@@ -224,8 +224,8 @@ static int kron_alloc(KronSolve *ks, const GptqParams *p, const KronHessian *h, 
 static void kron_free(KronSolve *ks) {
   rowdeal_free(&ks->deal);
   slab_free(&ks->s);
-  free(ks->Uo);
-  free(ks->g_idx);
+  aptq_free(ks->Uo);
+  aptq_free(ks->g_idx);
 }
 
 int solve_kron(QFileWriter *qw, const GptqParams *p, const KronHessian *h, const char *name, float *W, LayerError *e, MPI_Comm comm) {

@@ -36,13 +36,13 @@ static int sweep_alloc(Sweep *s, const Model *m) {
 }
 
 static void sweep_free(Sweep *s) {
-  free(s->params);
-  free(s->bits);
-  free(s->sens);
-  free(s->sens_err);
-  free(s->rtn_err);
-  free(s->err);
-  free(s->measured);
+  aptq_free(s->params);
+  aptq_free(s->bits);
+  aptq_free(s->sens);
+  aptq_free(s->sens_err);
+  aptq_free(s->rtn_err);
+  aptq_free(s->err);
+  aptq_free(s->measured);
 }
 
 /* The pass with every layer at 4 bits whose layer Hessians' traces are the
