@@ -96,9 +96,9 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
     head_forward(c, &head, x + (size_t)i * T * D, tok.ids + (size_t)i * T, T, &nll_local[i], logits ? logits + (size_t)i * T * V : NULL);
   double t_forward = MPI_Wtime();
 
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) shard_range(o->nseq, size, r, &displs[r], &counts[r]);
-  MPI_Allgatherv(nll_local, tok.count, MPI_DOUBLE, nll, counts, displs, MPI_DOUBLE, comm);
+  ShardLayout lay;
+  CHECK(aptq_agree(comm, shard_layout_alloc(&lay, o->nseq, size, 1)));
+  MPI_Allgatherv(nll_local, tok.count, MPI_DOUBLE, nll, lay.counts, lay.displs, MPI_DOUBLE, comm);
   double total = 0.0;
   for (int i = 0; i < o->nseq; i++) total += nll[i];
   long long predicted = (long long)o->nseq * (T - 1);
@@ -143,8 +143,7 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   if (!rrc) rrc = report_close(&rep);
   rc = aptq_agree(comm, rc || rrc);
 
-  free(counts);
-  free(displs);
+  shard_layout_free(&lay);
   free(logits);
   free(nll);
   free(nll_local);

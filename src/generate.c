@@ -75,13 +75,9 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   }
   CHECK(aptq_agree(comm, rc));
   uint32_t *all = rank == 0 ? aptq_malloc(sizeof(uint32_t) * (size_t)o->nseq * T, "tokens") : NULL;
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) {
-    shard_range(o->nseq, size, r, &displs[r], &counts[r]);
-    counts[r] *= T;
-    displs[r] *= T;
-  }
-  MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, counts, displs, MPI_UINT32_T, 0, comm);
+  ShardLayout lay;
+  CHECK(aptq_agree(comm, (rank == 0 && !all) || shard_layout_alloc(&lay, o->nseq, size, T)));
+  MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, lay.counts, lay.displs, MPI_UINT32_T, 0, comm);
   if (rank == 0) {
     char tmp[OPT_PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.partial", o->output);
@@ -99,8 +95,7 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   }
   rc = aptq_agree(comm, rc);
   free(all);
-  free(counts);
-  free(displs);
+  shard_layout_free(&lay);
   free(ids);
   free(logits);
   free(x);

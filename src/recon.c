@@ -95,13 +95,9 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
       sum[BLK_NORM] = sqdiff(xi, xb, TD);
     }
   }
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) {
-    shard_range(o->nseq, size, r, &displs[r], &counts[r]);
-    counts[r] *= L * NSUM;
-    displs[r] *= L * NSUM;
-  }
-  MPI_Allgatherv(sums, tok.count * L * NSUM, MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm);
+  ShardLayout lay;
+  CHECK(aptq_agree(comm, shard_layout_alloc(&lay, o->nseq, size, L * NSUM)));
+  MPI_Allgatherv(sums, tok.count * L * NSUM, MPI_DOUBLE, all, lay.counts, lay.displs, MPI_DOUBLE, comm);
   double *blk = aptq_calloc((size_t)L * NSUM, sizeof(double), "block sums"), tot[NSUM] = {0};
   CHECK(aptq_agree(comm, !blk));
   for (int i = 0; i < o->nseq; i++)
@@ -151,8 +147,7 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
   if (!rrc) rrc = report_close(&rep);
   rc = aptq_agree(comm, rrc);
 
-  free(counts);
-  free(displs);
+  shard_layout_free(&lay);
   free(blk);
   free(all);
   free(sums);

@@ -15,6 +15,27 @@ void shard_range(int n, int size, int rank, int *first, int *count) {
   *count = (int)(b - a);
 }
 
+int shard_layout_alloc(ShardLayout *l, int n, int size, int unit) {
+  l->counts = aptq_malloc(sizeof(int) * (size_t)size, "gather counts");
+  l->displs = aptq_malloc(sizeof(int) * (size_t)size, "gather offsets");
+  if (!l->counts || !l->displs) {
+    shard_layout_free(l);
+    return APTQ_ERR;
+  }
+  for (int r = 0; r < size; r++) {
+    shard_range(n, size, r, &l->displs[r], &l->counts[r]);
+    l->counts[r] *= unit;
+    l->displs[r] *= unit;
+  }
+  return 0;
+}
+
+void shard_layout_free(ShardLayout *l) {
+  free(l->counts);
+  free(l->displs);
+  l->counts = l->displs = NULL;
+}
+
 static int load(const char *path, const char *what, int seqlen, int nseq, int vocab, int rank, int size, TokenShard *t) {
   struct stat st;
   if (stat(path, &st) != 0)
