@@ -125,12 +125,13 @@ void qhessian_set_output(QHessian *q, const float *Wo) {
   }
 }
 
-/* M ← R_tᵀ M R_t for the RoPE rotation of position t (pairs as in forward.c) */
+/* M ← R_tᵀ M R_t for the RoPE rotation of position t (forward.h's rope_pair) */
 static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, double *M) {
   int dh = c->head_dim, half = dh / 2;
   const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
   for (int i = 0; i < half; i++) {
-    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    int a, b;
+    rope_pair(c, i, &a, &b);
     double co = cs[i], si = sn[i];
     for (int r = 0; r < dh; r++) { /* columns: M R */
       double x = M[r * dh + a], y = M[r * dh + b];

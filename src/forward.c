@@ -95,8 +95,8 @@ static void rope(const ModelConfig *c, const BlockScratch *s, float *m, int nhea
     for (int h = 0; h < nheads; h++) {
       float *v = m + (size_t)p * ld + h * hd;
       for (int i = 0; i < half; i++) {
-        /* HF rotate_half pairs (i, i+hd/2); llama2.c pairs (2i, 2i+1) */
-        int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+        int a, b;
+        rope_pair(c, i, &a, &b);
         float x0 = v[a], x1 = v[b];
         v[a] = x0 * cs[i] - x1 * sn[i];
         v[b] = x0 * sn[i] + x1 * cs[i];

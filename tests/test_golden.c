@@ -21,11 +21,12 @@
 
 static double rel(double a, double b) { return fabs(a - b) / fabs(b); }
 
-/* u ← R_t u, the RoPE rotation of position t (pairs as in forward.c) */
+/* u ← R_t u, the RoPE rotation of position t (forward.h's rope_pair) */
 static void rotate_vec(const ModelConfig *c, const BlockScratch *s, int t, double *u) {
   int half = c->head_dim / 2;
   for (int i = 0; i < half; i++) {
-    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    int a, b;
+    rope_pair(c, i, &a, &b);
     double co = s->cos[(size_t)t * half + i], si = s->sin[(size_t)t * half + i], x = u[a], y = u[b];
     u[a] = x * co - y * si;
     u[b] = x * si + y * co;
