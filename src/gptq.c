@@ -15,20 +15,8 @@ void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym,
   const float maxshrink = 0.8f, norm = 2.4f;
   int32_t maxq = (1 << bits) - 1;
   quant_find_params(w, n, stride, bits, sym, scale, zero);
-  float xmin = 0.0f, xmax = 0.0f;
-  for (int i = 0; i < n; i++) {
-    float v = w[(int64_t)i * stride];
-    xmin = v < xmin ? v : xmin;
-    xmax = v > xmax ? v : xmax;
-  }
-  if (sym) {
-    xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
-    if (xmin < 0.0f) xmin = -xmax;
-  }
-  if (xmin == 0.0f && xmax == 0.0f) {
-    xmin = -1.0f;
-    xmax = 1.0f;
-  }
+  float xmin, xmax;
+  quant_range(w, n, stride, sym, &xmin, &xmax);
   float best = INFINITY;
   for (int i = 0; i < (int)(maxshrink * grid); i++) {
     float p = (float)(1.0 - (double)i / grid); /* torch: the Python float 1 - i/grid, rounded to float32 */

@@ -18,16 +18,11 @@
 #include "model.h"
 #include "outpath.h"
 #include "qfile.h"
+#include "quant.h"
 #include "report.h"
 #include "tokens.h"
 
 enum { ATT_ERR, ATT_NORM, BLK_ERR, BLK_NORM, NSUM };
-
-static double sqdiff(const float *a, const float *b, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-  return s;
-}
 
 int cmd_recon(const Options *o, MPI_Comm comm) {
   int rank, size;
@@ -84,15 +79,14 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
       memcpy(xa, xi, sizeof(float) * TD);
       block_forward_until(c, &wq, &s, xa, STOP_O_INPUT);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, wq.w[LIN_O], qd, 0.0f, oq, D);
-      sum[ATT_ERR] = sqdiff(oq, ofp, TD);
-      for (size_t j = 0; j < TD; j++) sum[ATT_NORM] += (double)ofp[j] * ofp[j];
+      quant_error_norm(ofp, oq, TD, &sum[ATT_ERR], &sum[ATT_NORM]);
       /* whole block: quantized from the same input, then the FP stream advances */
       memcpy(xa, xi, sizeof(float) * TD);
       memcpy(xb, xi, sizeof(float) * TD);
       block_forward(c, &wq, &s, xa);
       block_forward(c, &w, &s, xi);
-      sum[BLK_ERR] = sqdiff(xa, xi, TD);
-      sum[BLK_NORM] = sqdiff(xi, xb, TD);
+      quant_error_norm(xi, xa, TD, &sum[BLK_ERR], NULL);
+      quant_error_norm(xi, xb, TD, &sum[BLK_NORM], NULL); /* the block's update */
     }
   }
   ShardLayout lay;
