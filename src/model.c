@@ -31,10 +31,10 @@ static int read_file(const char *path, char **out, size_t *len) {
     return aptq_error("'%s' is too large for a JSON file", path);
   }
   rewind(f);
-  char *buf = malloc((size_t)n + 1);
+  char *buf = aptq_malloc((size_t)n + 1, "JSON file");
   if (!buf) {
     fclose(f);
-    return aptq_error("out of memory reading '%s'", path);
+    return APTQ_ERR;
   }
   if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
     fclose(f);
@@ -177,13 +177,12 @@ static int bind(Model *m, const char *name, int64_t rows, int64_t cols, TensorRe
   return aptq_error("%s: required tensor '%s' is missing from the checkpoint", m->source, name);
 }
 
-static int alloc_layers(Model *m) {
+int model_alloc_layers(Model *m) {
   int L = m->cfg.n_layers;
-  m->attn_norm = calloc((size_t)L, sizeof *m->attn_norm);
-  m->ffn_norm = calloc((size_t)L, sizeof *m->ffn_norm);
-  m->linear = calloc((size_t)L, sizeof *m->linear);
-  if (!m->attn_norm || !m->ffn_norm || !m->linear) return aptq_error("out of memory for the tensor table");
-  return 0;
+  m->attn_norm = aptq_calloc((size_t)L, sizeof *m->attn_norm, "the tensor table");
+  m->ffn_norm = aptq_calloc((size_t)L, sizeof *m->ffn_norm, "the tensor table");
+  m->linear = aptq_calloc((size_t)L, sizeof *m->linear, "the tensor table");
+  return m->attn_norm && m->ffn_norm && m->linear ? 0 : APTQ_ERR;
 }
 
 static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t *cols) {
@@ -217,7 +216,7 @@ static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t 
 static int bind_all(Model *m) {
   const ModelConfig *c = &m->cfg;
   char name[ST_NAME_MAX];
-  CHECK(alloc_layers(m));
+  CHECK(model_alloc_layers(m));
   CHECK(bind(m, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->embed));
   CHECK(bind(m, "model.norm.weight", 1, c->dim, &m->final_norm));
   if (c->tied_embeddings) m->lm_head = m->embed;
@@ -256,10 +255,10 @@ static int open_hf(const char *dir, Model *m) {
       return aptq_error("%s: no weight_map object", path);
     }
     /* unique shard names, in order of first appearance */
-    char **names = calloc((size_t)map->count, sizeof *names);
+    char **names = aptq_calloc((size_t)map->count, sizeof *names, "shard names");
     if (!names) {
       json_free(root);
-      return aptq_error("out of memory");
+      return APTQ_ERR;
     }
     int n = 0;
     for (int i = 0; i < map->count && !rc; i++) {
@@ -272,8 +271,8 @@ static int open_hf(const char *dir, Model *m) {
       for (int k = 0; k < n; k++) seen |= !strcmp(names[k], v->string);
       if (!seen) names[n++] = v->string;
     }
-    m->files = calloc((size_t)n + 1, sizeof *m->files);
-    if (!rc && !m->files) rc = aptq_error("out of memory");
+    if (!rc) m->files = aptq_calloc((size_t)n + 1, sizeof *m->files, "shard files");
+    if (!rc && !m->files) rc = APTQ_ERR;
     for (int k = 0; k < n && !rc; k++) {
       snprintf(path, sizeof path, "%s/%s", dir, names[k]);
       rc = st_open(path, &m->files[k]);
@@ -294,8 +293,8 @@ static int open_hf(const char *dir, Model *m) {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (access(path, F_OK) != 0)
       return aptq_error("%s: no model.safetensors.index.json and no model.safetensors; not a Hugging Face checkpoint directory", dir);
-    m->files = calloc(1, sizeof *m->files);
-    if (!m->files) return aptq_error("out of memory");
+    m->files = aptq_calloc(1, sizeof *m->files, "shard files");
+    if (!m->files) return APTQ_ERR;
     CHECK(st_open(path, &m->files[0]));
     m->nfiles = 1;
   }
@@ -348,7 +347,7 @@ static int open_llama2c(const char *path, Model *m) {
   if ((int64_t)m->map_size != 28 + 4 * floats)
     return aptq_error("%s: file is %zu bytes but its header implies %lld; truncated or not a llama2.c checkpoint", path, m->map_size,
                       (long long)(28 + 4 * floats));
-  CHECK(alloc_layers(m));
+  CHECK(model_alloc_layers(m));
   const uint8_t *p = m->map + 28;
 #define TAKE(ref, nm, r, cc)                          \
   do {                                                \
@@ -458,7 +457,7 @@ void model_config_json(const ModelConfig *c, char *buf, int size) {
 /* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */
 static int tensor_list(const Model *m, const TensorRef ***out) {
   int L = m->cfg.n_layers, n = 0;
-  const TensorRef **list = malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)));
+  const TensorRef **list = aptq_malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)), "tensor list");
   if (!list) return -1;
   list[n++] = &m->embed;
   for (int l = 0; l < L; l++) {
@@ -478,11 +477,11 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
   MPI_Comm_size(comm, &size);
   const TensorRef **list;
   int n = tensor_list(m, &list);
-  if (n < 0) return aptq_agree(comm, aptq_error("out of memory"));
-  uint8_t *digests = calloc((size_t)n, 32);
-  int rc = digests ? 0 : aptq_error("out of memory");
+  if (n < 0) return aptq_agree(comm, APTQ_ERR);
+  uint8_t *digests = aptq_calloc((size_t)n, 32, "tensor digests");
+  int rc = digests ? 0 : APTQ_ERR;
   float *buf = NULL;
-  size_t buf_rows = 0;
+  size_t buf_size = 0; /* floats */
   for (int i = rank; i < n && !rc; i += size) {
     const TensorRef *t = list[i];
     /* the hash is over the stored bytes; the conversion checks finiteness */
@@ -491,12 +490,13 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
     sha256_update(&s, t->data, (size_t)(t->rows * t->cols) * dtype_size(t->dtype));
     sha256_final(&s, digests + 32 * i);
     int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1;
-    if ((size_t)chunk > buf_rows) {
+    size_t need = (size_t)(chunk * t->cols);
+    if (need > buf_size) { /* by elements: fewer, longer rows may need more */
       free(buf);
-      buf = malloc((size_t)(chunk * t->cols) * sizeof *buf);
-      buf_rows = (size_t)chunk;
+      buf = aptq_malloc(need * sizeof *buf, "tensor rows");
+      buf_size = buf ? need : 0;
       if (!buf) {
-        rc = aptq_error("out of memory");
+        rc = APTQ_ERR;
         break;
       }
     }
