@@ -79,13 +79,13 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   while ((cap / scale + 1) * (long long)n > 100000000LL) scale *= 2;
   cap /= scale;
   size_t W = (size_t)cap + 1;
-  double *best = malloc(sizeof(double) * W), *next = malloc(sizeof(double) * W);
-  uint8_t *choice = malloc((size_t)n * W);
+  double *best = aptq_malloc(sizeof(double) * W, "knapsack costs"), *next = aptq_malloc(sizeof(double) * W, "knapsack costs");
+  uint8_t *choice = aptq_malloc((size_t)n * W, "knapsack table");
   if (!best || !next || !choice) {
     free(best);
     free(next);
     free(choice);
-    return aptq_error("out of memory for the knapsack table (%d layers x %lld units)", n, cap + 1);
+    return APTQ_ERR;
   }
   for (size_t w = 0; w < W; w++) best[w] = 0.0; /* no layers: cost 0 at any capacity */
   for (int i = 0; i < n; i++) {

@@ -85,8 +85,8 @@ static int cmp_offset(const void *a, const void *b) {
 static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, size_t data_size) {
   const char *path = f->path;
   if (root->type != JSON_OBJECT) return aptq_error("%s: safetensors header is not a JSON object", path);
-  f->tensors = calloc((size_t)root->count + 1, sizeof *f->tensors);
-  if (!f->tensors) return aptq_error("%s: out of memory for the tensor table", path);
+  f->tensors = aptq_calloc((size_t)root->count + 1, sizeof *f->tensors, "the tensor table");
+  if (!f->tensors) return APTQ_ERR;
   for (int i = 0; i < root->count; i++) {
     const char *name = root->keys[i];
     const JsonValue *v = &root->items[i];
@@ -134,8 +134,8 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
     f->ntensors++;
   }
   /* offsets must not overlap */
-  StTensor **order = malloc(((size_t)f->ntensors + 1) * sizeof *order);
-  if (!order) return aptq_error("%s: out of memory", path);
+  StTensor **order = aptq_malloc(((size_t)f->ntensors + 1) * sizeof *order, "tensor order");
+  if (!order) return APTQ_ERR;
   for (int i = 0; i < f->ntensors; i++) order[i] = &f->tensors[i];
   qsort(order, (size_t)f->ntensors, sizeof *order, cmp_offset);
   for (int i = 1; i < f->ntensors; i++) {
@@ -216,8 +216,8 @@ const StTensor *st_find(const StFile *f, const char *name) {
 int st_write(const char *path, const StWriteTensor *tensors, int n) {
   /* header first: offsets are known from the shapes */
   size_t cap = 256 + (size_t)n * 512, len = 0, offset = 0;
-  char *header = malloc(cap);
-  if (!header) return aptq_error("out of memory writing '%s'", path);
+  char *header = aptq_malloc(cap, "safetensors header");
+  if (!header) return APTQ_ERR;
   len += (size_t)snprintf(header + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
   for (int i = 0; i < n; i++) {
     size_t numel = 1;

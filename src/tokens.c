@@ -54,10 +54,10 @@ static int load(const char *path, const char *what, int seqlen, int nseq, int vo
   FILE *f = fopen(path, "rb");
   if (!f) return aptq_error("cannot open %s file '%s': %s", what, path, strerror(errno));
   /* every rank reads and hashes all used tokens: they are small next to the model, and the checks agree everywhere */
-  uint8_t *all = malloc((size_t)need * 4);
+  uint8_t *all = aptq_malloc((size_t)need * 4, "token file");
   if (!all) {
     fclose(f);
-    return aptq_error("out of memory reading %s tokens", what);
+    return APTQ_ERR;
   }
   size_t got = fread(all, 4, (size_t)need, f);
   fclose(f);
@@ -75,10 +75,10 @@ static int load(const char *path, const char *what, int seqlen, int nseq, int vo
           path, (long long)i, id, vocab);
     }
   }
-  t->ids = malloc((size_t)t->count * (size_t)seqlen * sizeof *t->ids + 1);
+  t->ids = aptq_malloc((size_t)t->count * (size_t)seqlen * sizeof *t->ids + 1, "token sequences");
   if (!t->ids) {
     free(all);
-    return aptq_error("out of memory for %s tokens", what);
+    return APTQ_ERR;
   }
   for (int64_t i = 0; i < (int64_t)t->count * seqlen; i++) {
     const uint8_t *b = all + 4 * ((int64_t)t->first * seqlen + i);
