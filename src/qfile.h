@@ -31,6 +31,18 @@ typedef struct {
   const int32_t *g_idx;    /* cols; only rank 0's copy is written */
 } QLayerSlab;
 
+/* A row slab's stored form, for n rows of cols columns at `bits` bits in
+ * groups of group_size: qweight n × words per row, scales and zeros
+ * n × groups, g_idx cols (a QLayerSlab's arrays). */
+typedef struct {
+  uint32_t *qweight;
+  float *scales;
+  int32_t *zeros, *g_idx;
+} QLayerBuffers;
+/* 0, or APTQ_ERR (out of memory, recorded; free anyway). Local. */
+int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size);
+void qlayer_buffers_free(QLayerBuffers *b);
+
 /* Collective. Checks nothing about the final path: callers check first. */
 int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
 int qfile_write_layer(QFileWriter *w, const QLayerSlab *s);
