@@ -389,7 +389,10 @@ static void local_rows(const Grid *g, const float *A, int d, int trtri, int r0, 
 }
 
 /* float64 → float32 in place (element k moves from byte 8k to 4k, so an
- * ascending pass never overwrites what it has yet to read), then shrunk. */
+ * ascending pass never overwrites what it has yet to read), then shrunk.
+ * The one raw realloc: it only gives memory back, and if it cannot, the
+ * buffer stays as it is (a fresh float32 copy would need half as much
+ * again at the peak). */
 static float *to_float_in_place(double *A, size_t n) {
   char *b = (char *)A;
   for (size_t k = 0; k < n; k++) {
