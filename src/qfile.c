@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "forward.h"
 #include "quant.h"
 #include "tokens.h"
 
@@ -353,6 +354,25 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
   free(codes);
   H5Gclose(g);
   return rc;
+}
+
+int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm comm) {
+  int rc = qfile_open(r, path, comm);
+  if (!rc && strcmp(r->model_fingerprint, m->fingerprint))
+    rc =
+        aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
+                   path, r->model_fingerprint, m->fingerprint);
+  return aptq_agree(comm, rc);
+}
+
+int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w) {
+  CHECK(block_weights_load(m, l, w));
+  for (int k = 0; r->file >= 0 && k < LIN_COUNT; k++) {
+    char name[256];
+    linear_layer_name(l, k, name, sizeof name);
+    CHECK(qfile_read_linear(r, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols, w->w[k]));
+  }
+  return 0;
 }
 
 void qfile_close(QFileReader *r) {
