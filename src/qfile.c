@@ -154,31 +154,34 @@ static int in_group(QFileWriter *w, const char *group, hid_t *g) {
   return *g < 0 ? h5fail("open a group", w->tmp) : 0;
 }
 
-int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value) {
+/* An attribute value for put_int, put_double or put_string. */
+typedef struct {
+  char type; /* 'i', 'd' or 's' */
+  int i;
+  double d;
+  const char *s;
+} AttrValue;
+
+/* Attribute NAME of GROUP (created if need be), in w and in its tee. */
+static int write_attr(QFileWriter *w, const char *group, const char *name, const AttrValue *v) {
   hid_t g;
   CHECK(in_group(w, group, &g));
-  int rc = put_double(g, name, value);
+  int rc = v->type == 'i' ? put_int(g, name, v->i) : v->type == 'd' ? put_double(g, name, v->d) : put_string(g, name, v->s);
   H5Gclose(g);
   if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_double(w->tee, group, name, value) : 0;
+  return w->tee ? write_attr(w->tee, group, name, v) : 0;
+}
+
+int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value) {
+  return write_attr(w, group, name, &(AttrValue){.type = 'd', .d = value});
 }
 
 int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value) {
-  hid_t g;
-  CHECK(in_group(w, group, &g));
-  int rc = put_int(g, name, value);
-  H5Gclose(g);
-  if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_int(w->tee, group, name, value) : 0;
+  return write_attr(w, group, name, &(AttrValue){.type = 'i', .i = value});
 }
 
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value) {
-  hid_t g;
-  CHECK(in_group(w, group, &g));
-  int rc = put_string(g, name, value);
-  H5Gclose(g);
-  if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_string(w->tee, group, name, value) : 0;
+  return write_attr(w, group, name, &(AttrValue){.type = 's', .s = value});
 }
 
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method) {
