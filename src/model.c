@@ -301,6 +301,37 @@ static int open_hf(const char *dir, Model *m) {
   return bind_all(m);
 }
 
+/* The next float32 tensor, rows × cols, at *p of a llama2.c file. */
+static void take(TensorRef *ref, const char *name, int64_t rows, int64_t cols, const uint8_t **p) {
+  snprintf(ref->name, sizeof ref->name, "%s", name);
+  ref->dtype = DT_F32;
+  ref->rows = rows;
+  ref->cols = cols;
+  ref->data = *p;
+  *p += 4 * rows * cols;
+}
+
+/* Every layer's norm weight `which` (input_layernorm, post_attention_layernorm). */
+static void take_norms(Model *m, TensorRef *norms, const char *which, const uint8_t **p) {
+  char name[ST_NAME_MAX];
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, which);
+    take(&norms[l], name, 1, m->cfg.dim, p);
+  }
+}
+
+/* Every layer's projections of the n kinds, kind after kind. */
+static void take_linears(Model *m, const int *kinds, int n, const uint8_t **p) {
+  char name[ST_NAME_MAX];
+  for (int k = 0; k < n; k++)
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      int64_t rows, cols;
+      linear_shape(&m->cfg, kinds[k], &rows, &cols);
+      snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[kinds[k]]);
+      take(&m->linear[l][kinds[k]], name, rows, cols, p);
+    }
+}
+
 /* llama2.c checkpoint: 7 int32 then float32 tensors in a fixed order. */
 static int open_llama2c(const char *path, Model *m) {
   int fd = open(path, O_RDONLY);
@@ -349,46 +380,16 @@ static int open_llama2c(const char *path, Model *m) {
                       (long long)(28 + 4 * floats));
   CHECK(model_alloc_layers(m));
   const uint8_t *p = m->map + 28;
-#define TAKE(ref, nm, r, cc)                          \
-  do {                                                \
-    snprintf((ref).name, sizeof(ref).name, "%s", nm); \
-    (ref).dtype = DT_F32;                             \
-    (ref).rows = (r);                                 \
-    (ref).cols = (cc);                                \
-    (ref).data = p;                                   \
-    p += 4 * (r) * (cc);                              \
-  } while (0)
-  char nm[ST_NAME_MAX];
-  TAKE(m->embed, "model.embed_tokens.weight", V, D);
-  for (int l = 0; l < L; l++) {
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
-    TAKE(m->attn_norm[l], nm, 1, D);
-  }
-  static const int order[4] = {LIN_Q, LIN_K, LIN_V, LIN_O};
-  for (int k = 0; k < 4; k++)
-    for (int l = 0; l < L; l++) {
-      int64_t rows, cols;
-      linear_shape(c, order[k], &rows, &cols);
-      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[order[k]]);
-      TAKE(m->linear[l][order[k]], nm, rows, cols);
-    }
-  for (int l = 0; l < L; l++) {
-    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
-    TAKE(m->ffn_norm[l], nm, 1, D);
-  }
-  static const int mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
-  for (int k = 0; k < 3; k++)
-    for (int l = 0; l < L; l++) {
-      int64_t rows, cols;
-      linear_shape(c, mlp[k], &rows, &cols);
-      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[mlp[k]]);
-      TAKE(m->linear[l][mlp[k]], nm, rows, cols);
-    }
-  TAKE(m->final_norm, "model.norm.weight", 1, D);
+  static const int attn[4] = {LIN_Q, LIN_K, LIN_V, LIN_O}, mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
+  take(&m->embed, "model.embed_tokens.weight", V, D, &p);
+  take_norms(m, m->attn_norm, "input_layernorm", &p);
+  take_linears(m, attn, 4, &p);
+  take_norms(m, m->ffn_norm, "post_attention_layernorm", &p);
+  take_linears(m, mlp, 3, &p);
+  take(&m->final_norm, "model.norm.weight", 1, D, &p);
   p += 4 * (int64_t)c->max_seq_len * c->head_dim; /* freq_cis_real, freq_cis_imag: recomputed */
   if (c->tied_embeddings) m->lm_head = m->embed;
-  else TAKE(m->lm_head, "lm_head.weight", V, D);
-#undef TAKE
+  else take(&m->lm_head, "lm_head.weight", V, D, &p);
   return 0;
 }
 
