@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "attn_hessian.h"
 #include "error.h"
 #include "forward.h"
@@ -41,7 +42,7 @@ static void rotate_vec(const ModelConfig *c, const BlockScratch *s, int t, doubl
  * quadratic form. s holds the forward's q, k, v, z. */
 static double lin_attn(const ModelConfig *c, BlockScratch *s, const float *X, const float *dW, const float *Wo, int is_k, double *dout) {
   int T = s->T, D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh, hpg = c->n_heads / c->n_kv_heads;
-  double *U = malloc(sizeof(double) * T * dh), *dz = malloc(sizeof(double) * dh), total = 0;
+  double *U = TEST_MALLOC(sizeof(double) * T * dh), *dz = TEST_MALLOC(sizeof(double) * dh), total = 0;
   memset(dout, 0, sizeof(double) * (size_t)T * D);
   for (int j = 0; j < T; j++) { /* U_j = R_j ΔW x_j, post-RoPE */
     for (int a = 0; a < dh; a++) {
@@ -96,9 +97,9 @@ static void fd_check(const Model *m, const BlockWeights *w, BlockWeights *wp, Bl
   const ModelConfig *c = &m->cfg;
   int T = s->T, D = c->dim, kvd = c->n_kv_heads * c->head_dim, qd = c->n_heads * c->head_dim, dh = c->head_dim, lin = is_k ? LIN_K : LIN_Q;
   size_t nw = (size_t)(is_k ? kvd : qd) * D;
-  float *x = malloc(sizeof(float) * T * D), *op = malloc(sizeof(float) * T * D), *om = malloc(sizeof(float) * T * D);
-  float *X = malloc(sizeof(float) * T * D);
-  double *dout = malloc(sizeof(double) * T * D);
+  float *x = TEST_MALLOC(sizeof(float) * T * D), *op = TEST_MALLOC(sizeof(float) * T * D), *om = TEST_MALLOC(sizeof(float) * T * D);
+  float *X = TEST_MALLOC(sizeof(float) * T * D);
+  double *dout = TEST_MALLOC(sizeof(double) * T * D);
   embed_tokens(m, ids, T, x);
   block_forward_until(c, w, s, x, STOP_O_INPUT);
   memcpy(X, s->xn, sizeof(float) * T * D);
@@ -158,14 +159,14 @@ int main(int argc, char **argv) {
   for (int i = 0; i < kvd * D; i++) wv_rms += (double)w.w[LIN_V][i] * w.w[LIN_V][i];
   wo_rms = sqrt(wo_rms / (D * qd));
   wv_rms = sqrt(wv_rms / (kvd * D));
-  float *dO = malloc(sizeof(float) * D * qd), *dV = malloc(sizeof(float) * kvd * D);
+  float *dO = TEST_MALLOC(sizeof(float) * D * qd), *dV = TEST_MALLOC(sizeof(float) * kvd * D);
   for (int i = 0; i < D * qd; i++) dO[i] = (float)(wo_rms * rng_normal(&rng));
   for (int i = 0; i < kvd * D; i++) dV[i] = (float)(wv_rms * rng_normal(&rng));
   for (int i = 0; i < kvd * D; i++) wp.w[LIN_V][i] += dV[i];
 
-  float *x = malloc(sizeof(float) * T * D), *o = malloc(sizeof(float) * T * D), *o2 = malloc(sizeof(float) * T * D);
-  float *z = malloc(sizeof(float) * T * qd), *X = malloc(sizeof(float) * T * D), *dz = malloc(sizeof(float) * T * dh);
-  float *dov = malloc(sizeof(float) * T * D);
+  float *x = TEST_MALLOC(sizeof(float) * T * D), *o = TEST_MALLOC(sizeof(float) * T * D), *o2 = TEST_MALLOC(sizeof(float) * T * D);
+  float *z = TEST_MALLOC(sizeof(float) * T * qd), *X = TEST_MALLOC(sizeof(float) * T * D), *dz = TEST_MALLOC(sizeof(float) * T * dh);
+  float *dov = TEST_MALLOC(sizeof(float) * T * D);
   Hessian Hz;
   VHessian Hv;
   if (hessian_init(&Hz, qd) || vhessian_init(&Hv, c, T)) return 1;
@@ -218,7 +219,7 @@ int main(int argc, char **argv) {
   for (int g = 0; g < Hv.groups; g++) {
     const float *Dg = dV + (size_t)g * dh * D;
     const double *Hin = Hv.in[g].sum, *Hout = Hv.out + (size_t)g * dh * dh;
-    double *DH = calloc((size_t)dh * D, sizeof(double)); /* Δ_g H_in */
+    double *DH = TEST_CALLOC((size_t)dh * D, sizeof(double)); /* Δ_g H_in */
     for (int a = 0; a < dh; a++)
       for (int k = 0; k < D; k++) {
         double acc = 0;
@@ -237,8 +238,8 @@ int main(int argc, char **argv) {
   QHessian Hq;
   if (qhessian_init(&Hq, c, T)) return 1;
   qhessian_set_output(&Hq, w.w[LIN_O]);
-  double *uu = calloc((size_t)dh * dh, sizeof(double));
-  float *dQ = malloc(sizeof(float) * dh * D);
+  double *uu = TEST_CALLOC((size_t)dh * dh, sizeof(double));
+  float *dQ = TEST_MALLOC(sizeof(float) * dh * D);
   double wq_rms = 0;
   for (int i = 0; i < dh * D; i++) wq_rms += (double)w.w[LIN_Q][i] * w.w[LIN_Q][i];
   wq_rms = sqrt(wq_rms / (dh * D));
@@ -246,7 +247,7 @@ int main(int argc, char **argv) {
   QDiag qd0 = {dQ, 0, 0, 0, uu};
   const double eps[2] = {1e-2, 5e-3};
   double e_q[2] = {0, 0}, q_lin = 0;
-  double *dout = malloc(sizeof(double) * T * D);
+  double *dout = TEST_MALLOC(sizeof(double) * T * D);
   for (int i = 0; i < nseq; i++) {
     const uint32_t *ids = tok.ids + (size_t)i * T;
     embed_tokens(&m, ids, T, x);
@@ -276,13 +277,13 @@ int main(int argc, char **argv) {
   KHessian Hk;
   if (khessian_init(&Hk, c, T, 1)) return 1;
   khessian_set_output(&Hk, w.w[LIN_O]);
-  float *dK = malloc(sizeof(float) * dh * D);
+  float *dK = TEST_MALLOC(sizeof(float) * dh * D);
   double wk_rms = 0;
   for (int i = 0; i < dh * D; i++) wk_rms += (double)w.w[LIN_K][i] * w.w[LIN_K][i];
   wk_rms = sqrt(wk_rms / (dh * D));
   for (int i = 0; i < dh * D; i++) dK[i] = (float)(wk_rms * rng_normal(&rng));
-  double *wg = malloc(sizeof(double) * T * c->n_kv_heads), k_gn = 0, k_rs = 0, e_k[2] = {0, 0};
-  double *uuk = calloc((size_t)dh * dh, sizeof(double));
+  double *wg = TEST_MALLOC(sizeof(double) * T * c->n_kv_heads), k_gn = 0, k_rs = 0, e_k[2] = {0, 0};
+  double *uuk = TEST_CALLOC((size_t)dh * dh, sizeof(double));
   for (int i = 0; i < nseq; i++) {
     const uint32_t *ids = tok.ids + (size_t)i * T;
     embed_tokens(&m, ids, T, x);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "expect.h"
 #include "hessian.h"
@@ -25,7 +26,7 @@ static void check_sum(int d, int n, int calls, const char *what) {
     EXPECT(0, "%s: init: %s", what, aptq_error_message());
     return;
   }
-  float *X = malloc(sizeof(float) * (size_t)n * d * calls);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)n * d * calls);
   Rng r = {(uint64_t)d};
   for (size_t i = 0; i < (size_t)n * d * calls; i++) X[i] = (float)rng_normal(&r);
   for (int c = 0; c < calls; c++) hessian_add(&h, X + (size_t)c * n * d, n);
@@ -70,7 +71,7 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
     EXPECT(0, "%s: init", what);
     return;
   }
-  float *X = malloc(sizeof(float) * (size_t)T * d);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)T * d);
   int count = rank + 1, maxcount = size, flushes = 0;
   for (int i = 0; i < maxcount; i++) {
     if (i < count) {
@@ -84,7 +85,7 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
       flushes++;
     }
   }
-  double *diag = malloc(sizeof(double) * d), *rdiag = malloc(sizeof(double) * d), scale = 0, rscale = 0;
+  double *diag = TEST_MALLOC(sizeof(double) * d), *rdiag = TEST_MALLOC(sizeof(double) * d), scale = 0, rscale = 0;
   rc = hstream_finish(&st, MPI_COMM_WORLD, diag, &scale) || hessian_finish_diag(&ref, MPI_COMM_WORLD, rdiag, &rscale);
   MPI_Allreduce(MPI_IN_PLACE, ref.sum, d * d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   const Grid *g = &st.grid;
@@ -125,12 +126,12 @@ int main(int argc, char **argv) {
   int d = 130, n = 11;
   Hessian a, b;
   if (hessian_init(&a, d) || hessian_init(&b, d)) return 1;
-  float *X = malloc(sizeof(float) * (size_t)n * d);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)n * d);
   Rng r = {(uint64_t)(77 + rank)};
   for (int i = 0; i < n * d; i++) X[i] = (float)rng_normal(&r);
   hessian_add(&a, X, n);
   hessian_add(&b, X, n);
-  double *diag = malloc(sizeof(double) * d), scale = 0;
+  double *diag = TEST_MALLOC(sizeof(double) * d), scale = 0;
   int rc = hessian_finish(&a, MPI_COMM_WORLD) || hessian_finish_diag(&b, MPI_COMM_WORLD, diag, &scale);
   EXPECT(!rc && scale == 2.0 / ((double)n * size), "finish_diag: scale 2/N = %g", scale);
   int same_diag = 1, symmetric = 1, partial = 1;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "qfile.h"
 #include "quant.h"
@@ -25,7 +26,7 @@ int main(int argc, char **argv) {
 
   const int rows = 37, cols = 96;                                       /* rows not divisible by the rank count */
   const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 40, 0}; /* 40: a partial last group */
-  float *W = malloc(sizeof(float) * rows * cols), *back = malloc(sizeof(float) * rows * cols);
+  float *W = TEST_MALLOC(sizeof(float) * rows * cols), *back = TEST_MALLOC(sizeof(float) * rows * cols);
   Rng rng = {42};
   for (int i = 0; i < rows * cols; i++) W[i] = (float)rng_normal(&rng);
 
@@ -43,10 +44,10 @@ int main(int argc, char **argv) {
   shard_range(rows, size, rank, &r0, &n);
   for (int t = 0; t < 4; t++) {
     int bits = bit_list[t], gs = group_list[t], ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits);
-    uint8_t *codes = malloc((size_t)n * cols + 1);
-    uint32_t *packed = malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1));
-    float *scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
-    int32_t *zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1)), g_idx[96];
+    uint8_t *codes = TEST_MALLOC((size_t)n * cols + 1);
+    uint32_t *packed = TEST_MALLOC(sizeof(uint32_t) * ((size_t)n * wpr + 1));
+    float *scales = TEST_MALLOC(sizeof(float) * ((size_t)n * ng + 1));
+    int32_t *zeros = TEST_MALLOC(sizeof(int32_t) * ((size_t)n * ng + 1)), g_idx[96];
     double e = 0;
     quant_rtn(W + (size_t)r0 * cols, n, cols, gs, bits, t == 3, codes, scales, zeros, &e);
     for (int i = 0; i < n; i++) quant_pack_row(codes + (size_t)i * cols, cols, bits, packed + (size_t)i * wpr);
@@ -84,9 +85,9 @@ int main(int argc, char **argv) {
       continue;
     }
     /* the serial quantization of the whole matrix is the reference */
-    uint8_t *codes = malloc((size_t)rows * cols);
-    float *scales = malloc(sizeof(float) * rows * ng);
-    int32_t *zeros = malloc(sizeof(int32_t) * rows * ng);
+    uint8_t *codes = TEST_MALLOC((size_t)rows * cols);
+    float *scales = TEST_MALLOC(sizeof(float) * rows * ng);
+    int32_t *zeros = TEST_MALLOC(sizeof(int32_t) * rows * ng);
     double e = 0;
     quant_rtn(W, rows, cols, gs, bits, t == 3, codes, scales, zeros, &e);
     int bad = 0;
