@@ -82,9 +82,9 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   double *best = aptq_malloc(sizeof(double) * W, "knapsack costs"), *next = aptq_malloc(sizeof(double) * W, "knapsack costs");
   uint8_t *choice = aptq_malloc((size_t)n * W, "knapsack table");
   if (!best || !next || !choice) {
-    free(best);
-    free(next);
-    free(choice);
+    aptq_free(best);
+    aptq_free(next);
+    aptq_free(choice);
     return APTQ_ERR;
   }
   for (size_t w = 0; w < W; w++) best[w] = 0.0; /* no layers: cost 0 at any capacity */
@@ -117,9 +117,9 @@ static int knapsack(int n, const long long *params, const double *sens, const do
       w -= (size_t)(((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale);
     }
   }
-  free(best);
-  free(next);
-  free(choice);
+  aptq_free(best);
+  aptq_free(next);
+  aptq_free(choice);
   return rc;
 }
 
@@ -157,7 +157,7 @@ int allocate_bits(Allocation allocation, double R, int n, const long long *param
   } else {
     rc = aptq_error("allocation: unknown kind %d; expected trace, knapsack, random or blockwise", (int)allocation);
   }
-  free(order);
+  aptq_free(order);
   return rc;
 }
 

@@ -54,9 +54,9 @@ int vhessian_init(VHessian *v, const ModelConfig *c, int T) {
 
 void vhessian_free(VHessian *v) {
   for (int g = 0; v->in && g < v->groups; g++) hessian_free(&v->in[g]);
-  free(v->in);
-  free(v->out);
-  free(v->Y);
+  aptq_free(v->in);
+  aptq_free(v->out);
+  aptq_free(v->Y);
   memset(v, 0, sizeof *v);
 }
 
@@ -120,17 +120,17 @@ int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
 
 void qhessian_free(QHessian *q) {
   hessian_free(&q->in);
-  free(q->out);
-  free(q->seq);
-  free(q->P);
-  free(q->VK);
-  free(q->NT);
-  free(q->KB);
-  free(q->Xw);
-  free(q->w);
-  free(q->Y);
-  free(q->Mf);
-  free(q->M);
+  aptq_free(q->out);
+  aptq_free(q->seq);
+  aptq_free(q->P);
+  aptq_free(q->VK);
+  aptq_free(q->NT);
+  aptq_free(q->KB);
+  aptq_free(q->Xw);
+  aptq_free(q->w);
+  aptq_free(q->Y);
+  aptq_free(q->Mf);
+  aptq_free(q->M);
   memset(q, 0, sizeof *q);
 }
 
@@ -271,18 +271,18 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
 
 void khessian_free(KHessian *k) {
   hessian_free(&k->in);
-  free(k->P);
-  free(k->VP);
-  free(k->C);
-  free(k->Xw);
-  free(k->w);
-  free(k->ws);
-  free(k->avec);
-  free(k->M);
-  free(k->out);
-  free(k->seq);
-  free(k->QQ);
-  free(k->CS);
+  aptq_free(k->P);
+  aptq_free(k->VP);
+  aptq_free(k->C);
+  aptq_free(k->Xw);
+  aptq_free(k->w);
+  aptq_free(k->ws);
+  aptq_free(k->avec);
+  aptq_free(k->M);
+  aptq_free(k->out);
+  aptq_free(k->seq);
+  aptq_free(k->QQ);
+  aptq_free(k->CS);
   memset(k, 0, sizeof *k);
 }
 

@@ -66,8 +66,8 @@ typedef struct {
 } SynthModel;
 
 static void synth_model_free(SynthModel *sm) {
-  for (int i = 0; i < sm->nstore; i++) free(sm->store[i]);
-  free(sm->store);
+  for (int i = 0; i < sm->nstore; i++) aptq_free(sm->store[i]);
+  aptq_free(sm->store);
   model_close(&sm->m);
   memset(sm, 0, sizeof *sm);
 }
@@ -153,8 +153,8 @@ static int sgemm_rate(int d, int T, double *rate) {
     double s = MPI_Wtime() - t, r = 2.0 * d * d * T / s * 1e-9;
     best = r > best ? r : best;
   }
-  free(A);
-  free(C);
+  aptq_free(A);
+  aptq_free(C);
   *rate = best;
   return rc;
 }
@@ -196,9 +196,9 @@ typedef struct {
 } BenchStats;
 
 static void bench_stats_free(BenchStats *st) {
-  free(st->phases);
-  free(st->rss);
-  free(st->rates);
+  aptq_free(st->phases);
+  aptq_free(st->rss);
+  aptq_free(st->rates);
   memset(st, 0, sizeof *st);
 }
 

@@ -48,13 +48,13 @@ typedef struct {
 } EvalBuffers;
 
 static void eval_buffers_free(EvalBuffers *b) {
-  free(b->x);
+  aptq_free(b->x);
   block_weights_free(&b->w);
   scratch_free(&b->s);
   head_free(&b->head);
-  free(b->nll_local);
-  free(b->nll);
-  free(b->logits);
+  aptq_free(b->nll_local);
+  aptq_free(b->nll);
+  aptq_free(b->logits);
   memset(b, 0, sizeof *b);
 }
 

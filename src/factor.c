@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "grid.h"
+#include "heap.h"
 
 /* LAPACK (column-major Fortran interface). H is symmetric, so a row-major
  * array is the same matrix; the computed column-major upper factor U(i,j),
@@ -56,7 +57,7 @@ static int fill(const HessianView *h, double lambda, int reversed, double *A) {
         if (h->dead[i] || h->dead[colmap[b]]) row[b] = i == colmap[b] ? 1.0 : 0.0;
     row[a] += lambda;
   }
-  free(colmap);
+  aptq_free(colmap);
   return 0;
 }
 
@@ -119,11 +120,11 @@ typedef struct {
 } ReduceWork;
 
 static void reduce_work_free(ReduceWork *w) {
-  free(w->src);
-  free(w->mlocs);
-  free(w->nlocs);
-  free(w->counts);
-  free(w->send);
+  aptq_free(w->src);
+  aptq_free(w->mlocs);
+  aptq_free(w->nlocs);
+  aptq_free(w->counts);
+  aptq_free(w->send);
   memset(w, 0, sizeof *w);
 }
 
@@ -216,16 +217,16 @@ typedef struct {
 } Redistribution;
 
 static void redist_free(Redistribution *r) {
-  free(r->pos);
-  free(r->src);
-  free(r->lld);
-  free(r->scount);
-  free(r->rcount);
-  free(r->sdisp);
-  free(r->rdisp);
-  free(r->fill);
-  free(r->send);
-  free(r->recv);
+  aptq_free(r->pos);
+  aptq_free(r->src);
+  aptq_free(r->lld);
+  aptq_free(r->scount);
+  aptq_free(r->rcount);
+  aptq_free(r->sdisp);
+  aptq_free(r->rdisp);
+  aptq_free(r->fill);
+  aptq_free(r->send);
+  aptq_free(r->recv);
   memset(r, 0, sizeof *r);
 }
 
@@ -401,8 +402,15 @@ static float *to_float_in_place(double *A, size_t n) {
     float f = (float)v;
     memcpy(b + 4 * k, &f, sizeof f);
   }
-  float *F = realloc(A, sizeof(float) * (n ? n : 1));
-  return F ? F : (float *)(void *)A;
+  size_t bytes = sizeof(float) * (n ? n : 1);
+  heap_audit_remove(A); /* the heap audit follows the buffer to its new size */
+  float *F = realloc(A, bytes);
+  if (!F) {
+    F = (float *)(void *)A;
+    bytes = sizeof(double) * (n + 1);
+  }
+  heap_audit_add(F, bytes);
+  return F;
 }
 
 /* A partial view is reduced into A on every attempt (a retry after a
@@ -467,10 +475,10 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
        * from exactly one rank, so the sum is exact */
       local_rows(g, F, d, trtri, 0, d, U);
       MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
-      free(F);
+      aptq_free(F);
     }
   }
-  free(A);
+  aptq_free(A);
   return rc;
 }
 
@@ -480,12 +488,12 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
 static double *workspace;
 static size_t workspace_size;
 
-static void release_workspace(void) { free(workspace); }
+static void release_workspace(void) { aptq_free(workspace); }
 
 static double *factor_workspace(size_t n) {
   if (n <= workspace_size) return workspace;
   if (!workspace) atexit(release_workspace);
-  free(workspace);
+  aptq_free(workspace);
   workspace = aptq_malloc(sizeof(double) * n, "factor work space");
   workspace_size = workspace ? n : 0;
   return workspace;
@@ -543,7 +551,7 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
   if (!status && keep) {
     *keep = aptq_malloc(sizeof **keep, "the factor on the grid");
     if (!*keep) {
-      free(kept);
+      aptq_free(kept);
       grid_close(&grid);
       return APTQ_ERR;
     }
@@ -587,9 +595,9 @@ MPI_Comm dist_factor_comm(const DistFactor *f) { return f->comm; }
 
 void dist_factor_free(DistFactor *f) {
   if (!f) return;
-  free(f->A);
+  aptq_free(f->A);
   grid_close(&f->grid);
-  free(f);
+  aptq_free(f);
 }
 
 int factor_uses_scalapack(FactorPath path, int d, int size) {

@@ -98,10 +98,10 @@ typedef struct {
 
 static void fisher_work_free(FisherWork *f) {
   float *bufs[] = {f->x, f->xfinal, f->stream, f->ref, f->prob, f->logits, f->saved};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-  free(f->sel);
-  free(f->sel_rank);
-  free(f->value);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) aptq_free(bufs[i]);
+  aptq_free(f->sel);
+  aptq_free(f->sel_rank);
+  aptq_free(f->value);
   block_weights_free(&f->w);
   scratch_free(&f->s);
   head_free(&f->head);

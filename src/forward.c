@@ -34,9 +34,9 @@ int block_weights_alloc(const ModelConfig *c, BlockWeights *w) {
 }
 
 void block_weights_free(BlockWeights *w) {
-  free(w->attn_norm);
-  free(w->ffn_norm);
-  for (int k = 0; k < LIN_COUNT; k++) free(w->w[k]);
+  aptq_free(w->attn_norm);
+  aptq_free(w->ffn_norm);
+  for (int k = 0; k < LIN_COUNT; k++) aptq_free(w->w[k]);
   memset(w, 0, sizeof *w);
 }
 
@@ -76,7 +76,7 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
 
 void scratch_free(BlockScratch *s) {
   float *bufs[] = {s->xn, s->xn2, s->tmp, s->q, s->z, s->k, s->v, s->att, s->gate, s->act, s->cos, s->sin};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) aptq_free(bufs[i]);
   memset(s, 0, sizeof *s);
 }
 
@@ -198,10 +198,10 @@ int head_load(const Model *m, Head *h) {
 }
 
 void head_free(Head *h) {
-  free(h->final_norm);
-  free(h->lm_head_f32);
-  free(h->buf);
-  free(h->xf);
+  aptq_free(h->final_norm);
+  aptq_free(h->lm_head_f32);
+  aptq_free(h->buf);
+  aptq_free(h->xf);
   memset(h, 0, sizeof *h);
 }
 

@@ -94,13 +94,13 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
       printf("aptq generate: %d sequences x %d tokens (temperature %g, seed %d) -> %s\n", o->nseq, T, o->temperature, o->seed, o->output);
   }
   rc = aptq_agree(comm, rc);
-  free(all);
+  aptq_free(all);
   shard_layout_free(&lay);
-  free(ids);
-  free(logits);
-  free(x);
+  aptq_free(ids);
+  aptq_free(logits);
+  aptq_free(x);
   for (int l = 0; l < c->n_layers; l++) block_weights_free(&w[l]);
-  free(w);
+  aptq_free(w);
   head_free(&h);
   scratch_free(&s);
   model_close(&m);

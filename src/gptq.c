@@ -57,7 +57,7 @@ static int sort_desc_stable(int *perm, const double *key, int n) {
     }
     memcpy(perm, tmp, sizeof(int) * (size_t)n);
   }
-  free(tmp);
+  aptq_free(tmp);
   return 0;
 }
 
@@ -68,14 +68,14 @@ static float *cached_U;
 static size_t cached_U_size;
 static int cached_U_busy;
 
-static void release_cached_U(void) { free(cached_U); }
+static void release_cached_U(void) { aptq_free(cached_U); }
 
 static float *factor_buffer(size_t n, int *from_cache) {
   *from_cache = 0;
   if (cached_U_busy) return aptq_malloc(sizeof(float) * n, "factor");
   if (n > cached_U_size) {
     if (!cached_U) atexit(release_cached_U);
-    free(cached_U);
+    aptq_free(cached_U);
     cached_U = aptq_malloc(sizeof(float) * n, "factor");
     cached_U_size = cached_U ? n : 0;
     if (!cached_U) return NULL;
@@ -117,7 +117,7 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
         for (int j = 0; j < cols; j++) diag[j] = order[(size_t)j * cols + j];
       rc = sort_desc_stable(L->perm, diag, cols);
     }
-    free(diag);
+    aptq_free(diag);
     for (int k = 0; k < cols; k++) {
       int j = L->perm[k];
       L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
@@ -155,11 +155,11 @@ int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag
 }
 
 void gptq_layer_free(GptqLayer *L) {
-  free(L->perm);
-  free(L->g_idx);
-  free(L->dead);
+  aptq_free(L->perm);
+  aptq_free(L->g_idx);
+  aptq_free(L->dead);
   if (L->U_cached) cached_U_busy = 0;
-  else free(L->U);
+  else aptq_free(L->U);
   dist_factor_free(L->dist);
   memset(L, 0, sizeof *L);
 }
@@ -203,7 +203,7 @@ int gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI
     }
   }
   shard_layout_free(&lay);
-  free(all);
+  aptq_free(all);
   return rc;
 }
 
@@ -231,10 +231,10 @@ static int sweep_work_alloc(SweepWork *w, size_t rows, int cols, int B) {
 }
 
 static void sweep_work_free(SweepWork *w) {
-  free(w->Wp);
-  free(w->Qp);
-  free(w->Cp);
-  free(w->Err);
+  aptq_free(w->Wp);
+  aptq_free(w->Qp);
+  aptq_free(w->Cp);
+  aptq_free(w->Err);
   memset(w, 0, sizeof *w);
 }
 
@@ -459,10 +459,10 @@ static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs,
     for (int c = 0; c < nchunks; c++) *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
     openblas_set_num_threads(blas_threads);
   }
-  free(ch);
+  aptq_free(ch);
   sweep_work_free(&work);
-  free(Ublk);
-  free(blk);
+  aptq_free(Ublk);
+  aptq_free(blk);
   return ok ? 0 : aptq_error("out of memory in the GPTQ solve");
 }
 
@@ -495,10 +495,10 @@ int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs) {
       }
     }
     sweep_work_free(&work);
-    free(blk);
+    aptq_free(blk);
   }
   openblas_set_num_threads(blas_threads);
-  free(ch);
+  aptq_free(ch);
   return failed ? aptq_error("out of memory in the GPTQ solve") : 0;
 }
 
@@ -538,11 +538,11 @@ static int head_work_alloc(HeadWork *hw, int dh, int cols, int B) {
 
 static void head_work_free(HeadWork *hw) {
   sweep_work_free(&hw->w);
-  free(hw->row_scale);
-  free(hw->row_zero);
-  free(hw->e);
-  free(hw->et);
-  free(hw->W1);
+  aptq_free(hw->row_scale);
+  aptq_free(hw->row_zero);
+  aptq_free(hw->e);
+  aptq_free(hw->et);
+  aptq_free(hw->W1);
   memset(hw, 0, sizeof *hw);
 }
 

@@ -39,9 +39,9 @@ int grid_open(Grid *g, int d, int nb, MPI_Comm comm) {
 }
 
 void grid_close(Grid *g) {
-  free(g->rowof);
-  free(g->colof);
-  free(g->rank_at);
+  aptq_free(g->rowof);
+  aptq_free(g->colof);
+  aptq_free(g->rank_at);
   Cblacs_gridexit(g->ctxt);
   Cfree_blacs_system_handle(g->handle);
 }

@@ -124,13 +124,13 @@ static int parse_string(Parser *p, char **out) {
       case 'u': {
         unsigned cp = 0;
         if (parse_u_escape(p, end, &cp)) {
-          free(s);
+          aptq_free(s);
           return APTQ_ERR;
         }
         k += put_utf8(s + k, cp);
         break;
       }
-      default: free(s); return fail(p, "unknown escape in string");
+      default: aptq_free(s); return fail(p, "unknown escape in string");
     }
   }
   s[k] = 0;
@@ -188,16 +188,16 @@ static int grow(JsonValue *v, int cap, int is_object) {
   JsonValue *items = aptq_malloc((size_t)cap * sizeof *items, "JSON values");
   char **keys = is_object ? aptq_malloc((size_t)cap * sizeof *keys, "JSON keys") : NULL;
   if (!items || (is_object && !keys)) {
-    free(items);
-    free(keys);
+    aptq_free(items);
+    aptq_free(keys);
     return APTQ_ERR;
   }
   if (v->count) memcpy(items, v->items, (size_t)v->count * sizeof *items);
   if (v->count && is_object) memcpy(keys, v->keys, (size_t)v->count * sizeof *keys);
-  free(v->items);
+  aptq_free(v->items);
   v->items = items;
   if (is_object) {
-    free(v->keys);
+    aptq_free(v->keys);
     v->keys = keys;
   }
   return 0;
@@ -270,18 +270,18 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
 
 static void free_members(JsonValue *v) {
   if (!v) return;
-  free(v->string);
+  aptq_free(v->string);
   for (int i = 0; i < v->count; i++) {
     free_members(&v->items[i]);
-    if (v->keys) free(v->keys[i]);
+    if (v->keys) aptq_free(v->keys[i]);
   }
-  free(v->items);
-  free(v->keys);
+  aptq_free(v->items);
+  aptq_free(v->keys);
 }
 
 void json_free(JsonValue *v) {
   free_members(v);
-  free(v);
+  aptq_free(v);
 }
 
 int json_parse(const char *text, size_t len, const char *what, JsonValue **out) {

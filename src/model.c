@@ -38,7 +38,7 @@ static int read_file(const char *path, char **out, size_t *len) {
   }
   if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
     fclose(f);
-    free(buf);
+    aptq_free(buf);
     return aptq_error("cannot read '%s'", path);
   }
   fclose(f);
@@ -85,7 +85,7 @@ static int parse_config(const char *path, ModelConfig *c) {
   CHECK(read_file(path, &text, &len));
   JsonValue *root = NULL;
   int rc = json_parse(text, len, path, &root);
-  free(text);
+  aptq_free(text);
   if (rc) return rc;
   memset(c, 0, sizeof *c);
   if (root->type != JSON_OBJECT) {
@@ -247,7 +247,7 @@ static int open_hf(const char *dir, Model *m) {
     CHECK(read_file(path, &text, &len));
     JsonValue *root = NULL;
     int rc = json_parse(text, len, path, &root);
-    free(text);
+    aptq_free(text);
     if (rc) return rc;
     const JsonValue *map = json_get(root, "weight_map");
     if (!map || map->type != JSON_OBJECT || map->count == 0) {
@@ -286,7 +286,7 @@ static int open_hf(const char *dir, Model *m) {
           rc = aptq_error("%s: index says tensor '%s' is in it, but it is not", m->files[k].path, map->keys[i]);
       }
     }
-    free(names);
+    aptq_free(names);
     json_free(root);
     CHECK(rc);
   } else {
@@ -422,11 +422,11 @@ void model_release(const Model *m, const TensorRef *t) {
 
 void model_close(Model *m) {
   for (int i = 0; i < m->nfiles; i++) st_close(&m->files[i]);
-  free(m->files);
+  aptq_free(m->files);
   if (m->map) munmap(m->map, m->map_size);
-  free(m->attn_norm);
-  free(m->ffn_norm);
-  free(m->linear);
+  aptq_free(m->attn_norm);
+  aptq_free(m->ffn_norm);
+  aptq_free(m->linear);
   m->files = NULL;
   m->map = NULL;
   m->attn_norm = m->ffn_norm = NULL;
@@ -493,7 +493,7 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
     int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1;
     size_t need = (size_t)(chunk * t->cols);
     if (need > buf_size) { /* by elements: fewer, longer rows may need more */
-      free(buf);
+      aptq_free(buf);
       buf = aptq_malloc(need * sizeof *buf, "tensor rows");
       buf_size = buf ? need : 0;
       if (!buf) {
@@ -504,10 +504,10 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
     for (int64_t r = 0; r < t->rows && !rc; r += chunk) rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
     model_release(m, t);
   }
-  free(buf);
+  aptq_free(buf);
   if (aptq_agree(comm, rc)) {
-    free(digests);
-    free(list);
+    aptq_free(digests);
+    aptq_free(list);
     return APTQ_ERR;
   }
   /* each rank owns digests i ≡ rank (mod size); a sum-reduce merges them */
@@ -526,7 +526,7 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
   uint8_t d[32];
   sha256_final(&s, d);
   sha256_digest_to_hex(d, m->fingerprint);
-  free(digests);
-  free(list);
+  aptq_free(digests);
+  aptq_free(list);
   return 0;
 }

@@ -354,7 +354,7 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
     }
   }
   qlayer_buffers_free(&b);
-  free(codes);
+  aptq_free(codes);
   H5Gclose(g);
   return rc;
 }
@@ -485,10 +485,10 @@ int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_
 }
 
 void qlayer_buffers_free(QLayerBuffers *b) {
-  free(b->qweight);
-  free(b->scales);
-  free(b->zeros);
-  free(b->g_idx);
+  aptq_free(b->qweight);
+  aptq_free(b->scales);
+  aptq_free(b->zeros);
+  aptq_free(b->g_idx);
   memset(b, 0, sizeof *b);
 }
 

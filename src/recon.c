@@ -36,10 +36,10 @@ typedef struct {
 
 static void recon_buffers_free(ReconBuffers *b) {
   float *f[] = {b->x, b->xa, b->xb, b->ofp, b->oq};
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
-  free(b->sums);
-  free(b->all);
-  free(b->blk);
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) aptq_free(f[i]);
+  aptq_free(b->sums);
+  aptq_free(b->all);
+  aptq_free(b->blk);
   block_weights_free(&b->w);
   block_weights_free(&b->wq);
   scratch_free(&b->s);

@@ -142,11 +142,11 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
     if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data) {
       int rc = aptq_error("%s: tensors '%s' and '%s' have overlapping data_offsets; the file is corrupt", path, order[i - 1]->name,
                           order[i]->name);
-      free(order);
+      aptq_free(order);
       return rc;
     }
   }
-  free(order);
+  aptq_free(order);
   return 0;
 }
 
@@ -201,7 +201,7 @@ int st_open(const char *path, StFile *f) {
 
 void st_close(StFile *f) {
   if (f->map) munmap(f->map, f->size);
-  free(f->tensors);
+  aptq_free(f->tensors);
   f->map = NULL;
   f->tensors = NULL;
   f->ntensors = 0;
@@ -234,13 +234,13 @@ int st_write(const char *path, const StWriteTensor *tensors, int n) {
   while (len % 8) header[len++] = ' '; /* keep tensor data 8-byte aligned */
   FILE *f = fopen(path, "wb");
   if (!f) {
-    free(header);
+    aptq_free(header);
     return aptq_error("cannot create '%s': %s", path, strerror(errno));
   }
   uint8_t lenbytes[8];
   for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)len >> (8 * i));
   int ok = fwrite(lenbytes, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
-  free(header);
+  aptq_free(header);
   for (int i = 0; ok && i < n; i++) {
     size_t numel = 1;
     for (int d = 0; d < tensors[i].ndim; d++) numel *= (size_t)tensors[i].shape[d];

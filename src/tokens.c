@@ -31,8 +31,8 @@ int shard_layout_alloc(ShardLayout *l, int n, int size, int unit) {
 }
 
 void shard_layout_free(ShardLayout *l) {
-  free(l->counts);
-  free(l->displs);
+  aptq_free(l->counts);
+  aptq_free(l->displs);
   l->counts = l->displs = NULL;
 }
 
@@ -62,14 +62,14 @@ static int load(const char *path, const char *what, int seqlen, int nseq, int vo
   size_t got = fread(all, 4, (size_t)need, f);
   fclose(f);
   if (got != (size_t)need) {
-    free(all);
+    aptq_free(all);
     return aptq_error("short read from %s file '%s'", what, path);
   }
   sha256_hex(all, (size_t)need * 4, t->sha256);
   for (int64_t i = 0; i < need; i++) {
     uint32_t id = (uint32_t)all[4 * i] | (uint32_t)all[4 * i + 1] << 8 | (uint32_t)all[4 * i + 2] << 16 | (uint32_t)all[4 * i + 3] << 24;
     if (id >= (uint32_t)vocab) {
-      free(all);
+      aptq_free(all);
       return aptq_error(
           "%s file '%s': token %lld has id %u, but the model's vocabulary has %d ids; the tokens were made for another tokenizer", what,
           path, (long long)i, id, vocab);
@@ -77,14 +77,14 @@ static int load(const char *path, const char *what, int seqlen, int nseq, int vo
   }
   t->ids = aptq_malloc((size_t)t->count * (size_t)seqlen * sizeof *t->ids + 1, "token sequences");
   if (!t->ids) {
-    free(all);
+    aptq_free(all);
     return APTQ_ERR;
   }
   for (int64_t i = 0; i < (int64_t)t->count * seqlen; i++) {
     const uint8_t *b = all + 4 * ((int64_t)t->first * seqlen + i);
     t->ids[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
   }
-  free(all);
+  aptq_free(all);
   return 0;
 }
 
@@ -104,6 +104,6 @@ int tokens_load(const char *path, const char *what, int seqlen, int nseq, int vo
 }
 
 void tokens_free(TokenShard *t) {
-  free(t->ids);
+  aptq_free(t->ids);
   t->ids = NULL;
 }

@@ -75,8 +75,8 @@ static double lin_attn(const ModelConfig *c, BlockScratch *s, const float *X, co
     }
   }
   for (size_t i = 0; i < (size_t)T * D; i++) total += dout[i] * dout[i];
-  free(U);
-  free(dz);
+  aptq_free(U);
+  aptq_free(dz);
   return total;
 }
 
@@ -122,11 +122,11 @@ static void fd_check(const Model *m, const BlockWeights *w, BlockWeights *wp, Bl
     err[k] = sqrt(e2 / nl);
   }
   memcpy(wp->w[lin], w->w[lin], sizeof(float) * nw);
-  free(x);
-  free(op);
-  free(om);
-  free(X);
-  free(dout);
+  aptq_free(x);
+  aptq_free(op);
+  aptq_free(om);
+  aptq_free(X);
+  aptq_free(dout);
 }
 
 /* What the checks share: the model and its tokens, block 0's weights (w)
@@ -200,7 +200,7 @@ static double v_factored(const VHessian *Hv, const float *dV, int dh, int D) {
         for (int k = 0; k < D; k++) acc += Dg[a * D + k] * DH[b * D + k];
         q_v += 0.5 * Hout[a * dh + b] * acc;
       }
-    free(DH);
+    aptq_free(DH);
   }
   return q_v;
 }
@@ -257,11 +257,11 @@ static int check_o_v(Golden *g, Figures *f) {
   f->q_v = v_factored(&Hv, dV, dh, D);
   hessian_free(&Hz);
   vhessian_free(&Hv);
-  free(dO);
-  free(dV);
-  free(z);
-  free(dz);
-  free(dov);
+  aptq_free(dO);
+  aptq_free(dV);
+  aptq_free(z);
+  aptq_free(dz);
+  aptq_free(dov);
   return 0;
 }
 
@@ -289,7 +289,7 @@ static int check_q(Golden *g, const float *dQ, Figures *f) {
   f->q_exact = qd0.exact;
   f->q_rowshared = qd0.rowshared;
   qhessian_free(&Hq);
-  free(uu);
+  aptq_free(uu);
   return 0;
 }
 
@@ -325,8 +325,8 @@ static int check_k(Golden *g, const float *dK, Figures *f) {
   if (khessian_finish(&Hk, MPI_COMM_SELF)) return 1;
   for (int k = 0; k < dh * dh; k++) f->k_kron += Hk.out[k] * uuk[k]; /* tr(H_out^0 Σ u uᵀ), group 0 */
   khessian_free(&Hk);
-  free(wg);
-  free(uuk);
+  aptq_free(wg);
+  aptq_free(uuk);
   return 0;
 }
 
@@ -401,8 +401,8 @@ int main(int argc, char **argv) {
          f.fd_q[0], eps[1], f.fd_q[1], ok_fdq ? "PASSED" : "FAILED");
   printf("fd k_proj group 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0],
          f.fd_k[0], eps[1], f.fd_k[1], ok_fdk ? "PASSED" : "FAILED");
-  free(dQ);
-  free(dK);
+  aptq_free(dQ);
+  aptq_free(dK);
   MPI_Finalize();
   return ok_o && ok_v && ok_ratio && ok_q && ok_k && ok_fd && ok_qlin ? 0 : 1;
 }

@@ -52,7 +52,7 @@ static void check_sum(int d, int n, int calls, const char *what) {
   EXPECT(worst <= 1.0 && h.tokens == (int64_t)n * calls, "%s: d %d, %d x %d tokens: %ld entries within n·2^-24·Σ|x x| (worst %.3g of it)",
          what, d, calls, n, checked, worst);
   hessian_free(&h);
-  free(X);
+  aptq_free(X);
 }
 
 /* Rank r adds r + 1 sequences of T tokens (flushing every `tokens` tokens,
@@ -108,9 +108,9 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
   EXPECT(diag_same, "%s: the reduced, scaled diagonal and 2/N equal hessian_finish_diag's", what);
   hstream_free(&st);
   hessian_free(&ref);
-  free(X);
-  free(diag);
-  free(rdiag);
+  aptq_free(X);
+  aptq_free(diag);
+  aptq_free(rdiag);
 }
 
 int main(int argc, char **argv) {
@@ -147,8 +147,8 @@ int main(int argc, char **argv) {
   EXPECT(partial, "finish_diag: the partial sum is unreduced and unscaled");
   hessian_free(&a);
   hessian_free(&b);
-  free(X);
-  free(diag);
+  aptq_free(X);
+  aptq_free(diag);
   check_stream(130, 16, 7, 14, 0, "stream, one ssyrk");
   check_stream(130, 16, 7, 14, 1, "stream, one ssyrk");
   check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, 0, "stream, panels");

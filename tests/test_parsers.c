@@ -65,7 +65,7 @@ static void write_st(const char *name, const char *header, uint64_t declared_len
   memcpy(buf + 8, header, hl);
   for (size_t i = 0; i < payload; i++) buf[8 + hl + i] = (uint8_t)(i * 7);
   write_bytes(name, buf, total);
-  free(buf);
+  aptq_free(buf);
 }
 
 static int st_try(const char *name, const char *header, size_t payload) {
@@ -299,7 +299,7 @@ static void test_hf(const char *data) {
   int32_t hdr[7] = {64, 172, 5, 8, 3, 512, 512};
   write_bytes("heads.bin", hdr, sizeof hdr);
   expect_error(model_open(path_of("heads.bin"), &m), "inconsistent", "llama2.c: kv heads do not divide heads");
-  free(buf);
+  aptq_free(buf);
 }
 
 static void test_nonfinite(void) {

@@ -37,7 +37,7 @@ static void write_layers(QFileWriter *w, const float *W, int rank, int size) {
       printf("rank %d: %s\n", rank, aptq_error_message());
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    free(codes);
+    aptq_free(codes);
     qlayer_buffers_free(&b);
   }
 }
@@ -70,9 +70,9 @@ static int check_read_back(QFileReader *r, const float *W, float *back, int rank
       printf("rank %d: layer %d: %d weights differ after read-back\n", rank, t, bad);
       failures++;
     }
-    free(codes);
-    free(scales);
-    free(zeros);
+    aptq_free(codes);
+    aptq_free(scales);
+    aptq_free(zeros);
   }
   int rc = qfile_read_linear(r, "test.layer0", ROWS + 1, COLS, back);
   if (!rc || !strstr(aptq_error_message(), "wrong model")) {
@@ -133,8 +133,8 @@ int main(int argc, char **argv) {
     unlink(path);
     printf("qfile round trip at %d ranks: %s\n", size, failures ? "FAILED" : "PASSED");
   }
-  free(W);
-  free(back);
+  aptq_free(W);
+  aptq_free(back);
   MPI_Finalize();
   return failures != 0;
 }

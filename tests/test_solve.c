@@ -73,12 +73,12 @@ static void slab_alloc(Slab *s, const float *W, int r0, int n, int ng) {
 }
 
 static void slab_free(Slab *s) {
-  free(s->W);
-  free(s->Q);
-  free(s->codes);
-  free(s->scales);
-  free(s->zeros);
-  free(s->chunk_loss);
+  aptq_free(s->W);
+  aptq_free(s->Q);
+  aptq_free(s->codes);
+  aptq_free(s->scales);
+  aptq_free(s->zeros);
+  aptq_free(s->chunk_loss);
 }
 
 static void compare(const Result *a, const Result *b, int ng, const char *what) {

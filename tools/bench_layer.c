@@ -44,9 +44,9 @@ static double gemm_rate(int dbl, int n, MPI_Comm comm) {
     best = r > best ? r : best;
   }
   MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_DOUBLE, MPI_MIN, comm);
-  free(a);
-  free(b);
-  free(c);
+  aptq_free(a);
+  aptq_free(b);
+  aptq_free(c);
   return best;
 }
 
@@ -65,8 +65,8 @@ static double *synthetic_hessian(int cols, MPI_Comm comm) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, ntok, 2.0f / ntok, X, cols, 0.0f, Hf, cols);
   for (int i = 0; i < cols; i++)
     for (int j = i; j < cols; j++) H[(size_t)i * cols + j] = H[(size_t)j * cols + i] = Hf[(size_t)i * cols + j];
-  free(X);
-  free(Hf);
+  aptq_free(X);
+  aptq_free(Hf);
   return H;
 }
 
@@ -146,13 +146,13 @@ int main(int argc, char **argv) {
     printf("  layer error : %.6g\n", loss);
   }
   gptq_layer_free(&L);
-  free(H);
-  free(W);
-  free(Q);
-  free(codes);
-  free(scales);
-  free(zeros);
-  free(chunk_loss);
+  aptq_free(H);
+  aptq_free(W);
+  aptq_free(Q);
+  aptq_free(codes);
+  aptq_free(scales);
+  aptq_free(zeros);
+  aptq_free(chunk_loss);
   MPI_Finalize();
   return 0;
 }
