@@ -126,8 +126,8 @@ static int knapsack(int n, const long long *params, const double *sens, const do
 int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits) {
   if (allocation == ALLOC_KNAPSACK) return knapsack(n, params, sens, err, R, bits);
-  int *order = malloc(sizeof(int) * (size_t)n);
-  if (!order) return aptq_error("out of memory");
+  int *order = aptq_malloc(sizeof(int) * (size_t)n + 1, "allocation order");
+  if (!order) return APTQ_ERR;
   for (int i = 0; i < n; i++) order[i] = i;
   int rc = 0;
   if (allocation == ALLOC_TRACE) {
