@@ -18,8 +18,8 @@ int activations_alloc(Activations *a, int count, size_t seq, int bf16) {
 }
 
 void activations_free(Activations *a) {
-  free(a->f32);
-  free(a->b16);
+  aptq_free(a->f32);
+  aptq_free(a->b16);
   memset(a, 0, sizeof *a);
 }
 

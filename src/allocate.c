@@ -79,13 +79,13 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   while ((cap / scale + 1) * (long long)n > 100000000LL) scale *= 2;
   cap /= scale;
   size_t W = (size_t)cap + 1;
-  double *best = malloc(sizeof(double) * W), *next = malloc(sizeof(double) * W);
-  uint8_t *choice = malloc((size_t)n * W);
+  double *best = aptq_malloc(sizeof(double) * W, "knapsack costs"), *next = aptq_malloc(sizeof(double) * W, "knapsack costs");
+  uint8_t *choice = aptq_malloc((size_t)n * W, "knapsack table");
   if (!best || !next || !choice) {
-    free(best);
-    free(next);
-    free(choice);
-    return aptq_error("out of memory for the knapsack table (%d layers x %lld units)", n, cap + 1);
+    aptq_free(best);
+    aptq_free(next);
+    aptq_free(choice);
+    return APTQ_ERR;
   }
   for (size_t w = 0; w < W; w++) best[w] = 0.0; /* no layers: cost 0 at any capacity */
   for (int i = 0; i < n; i++) {
@@ -117,17 +117,17 @@ static int knapsack(int n, const long long *params, const double *sens, const do
       w -= (size_t)(((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale);
     }
   }
-  free(best);
-  free(next);
-  free(choice);
+  aptq_free(best);
+  aptq_free(next);
+  aptq_free(choice);
   return rc;
 }
 
 int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits) {
   if (allocation == ALLOC_KNAPSACK) return knapsack(n, params, sens, err, R, bits);
-  int *order = malloc(sizeof(int) * (size_t)n);
-  if (!order) return aptq_error("out of memory");
+  int *order = aptq_malloc(sizeof(int) * (size_t)n + 1, "allocation order");
+  if (!order) return APTQ_ERR;
   for (int i = 0; i < n; i++) order[i] = i;
   int rc = 0;
   if (allocation == ALLOC_TRACE) {
@@ -157,7 +157,7 @@ int allocate_bits(Allocation allocation, double R, int n, const long long *param
   } else {
     rc = aptq_error("allocation: unknown kind %d; expected trace, knapsack, random or blockwise", (int)allocation);
   }
-  free(order);
+  aptq_free(order);
   return rc;
 }
 

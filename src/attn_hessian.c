@@ -7,6 +7,36 @@
 
 #include "error.h"
 
+/* out += W_O^hᵀ W_O^h (dh × dh) in float64, summed over the rows of W_O
+ * (d × ld, row-major) in order: W_O^h is its columns h·dh .. h·dh+dh-1,
+ * (W_O^hᵀ W_O^h)_ab = Σ_i Wo[i][h dh + a] Wo[i][h dh + b]. */
+static void wo_gram_add(const float *Wo, int d, int ld, int h, int dh, double *out) {
+  for (int i = 0; i < d; i++) {
+    const float *row = Wo + (size_t)i * ld + (size_t)h * dh;
+    for (int a = 0; a < dh; a++)
+      for (int b = 0; b < dh; b++) out[a * dh + b] += (double)row[a] * row[b];
+  }
+}
+
+/* P_h = W_O^hᵀ W_O^h rounded to float32, every head (heads × dh × dh);
+ * work: dh × dh doubles. */
+static void wo_grams_f32(const float *Wo, int d, int heads, int dh, float *P, double *work) {
+  size_t dh2 = (size_t)dh * dh;
+  for (int h = 0; h < heads; h++) {
+    memset(work, 0, sizeof(double) * dh2);
+    wo_gram_add(Wo, d, heads * dh, h, dh, work);
+    for (size_t k = 0; k < dh2; k++) P[(size_t)h * dh2 + k] = (float)work[k];
+  }
+}
+
+/* Collective: out (n) summed over the ranks and divided by all ranks' tokens. */
+static void reduce_token_mean(double *out, size_t n, int64_t tokens, MPI_Comm comm) {
+  MPI_Allreduce(MPI_IN_PLACE, out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
+  int64_t total = tokens;
+  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+  for (size_t k = 0; k < n; k++) out[k] /= (double)total;
+}
+
 int vhessian_init(VHessian *v, const ModelConfig *c, int T) {
   memset(v, 0, sizeof *v);
   v->d = c->dim;
@@ -24,9 +54,9 @@ int vhessian_init(VHessian *v, const ModelConfig *c, int T) {
 
 void vhessian_free(VHessian *v) {
   for (int g = 0; v->in && g < v->groups; g++) hessian_free(&v->in[g]);
-  free(v->in);
-  free(v->out);
-  free(v->Y);
+  aptq_free(v->in);
+  aptq_free(v->out);
+  aptq_free(v->Y);
   memset(v, 0, sizeof *v);
 }
 
@@ -51,15 +81,7 @@ void vhessian_set_output(VHessian *v, const float *Wo) {
   memset(v->out, 0, sizeof(double) * (size_t)v->groups * dh * dh);
   for (int g = 0; g < v->groups; g++) {
     double *out = v->out + (size_t)g * dh * dh;
-    for (int k = 0; k < v->heads_per_group; k++) {
-      int h = g * v->heads_per_group + k;
-      /* W_O^h is columns h·dh .. h·dh+dh-1 of W_O: (W_O^hᵀ W_O^h)_ab = Σ_i Wo[i][h dh + a] Wo[i][h dh + b] */
-      for (int i = 0; i < d; i++) {
-        const float *row = Wo + (size_t)i * ld + (size_t)h * dh;
-        for (int a = 0; a < dh; a++)
-          for (int b = 0; b < dh; b++) out[a * dh + b] += (double)row[a] * row[b];
-      }
-    }
+    for (int k = 0; k < v->heads_per_group; k++) wo_gram_add(Wo, d, ld, g * v->heads_per_group + k, dh, out);
     for (int a = 0; a < dh * dh; a++) out[a] /= v->heads_per_group;
   }
 }
@@ -89,20 +111,26 @@ int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
   q->KB = aptq_malloc(sizeof(float) * (size_t)T * q->dh, "mean keys");
   q->Xw = aptq_malloc(sizeof(float) * (size_t)T * q->d, "weighted inputs");
   q->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
-  if (!q->out || !q->seq || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w) return APTQ_ERR;
+  q->Y = aptq_malloc(sizeof(float) * (size_t)T * dh2, "N_t^T P");
+  q->Mf = aptq_malloc(sizeof(float) * dh2, "M_t");
+  q->M = aptq_malloc(sizeof(double) * dh2, "M_t");
+  if (!q->out || !q->seq || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w || !q->Y || !q->Mf || !q->M) return APTQ_ERR;
   return hessian_init(&q->in, q->d);
 }
 
 void qhessian_free(QHessian *q) {
   hessian_free(&q->in);
-  free(q->out);
-  free(q->seq);
-  free(q->P);
-  free(q->VK);
-  free(q->NT);
-  free(q->KB);
-  free(q->Xw);
-  free(q->w);
+  aptq_free(q->out);
+  aptq_free(q->seq);
+  aptq_free(q->P);
+  aptq_free(q->VK);
+  aptq_free(q->NT);
+  aptq_free(q->KB);
+  aptq_free(q->Xw);
+  aptq_free(q->w);
+  aptq_free(q->Y);
+  aptq_free(q->Mf);
+  aptq_free(q->M);
   memset(q, 0, sizeof *q);
 }
 
@@ -112,25 +140,15 @@ void qhessian_reset(QHessian *q) {
   q->tokens = 0;
 }
 
-void qhessian_set_output(QHessian *q, const float *Wo) {
-  int d = q->d, dh = q->dh, ld = q->heads * dh;
-  for (int h = 0; h < q->heads; h++) {
-    float *P = q->P + (size_t)h * dh * dh;
-    for (int a = 0; a < dh; a++)
-      for (int b = 0; b < dh; b++) {
-        double acc = 0;
-        for (int i = 0; i < d; i++) acc += (double)Wo[(size_t)i * ld + h * dh + a] * Wo[(size_t)i * ld + h * dh + b];
-        P[a * dh + b] = (float)acc;
-      }
-  }
-}
+void qhessian_set_output(QHessian *q, const float *Wo) { wo_grams_f32(Wo, q->d, q->heads, q->dh, q->P, q->M); }
 
-/* M ← R_tᵀ M R_t for the RoPE rotation of position t (pairs as in forward.c) */
+/* M ← R_tᵀ M R_t for the RoPE rotation of position t (forward.h's rope_pair) */
 static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, double *M) {
   int dh = c->head_dim, half = dh / 2;
   const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
   for (int i = 0; i < half; i++) {
-    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    int a, b;
+    rope_pair(c, i, &a, &b);
     double co = cs[i], si = sn[i];
     for (int r = 0; r < dh; r++) { /* columns: M R */
       double x = M[r * dh + a], y = M[r * dh + b];
@@ -145,10 +163,29 @@ static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, doub
   }
 }
 
+/* The golden check's sums for one token x (d) of the diagnosed head, whose
+ * M_t (rotated, dh × dh) and trace tr are given: u = Δ x. */
+static void qdiag_add(QDiag *diag, const double *M, double tr, const float *x, int d, int dh) {
+  double u[512], uu = 0, quad = 0;
+  for (int a = 0; a < dh; a++) {
+    double acc = 0;
+    for (int j = 0; j < d; j++) acc += (double)diag->delta[(size_t)a * d + j] * x[j];
+    u[a] = acc;
+    uu += acc * acc;
+  }
+  for (int a = 0; a < dh; a++)
+    for (int b = 0; b < dh; b++) {
+      quad += u[a] * M[a * dh + b] * u[b] / dh;
+      diag->uu[a * dh + b] += u[a] * u[b];
+    }
+  diag->exact += quad;
+  diag->rowshared += tr / ((double)dh * dh) * uu;
+}
+
 void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const float *X, QDiag *diag) {
   int T = s->T, d = q->d, dh = q->dh, dh2 = dh * dh, kvd = c->n_kv_heads * dh, qd = q->heads * dh;
-  float *Y = malloc(sizeof(float) * (size_t)T * dh2), *Mf = malloc(sizeof(float) * dh2);
-  double *M = malloc(sizeof(double) * dh2);
+  float *Y = q->Y, *Mf = q->Mf;
+  double *M = q->M;
   for (int t = 0; t < T; t++) q->w[t] = 0.0f;
   memset(q->seq, 0, sizeof(double) * (size_t)q->heads * dh2);
   int vk_group = -1;
@@ -183,22 +220,7 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
       for (int k = 0; k < dh2; k++) M[k] = Mf[k];
       q->w[t] += (float)(tr / ((double)dh * dh));
       rotate_both(c, s, t, M);
-      if (diag && diag->head == h) {
-        double u[512], uu = 0, quad = 0;
-        for (int a = 0; a < dh; a++) {
-          double acc = 0;
-          for (int j = 0; j < d; j++) acc += (double)diag->delta[(size_t)a * d + j] * X[(size_t)t * d + j];
-          u[a] = acc;
-          uu += acc * acc;
-        }
-        for (int a = 0; a < dh; a++)
-          for (int b = 0; b < dh; b++) {
-            quad += u[a] * M[a * dh + b] * u[b] / dh;
-            diag->uu[a * dh + b] += u[a] * u[b];
-          }
-        diag->exact += quad;
-        diag->rowshared += tr / ((double)dh * dh) * uu;
-      }
+      if (diag && diag->head == h) qdiag_add(diag, M, tr, X + (size_t)t * d, d, dh);
       for (int k = 0; k < dh2; k++) out[k] += M[k] / dh;
     }
   }
@@ -212,17 +234,10 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
    * sequences, so neither on how they are spread over ranks. */
   for (size_t i = 0; i < (size_t)q->heads * dh2; i++) q->out[i] += (float)q->seq[i];
   q->tokens += T;
-  free(Y);
-  free(Mf);
-  free(M);
 }
 
 int qhessian_finish(QHessian *q, MPI_Comm comm) {
-  size_t n = (size_t)q->heads * q->dh * q->dh;
-  MPI_Allreduce(MPI_IN_PLACE, q->out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
-  int64_t total = q->tokens;
-  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
-  for (size_t k = 0; k < n; k++) q->out[k] /= (double)total;
+  reduce_token_mean(q->out, (size_t)q->heads * q->dh * q->dh, q->tokens, comm);
   return hessian_finish(&q->in, comm);
 }
 
@@ -239,7 +254,10 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
   k->C = aptq_malloc(sizeof(float) * (size_t)T * T, "v P z");
   k->Xw = aptq_malloc(sizeof(float) * (size_t)T * k->d, "weighted inputs");
   k->w = aptq_malloc(sizeof(float) * (size_t)T, "token weights");
-  if (!k->P || !k->VP || !k->C || !k->Xw || !k->w) return APTQ_ERR;
+  k->ws = aptq_malloc(sizeof(double) * (size_t)T, "token weights");
+  k->avec = aptq_malloc(sizeof(double) * (size_t)T, "v P v");
+  k->M = aptq_malloc(sizeof(double) * (size_t)k->dh * k->dh, "B_s");
+  if (!k->P || !k->VP || !k->C || !k->Xw || !k->w || !k->ws || !k->avec || !k->M) return APTQ_ERR;
   if (kron) {
     size_t dh2 = (size_t)k->dh * k->dh;
     k->out = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
@@ -253,15 +271,18 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
 
 void khessian_free(KHessian *k) {
   hessian_free(&k->in);
-  free(k->P);
-  free(k->VP);
-  free(k->C);
-  free(k->Xw);
-  free(k->w);
-  free(k->out);
-  free(k->seq);
-  free(k->QQ);
-  free(k->CS);
+  aptq_free(k->P);
+  aptq_free(k->VP);
+  aptq_free(k->C);
+  aptq_free(k->Xw);
+  aptq_free(k->w);
+  aptq_free(k->ws);
+  aptq_free(k->avec);
+  aptq_free(k->M);
+  aptq_free(k->out);
+  aptq_free(k->seq);
+  aptq_free(k->QQ);
+  aptq_free(k->CS);
   memset(k, 0, sizeof *k);
 }
 
@@ -271,14 +292,12 @@ void khessian_reset(KHessian *k) {
   k->tokens = 0;
 }
 
-void khessian_set_output(KHessian *k, const float *Wo) {
-  QHessian q = {.d = k->d, .dh = k->dh, .heads = k->heads, .P = k->P};
-  qhessian_set_output(&q, Wo);
-}
+void khessian_set_output(KHessian *k, const float *Wo) { wo_grams_f32(Wo, k->d, k->heads, k->dh, k->P, k->M); }
 
 void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg) {
   int T = s->T, d = k->d, dh = k->dh, kvd = c->n_kv_heads * dh, qd = k->heads * dh, groups = c->n_kv_heads;
-  double *ws = calloc((size_t)T, sizeof(double)), *avec = malloc(sizeof(double) * (size_t)T);
+  double *ws = k->ws, *avec = k->avec;
+  memset(ws, 0, sizeof(double) * (size_t)T);
   if (wg) memset(wg, 0, sizeof(double) * (size_t)T * groups);
   if (k->kron) memset(k->seq, 0, sizeof(double) * (size_t)groups * dh * dh);
   for (int h = 0; h < k->heads; h++) {
@@ -323,13 +342,12 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
       }
       /* CS row s = Σ_t (A∘A∘c)_ts q_t q_tᵀ */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh2, T, 1.0f, k->C, T, k->QQ, dh2, 0.0f, k->CS, dh2);
-      double *M = malloc(sizeof(double) * dh2), *out = k->seq + (size_t)g * dh2;
+      double *M = k->M, *out = k->seq + (size_t)g * dh2;
       for (int j = 0; j < T; j++) {
         for (int a = 0; a < dh2; a++) M[a] = k->CS[(size_t)j * dh2 + a];
         rotate_both(c, s, j, M);
         for (int a = 0; a < dh2; a++) out[a] += M[a] / dh;
       }
-      free(M);
     }
   }
   for (int t = 0; t < T; t++) {
@@ -341,17 +359,9 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
   if (k->kron) /* order-independent total, as in qhessian_add */
     for (size_t i = 0; i < (size_t)groups * dh * dh; i++) k->out[i] += (float)k->seq[i];
   k->tokens += T;
-  free(ws);
-  free(avec);
 }
 
 int khessian_finish(KHessian *k, MPI_Comm comm) {
-  if (k->kron) {
-    size_t n = (size_t)(k->heads / k->hpg) * k->dh * k->dh;
-    MPI_Allreduce(MPI_IN_PLACE, k->out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
-    int64_t total = k->tokens;
-    MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
-    for (size_t i = 0; i < n; i++) k->out[i] /= (double)total;
-  }
+  if (k->kron) reduce_token_mean(k->out, (size_t)(k->heads / k->hpg) * k->dh * k->dh, k->tokens, comm);
   return hessian_finish(&k->in, comm);
 }

@@ -46,6 +46,8 @@ typedef struct {
   int64_t tokens;
   float *P;                     /* heads × dh × dh */
   float *VK, *NT, *KB, *Xw, *w; /* scratch */
+  float *Y, *Mf;                /* scratch: N_tᵀ P for all tokens (T × dh²), one M_t (dh²) */
+  double *M;                    /* scratch: one M_t in float64 (dh²) */
 } QHessian;
 
 int qhessian_init(QHessian *q, const ModelConfig *c, int T);
@@ -82,6 +84,7 @@ typedef struct {
   double *seq;            /* kron: the same for the current sequence */
   float *P;               /* heads × dh × dh */
   float *VP, *C, *Xw, *w; /* scratch */
+  double *ws, *avec, *M;  /* scratch: token weights and v_jᵀ P v_j (T each), one B_s (dh²) */
   float *QQ, *CS;         /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
   int64_t tokens;
 } KHessian;

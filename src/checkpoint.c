@@ -175,6 +175,6 @@ void checkpoint_finish(Checkpoint *ck, const Model *m, MPI_Comm comm) {
       unlink(path);
     }
   }
-  free(ck->stats);
+  aptq_free(ck->stats);
   ck->stats = NULL;
 }

@@ -35,11 +35,127 @@ static int write_logits(const char *path, const float *logits, int first, int co
   return aptq_agree(comm, ok ? 0 : aptq_error("error writing logits file '%s'", path));
 }
 
+/* The forward's buffers on this rank: its residual streams, one block's
+ * weights, the block scratch, the head, the NLLs and, when they are
+ * written, its sequences' logits. */
+typedef struct {
+  float *x;
+  BlockWeights w;
+  BlockScratch s;
+  Head head;
+  double *nll_local, *nll; /* this rank's sequences, every sequence */
+  float *logits;           /* NULL unless logits = FILE */
+} EvalBuffers;
+
+static void eval_buffers_free(EvalBuffers *b) {
+  aptq_free(b->x);
+  block_weights_free(&b->w);
+  scratch_free(&b->s);
+  head_free(&b->head);
+  aptq_free(b->nll_local);
+  aptq_free(b->nll);
+  aptq_free(b->logits);
+  memset(b, 0, sizeof *b);
+}
+
+/* Local: 0, or APTQ_ERR (free anyway). */
+static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *tok, int with_logits) {
+  const ModelConfig *c = &m->cfg;
+  int T = tok->seqlen;
+  memset(b, 0, sizeof *b);
+  b->x = aptq_malloc(sizeof(float) * (size_t)tok->count * T * c->dim, "residual stream");
+  b->nll_local = aptq_calloc((size_t)tok->count + 1, sizeof(double), "NLL");
+  b->nll = aptq_calloc((size_t)tok->nseq, sizeof(double), "NLL");
+  if (!b->x || !b->nll_local || !b->nll) return APTQ_ERR;
+  CHECK(block_weights_alloc(c, &b->w));
+  CHECK(scratch_alloc(c, T, &b->s));
+  CHECK(head_load(m, &b->head));
+  if (with_logits) {
+    b->logits = aptq_malloc(sizeof(float) * (size_t)(tok->count ? tok->count : 1) * T * c->vocab_size, "logits");
+    if (!b->logits) return APTQ_ERR;
+  }
+  return 0;
+}
+
+/* Collective: this rank's sequences through every block (quantized
+ * projections from qf when it is open) and the head, block by block; then
+ * every sequence's NLL (b->nll) on every rank. */
+static int eval_forward(const Model *m, QFileReader *qf, const TokenShard *tok, EvalBuffers *b, MPI_Comm comm) {
+  const ModelConfig *c = &m->cfg;
+  int T = tok->seqlen, D = c->dim, V = c->vocab_size, size, rc = 0;
+  MPI_Comm_size(comm, &size);
+  for (int i = 0; !rc && i < tok->count; i++) rc = embed_tokens(m, tok->ids + (size_t)i * T, T, b->x + (size_t)i * T * D);
+  CHECK(aptq_agree(comm, rc));
+  for (int l = 0; l < c->n_layers; l++) {
+    CHECK(aptq_agree(comm, qfile_block_weights(qf, m, l, &b->w)));
+    for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->x + (size_t)i * T * D);
+  }
+  for (int i = 0; i < tok->count; i++)
+    head_forward(c, &b->head, b->x + (size_t)i * T * D, tok->ids + (size_t)i * T, T, &b->nll_local[i],
+                 b->logits ? b->logits + (size_t)i * T * V : NULL);
+  ShardLayout lay;
+  CHECK(aptq_agree(comm, shard_layout_alloc(&lay, tok->nseq, size, 1)));
+  MPI_Allgatherv(b->nll_local, tok->count, MPI_DOUBLE, b->nll, lay.counts, lay.displs, MPI_DOUBLE, comm);
+  shard_layout_free(&lay);
+  return 0;
+}
+
+/* The figures of an evaluation, the same on every rank. */
+typedef struct {
+  double total, ppl; /* Σ NLL in sequence order, perplexity */
+  long long predicted;
+  double t_start, t_loaded, t_forward, t_end;
+} EvalResult;
+
+static void eval_print(const Options *o, const TokenShard *tok, const EvalResult *e, int size) {
+  printf("aptq eval: %s%s\n", o->model, o->quantized[0] ? " (quantized)" : "");
+  if (o->quantized[0]) printf("  quantized file : %s\n", o->quantized);
+  printf("  tokens         : %s, %d sequences x %d tokens (%lld predictions), sha256 %.16s...\n", o->tokens, o->nseq, tok->seqlen,
+         e->predicted, tok->sha256);
+  printf("  ranks          : %d\n", size);
+  printf("  time           : load %.2f s, forward %.2f s, total %.2f s\n", e->t_loaded - e->t_start, e->t_forward - e->t_loaded,
+         e->t_end - e->t_start);
+  printf("perplexity: %.6f\n", e->ppl);
+  fflush(stdout);
+}
+
+/* This rank's part of the report (rank 0 writes it): 0 or an error. */
+static int eval_report(const Options *o, const Model *m, const TokenShard *tok, const EvalResult *e, const double *nll, int rank,
+                       int size) {
+  int T = tok->seqlen;
+  Report rep;
+  int rrc = report_open(&rep, o->report, rank);
+  report_str(&rep, "command", "eval");
+  report_str(&rep, "model", o->model);
+  report_str(&rep, "model_fingerprint", m->fingerprint);
+  report_str(&rep, "quantized", o->quantized);
+  report_str(&rep, "tokens_file", o->tokens);
+  report_int(&rep, "tokens", (long long)o->nseq * T);
+  report_str(&rep, "tokens_sha256", tok->sha256);
+  report_num(&rep, "perplexity", e->ppl);
+  report_num(&rep, "nll_sum", e->total);
+  report_int(&rep, "predictions", e->predicted);
+  report_int(&rep, "seqlen", T);
+  report_int(&rep, "nseq", o->nseq);
+  report_int(&rep, "ranks", size);
+  report_num(&rep, "seconds", e->t_end - e->t_start);
+  report_begin(&rep, "phase_seconds", '{');
+  report_num(&rep, "load", e->t_loaded - e->t_start);
+  report_num(&rep, "forward", e->t_forward - e->t_loaded);
+  report_end(&rep, '}');
+  /* per sequence, for paired comparisons of two models (tools/mixed-table.sh) */
+  report_begin(&rep, "nll_per_sequence", '[');
+  for (int i = 0; i < o->nseq; i++) report_num(&rep, NULL, nll[i]);
+  report_end(&rep, ']');
+  if (!rrc) rrc = report_close(&rep);
+  return rrc;
+}
+
 int cmd_eval(const Options *o, MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  double t_start = MPI_Wtime();
+  EvalResult e = {.t_start = MPI_Wtime()};
   int rc = options_require(o, "model") || options_require(o, "tokens") || options_require(o, "nseq");
   CHECK(aptq_agree(comm, rc));
   if (o->report[0]) CHECK(output_check(o->report, "report", 1, comm));
@@ -54,104 +170,25 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   CHECK(model_fingerprint(&m, comm));
   TokenShard tok;
   CHECK(tokens_load(o->tokens, "tokens", T, o->nseq, c->vocab_size, comm, &tok));
-
   QFileReader qf = {.file = -1};
-  if (o->quantized[0]) {
-    rc = qfile_open(&qf, o->quantized, comm);
-    if (!rc && strcmp(qf.model_fingerprint, m.fingerprint))
-      rc = aptq_error(
-          "'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
-          o->quantized, qf.model_fingerprint, m.fingerprint);
-    CHECK(aptq_agree(comm, rc));
+  if (o->quantized[0]) CHECK(qfile_open_model(&qf, o->quantized, &m, comm));
+  e.t_loaded = MPI_Wtime();
+
+  EvalBuffers b;
+  rc = aptq_agree(comm, eval_buffers_alloc(&b, &m, &tok, o->logits[0] != 0));
+  if (!rc) rc = eval_forward(&m, &qf, &tok, &b, comm);
+  if (!rc) {
+    e.t_forward = MPI_Wtime();
+    for (int i = 0; i < o->nseq; i++) e.total += b.nll[i];
+    e.predicted = (long long)o->nseq * (T - 1);
+    e.ppl = exp(e.total / (double)e.predicted);
+    if (b.logits) rc = write_logits(o->logits, b.logits, tok.first, tok.count, T, c->vocab_size, comm);
+    e.t_end = MPI_Wtime();
+    if (!rc && rank == 0) eval_print(o, &tok, &e, size);
+    int rrc = eval_report(o, &m, &tok, &e, b.nll, rank, size);
+    rc = aptq_agree(comm, rc || rrc);
   }
-  double t_loaded = MPI_Wtime();
-
-  int D = c->dim, V = c->vocab_size;
-  float *x = aptq_malloc(sizeof(float) * (size_t)tok.count * T * D, "residual stream");
-  BlockWeights w;
-  BlockScratch s;
-  Head head;
-  double *nll_local = aptq_calloc((size_t)tok.count + 1, sizeof(double), "NLL");
-  double *nll = aptq_calloc((size_t)o->nseq, sizeof(double), "NLL");
-  float *logits = NULL;
-  rc = !x || !nll_local || !nll || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || head_load(&m, &head);
-  if (!rc && o->logits[0]) {
-    logits = aptq_malloc(sizeof(float) * (size_t)(tok.count ? tok.count : 1) * T * V, "logits");
-    rc = !logits;
-  }
-  for (int i = 0; !rc && i < tok.count; i++) rc = embed_tokens(&m, tok.ids + (size_t)i * T, T, x + (size_t)i * T * D);
-  CHECK(aptq_agree(comm, rc));
-
-  for (int l = 0; l < c->n_layers; l++) {
-    rc = block_weights_load(&m, l, &w);
-    for (int k = 0; !rc && qf.file >= 0 && k < LIN_COUNT; k++) {
-      char name[256];
-      linear_layer_name(l, k, name, sizeof name);
-      rc = qfile_read_linear(&qf, name, (int)m.linear[l][k].rows, (int)m.linear[l][k].cols, w.w[k]);
-    }
-    CHECK(aptq_agree(comm, rc));
-    for (int i = 0; i < tok.count; i++) block_forward(c, &w, &s, x + (size_t)i * T * D);
-  }
-  for (int i = 0; i < tok.count; i++)
-    head_forward(c, &head, x + (size_t)i * T * D, tok.ids + (size_t)i * T, T, &nll_local[i], logits ? logits + (size_t)i * T * V : NULL);
-  double t_forward = MPI_Wtime();
-
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) shard_range(o->nseq, size, r, &displs[r], &counts[r]);
-  MPI_Allgatherv(nll_local, tok.count, MPI_DOUBLE, nll, counts, displs, MPI_DOUBLE, comm);
-  double total = 0.0;
-  for (int i = 0; i < o->nseq; i++) total += nll[i];
-  long long predicted = (long long)o->nseq * (T - 1);
-  double ppl = exp(total / (double)predicted);
-  if (logits) rc = write_logits(o->logits, logits, tok.first, tok.count, T, V, comm);
-  double t_end = MPI_Wtime();
-
-  if (!rc && rank == 0) {
-    printf("aptq eval: %s%s\n", o->model, o->quantized[0] ? " (quantized)" : "");
-    if (o->quantized[0]) printf("  quantized file : %s\n", o->quantized);
-    printf("  tokens         : %s, %d sequences x %d tokens (%lld predictions), sha256 %.16s...\n", o->tokens, o->nseq, T, predicted,
-           tok.sha256);
-    printf("  ranks          : %d\n", size);
-    printf("  time           : load %.2f s, forward %.2f s, total %.2f s\n", t_loaded - t_start, t_forward - t_loaded, t_end - t_start);
-    printf("perplexity: %.6f\n", ppl);
-    fflush(stdout);
-  }
-  Report rep;
-  int rrc = report_open(&rep, o->report, rank);
-  report_str(&rep, "command", "eval");
-  report_str(&rep, "model", o->model);
-  report_str(&rep, "model_fingerprint", m.fingerprint);
-  report_str(&rep, "quantized", o->quantized);
-  report_str(&rep, "tokens_file", o->tokens);
-  report_int(&rep, "tokens", (long long)o->nseq * T);
-  report_str(&rep, "tokens_sha256", tok.sha256);
-  report_num(&rep, "perplexity", ppl);
-  report_num(&rep, "nll_sum", total);
-  report_int(&rep, "predictions", predicted);
-  report_int(&rep, "seqlen", T);
-  report_int(&rep, "nseq", o->nseq);
-  report_int(&rep, "ranks", size);
-  report_num(&rep, "seconds", t_end - t_start);
-  report_begin(&rep, "phase_seconds", '{');
-  report_num(&rep, "load", t_loaded - t_start);
-  report_num(&rep, "forward", t_forward - t_loaded);
-  report_end(&rep, '}');
-  /* per sequence, for paired comparisons of two models (tools/mixed-table.sh) */
-  report_begin(&rep, "nll_per_sequence", '[');
-  for (int i = 0; i < o->nseq; i++) report_num(&rep, NULL, nll[i]);
-  report_end(&rep, ']');
-  if (!rrc) rrc = report_close(&rep);
-  rc = aptq_agree(comm, rc || rrc);
-
-  free(counts);
-  free(displs);
-  free(logits);
-  free(nll);
-  free(nll_local);
-  free(x);
-  head_free(&head);
-  scratch_free(&s);
-  block_weights_free(&w);
+  eval_buffers_free(&b);
   if (qf.file >= 0) qfile_close(&qf);
   tokens_free(&tok);
   model_close(&m);

@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "grid.h"
+#include "heap.h"
 
 /* LAPACK (column-major Fortran interface). H is symmetric, so a row-major
  * array is the same matrix; the computed column-major upper factor U(i,j),
@@ -35,9 +36,10 @@ static double mean_diag(const HessianView *h) {
 
 /* A (d × d, row-major) = the view plus λI, index-reversed if asked. Row by
  * row through a column map, so each source row is read once, in cache. */
-static void fill(const HessianView *h, double lambda, int reversed, double *A) {
+static int fill(const HessianView *h, double lambda, int reversed, double *A) {
   int d = h->d;
-  int *colmap = malloc(sizeof(int) * (size_t)d);
+  int *colmap = aptq_malloc(sizeof(int) * (size_t)d, "column map");
+  if (!colmap) return APTQ_ERR;
   for (int b = 0; b < d; b++) {
     int vb = reversed ? d - 1 - b : b;
     colmap[b] = h->perm ? h->perm[vb] : vb;
@@ -55,7 +57,8 @@ static void fill(const HessianView *h, double lambda, int reversed, double *A) {
         if (h->dead[i] || h->dead[colmap[b]]) row[b] = i == colmap[b] ? 1.0 : 0.0;
     row[a] += lambda;
   }
-  free(colmap);
+  aptq_free(colmap);
+  return 0;
 }
 
 /* Two ways to the same factor U (UᵀU = A⁻¹, A = H + λI):
@@ -84,7 +87,7 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
   size_t n2 = (size_t)d * d;
   if (!U) return -1;
   if (alg == FACTOR_TRTRI) {
-    fill(h, lambda, 1, U);
+    if (fill(h, lambda, 1, U)) return -1;
     dpotrf_("U", &d, U, &d, &info);
     if (!info) dtrtri_("U", "N", &d, U, &d, &info);
     if (info) return info;
@@ -94,7 +97,7 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
     for (int i = 1; i < d; i++) memset(U + (size_t)i * d, 0, sizeof(double) * (size_t)i);
     return 0;
   }
-  fill(h, lambda, 0, U);
+  if (fill(h, lambda, 0, U)) return -1;
   dpotrf_("U", &d, U, &d, &info);
   if (!info) dpotri_("U", &d, U, &d, &info);
   if (!info) dpotrf_("U", &d, U, &d, &info);
@@ -108,6 +111,42 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
   return 0;
 }
 
+/* reduce_partial's maps and send buffer */
+typedef struct {
+  int *src;           /* factor order → column of H */
+  int *mlocs, *nlocs; /* every rank's local rows and columns */
+  int *counts;        /* a round's reduce-scatter counts */
+  double *send;       /* a round's block columns of every rank's pieces */
+} ReduceWork;
+
+static void reduce_work_free(ReduceWork *w) {
+  aptq_free(w->src);
+  aptq_free(w->mlocs);
+  aptq_free(w->nlocs);
+  aptq_free(w->counts);
+  aptq_free(w->send);
+  memset(w, 0, sizeof *w);
+}
+
+static int reduce_work_alloc(ReduceWork *w, int d, int size, size_t send) {
+  w->src = aptq_malloc(sizeof(int) * (size_t)d, "factor order");
+  w->mlocs = aptq_malloc(sizeof(int) * (size_t)size, "local rows");
+  w->nlocs = aptq_malloc(sizeof(int) * (size_t)size, "local columns");
+  w->counts = aptq_malloc(sizeof(int) * (size_t)size, "reduce counts");
+  w->send = aptq_malloc(sizeof(double) * (send + 1), "Hessian reduction round");
+  return w->src && w->mlocs && w->nlocs && w->counts && w->send ? 0 : APTQ_ERR;
+}
+
+/* src[x]: the column of H at position x of the factor's order (permuted,
+ * index-reversed if asked). */
+static void factor_order(const HessianView *h, int reversed, int *src) {
+  int d = h->d;
+  for (int x = 0; x < d; x++) {
+    int a = reversed ? d - 1 - x : x;
+    src[x] = h->perm ? h->perm[a] : a;
+  }
+}
+
 /* The reduced, scaled view of a partial Hessian in this rank's block-cyclic
  * pieces (index-reversed for TRTRI), without λ: Hloc (lld × nloc, column
  * major). Each round reduces one block column of every rank's local matrix
@@ -117,23 +156,15 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
 static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
   int d = h->d, size, nb = g->nb;
   MPI_Comm_size(comm, &size);
-  int *src = malloc(sizeof(int) * (size_t)d), *mlocs = malloc(sizeof(int) * (size_t)size), *nlocs = malloc(sizeof(int) * (size_t)size);
-  int *counts = malloc(sizeof(int) * (size_t)size);
-  double *send = malloc(sizeof(double) * ((size_t)d * nb * g->npcol + 1));
-  int ok = src && mlocs && nlocs && counts && send;
-  ok = aptq_all_ok(comm, ok);
-  if (!ok) {
-    free(src);
-    free(mlocs);
-    free(nlocs);
-    free(counts);
-    free(send);
+  ReduceWork w;
+  int ok = reduce_work_alloc(&w, d, size, (size_t)d * nb * g->npcol) == 0;
+  if (!aptq_all_ok(comm, ok)) {
+    reduce_work_free(&w);
     return -1;
   }
-  for (int x = 0; x < d; x++) {
-    int a = reversed ? d - 1 - x : x;
-    src[x] = h->perm ? h->perm[a] : a;
-  }
+  int *src = w.src, *mlocs = w.mlocs, *nlocs = w.nlocs, *counts = w.counts;
+  double *send = w.send;
+  factor_order(h, reversed, src);
   for (int r = 0; r < size; r++) {
     mlocs[r] = global_count(d, nb, g->rowof[r], g->nprow);
     nlocs[r] = global_count(d, nb, g->colof[r], g->npcol);
@@ -167,12 +198,110 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
       if (h->dead && (h->dead[si] || h->dead[sj])) *v = si == sj ? 1.0 : 0.0;
     }
   }
-  free(src);
-  free(mlocs);
-  free(nlocs);
-  free(counts);
-  free(send);
+  reduce_work_free(&w);
   return 0;
+}
+
+/* a piece of the streamed sum on its way to its owner */
+typedef struct {
+  double value;
+  int64_t index;
+} Placed;
+
+/* redistribute_sum's maps and all-to-all: counts, offsets and pieces. */
+typedef struct {
+  int *pos, *src;                              /* natural index → position in the factor's order, and back */
+  int *lld;                                    /* each process row's local leading dimension */
+  int *scount, *rcount, *sdisp, *rdisp, *fill; /* [size] */
+  Placed *send, *recv;
+} Redistribution;
+
+static void redist_free(Redistribution *r) {
+  aptq_free(r->pos);
+  aptq_free(r->src);
+  aptq_free(r->lld);
+  aptq_free(r->scount);
+  aptq_free(r->rcount);
+  aptq_free(r->sdisp);
+  aptq_free(r->rdisp);
+  aptq_free(r->fill);
+  aptq_free(r->send);
+  aptq_free(r->recv);
+  memset(r, 0, sizeof *r);
+}
+
+/* All but the pieces (send, recv: NULL until their counts are known). */
+static int redist_alloc(Redistribution *r, int d, int nprow, int size) {
+  memset(r, 0, sizeof *r);
+  r->pos = aptq_malloc(sizeof(int) * (size_t)d, "factor positions");
+  r->src = aptq_malloc(sizeof(int) * (size_t)d, "factor order");
+  r->lld = aptq_malloc(sizeof(int) * (size_t)nprow, "local leading dimensions");
+  r->scount = aptq_calloc((size_t)size, sizeof(int), "all-to-all counts");
+  r->rcount = aptq_malloc(sizeof(int) * (size_t)size, "all-to-all counts");
+  r->sdisp = aptq_malloc(sizeof(int) * (size_t)size, "all-to-all offsets");
+  r->rdisp = aptq_malloc(sizeof(int) * (size_t)size, "all-to-all offsets");
+  r->fill = aptq_malloc(sizeof(int) * (size_t)size, "all-to-all fill");
+  return r->pos && r->src && r->lld && r->scount && r->rcount && r->sdisp && r->rdisp && r->fill ? 0 : APTQ_ERR;
+}
+
+/* Where this rank's piece (li, lj) of the streamed sum goes: with its
+ * layout position (ls, ms) and natural position (i, j), its position
+ * x ≤ y in the factor's order and the rank that owns that; -1 below the
+ * stored upper triangle (and so for the rest of the local column). */
+static inline int piece_dest(const HessianView *h, const Grid *g, const int *pos, int li, int lj, int *x, int *y) {
+  int d = h->d, nb = g->nb;
+  int ms = local_to_global(lj, nb, g->mycol, g->npcol), ls = local_to_global(li, nb, g->myrow, g->nprow);
+  if (ls > ms) return -1;
+  int i = h->grid_sum_reversed ? d - 1 - ms : ls, j = h->grid_sum_reversed ? d - 1 - ls : ms;
+  *x = pos[i] < pos[j] ? pos[i] : pos[j];
+  *y = pos[i] < pos[j] ? pos[j] : pos[i];
+  return g->rank_at[global_owner(*x, nb, g->nprow) * g->npcol + global_owner(*y, nb, g->npcol)];
+}
+
+/* scount[dest] = how many of this rank's pieces go to rank dest. */
+static void count_pieces(const HessianView *h, const Grid *g, Redistribution *r) {
+  for (int lj = 0; lj < g->nloc; lj++)
+    for (int li = 0; li < g->mloc; li++) {
+      int x, y, dest = piece_dest(h, g, r->pos, li, lj, &x, &y);
+      if (dest < 0) break;
+      r->scount[dest]++;
+    }
+}
+
+/* Every piece as (value, index in the owner's local array), grouped by owner. */
+static void pack_pieces(const HessianView *h, const Grid *g, int size, Redistribution *r) {
+  int nb = g->nb;
+  memcpy(r->fill, r->sdisp, sizeof(int) * (size_t)size);
+  for (int lj = 0; lj < g->nloc; lj++)
+    for (int li = 0; li < g->mloc; li++) {
+      int x, y, dest = piece_dest(h, g, r->pos, li, lj, &x, &y);
+      if (dest < 0) break;
+      int lx = global_to_local(x, nb, g->nprow), ly = global_to_local(y, nb, g->npcol);
+      r->send[r->fill[dest]++] = (Placed){h->grid_sum[(size_t)lj * g->lld + li], (int64_t)ly * r->lld[global_owner(x, nb, g->nprow)] + lx};
+    }
+}
+
+/* Collective: the pieces to their owners, placed and scaled into Hloc. */
+static void exchange_pieces(const HessianView *h, const Grid *g, Redistribution *r, long long nr, MPI_Comm comm, double *Hloc) {
+  MPI_Datatype placed;
+  MPI_Type_contiguous((int)sizeof(Placed), MPI_BYTE, &placed);
+  MPI_Type_commit(&placed);
+  MPI_Alltoallv(r->send, r->scount, r->sdisp, placed, r->recv, r->rcount, r->rdisp, placed, comm);
+  MPI_Type_free(&placed);
+  memset(Hloc, 0, sizeof(double) * (size_t)g->lld * g->nloc);
+  for (long long k = 0; k < nr; k++) Hloc[r->recv[k].index] = r->recv[k].value * h->scale;
+}
+
+/* Dead columns of the upper triangle in the factor's order become the identity. */
+static void dead_identity(const HessianView *h, const Grid *g, const int *src, double *Hloc) {
+  int nb = g->nb;
+  for (int lj = 0; h->dead && lj < g->nloc; lj++) {
+    int y = local_to_global(lj, nb, g->mycol, g->npcol);
+    for (int li = 0; li < g->mloc; li++) {
+      int x = local_to_global(li, nb, g->myrow, g->nprow);
+      if (x <= y && (h->dead[src[x]] || h->dead[src[y]])) Hloc[(size_t)lj * g->lld + li] = x == y ? 1.0 : 0.0;
+    }
+  }
 }
 
 /* A streamed sum (HessianView.grid_sum) in the factor's order: each entry,
@@ -182,93 +311,47 @@ static int reduce_partial(const HessianView *h, int reversed, const Grid *g, MPI
  * the identity. Only the upper triangle is set (potrf and trtri read no
  * other). When the pieces are already in that order (no act-order) they
  * are only copied. Collective. */
-typedef struct {
-  double value;
-  int64_t index;
-} Placed;
-
 static int redistribute_sum(const HessianView *h, int reversed, const Grid *g, MPI_Comm comm, double *Hloc) {
   int d = h->d, nb = g->nb, size;
   MPI_Comm_size(comm, &size);
-  int *pos = malloc(sizeof(int) * (size_t)d), *src = malloc(sizeof(int) * (size_t)d), *lld = malloc(sizeof(int) * (size_t)g->nprow);
-  int *scount = calloc((size_t)size, sizeof(int)), *rcount = malloc(sizeof(int) * (size_t)size);
-  int *sdisp = malloc(sizeof(int) * (size_t)size), *rdisp = malloc(sizeof(int) * (size_t)size), *fill = malloc(sizeof(int) * (size_t)size);
-  int ok = pos && src && lld && scount && rcount && sdisp && rdisp && fill;
-  for (int x = 0; ok && x < d; x++) {
-    int a = reversed ? d - 1 - x : x;
-    src[x] = h->perm ? h->perm[a] : a;
-    pos[src[x]] = x;
+  Redistribution r;
+  int ok = redist_alloc(&r, d, g->nprow, size) == 0;
+  if (!aptq_all_ok(comm, ok)) {
+    redist_free(&r);
+    return -1;
   }
-  for (int r = 0; ok && r < g->nprow; r++) {
-    int m = global_count(d, nb, r, g->nprow);
-    lld[r] = m > 1 ? m : 1;
+  factor_order(h, reversed, r.src);
+  for (int x = 0; x < d; x++) r.pos[r.src[x]] = x;
+  for (int p = 0; p < g->nprow; p++) {
+    int m = global_count(d, nb, p, g->nprow);
+    r.lld[p] = m > 1 ? m : 1;
   }
   int in_place = 1; /* the pieces are in the factor's order already */
-  for (int x = 0; ok && x < d; x++) in_place &= src[x] == (h->grid_sum_reversed ? d - 1 - x : x);
-  if (ok && in_place) {
+  for (int x = 0; x < d; x++) in_place &= r.src[x] == (h->grid_sum_reversed ? d - 1 - x : x);
+  if (in_place) {
     for (int lj = 0; lj < g->nloc; lj++)
       for (int li = 0; li < g->mloc; li++) Hloc[(size_t)lj * g->lld + li] = h->grid_sum[(size_t)lj * g->lld + li] * h->scale;
+  } else {
+    count_pieces(h, g, &r);
   }
-  /* where each of this rank's entries goes: layout (ls, ms), natural (i, j) */
-#define FOR_MINE(...)                                                                                  \
-  for (int lj = 0; lj < g->nloc; lj++) {                                                               \
-    int ms = local_to_global(lj, nb, g->mycol, g->npcol);                                              \
-    for (int li = 0; li < g->mloc; li++) {                                                             \
-      int ls = local_to_global(li, nb, g->myrow, g->nprow);                                            \
-      if (ls > ms) break;                                                                              \
-      int i = h->grid_sum_reversed ? d - 1 - ms : ls, j = h->grid_sum_reversed ? d - 1 - ls : ms;      \
-      int x = pos[i] < pos[j] ? pos[i] : pos[j], y = pos[i] < pos[j] ? pos[j] : pos[i];                \
-      int dest = g->rank_at[global_owner(x, nb, g->nprow) * g->npcol + global_owner(y, nb, g->npcol)]; \
-      __VA_ARGS__;                                                                                     \
-    }                                                                                                  \
-  }
-  if (ok && !in_place) FOR_MINE(scount[dest]++);
-  MPI_Alltoall(scount, 1, MPI_INT, rcount, 1, MPI_INT, comm);
+  MPI_Alltoall(r.scount, 1, MPI_INT, r.rcount, 1, MPI_INT, comm);
   long long ns = 0, nr = 0;
-  for (int r = 0; ok && r < size; r++) {
-    sdisp[r] = (int)ns;
-    rdisp[r] = (int)nr;
-    ns += scount[r];
-    nr += rcount[r];
+  for (int p = 0; p < size; p++) {
+    r.sdisp[p] = (int)ns;
+    r.rdisp[p] = (int)nr;
+    ns += r.scount[p];
+    nr += r.rcount[p];
   }
-  Placed *send = ok ? malloc(sizeof(Placed) * (size_t)(ns + 1)) : NULL, *recv = ok ? malloc(sizeof(Placed) * (size_t)(nr + 1)) : NULL;
-  ok = ok && send && recv && ns < INT32_MAX && nr < INT32_MAX;
+  r.send = aptq_malloc(sizeof(Placed) * (size_t)(ns + 1), "Hessian pieces to send");
+  r.recv = aptq_malloc(sizeof(Placed) * (size_t)(nr + 1), "Hessian pieces received");
+  ok = r.send && r.recv && ns < INT32_MAX && nr < INT32_MAX;
   ok = aptq_all_ok(comm, ok);
   if (ok && !in_place) {
-    memcpy(fill, sdisp, sizeof(int) * (size_t)size);
-    FOR_MINE({
-      int lx = global_to_local(x, nb, g->nprow), ly = global_to_local(y, nb, g->npcol);
-      send[fill[dest]++] = (Placed){h->grid_sum[(size_t)lj * g->lld + li], (int64_t)ly * lld[global_owner(x, nb, g->nprow)] + lx};
-    });
-    MPI_Datatype placed;
-    MPI_Type_contiguous((int)sizeof(Placed), MPI_BYTE, &placed);
-    MPI_Type_commit(&placed);
-    MPI_Alltoallv(send, scount, sdisp, placed, recv, rcount, rdisp, placed, comm);
-    MPI_Type_free(&placed);
-    memset(Hloc, 0, sizeof(double) * (size_t)g->lld * g->nloc);
-    for (long long k = 0; k < nr; k++) Hloc[recv[k].index] = recv[k].value * h->scale;
+    pack_pieces(h, g, size, &r);
+    exchange_pieces(h, g, &r, nr, comm, Hloc);
   }
-  if (ok) {
-    /* dead columns become the identity */
-    for (int lj = 0; h->dead && lj < g->nloc; lj++) {
-      int y = local_to_global(lj, nb, g->mycol, g->npcol);
-      for (int li = 0; li < g->mloc; li++) {
-        int x = local_to_global(li, nb, g->myrow, g->nprow);
-        if (x <= y && (h->dead[src[x]] || h->dead[src[y]])) Hloc[(size_t)lj * g->lld + li] = x == y ? 1.0 : 0.0;
-      }
-    }
-  }
-#undef FOR_MINE
-  free(pos);
-  free(src);
-  free(lld);
-  free(scount);
-  free(rcount);
-  free(sdisp);
-  free(rdisp);
-  free(fill);
-  free(send);
-  free(recv);
+  if (ok) dead_identity(h, g, r.src, Hloc);
+  redist_free(&r);
   return ok ? 0 : -1;
 }
 
@@ -307,7 +390,10 @@ static void local_rows(const Grid *g, const float *A, int d, int trtri, int r0, 
 }
 
 /* float64 → float32 in place (element k moves from byte 8k to 4k, so an
- * ascending pass never overwrites what it has yet to read), then shrunk. */
+ * ascending pass never overwrites what it has yet to read), then shrunk.
+ * The one raw realloc: it only gives memory back, and if it cannot, the
+ * buffer stays as it is (a fresh float32 copy would need half as much
+ * again at the peak). */
 static float *to_float_in_place(double *A, size_t n) {
   char *b = (char *)A;
   for (size_t k = 0; k < n; k++) {
@@ -316,8 +402,15 @@ static float *to_float_in_place(double *A, size_t n) {
     float f = (float)v;
     memcpy(b + 4 * k, &f, sizeof f);
   }
-  float *F = realloc(A, sizeof(float) * (n ? n : 1));
-  return F ? F : (float *)(void *)A;
+  size_t bytes = sizeof(float) * (n ? n : 1);
+  heap_audit_remove(A); /* the heap audit follows the buffer to its new size */
+  float *F = realloc(A, bytes);
+  if (!F) {
+    F = (float *)(void *)A;
+    bytes = sizeof(double) * (n + 1);
+  }
+  heap_audit_add(F, bytes);
+  return F;
 }
 
 /* A partial view is reduced into A on every attempt (a retry after a
@@ -382,10 +475,10 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
        * from exactly one rank, so the sum is exact */
       local_rows(g, F, d, trtri, 0, d, U);
       MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
-      free(F);
+      aptq_free(F);
     }
   }
-  free(A);
+  aptq_free(A);
   return rc;
 }
 
@@ -395,12 +488,12 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
 static double *workspace;
 static size_t workspace_size;
 
-static void release_workspace(void) { free(workspace); }
+static void release_workspace(void) { aptq_free(workspace); }
 
 static double *factor_workspace(size_t n) {
   if (n <= workspace_size) return workspace;
   if (!workspace) atexit(release_workspace);
-  free(workspace);
+  aptq_free(workspace);
   workspace = aptq_malloc(sizeof(double) * n, "factor work space");
   workspace_size = workspace ? n : 0;
   return workspace;
@@ -456,11 +549,11 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
     damp = damp > 0 ? damp * 10.0 : 1e-6;
   }
   if (!status && keep) {
-    *keep = malloc(sizeof **keep);
+    *keep = aptq_malloc(sizeof **keep, "the factor on the grid");
     if (!*keep) {
-      free(kept);
+      aptq_free(kept);
       grid_close(&grid);
-      return aptq_error("out of memory keeping the factor (d = %d)", d);
+      return APTQ_ERR;
     }
     **keep = (DistFactor){grid, kept, d, alg == FACTOR_TRTRI, comm};
   } else if (scalapack) {
@@ -502,9 +595,9 @@ MPI_Comm dist_factor_comm(const DistFactor *f) { return f->comm; }
 
 void dist_factor_free(DistFactor *f) {
   if (!f) return;
-  free(f->A);
+  aptq_free(f->A);
   grid_close(&f->grid);
-  free(f);
+  aptq_free(f);
 }
 
 int factor_uses_scalapack(FactorPath path, int d, int size) {

@@ -82,123 +82,173 @@ static double logit_variance(const ModelConfig *c, Head *h, const float *x, int 
   return total;
 }
 
-int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *calib, double *sens, double *stderr_out, MPI_Comm comm) {
-  const ModelConfig *c = &m->cfg;
-  int L = c->n_layers, T = calib->seqlen, D = c->dim, V = c->vocab_size, P = o->fisher_probes;
-  int nsel = o->fisher_nseq < calib->nseq ? o->fisher_nseq : calib->nseq;
-  int nlin = L * LIN_COUNT;
-  size_t TD = (size_t)T * D;
-
-  /* this rank's selected sequences (global indices, in order) */
-  int *sel = aptq_malloc(sizeof(int) * (size_t)(calib->count + 1), "selected sequences"), ns = 0;
-  int *sel_rank = aptq_malloc(sizeof(int) * (size_t)(calib->nseq + 1), "selected sequences");
-  if (!sel || !sel_rank) aptq_fatal(comm);
-  for (int i = 0; i < calib->count; i++)
-    if (fisher_selected(calib->nseq, nsel, calib->first + i)) sel[ns++] = i;
-  /* position of each global selected sequence among the selected ones */
-  for (int j = 0, r = 0; j < calib->nseq; j++) sel_rank[j] = fisher_selected(calib->nseq, nsel, j) ? r++ : -1;
-
-  int S = ns * LIN_COUNT * P; /* perturbed streams of one block */
-  float *x = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity block inputs");
-  float *xfinal = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity final states");
-  float *stream = aptq_malloc(sizeof(float) * (S ? S : 1) * TD, "sensitivity probe streams");
-  float *ref = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "reference logits");
-  float *prob = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "reference probabilities");
-  float *logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)V, "probe logits");
-  float *saved = aptq_malloc(sizeof(float) * (size_t)c->hidden_dim * D, "saved layer");
-  double *value = aptq_calloc((size_t)nlin * nsel, sizeof(double), "sensitivity values");
+/* The estimate's buffers on this rank. */
+typedef struct {
+  int *sel, ns;               /* its selected sequences (local indices), ns of them */
+  int *sel_rank;              /* global sequence → its place among all selected ones, or -1 */
+  float *x, *xfinal;          /* per selected sequence: the current block's input, the final state */
+  float *stream;              /* the perturbed streams of one block (sequence, layer, probe), T × D each */
+  float *ref, *prob, *logits; /* HEAD_CHUNK × V: reference logits and probabilities, a probe's logits */
+  float *saved;               /* a layer's weights while it is perturbed */
+  double *value;              /* per (layer, selected sequence) */
   BlockWeights w;
   BlockScratch s;
   Head head;
-  int rc = !x || !xfinal || !stream || !ref || !prob || !logits || !saved || !value;
-  rc = rc || block_weights_alloc(c, &w) || scratch_alloc(c, T, &s) || head_load(m, &head);
-  CHECK(aptq_agree(comm, rc));
+} FisherWork;
 
-  /* 1. full-precision forward: block-0 inputs kept in x, final states */
-  for (int i = 0; !rc && i < ns; i++) rc = embed_tokens(m, calib->ids + (size_t)sel[i] * T, T, x + i * TD);
-  memcpy(xfinal, x, sizeof(float) * ns * TD);
-  for (int l = 0; !rc && l < L; l++) {
-    rc = block_weights_load(m, l, &w);
-    for (int i = 0; !rc && i < ns; i++) block_forward(c, &w, &s, xfinal + i * TD);
+static void fisher_work_free(FisherWork *f) {
+  float *bufs[] = {f->x, f->xfinal, f->stream, f->ref, f->prob, f->logits, f->saved};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) aptq_free(bufs[i]);
+  aptq_free(f->sel);
+  aptq_free(f->sel_rank);
+  aptq_free(f->value);
+  block_weights_free(&f->w);
+  scratch_free(&f->s);
+  head_free(&f->head);
+  memset(f, 0, sizeof *f);
+}
+
+/* Local: 0, or APTQ_ERR (free anyway). */
+static int fisher_work_alloc(FisherWork *f, const Options *o, const Model *m, const TokenShard *calib, int nsel) {
+  const ModelConfig *c = &m->cfg;
+  size_t TD = (size_t)calib->seqlen * c->dim, V = (size_t)c->vocab_size;
+  memset(f, 0, sizeof *f);
+  f->sel = aptq_malloc(sizeof(int) * (size_t)(calib->count + 1), "selected sequences");
+  f->sel_rank = aptq_malloc(sizeof(int) * (size_t)(calib->nseq + 1), "selected sequences");
+  if (!f->sel || !f->sel_rank) return APTQ_ERR;
+  for (int i = 0; i < calib->count; i++)
+    if (fisher_selected(calib->nseq, nsel, calib->first + i)) f->sel[f->ns++] = i;
+  for (int j = 0, r = 0; j < calib->nseq; j++) f->sel_rank[j] = fisher_selected(calib->nseq, nsel, j) ? r++ : -1;
+  int ns = f->ns, S = ns * LIN_COUNT * o->fisher_probes;
+  f->x = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity block inputs");
+  f->xfinal = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity final states");
+  f->stream = aptq_malloc(sizeof(float) * (S ? S : 1) * TD, "sensitivity probe streams");
+  f->ref = aptq_malloc(sizeof(float) * HEAD_CHUNK * V, "reference logits");
+  f->prob = aptq_malloc(sizeof(float) * HEAD_CHUNK * V, "reference probabilities");
+  f->logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * V, "probe logits");
+  f->saved = aptq_malloc(sizeof(float) * (size_t)c->hidden_dim * c->dim, "saved layer");
+  f->value = aptq_calloc((size_t)c->n_layers * LIN_COUNT * nsel, sizeof(double), "sensitivity values");
+  if (!f->x || !f->xfinal || !f->stream || !f->ref || !f->prob || !f->logits || !f->saved || !f->value) return APTQ_ERR;
+  CHECK(block_weights_alloc(c, &f->w));
+  CHECK(scratch_alloc(c, calib->seqlen, &f->s));
+  return head_load(m, &f->head);
+}
+
+/* 1. full-precision forward: block-0 inputs kept in x, final states in
+ * xfinal. Collective. */
+static int fisher_reference(const Model *m, const TokenShard *calib, FisherWork *f, MPI_Comm comm) {
+  const ModelConfig *c = &m->cfg;
+  int T = calib->seqlen, rc = 0;
+  size_t TD = (size_t)T * c->dim;
+  for (int i = 0; !rc && i < f->ns; i++) rc = embed_tokens(m, calib->ids + (size_t)f->sel[i] * T, T, f->x + i * TD);
+  memcpy(f->xfinal, f->x, sizeof(float) * f->ns * TD);
+  for (int l = 0; !rc && l < c->n_layers; l++) {
+    rc = block_weights_load(m, l, &f->w);
+    for (int i = 0; !rc && i < f->ns; i++) block_forward(c, &f->w, &f->s, f->xfinal + i * TD);
   }
-  CHECK(aptq_agree(comm, rc));
+  return aptq_agree(comm, rc);
+}
 
-  for (int l = 0; l < L; l++) {
-    /* 2a. block l with one layer perturbed, per (sequence, layer, probe) */
-    CHECK(aptq_agree(comm, block_weights_load(m, l, &w)));
-    double sig2[LIN_COUNT];
-    for (int k = 0; k < LIN_COUNT; k++) {
-      size_t n = (size_t)m->linear[l][k].rows * m->linear[l][k].cols;
-      double sigma = FISHER_ALPHA * layer_rms(w.w[k], n);
-      sig2[k] = sigma * sigma;
-      memcpy(saved, w.w[k], sizeof(float) * n);
-      for (int i = 0; i < ns; i++)
-        for (int p = 0; p < P; p++) {
-          Rng r = probe_rng(o->seed, l * LIN_COUNT + k, calib->first + sel[i], p);
-          for (size_t j = 0; j < n; j++) w.w[k][j] = saved[j] + (float)(sigma * rng_normal(&r));
-          float *y = stream + ((size_t)(i * LIN_COUNT + k) * P + p) * TD;
-          memcpy(y, x + i * TD, sizeof(float) * TD);
-          block_forward(c, &w, &s, y);
-        }
-      memcpy(w.w[k], saved, sizeof(float) * n);
-    }
-    /* the full-precision block-l output is block l+1's input */
-    for (int i = 0; i < ns; i++) block_forward(c, &w, &s, x + i * TD);
-    /* 2b. the later blocks, full precision */
-    for (int b = l + 1; b < L; b++) {
-      CHECK(aptq_agree(comm, block_weights_load(m, b, &w)));
-      for (int j = 0; j < S; j++) block_forward(c, &w, &s, stream + j * TD);
-    }
-    /* 2c. head: logit variance per stream, against the reference chunk */
-    for (int i = 0; i < ns; i++) {
-      int g = sel_rank[calib->first + sel[i]];
-      for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
-        int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
-        head_logits(c, &head, xfinal + i * TD + (size_t)t0 * D, n, ref);
-        for (int q = 0; q < n; q++) {
-          const float *a = ref + (size_t)q * V;
-          float *pq = prob + (size_t)q * V, mx = a[0];
-          for (int j = 1; j < V; j++) mx = a[j] > mx ? a[j] : mx;
-          double sum = 0;
-          for (int j = 0; j < V; j++) sum += pq[j] = expf(a[j] - mx);
-          float inv = (float)(1.0 / sum);
-          for (int j = 0; j < V; j++) pq[j] *= inv;
-        }
-        for (int k = 0; k < LIN_COUNT; k++)
-          for (int p = 0; p < P; p++) {
-            const float *y = stream + ((size_t)(i * LIN_COUNT + k) * P + p) * TD;
-            value[(size_t)(l * LIN_COUNT + k) * nsel + g] += logit_variance(c, &head, y, t0, n, ref, prob, logits) / sig2[k];
-          }
+/* 2a. block l (its weights in f->w) with one layer perturbed, per
+ * (sequence, layer, probe), into the streams; sig2[k]: layer k's σ². Then
+ * x advances through the full-precision block l. */
+static void fisher_perturb_block(const Options *o, const Model *m, const TokenShard *calib, FisherWork *f, int l, double *sig2) {
+  const ModelConfig *c = &m->cfg;
+  int P = o->fisher_probes;
+  size_t TD = (size_t)calib->seqlen * c->dim;
+  for (int k = 0; k < LIN_COUNT; k++) {
+    size_t n = (size_t)m->linear[l][k].rows * m->linear[l][k].cols;
+    float *wk = f->w.w[k];
+    double sigma = FISHER_ALPHA * layer_rms(wk, n);
+    sig2[k] = sigma * sigma;
+    memcpy(f->saved, wk, sizeof(float) * n);
+    for (int i = 0; i < f->ns; i++)
+      for (int p = 0; p < P; p++) {
+        Rng r = probe_rng(o->seed, l * LIN_COUNT + k, calib->first + f->sel[i], p);
+        for (size_t j = 0; j < n; j++) wk[j] = f->saved[j] + (float)(sigma * rng_normal(&r));
+        float *y = f->stream + ((size_t)(i * LIN_COUNT + k) * P + p) * TD;
+        memcpy(y, f->x + i * TD, sizeof(float) * TD);
+        block_forward(c, &f->w, &f->s, y);
       }
-    }
+    memcpy(wk, f->saved, sizeof(float) * n);
   }
+  /* the full-precision block-l output is block l+1's input */
+  for (int i = 0; i < f->ns; i++) block_forward(c, &f->w, &f->s, f->x + i * TD);
+}
 
-  /* 3. every value was made by one rank: the sum over ranks is exact */
-  MPI_Allreduce(MPI_IN_PLACE, value, nlin * nsel, MPI_DOUBLE, MPI_SUM, comm);
-  for (int l = 0; l < nlin; l++) {
-    double nparam = (double)m->linear[l / LIN_COUNT][l % LIN_COUNT].rows * m->linear[l / LIN_COUNT][l % LIN_COUNT].cols;
-    double scale = 1.0 / ((double)P * T * nparam), sum = 0, sq = 0;
-    for (int j = 0; j < nsel; j++) sum += value[(size_t)l * nsel + j] * scale;
-    double mean = sum / nsel;
-    for (int j = 0; j < nsel; j++) {
-      double d = value[(size_t)l * nsel + j] * scale - mean;
-      sq += d * d;
-    }
-    sens[l] = mean;
-    if (stderr_out) stderr_out[l] = nsel > 1 ? sqrt(sq / (nsel - 1) / nsel) : 0.0;
+/* The reference probabilities of n tokens from their logits (ref → prob). */
+static void reference_probs(const ModelConfig *c, const float *ref, float *prob, int n) {
+  int V = c->vocab_size;
+  for (int q = 0; q < n; q++) {
+    const float *a = ref + (size_t)q * V;
+    float *pq = prob + (size_t)q * V, mx = a[0];
+    for (int j = 1; j < V; j++) mx = a[j] > mx ? a[j] : mx;
+    double sum = 0;
+    for (int j = 0; j < V; j++) sum += pq[j] = expf(a[j] - mx);
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < V; j++) pq[j] *= inv;
   }
-  free(sel);
-  free(sel_rank);
-  free(x);
-  free(xfinal);
-  free(stream);
-  free(ref);
-  free(prob);
-  free(logits);
-  free(saved);
-  free(value);
-  head_free(&head);
-  scratch_free(&s);
-  block_weights_free(&w);
-  return 0;
+}
+
+/* 2c. the streams of block l through the head: each one's logit variance
+ * against the reference, per chunk of tokens, into value. */
+static void fisher_head_block(const Options *o, const Model *m, const TokenShard *calib, FisherWork *f, int l, const double *sig2,
+                              int nsel) {
+  const ModelConfig *c = &m->cfg;
+  int T = calib->seqlen, D = c->dim, P = o->fisher_probes;
+  size_t TD = (size_t)T * D;
+  for (int i = 0; i < f->ns; i++) {
+    int g = f->sel_rank[calib->first + f->sel[i]];
+    for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
+      int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
+      head_logits(c, &f->head, f->xfinal + i * TD + (size_t)t0 * D, n, f->ref);
+      reference_probs(c, f->ref, f->prob, n);
+      for (int k = 0; k < LIN_COUNT; k++)
+        for (int p = 0; p < P; p++) {
+          const float *y = f->stream + ((size_t)(i * LIN_COUNT + k) * P + p) * TD;
+          f->value[(size_t)(l * LIN_COUNT + k) * nsel + g] += logit_variance(c, &f->head, y, t0, n, f->ref, f->prob, f->logits) / sig2[k];
+        }
+    }
+  }
+}
+
+int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *calib, double *sens, double *stderr_out, MPI_Comm comm) {
+  const ModelConfig *c = &m->cfg;
+  int L = c->n_layers, T = calib->seqlen, P = o->fisher_probes;
+  int nsel = o->fisher_nseq < calib->nseq ? o->fisher_nseq : calib->nseq;
+  int nlin = L * LIN_COUNT;
+  size_t TD = (size_t)T * c->dim;
+  FisherWork f;
+  int rc = aptq_agree(comm, fisher_work_alloc(&f, o, m, calib, nsel));
+  if (!rc) rc = fisher_reference(m, calib, &f, comm);
+  int S = f.ns * LIN_COUNT * P; /* perturbed streams of one block */
+  for (int l = 0; !rc && l < L; l++) {
+    double sig2[LIN_COUNT];
+    rc = aptq_agree(comm, block_weights_load(m, l, &f.w));
+    if (!rc) fisher_perturb_block(o, m, calib, &f, l, sig2);
+    /* 2b. the later blocks, full precision */
+    for (int b = l + 1; !rc && b < L; b++) {
+      rc = aptq_agree(comm, block_weights_load(m, b, &f.w));
+      for (int j = 0; !rc && j < S; j++) block_forward(c, &f.w, &f.s, f.stream + j * TD);
+    }
+    if (!rc) fisher_head_block(o, m, calib, &f, l, sig2, nsel);
+  }
+  if (!rc) {
+    /* 3. every value was made by one rank: the sum over ranks is exact */
+    MPI_Allreduce(MPI_IN_PLACE, f.value, nlin * nsel, MPI_DOUBLE, MPI_SUM, comm);
+    for (int l = 0; l < nlin; l++) {
+      double nparam = (double)m->linear[l / LIN_COUNT][l % LIN_COUNT].rows * m->linear[l / LIN_COUNT][l % LIN_COUNT].cols;
+      double scale = 1.0 / ((double)P * T * nparam), sum = 0, sq = 0;
+      for (int j = 0; j < nsel; j++) sum += f.value[(size_t)l * nsel + j] * scale;
+      double mean = sum / nsel;
+      for (int j = 0; j < nsel; j++) {
+        double d = f.value[(size_t)l * nsel + j] * scale - mean;
+        sq += d * d;
+      }
+      sens[l] = mean;
+      if (stderr_out) stderr_out[l] = nsel > 1 ? sqrt(sq / (nsel - 1) / nsel) : 0.0;
+    }
+  }
+  fisher_work_free(&f);
+  return rc;
 }

@@ -34,9 +34,9 @@ int block_weights_alloc(const ModelConfig *c, BlockWeights *w) {
 }
 
 void block_weights_free(BlockWeights *w) {
-  free(w->attn_norm);
-  free(w->ffn_norm);
-  for (int k = 0; k < LIN_COUNT; k++) free(w->w[k]);
+  aptq_free(w->attn_norm);
+  aptq_free(w->ffn_norm);
+  for (int k = 0; k < LIN_COUNT; k++) aptq_free(w->w[k]);
   memset(w, 0, sizeof *w);
 }
 
@@ -76,7 +76,7 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
 
 void scratch_free(BlockScratch *s) {
   float *bufs[] = {s->xn, s->xn2, s->tmp, s->q, s->z, s->k, s->v, s->att, s->gate, s->act, s->cos, s->sin};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) aptq_free(bufs[i]);
   memset(s, 0, sizeof *s);
 }
 
@@ -95,8 +95,8 @@ static void rope(const ModelConfig *c, const BlockScratch *s, float *m, int nhea
     for (int h = 0; h < nheads; h++) {
       float *v = m + (size_t)p * ld + h * hd;
       for (int i = 0; i < half; i++) {
-        /* HF rotate_half pairs (i, i+hd/2); llama2.c pairs (2i, 2i+1) */
-        int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+        int a, b;
+        rope_pair(c, i, &a, &b);
         float x0 = v[a], x1 = v[b];
         v[a] = x0 * cs[i] - x1 * sn[i];
         v[b] = x0 * sn[i] + x1 * cs[i];
@@ -198,10 +198,10 @@ int head_load(const Model *m, Head *h) {
 }
 
 void head_free(Head *h) {
-  free(h->final_norm);
-  free(h->lm_head_f32);
-  free(h->buf);
-  free(h->xf);
+  aptq_free(h->final_norm);
+  aptq_free(h->lm_head_f32);
+  aptq_free(h->buf);
+  aptq_free(h->xf);
   memset(h, 0, sizeof *h);
 }
 

@@ -66,6 +66,15 @@ void block_mlp_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch
  * the diagonal), from s->q and s->k as left by block_forward. */
 void attention_probs(const ModelConfig *c, BlockScratch *s, int head);
 
+/* RoPE's i-th pair of a head's dimensions (i < head_dim/2), rotated
+ * together by the angle of (position, i) (s->cos, s->sin): HF's
+ * rotate_half pairs (i, i + head_dim/2), llama2.c's (rope_interleaved)
+ * (2i, 2i+1). The forward and every RoPE-aware statistic index by it. */
+static inline void rope_pair(const ModelConfig *c, int i, int *a, int *b) {
+  *a = c->rope_interleaved ? 2 * i : i;
+  *b = c->rope_interleaved ? 2 * i + 1 : i + c->head_dim / 2;
+}
+
 void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x);
 

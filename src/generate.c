@@ -75,13 +75,9 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   }
   CHECK(aptq_agree(comm, rc));
   uint32_t *all = rank == 0 ? aptq_malloc(sizeof(uint32_t) * (size_t)o->nseq * T, "tokens") : NULL;
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  for (int r = 0; r < size; r++) {
-    shard_range(o->nseq, size, r, &displs[r], &counts[r]);
-    counts[r] *= T;
-    displs[r] *= T;
-  }
-  MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, counts, displs, MPI_UINT32_T, 0, comm);
+  ShardLayout lay;
+  CHECK(aptq_agree(comm, (rank == 0 && !all) || shard_layout_alloc(&lay, o->nseq, size, T)));
+  MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, lay.counts, lay.displs, MPI_UINT32_T, 0, comm);
   if (rank == 0) {
     char tmp[OPT_PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.partial", o->output);
@@ -98,14 +94,13 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
       printf("aptq generate: %d sequences x %d tokens (temperature %g, seed %d) -> %s\n", o->nseq, T, o->temperature, o->seed, o->output);
   }
   rc = aptq_agree(comm, rc);
-  free(all);
-  free(counts);
-  free(displs);
-  free(ids);
-  free(logits);
-  free(x);
+  aptq_free(all);
+  shard_layout_free(&lay);
+  aptq_free(ids);
+  aptq_free(logits);
+  aptq_free(x);
   for (int l = 0; l < c->n_layers; l++) block_weights_free(&w[l]);
-  free(w);
+  aptq_free(w);
   head_free(&h);
   scratch_free(&s);
   model_close(&m);

@@ -15,20 +15,8 @@ void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym,
   const float maxshrink = 0.8f, norm = 2.4f;
   int32_t maxq = (1 << bits) - 1;
   quant_find_params(w, n, stride, bits, sym, scale, zero);
-  float xmin = 0.0f, xmax = 0.0f;
-  for (int i = 0; i < n; i++) {
-    float v = w[(int64_t)i * stride];
-    xmin = v < xmin ? v : xmin;
-    xmax = v > xmax ? v : xmax;
-  }
-  if (sym) {
-    xmax = fabsf(xmin) > xmax ? fabsf(xmin) : xmax;
-    if (xmin < 0.0f) xmin = -xmax;
-  }
-  if (xmin == 0.0f && xmax == 0.0f) {
-    xmin = -1.0f;
-    xmax = 1.0f;
-  }
+  float xmin, xmax;
+  quant_range(w, n, stride, sym, &xmin, &xmax);
   float best = INFINITY;
   for (int i = 0; i < (int)(maxshrink * grid); i++) {
     float p = (float)(1.0 - (double)i / grid); /* torch: the Python float 1 - i/grid, rounded to float32 */
@@ -56,8 +44,9 @@ static void find_params(const GptqParams *p, const float *w, int n, float *scale
 
 /* Stable sort of perm by descending key (bottom-up merge sort): ties keep
  * column order, as numpy's argsort(-diag, kind='stable'). */
-static void sort_desc_stable(int *perm, const double *key, int n) {
-  int *tmp = malloc(sizeof(int) * (size_t)n);
+static int sort_desc_stable(int *perm, const double *key, int n) {
+  int *tmp = aptq_malloc(sizeof(int) * (size_t)n + 1, "column order");
+  if (!tmp) return APTQ_ERR;
   for (int width = 1; width < n; width *= 2) {
     for (int lo = 0; lo < n; lo += 2 * width) {
       int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
@@ -68,7 +57,8 @@ static void sort_desc_stable(int *perm, const double *key, int n) {
     }
     memcpy(perm, tmp, sizeof(int) * (size_t)n);
   }
-  free(tmp);
+  aptq_free(tmp);
+  return 0;
 }
 
 /* The factor's buffer is kept for the next layer: fresh memory costs a
@@ -78,14 +68,14 @@ static float *cached_U;
 static size_t cached_U_size;
 static int cached_U_busy;
 
-static void release_cached_U(void) { free(cached_U); }
+static void release_cached_U(void) { aptq_free(cached_U); }
 
 static float *factor_buffer(size_t n, int *from_cache) {
   *from_cache = 0;
   if (cached_U_busy) return aptq_malloc(sizeof(float) * n, "factor");
   if (n > cached_U_size) {
     if (!cached_U) atexit(release_cached_U);
-    free(cached_U);
+    aptq_free(cached_U);
     cached_U = aptq_malloc(sizeof(float) * n, "factor");
     cached_U_size = cached_U ? n : 0;
     if (!cached_U) return NULL;
@@ -125,9 +115,9 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
         if (L->dead[j]) diag[j] = 1.0;
       if (order)
         for (int j = 0; j < cols; j++) diag[j] = order[(size_t)j * cols + j];
-      sort_desc_stable(L->perm, diag, cols);
+      rc = sort_desc_stable(L->perm, diag, cols);
     }
-    free(diag);
+    aptq_free(diag);
     for (int k = 0; k < cols; k++) {
       int j = L->perm[k];
       L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
@@ -165,11 +155,11 @@ int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag
 }
 
 void gptq_layer_free(GptqLayer *L) {
-  free(L->perm);
-  free(L->g_idx);
-  free(L->dead);
+  aptq_free(L->perm);
+  aptq_free(L->g_idx);
+  aptq_free(L->dead);
   if (L->U_cached) cached_U_busy = 0;
-  else free(L->U);
+  else aptq_free(L->U);
   dist_factor_free(L->dist);
   memset(L, 0, sizeof *L);
 }
@@ -193,33 +183,117 @@ void gptq_group_rows(const int *rows, int nlayers, int size, int rank, int *r0, 
 
 void gptq_row_range(int rows, int size, int rank, int *r0, int *n) { gptq_group_rows(&rows, 1, size, rank, r0, n); }
 
-void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss) {
-  int size, rank, total = 0, c0, nc;
+int gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss) {
+  int size, rank, total = 0;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
   for (int k = 0; k < nlayers; k++) total += chunks_of(rows[k]);
-  int *counts = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  double *all = malloc(sizeof(double) * ((size_t)total + 1));
-  for (int r = 0; r < size; r++) shard_range(total, size, r, &displs[r], &counts[r]);
-  /* this rank's run of chunks, layer after layer, is contiguous in `all` */
-  c0 = displs[rank];
-  nc = counts[rank];
-  for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++)
-    for (int c = c0 > off ? c0 : off, i = 0; c < c0 + nc && c < off + chunks_of(rows[k]); c++, i++) all[c] = chunk_loss[k][i];
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, counts, displs, MPI_DOUBLE, comm);
-  for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++) {
-    loss[k] = 0.0; /* in chunk order: the same sum for any rank count */
-    for (int c = off; c < off + chunks_of(rows[k]); c++) loss[k] += all[c];
+  ShardLayout lay = {0};
+  double *all = aptq_malloc(sizeof(double) * ((size_t)total + 1), "chunk losses");
+  int rc = aptq_agree(comm, !all || shard_layout_alloc(&lay, total, size, 1));
+  if (!rc) {
+    /* this rank's run of chunks, layer after layer, is contiguous in `all` */
+    int c0 = lay.displs[rank], nc = lay.counts[rank];
+    for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++)
+      for (int c = c0 > off ? c0 : off, i = 0; c < c0 + nc && c < off + chunks_of(rows[k]); c++, i++) all[c] = chunk_loss[k][i];
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, lay.counts, lay.displs, MPI_DOUBLE, comm);
+    for (int k = 0, off = 0; k < nlayers; off += chunks_of(rows[k]), k++) {
+      loss[k] = 0.0; /* in chunk order: the same sum for any rank count */
+      for (int c = off; c < off + chunks_of(rows[k]); c++) loss[k] += all[c];
+    }
   }
-  free(counts);
-  free(displs);
-  free(all);
+  shard_layout_free(&lay);
+  aptq_free(all);
+  return rc;
 }
 
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm) {
   double loss, *cl = (double *)chunk_loss;
-  gptq_group_loss(&cl, &rows, 1, comm, &loss);
+  if (gptq_group_loss(&cl, &rows, 1, comm, &loss)) aptq_fatal(comm);
   return loss;
+}
+
+/* The sweep's work space for `rows` rows in solve order: the permuted
+ * weights Wp, the results Qp and Cp (rows × cols) and the errors of a
+ * block's columns Err (rows × B). */
+typedef struct {
+  float *Wp, *Qp, *Err;
+  uint8_t *Cp;
+} SweepWork;
+
+static int sweep_work_alloc(SweepWork *w, size_t rows, int cols, int B) {
+  size_t n = rows * cols + 1;
+  w->Wp = aptq_malloc(sizeof(float) * n, "permuted weights");
+  w->Qp = aptq_malloc(sizeof(float) * n, "permuted result");
+  w->Cp = aptq_malloc(n, "permuted codes");
+  w->Err = aptq_malloc(sizeof(float) * (rows * B + 1), "block errors");
+  return w->Wp && w->Qp && w->Cp && w->Err ? 0 : APTQ_ERR;
+}
+
+static void sweep_work_free(SweepWork *w) {
+  aptq_free(w->Wp);
+  aptq_free(w->Qp);
+  aptq_free(w->Cp);
+  aptq_free(w->Err);
+  memset(w, 0, sizeof *w);
+}
+
+/* Rows of a slab (a chunk, or a head of the Kronecker solve) before the
+ * sweep, as gptq.py: per-row grids (group_size 0) from the original
+ * weights, before dead columns are zeroed; dead columns zeroed; static
+ * groups' grids; the rows permuted into solve order in Wp. W: rows × cols,
+ * scales and zeros rows × groups; row_scale and row_zero: [rows]. */
+static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int rows, float *scales, int32_t *zeros, float *row_scale,
+                       int32_t *row_zero, float *Wp) {
+  int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs);
+  if (gs == 0)
+    for (int r = 0; r < rows; r++) {
+      find_params(p, W + (size_t)r * cols, cols, &row_scale[r], &row_zero[r]);
+      scales[r] = row_scale[r];
+      zeros[r] = row_zero[r];
+    }
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < cols; j++)
+      if (L->dead[j]) W[(size_t)r * cols + j] = 0.0f;
+  if (gs > 0 && p->static_groups)
+    for (int r = 0; r < rows; r++)
+      for (int g = 0; g < ng; g++) {
+        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+      }
+  for (int r = 0; r < rows; r++)
+    for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+}
+
+/* The rows' codes and dequantized weights back in the original column order. */
+static void rows_end(const GptqLayer *L, int rows, const SweepWork *w, uint8_t *codes, float *Q) {
+  int cols = L->cols;
+  for (int r = 0; r < rows; r++)
+    for (int k = 0; k < cols; k++) {
+      int j = L->perm[k];
+      codes[(size_t)r * cols + j] = w->Cp[(size_t)r * cols + k];
+      Q[(size_t)r * cols + j] = w->Qp[(size_t)r * cols + k];
+    }
+}
+
+/* The grid of column k (solve order) for rows [r0, r0 + n) when the
+ * columns are in groups: a dynamic group's grid is made when the sweep
+ * reaches its first column, from the rows as the earlier blocks left them
+ * in Wp (gptq.py takes it from W, which the current block has not updated
+ * yet). scales and zeros: the slab's, rows × groups. */
+static void column_grid(const GptqLayer *L, const GptqParams *p, int k, const float *Wp, int r0, int n, float *scales, int32_t *zeros,
+                        float *scale, int32_t *zero) {
+  int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs);
+  int g = p->static_groups ? L->perm[k] / gs : k / gs;
+  for (int r = 0; r < n; r++) {
+    size_t sg = (size_t)(r0 + r) * ng + g;
+    if (!p->static_groups && k % gs == 0) {
+      int end = k + gs < cols ? k + gs : cols;
+      find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
+    }
+    scale[r] = scales[sg];
+    zero[r] = zeros[sg];
+  }
 }
 
 /* One chunk of rows through the blocked column sweep of gptq.py: begin
@@ -237,126 +311,93 @@ typedef struct {
   uint8_t *codes; /* outputs, original order */
   float *Q, *scales;
   int32_t *zeros;
-  float *Wp, *Err, *Qp; /* work, solve order */
-  uint8_t *Cp;
+  SweepWork w; /* the chunk's rows of the work space, solve order */
   float row_scale[GPTQ_ROW_CHUNK];
   int32_t row_zero[GPTQ_ROW_CHUNK];
   double row_loss[GPTQ_ROW_CHUNK];
 } Chunk;
 
 static void chunk_begin(const GptqLayer *L, Chunk *ch) {
-  const GptqParams *p = ch->p;
-  int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs), rows = ch->rows;
-  float *W = ch->W;
   memset(ch->row_loss, 0, sizeof ch->row_loss);
-  /* per-channel grid from the original weights (before dead columns are zeroed, as gptq.py) */
-  if (gs == 0)
-    for (int r = 0; r < rows; r++) {
-      find_params(p, W + (size_t)r * cols, cols, &ch->row_scale[r], &ch->row_zero[r]);
-      ch->scales[r] = ch->row_scale[r];
-      ch->zeros[r] = ch->row_zero[r];
+  rows_begin(L, ch->p, ch->W, ch->rows, ch->scales, ch->zeros, ch->row_scale, ch->row_zero, ch->w.Wp);
+}
+
+/* Rows [r0, r0 + LANES) of the chunk (those past its end are padding)
+ * through columns [i1, i1 + count), transposed so that the column sweep
+ * runs across rows in SIMD lanes: blk[i][r] is column i1+i of row r0+r.
+ * Ublk: rows i1.. of U, row k at Ublk + (k − i1)·cols. */
+static void chunk_lanes(const GptqLayer *L, Chunk *ch, int i1, int count, int r0, const float *Ublk, float *blk) {
+  const GptqParams *p = ch->p;
+  uint8_t code_col[LANES];
+  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols;
+  int nr = ch->rows - r0 < LANES ? ch->rows - r0 : LANES;
+  int32_t maxq = (1 << p->bits) - 1;
+  const SweepWork *w = &ch->w;
+  for (int i = 0; i < count; i++)
+    for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? w->Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
+  float scale[LANES], zero[LANES], e[LANES];
+  for (int r = 0; r < LANES; r++) {
+    scale[r] = r < nr && gs == 0 ? ch->row_scale[r0 + r] : 1.0f;
+    zero[r] = r < nr && gs == 0 ? (float)ch->row_zero[r0 + r] : 0.0f;
+  }
+  for (int i = 0; i < count; i++) {
+    int k = i1 + i;
+    if (gs > 0) {
+      int32_t zero_code[LANES];
+      column_grid(L, p, k, w->Wp, r0, nr, ch->scales, ch->zeros, scale, zero_code);
+      for (int r = 0; r < nr; r++) zero[r] = (float)zero_code[r];
     }
-  for (int r = 0; r < rows; r++)
-    for (int j = 0; j < cols; j++)
-      if (L->dead[j]) W[(size_t)r * cols + j] = 0.0f;
-  if (gs > 0 && p->static_groups)
-    for (int r = 0; r < rows; r++)
-      for (int g = 0; g < ng; g++) {
-        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
-        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &ch->scales[(size_t)r * ng + g], &ch->zeros[(size_t)r * ng + g]);
-      }
-  for (int r = 0; r < rows; r++)
-    for (int k = 0; k < cols; k++) ch->Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+    const float *urow = Ublk + (size_t)i * cols;
+    float d = urow[k], *col = blk + i * LANES;
+    for (int r = 0; r < LANES; r++) {
+      float wv = col[r], c = rintf(wv / scale[r]) + zero[r];
+      c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
+      float q = scale[r] * (c - zero[r]);
+      col[r] = q; /* the column is done: keep q, the codes follow from it below */
+      e[r] = (wv - q) / d;
+      code_col[r] = (uint8_t)c;
+    }
+    for (int r = 0; r < nr; r++) {
+      w->Cp[(size_t)(r0 + r) * cols + k] = code_col[r];
+      w->Qp[(size_t)(r0 + r) * cols + k] = col[r];
+      w->Err[(size_t)(r0 + r) * B + i] = e[r];
+      ch->row_loss[r0 + r] += (double)e[r] * e[r];
+    }
+    for (int t = i + 1; t < count; t++) {
+      float u = urow[i1 + t], *next = blk + t * LANES;
+      for (int r = 0; r < LANES; r++) next[r] -= e[r] * u;
+    }
+  }
 }
 
 /* Columns [i1, i1 + B) in solve order; Ublk: rows i1.. of U, row k at
  * Ublk + (k − i1)·cols. blk: B × LANES scratch. */
 static void chunk_block(const GptqLayer *L, Chunk *ch, int i1, const float *Ublk, float *blk) {
-  const GptqParams *p = ch->p;
-  uint8_t code_col[LANES];
-  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols, rows = ch->rows;
-  int ng = quant_ngroups(cols, gs);
-  int32_t maxq = (1 << p->bits) - 1;
-  float *Wp = ch->Wp, *Err = ch->Err, *Qp = ch->Qp, *scales = ch->scales;
-  uint8_t *Cp = ch->Cp;
-  int32_t *zeros = ch->zeros;
+  int cols = L->cols, B = ch->p->block_size < cols ? ch->p->block_size : cols, rows = ch->rows;
   int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
-  /* LANES rows at a time, transposed so that the column sweep runs across
-   * rows in SIMD lanes: blk[i][r] is column i1+i of row r0+r */
-  for (int r0 = 0; r0 < rows; r0 += LANES) {
-    int nr = rows - r0 < LANES ? rows - r0 : LANES;
-    for (int i = 0; i < count; i++)
-      for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
-    float scale[LANES], zero[LANES], e[LANES];
-    for (int r = 0; r < LANES; r++) {
-      scale[r] = r < nr && gs == 0 ? ch->row_scale[r0 + r] : 1.0f;
-      zero[r] = r < nr && gs == 0 ? (float)ch->row_zero[r0 + r] : 0.0f;
-    }
-    for (int i = 0; i < count; i++) {
-      int k = i1 + i;
-      if (gs > 0) {
-        int g = p->static_groups ? L->perm[k] / gs : k / gs;
-        for (int r = 0; r < nr; r++) {
-          size_t sg = (size_t)(r0 + r) * ng + g;
-          if (!p->static_groups && k % gs == 0) {
-            /* gptq.py takes the group's grid from W, which the current block has not updated yet */
-            int end = k + gs < cols ? k + gs : cols;
-            find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
-          }
-          scale[r] = scales[sg];
-          zero[r] = (float)zeros[sg];
-        }
-      }
-      const float *urow = Ublk + (size_t)i * cols;
-      float d = urow[k], *col = blk + i * LANES;
-      for (int r = 0; r < LANES; r++) {
-        float w = col[r], c = rintf(w / scale[r]) + zero[r];
-        c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
-        float q = scale[r] * (c - zero[r]);
-        col[r] = q; /* the column is done: keep q, the codes follow from it below */
-        e[r] = (w - q) / d;
-        code_col[r] = (uint8_t)c;
-      }
-      for (int r = 0; r < nr; r++) {
-        Cp[(size_t)(r0 + r) * cols + k] = code_col[r];
-        Qp[(size_t)(r0 + r) * cols + k] = col[r];
-        Err[(size_t)(r0 + r) * B + i] = e[r];
-        ch->row_loss[r0 + r] += (double)e[r] * e[r];
-      }
-      for (int t = i + 1; t < count; t++) {
-        float u = urow[i1 + t], *next = blk + t * LANES;
-        for (int r = 0; r < LANES; r++) next[r] -= e[r] * u;
-      }
-    }
-  }
+  for (int r0 = 0; r0 < rows; r0 += LANES) chunk_lanes(L, ch, i1, count, r0, Ublk, blk);
   /* lazy batch update of the columns after the block */
   if (i2 < cols)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, Err, B, Ublk + i2, cols, 1.0f, Wp + i2, cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, count, -1.0f, ch->w.Err, B, Ublk + i2, cols, 1.0f,
+                ch->w.Wp + i2, cols);
 }
 
 static double chunk_end(const GptqLayer *L, Chunk *ch) {
-  int cols = L->cols;
   double total = 0.0;
   for (int r = 0; r < ch->rows; r++) total += ch->row_loss[r] / 2.0;
-  for (int r = 0; r < ch->rows; r++)
-    for (int k = 0; k < cols; k++) {
-      int j = L->perm[k];
-      ch->codes[(size_t)r * cols + j] = ch->Cp[(size_t)r * cols + k];
-      ch->Q[(size_t)r * cols + j] = ch->Qp[(size_t)r * cols + k];
-    }
+  rows_end(L, ch->rows, &ch->w, ch->codes, ch->Q);
   return total;
 }
 
 /* The chunks of all slabs, in order. Each chunk points into its slab's
- * outputs and, when Wp is given, into the work arrays Wp/Qp/Cp/Err, which
- * hold every slab's rows one after the other (NULL: the caller gives each
- * chunk its work space later). */
-static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, float *Wp, float *Qp, uint8_t *Cp, float *Err, int *nchunks) {
+ * outputs and, when work is given, into it: it holds every slab's rows one
+ * after the other (NULL: the caller gives each chunk its work space later). */
+static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, const SweepWork *work, int *nchunks) {
   int n = 0;
   for (int s = 0; s < nslabs; s++) n += chunks_of(slabs[s].rows);
-  Chunk *ch = calloc((size_t)n + 1, sizeof *ch);
+  Chunk *ch = aptq_calloc((size_t)n + 1, sizeof *ch, "chunks");
   if (!ch) return NULL;
-  size_t work = 0; /* rows before this chunk in the work arrays */
+  size_t before = 0; /* rows before this chunk in the work space */
   for (int s = 0, c = 0; s < nslabs; s++) {
     const GptqSlab *sl = &slabs[s];
     int ng = quant_ngroups(cols, sl->p->group_size);
@@ -370,13 +411,10 @@ static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, fl
                       .Q = sl->Q + off,
                       .scales = sl->scales + (size_t)r0 * ng,
                       .zeros = sl->zeros + (size_t)r0 * ng};
-      if (Wp) {
-        ch[c].Wp = Wp + work * cols;
-        ch[c].Qp = Qp + work * cols;
-        ch[c].Cp = Cp + work * cols;
-        ch[c].Err = Err + work * B;
-      }
-      work += rows;
+      if (work)
+        ch[c].w = (SweepWork){
+            .Wp = work->Wp + before * cols, .Qp = work->Qp + before * cols, .Err = work->Err + before * B, .Cp = work->Cp + before * cols};
+      before += rows;
     }
   }
   *nchunks = n;
@@ -394,16 +432,16 @@ static double *chunk_loss_slot(const GptqSlab *slabs, int c) {
  * of U as the sweep reaches it (collective, even with no rows of its own),
  * and all its chunks, of every slab, advance through that block: one fetch
  * of U serves all the layers that share the factor. Memory: the slabs' work
- * arrays and one B × cols block of U instead of U whole. */
+ * space and one B × cols block of U instead of U whole. */
 static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs, int B) {
   int cols = L->cols, threads = omp_get_max_threads(), nchunks = 0;
   size_t rows = 0;
   for (int s = 0; s < nslabs; s++) rows += (size_t)slabs[s].rows;
-  size_t n = rows * cols + 1;
-  float *Wp = malloc(sizeof(float) * n), *Qp = malloc(sizeof(float) * n), *Err = malloc(sizeof(float) * (rows * B + 1));
-  uint8_t *Cp = malloc(n);
-  float *Ublk = malloc(sizeof(float) * (size_t)B * cols), *blk = malloc(sizeof(float) * (size_t)B * LANES * threads);
-  Chunk *ch = Wp && Qp && Cp && Err ? make_chunks(slabs, nslabs, cols, B, Wp, Qp, Cp, Err, &nchunks) : NULL;
+  SweepWork work;
+  int rc = sweep_work_alloc(&work, rows, cols, B);
+  float *Ublk = aptq_malloc(sizeof(float) * (size_t)B * cols, "block of the factor");
+  float *blk = aptq_malloc(sizeof(float) * (size_t)B * LANES * threads, "blocks of rows");
+  Chunk *ch = rc ? NULL : make_chunks(slabs, nslabs, cols, B, &work, &nchunks);
   int ok = ch && Ublk && blk;
   MPI_Comm comm = dist_factor_comm(L->dist);
   ok = aptq_all_ok(comm, ok); /* nobody is left in a fetch */
@@ -421,13 +459,10 @@ static int solve_streamed(const GptqLayer *L, const GptqSlab *slabs, int nslabs,
     for (int c = 0; c < nchunks; c++) *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
     openblas_set_num_threads(blas_threads);
   }
-  free(ch);
-  free(Wp);
-  free(Qp);
-  free(Err);
-  free(Cp);
-  free(Ublk);
-  free(blk);
+  aptq_free(ch);
+  sweep_work_free(&work);
+  aptq_free(Ublk);
+  aptq_free(blk);
   return ok ? 0 : aptq_error("out of memory in the GPTQ solve");
 }
 
@@ -438,41 +473,32 @@ int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs) {
         slabs[s].p->static_groups != slabs[0].p->static_groups)
       return aptq_error("layers solved together must share block_size, group_size and static_groups");
   if (!L->U) return solve_streamed(L, slabs, nslabs, B);
-  Chunk *ch = make_chunks(slabs, nslabs, cols, B, NULL, NULL, NULL, NULL, &nchunks);
-  if (!ch) return aptq_error("out of memory in the GPTQ solve");
+  Chunk *ch = make_chunks(slabs, nslabs, cols, B, NULL, &nchunks);
+  if (!ch) return APTQ_ERR;
   /* chunks are independent: OpenMP threads take whole chunks, each calling
    * single-threaded BLAS, so the result does not depend on the thread count */
   int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
 #pragma omp parallel reduction(|| : failed)
   {
-    size_t chunk = (size_t)GPTQ_ROW_CHUNK * cols;
-    float *Wp = aptq_malloc(sizeof(float) * chunk, "permuted weights");
-    float *Err = aptq_malloc(sizeof(float) * (size_t)GPTQ_ROW_CHUNK * B, "block errors");
-    float *Qp = aptq_malloc(sizeof(float) * chunk, "permuted result");
-    uint8_t *Cp = aptq_malloc(chunk, "permuted codes");
+    SweepWork work;
+    failed = sweep_work_alloc(&work, GPTQ_ROW_CHUNK, cols, B);
     float *blk = aptq_malloc(sizeof(float) * (size_t)B * LANES, "block of rows");
-    failed = !Wp || !Err || !Qp || !Cp || !blk;
+    failed = failed || !blk;
     if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int c = 0; c < nchunks; c++) {
-        ch[c].Wp = Wp;
-        ch[c].Err = Err;
-        ch[c].Qp = Qp;
-        ch[c].Cp = Cp;
+        ch[c].w = work;
         chunk_begin(L, &ch[c]);
         for (int i1 = 0; i1 < cols; i1 += B) chunk_block(L, &ch[c], i1, L->U + (size_t)i1 * cols, blk);
         *chunk_loss_slot(slabs, c) = chunk_end(L, &ch[c]);
       }
     }
-    free(Wp);
-    free(Err);
-    free(Qp);
-    free(Cp);
-    free(blk);
+    sweep_work_free(&work);
+    aptq_free(blk);
   }
   openblas_set_num_threads(blas_threads);
-  free(ch);
+  aptq_free(ch);
   return failed ? aptq_error("out of memory in the GPTQ solve") : 0;
 }
 
@@ -490,91 +516,87 @@ int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, d
   return 0;
 }
 
-/* One head (dh rows) of the Kronecker solve. */
-static double solve_head(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, float *W, uint8_t *codes, float *Q,
-                         float *scales, int32_t *zeros, float *Wp, float *Err, float *Qp, uint8_t *Cp) {
-  int cols = L->cols, gs = p->group_size, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, gs);
+/* The Kronecker solve's work space for one head of dh rows: the sweep's,
+ * the rows' grids, the column's error vector e and U_outᵀ e, and the copy
+ * W1 (dh × B) of the block's columns. */
+typedef struct {
+  SweepWork w;
+  float *row_scale, *e, *et, *W1;
+  int32_t *row_zero;
+} HeadWork;
+
+static int head_work_alloc(HeadWork *hw, int dh, int cols, int B) {
+  memset(hw, 0, sizeof *hw);
+  int rc = sweep_work_alloc(&hw->w, (size_t)dh, cols, B);
+  hw->row_scale = aptq_malloc(sizeof(float) * (size_t)dh, "head grid scales");
+  hw->row_zero = aptq_malloc(sizeof(int32_t) * (size_t)dh, "head grid zeros");
+  hw->e = aptq_malloc(sizeof(float) * (size_t)dh, "head errors");
+  hw->et = aptq_malloc(sizeof(float) * (size_t)dh, "head error vector");
+  hw->W1 = aptq_malloc(sizeof(float) * (size_t)dh * B, "head block");
+  return rc || !hw->row_scale || !hw->row_zero || !hw->e || !hw->et || !hw->W1 ? APTQ_ERR : 0;
+}
+
+static void head_work_free(HeadWork *hw) {
+  sweep_work_free(&hw->w);
+  aptq_free(hw->row_scale);
+  aptq_free(hw->row_zero);
+  aptq_free(hw->e);
+  aptq_free(hw->et);
+  aptq_free(hw->W1);
+  memset(hw, 0, sizeof *hw);
+}
+
+/* Column k of a head, the i-th of the block of count columns in W1: its
+ * rows in turn, compensating the later rows of this column through U_out;
+ * then the column's error vector U_outᵀ e updates the rest of the block.
+ * loss += the column's Σ e²/2. */
+static void head_column(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, int k, int i, int count, float *scales,
+                        int32_t *zeros, HeadWork *hw, double *loss) {
+  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, i1 = k - i;
   int32_t maxq = (1 << p->bits) - 1;
-  float *row_scale = malloc(sizeof(float) * (size_t)dh), *e = malloc(sizeof(float) * (size_t)dh), *et = malloc(sizeof(float) * (size_t)dh);
-  int32_t *row_zero = malloc(sizeof(int32_t) * (size_t)dh);
-  if (gs == 0)
-    for (int r = 0; r < dh; r++) {
-      find_params(p, W + (size_t)r * cols, cols, &row_scale[r], &row_zero[r]);
-      scales[r] = row_scale[r];
-      zeros[r] = row_zero[r];
-    }
-  for (int r = 0; r < dh; r++)
-    for (int j = 0; j < cols; j++)
-      if (L->dead[j]) W[(size_t)r * cols + j] = 0.0f;
-  if (gs > 0 && p->static_groups)
-    for (int r = 0; r < dh; r++)
-      for (int g = 0; g < ng; g++) {
-        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
-        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
-      }
-  for (int r = 0; r < dh; r++)
-    for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
+  const float *urow = L->U + (size_t)k * cols;
+  float uin = urow[k], *W1 = hw->W1, *e = hw->e, *et = hw->et;
+  if (p->group_size > 0) column_grid(L, p, k, hw->w.Wp, 0, dh, scales, zeros, hw->row_scale, hw->row_zero);
+  for (int r = 0; r < dh; r++) {
+    float w = W1[(size_t)r * B + i];
+    int32_t c = quant_code(w, hw->row_scale[r], hw->row_zero[r], maxq);
+    float q = quant_dequant(c, hw->row_scale[r], hw->row_zero[r]);
+    hw->w.Cp[(size_t)r * cols + k] = (uint8_t)c;
+    hw->w.Qp[(size_t)r * cols + k] = q;
+    float d = uin * Uo[r * dh + r];
+    e[r] = (w - q) / d;
+    *loss += 0.5 * (double)e[r] * e[r];
+    for (int r2 = r + 1; r2 < dh; r2++) W1[(size_t)r2 * B + i] -= e[r] * uin * Uo[r * dh + r2];
+  }
+  for (int r2 = 0; r2 < dh; r2++) {
+    float acc = 0.0f;
+    for (int r = 0; r <= r2; r++) acc += e[r] * Uo[r * dh + r2];
+    et[r2] = acc;
+  }
+  for (int r = 0; r < dh; r++) {
+    hw->w.Err[(size_t)r * B + i] = et[r];
+    float *w1 = W1 + (size_t)r * B;
+    for (int t = i + 1; t < count; t++) w1[t] -= et[r] * urow[i1 + t];
+  }
+}
+
+/* One head (dh rows) of the Kronecker solve: the sweep of gptq_solve with
+ * a head's rows quantized together (head_column). */
+static double solve_head(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, float *W, uint8_t *codes, float *Q,
+                         float *scales, int32_t *zeros, HeadWork *hw) {
+  int cols = L->cols, B = p->block_size < cols ? p->block_size : cols;
+  rows_begin(L, p, W, dh, scales, zeros, hw->row_scale, hw->row_zero, hw->w.Wp);
   double loss = 0.0;
   /* the block works on a copy (W1): group grids read Wp as the previous blocks left it, as in gptq.py */
-  float *W1 = malloc(sizeof(float) * (size_t)dh * B);
   for (int i1 = 0; i1 < cols; i1 += B) {
     int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
-    for (int r = 0; r < dh; r++) memcpy(W1 + (size_t)r * B, Wp + (size_t)r * cols + i1, sizeof(float) * (size_t)count);
-    for (int i = 0; i < count; i++) {
-      int k = i1 + i;
-      const float *urow = L->U + (size_t)k * cols;
-      float uin = urow[k];
-      if (gs > 0) {
-        int g = p->static_groups ? L->perm[k] / gs : k / gs;
-        for (int r = 0; r < dh; r++) {
-          size_t sg = (size_t)r * ng + g;
-          if (!p->static_groups && k % gs == 0) {
-            int end = k + gs < cols ? k + gs : cols;
-            find_params(p, Wp + (size_t)r * cols + k, end - k, &scales[sg], &zeros[sg]);
-          }
-          row_scale[r] = scales[sg];
-          row_zero[r] = zeros[sg];
-        }
-      }
-      /* the rows of the head in turn, compensating the later rows of this column through U_out */
-      for (int r = 0; r < dh; r++) {
-        float w = W1[(size_t)r * B + i];
-        int32_t c = quant_code(w, row_scale[r], row_zero[r], maxq);
-        float q = quant_dequant(c, row_scale[r], row_zero[r]);
-        Cp[(size_t)r * cols + k] = (uint8_t)c;
-        Qp[(size_t)r * cols + k] = q;
-        float d = uin * Uo[r * dh + r];
-        e[r] = (w - q) / d;
-        loss += 0.5 * (double)e[r] * e[r];
-        for (int r2 = r + 1; r2 < dh; r2++) W1[(size_t)r2 * B + i] -= e[r] * uin * Uo[r * dh + r2];
-      }
-      /* the column's error vector for the later columns: U_outᵀ e */
-      for (int r2 = 0; r2 < dh; r2++) {
-        float acc = 0.0f;
-        for (int r = 0; r <= r2; r++) acc += e[r] * Uo[r * dh + r2];
-        et[r2] = acc;
-      }
-      for (int r = 0; r < dh; r++) {
-        Err[(size_t)r * B + i] = et[r];
-        float *w1 = W1 + (size_t)r * B;
-        for (int t = i + 1; t < count; t++) w1[t] -= et[r] * urow[i1 + t];
-      }
-    }
+    for (int r = 0; r < dh; r++) memcpy(hw->W1 + (size_t)r * B, hw->w.Wp + (size_t)r * cols + i1, sizeof(float) * (size_t)count);
+    for (int i = 0; i < count; i++) head_column(L, p, Uo, dh, i1 + i, i, count, scales, zeros, hw, &loss);
     if (i2 < cols)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dh, cols - i2, count, -1.0f, Err, B, L->U + (size_t)i1 * cols + i2, cols, 1.0f,
-                  Wp + i2, cols);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dh, cols - i2, count, -1.0f, hw->w.Err, B, L->U + (size_t)i1 * cols + i2, cols,
+                  1.0f, hw->w.Wp + i2, cols);
   }
-  for (int r = 0; r < dh; r++)
-    for (int k = 0; k < cols; k++) {
-      int j = L->perm[k];
-      codes[(size_t)r * cols + j] = Cp[(size_t)r * cols + k];
-      Q[(size_t)r * cols + j] = Qp[(size_t)r * cols + k];
-    }
-  free(W1);
-  free(row_scale);
-  free(row_zero);
-  free(e);
-  free(et);
+  rows_end(L, dh, &hw->w, codes, Q);
   return loss;
 }
 
@@ -586,23 +608,17 @@ int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const 
   openblas_set_num_threads(1);
 #pragma omp parallel reduction(|| : failed)
   {
-    float *Wp = aptq_malloc(sizeof(float) * (size_t)dh * cols, "permuted weights");
-    float *Err = aptq_malloc(sizeof(float) * (size_t)dh * B, "block errors");
-    float *Qp = aptq_malloc(sizeof(float) * (size_t)dh * cols, "permuted result");
-    uint8_t *Cp = aptq_malloc((size_t)dh * cols, "permuted codes");
-    failed = !Wp || !Err || !Qp || !Cp;
+    HeadWork hw;
+    failed = head_work_alloc(&hw, dh, cols, B);
     if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int h = 0; h < nheads; h++) {
         size_t off = (size_t)h * dh * cols;
-        losses[h] = solve_head(L, p, U_out[h], dh, W + off, codes + off, Q + off, scales + (size_t)h * dh * ng, zeros + (size_t)h * dh * ng,
-                               Wp, Err, Qp, Cp);
+        losses[h] =
+            solve_head(L, p, U_out[h], dh, W + off, codes + off, Q + off, scales + (size_t)h * dh * ng, zeros + (size_t)h * dh * ng, &hw);
       }
     }
-    free(Wp);
-    free(Err);
-    free(Qp);
-    free(Cp);
+    head_work_free(&hw);
   }
   openblas_set_num_threads(blas_threads);
   return failed ? aptq_error("out of memory in the Kronecker solve") : 0;

@@ -101,11 +101,13 @@ int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const 
  * the same retry as factor_inverse_cholesky (LAPACK, local). */
 int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used);
 
-/* Collective: the layer error, summed in chunk order (rank-count independent). */
+/* Collective: the layer error, summed in chunk order (rank-count
+ * independent). Out of memory aborts all ranks (aptq_fatal). */
 double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
 /* The same for layers solved together (rows as gptq_group_rows): loss[k]
- * from chunk_loss[k], this rank's chunks of layer k. */
-void gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
+ * from chunk_loss[k], this rank's chunks of layer k. 0, or APTQ_ERR on
+ * every rank (out of memory, agreed and reported). */
+int gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
 
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down
  * to 20% and keep the scale with the least Σ|q − w|^2.4 */

@@ -25,7 +25,8 @@ typedef struct {
 } Grid;
 
 /* Collective: the grid of blacs_grid_shape(size) and the layout of a d × d
- * matrix with blocks of nb. 0, or -1 (out of memory, bad arguments). */
+ * matrix with blocks of nb. 0, or -1 (out of memory on any rank: agreed;
+ * bad arguments). grid_close either way. */
 int grid_open(Grid *g, int d, int nb, MPI_Comm comm);
 void grid_close(Grid *g);
 

@@ -22,8 +22,8 @@ int hessian_init(Hessian *h, int d) {
 }
 
 void hessian_free(Hessian *h) {
-  free(h->sum);
-  free(h->chunk);
+  aptq_free(h->sum);
+  aptq_free(h->chunk);
   memset(h, 0, sizeof *h);
 }
 

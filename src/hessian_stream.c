@@ -49,13 +49,13 @@ int hstream_init(HessianStream *h, int d, int nb, int T, int tokens, int reverse
 
 void hstream_free(HessianStream *h) {
   if (h->counts) grid_close(&h->grid);
-  free(h->acc);
-  free(h->x);
-  free(h->chunk);
-  free(h->panel);
-  free(h->send);
-  free(h->recv);
-  free(h->counts);
+  aptq_free(h->acc);
+  aptq_free(h->x);
+  aptq_free(h->chunk);
+  aptq_free(h->panel);
+  aptq_free(h->send);
+  aptq_free(h->recv);
+  aptq_free(h->counts);
   memset(h, 0, sizeof *h);
 }
 

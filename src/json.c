@@ -64,6 +64,26 @@ static size_t put_utf8(char *dst, unsigned cp) {
   return 4;
 }
 
+/* The code point of a \u escape (p at its hex digits; the string's
+ * escapes end before `end`), a surrogate pair joined; NUL is refused. */
+static int parse_u_escape(Parser *p, size_t end, unsigned *out) {
+  unsigned cp;
+  if (hex4(p, &cp)) return APTQ_ERR;
+  if (cp >= 0xD800 && cp <= 0xDBFF) {
+    unsigned lo;
+    if (p->pos + 2 > end || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u') return fail(p, "unpaired surrogate in \\u escape");
+    p->pos += 2;
+    if (hex4(p, &lo)) return APTQ_ERR;
+    if (lo < 0xDC00 || lo > 0xDFFF) return fail(p, "bad low surrogate");
+    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+  } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+    return fail(p, "unpaired low surrogate");
+  }
+  if (cp == 0) return fail(p, "NUL character in string");
+  *out = cp;
+  return 0;
+}
+
 static int parse_string(Parser *p, char **out) {
   p->pos++; /* opening quote */
   size_t start = p->pos, n = 0;
@@ -102,39 +122,15 @@ static int parse_string(Parser *p, char **out) {
       case 'r': s[k++] = '\r'; break;
       case 't': s[k++] = '\t'; break;
       case 'u': {
-        unsigned cp;
-        if (hex4(p, &cp)) {
-          free(s);
+        unsigned cp = 0;
+        if (parse_u_escape(p, end, &cp)) {
+          aptq_free(s);
           return APTQ_ERR;
-        }
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          unsigned lo;
-          if (p->pos + 2 > end || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u') {
-            free(s);
-            return fail(p, "unpaired surrogate in \\u escape");
-          }
-          p->pos += 2;
-          if (hex4(p, &lo)) {
-            free(s);
-            return APTQ_ERR;
-          }
-          if (lo < 0xDC00 || lo > 0xDFFF) {
-            free(s);
-            return fail(p, "bad low surrogate");
-          }
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          free(s);
-          return fail(p, "unpaired low surrogate");
-        }
-        if (cp == 0) {
-          free(s);
-          return fail(p, "NUL character in string");
         }
         k += put_utf8(s + k, cp);
         break;
       }
-      default: free(s); return fail(p, "unknown escape in string");
+      default: aptq_free(s); return fail(p, "unknown escape in string");
     }
   }
   s[k] = 0;
@@ -186,6 +182,27 @@ static int literal(Parser *p, const char *word) {
   return 0;
 }
 
+/* A container's items (and an object's keys) moved to room for cap; left
+ * as they were if out of memory. */
+static int grow(JsonValue *v, int cap, int is_object) {
+  JsonValue *items = aptq_malloc((size_t)cap * sizeof *items, "JSON values");
+  char **keys = is_object ? aptq_malloc((size_t)cap * sizeof *keys, "JSON keys") : NULL;
+  if (!items || (is_object && !keys)) {
+    aptq_free(items);
+    aptq_free(keys);
+    return APTQ_ERR;
+  }
+  if (v->count) memcpy(items, v->items, (size_t)v->count * sizeof *items);
+  if (v->count && is_object) memcpy(keys, v->keys, (size_t)v->count * sizeof *keys);
+  aptq_free(v->items);
+  v->items = items;
+  if (is_object) {
+    aptq_free(v->keys);
+    v->keys = keys;
+  }
+  return 0;
+}
+
 static int parse_container(Parser *p, JsonValue *v, int depth, int is_object) {
   char close = is_object ? '}' : ']';
   int cap = 0;
@@ -199,14 +216,7 @@ static int parse_container(Parser *p, JsonValue *v, int depth, int is_object) {
   while (1) {
     if (v->count == cap) {
       cap = cap ? cap * 2 : 8;
-      JsonValue *items = realloc(v->items, (size_t)cap * sizeof *items);
-      if (!items) return aptq_error("%s: out of memory parsing JSON", p->what);
-      v->items = items;
-      if (is_object) {
-        char **keys = realloc(v->keys, (size_t)cap * sizeof *keys);
-        if (!keys) return aptq_error("%s: out of memory parsing JSON", p->what);
-        v->keys = keys;
-      }
+      if (grow(v, cap, is_object)) return APTQ_ERR;
     }
     JsonValue *item = &v->items[v->count];
     memset(item, 0, sizeof *item);
@@ -260,24 +270,24 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
 
 static void free_members(JsonValue *v) {
   if (!v) return;
-  free(v->string);
+  aptq_free(v->string);
   for (int i = 0; i < v->count; i++) {
     free_members(&v->items[i]);
-    if (v->keys) free(v->keys[i]);
+    if (v->keys) aptq_free(v->keys[i]);
   }
-  free(v->items);
-  free(v->keys);
+  aptq_free(v->items);
+  aptq_free(v->keys);
 }
 
 void json_free(JsonValue *v) {
   free_members(v);
-  free(v);
+  aptq_free(v);
 }
 
 int json_parse(const char *text, size_t len, const char *what, JsonValue **out) {
   Parser p = {text, len, 0, what};
-  JsonValue *v = calloc(1, sizeof *v);
-  if (!v) return aptq_error("%s: out of memory parsing JSON", what);
+  JsonValue *v = aptq_calloc(1, sizeof *v, "JSON value");
+  if (!v) return APTQ_ERR;
   if (parse_value(&p, v, 0)) {
     json_free(v);
     return APTQ_ERR;

@@ -31,14 +31,14 @@ static int read_file(const char *path, char **out, size_t *len) {
     return aptq_error("'%s' is too large for a JSON file", path);
   }
   rewind(f);
-  char *buf = malloc((size_t)n + 1);
+  char *buf = aptq_malloc((size_t)n + 1, "JSON file");
   if (!buf) {
     fclose(f);
-    return aptq_error("out of memory reading '%s'", path);
+    return APTQ_ERR;
   }
   if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
     fclose(f);
-    free(buf);
+    aptq_free(buf);
     return aptq_error("cannot read '%s'", path);
   }
   fclose(f);
@@ -85,7 +85,7 @@ static int parse_config(const char *path, ModelConfig *c) {
   CHECK(read_file(path, &text, &len));
   JsonValue *root = NULL;
   int rc = json_parse(text, len, path, &root);
-  free(text);
+  aptq_free(text);
   if (rc) return rc;
   memset(c, 0, sizeof *c);
   if (root->type != JSON_OBJECT) {
@@ -177,13 +177,12 @@ static int bind(Model *m, const char *name, int64_t rows, int64_t cols, TensorRe
   return aptq_error("%s: required tensor '%s' is missing from the checkpoint", m->source, name);
 }
 
-static int alloc_layers(Model *m) {
+int model_alloc_layers(Model *m) {
   int L = m->cfg.n_layers;
-  m->attn_norm = calloc((size_t)L, sizeof *m->attn_norm);
-  m->ffn_norm = calloc((size_t)L, sizeof *m->ffn_norm);
-  m->linear = calloc((size_t)L, sizeof *m->linear);
-  if (!m->attn_norm || !m->ffn_norm || !m->linear) return aptq_error("out of memory for the tensor table");
-  return 0;
+  m->attn_norm = aptq_calloc((size_t)L, sizeof *m->attn_norm, "the tensor table");
+  m->ffn_norm = aptq_calloc((size_t)L, sizeof *m->ffn_norm, "the tensor table");
+  m->linear = aptq_calloc((size_t)L, sizeof *m->linear, "the tensor table");
+  return m->attn_norm && m->ffn_norm && m->linear ? 0 : APTQ_ERR;
 }
 
 static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t *cols) {
@@ -217,7 +216,7 @@ static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t 
 static int bind_all(Model *m) {
   const ModelConfig *c = &m->cfg;
   char name[ST_NAME_MAX];
-  CHECK(alloc_layers(m));
+  CHECK(model_alloc_layers(m));
   CHECK(bind(m, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->embed));
   CHECK(bind(m, "model.norm.weight", 1, c->dim, &m->final_norm));
   if (c->tied_embeddings) m->lm_head = m->embed;
@@ -248,7 +247,7 @@ static int open_hf(const char *dir, Model *m) {
     CHECK(read_file(path, &text, &len));
     JsonValue *root = NULL;
     int rc = json_parse(text, len, path, &root);
-    free(text);
+    aptq_free(text);
     if (rc) return rc;
     const JsonValue *map = json_get(root, "weight_map");
     if (!map || map->type != JSON_OBJECT || map->count == 0) {
@@ -256,10 +255,10 @@ static int open_hf(const char *dir, Model *m) {
       return aptq_error("%s: no weight_map object", path);
     }
     /* unique shard names, in order of first appearance */
-    char **names = calloc((size_t)map->count, sizeof *names);
+    char **names = aptq_calloc((size_t)map->count, sizeof *names, "shard names");
     if (!names) {
       json_free(root);
-      return aptq_error("out of memory");
+      return APTQ_ERR;
     }
     int n = 0;
     for (int i = 0; i < map->count && !rc; i++) {
@@ -272,8 +271,8 @@ static int open_hf(const char *dir, Model *m) {
       for (int k = 0; k < n; k++) seen |= !strcmp(names[k], v->string);
       if (!seen) names[n++] = v->string;
     }
-    m->files = calloc((size_t)n + 1, sizeof *m->files);
-    if (!rc && !m->files) rc = aptq_error("out of memory");
+    if (!rc) m->files = aptq_calloc((size_t)n + 1, sizeof *m->files, "shard files");
+    if (!rc && !m->files) rc = APTQ_ERR;
     for (int k = 0; k < n && !rc; k++) {
       snprintf(path, sizeof path, "%s/%s", dir, names[k]);
       rc = st_open(path, &m->files[k]);
@@ -287,19 +286,50 @@ static int open_hf(const char *dir, Model *m) {
           rc = aptq_error("%s: index says tensor '%s' is in it, but it is not", m->files[k].path, map->keys[i]);
       }
     }
-    free(names);
+    aptq_free(names);
     json_free(root);
     CHECK(rc);
   } else {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (access(path, F_OK) != 0)
       return aptq_error("%s: no model.safetensors.index.json and no model.safetensors; not a Hugging Face checkpoint directory", dir);
-    m->files = calloc(1, sizeof *m->files);
-    if (!m->files) return aptq_error("out of memory");
+    m->files = aptq_calloc(1, sizeof *m->files, "shard files");
+    if (!m->files) return APTQ_ERR;
     CHECK(st_open(path, &m->files[0]));
     m->nfiles = 1;
   }
   return bind_all(m);
+}
+
+/* The next float32 tensor, rows × cols, at *p of a llama2.c file. */
+static void take(TensorRef *ref, const char *name, int64_t rows, int64_t cols, const uint8_t **p) {
+  snprintf(ref->name, sizeof ref->name, "%s", name);
+  ref->dtype = DT_F32;
+  ref->rows = rows;
+  ref->cols = cols;
+  ref->data = *p;
+  *p += 4 * rows * cols;
+}
+
+/* Every layer's norm weight `which` (input_layernorm, post_attention_layernorm). */
+static void take_norms(Model *m, TensorRef *norms, const char *which, const uint8_t **p) {
+  char name[ST_NAME_MAX];
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, which);
+    take(&norms[l], name, 1, m->cfg.dim, p);
+  }
+}
+
+/* Every layer's projections of the n kinds, kind after kind. */
+static void take_linears(Model *m, const int *kinds, int n, const uint8_t **p) {
+  char name[ST_NAME_MAX];
+  for (int k = 0; k < n; k++)
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      int64_t rows, cols;
+      linear_shape(&m->cfg, kinds[k], &rows, &cols);
+      snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[kinds[k]]);
+      take(&m->linear[l][kinds[k]], name, rows, cols, p);
+    }
 }
 
 /* llama2.c checkpoint: 7 int32 then float32 tensors in a fixed order. */
@@ -348,48 +378,18 @@ static int open_llama2c(const char *path, Model *m) {
   if ((int64_t)m->map_size != 28 + 4 * floats)
     return aptq_error("%s: file is %zu bytes but its header implies %lld; truncated or not a llama2.c checkpoint", path, m->map_size,
                       (long long)(28 + 4 * floats));
-  CHECK(alloc_layers(m));
+  CHECK(model_alloc_layers(m));
   const uint8_t *p = m->map + 28;
-#define TAKE(ref, nm, r, cc)                          \
-  do {                                                \
-    snprintf((ref).name, sizeof(ref).name, "%s", nm); \
-    (ref).dtype = DT_F32;                             \
-    (ref).rows = (r);                                 \
-    (ref).cols = (cc);                                \
-    (ref).data = p;                                   \
-    p += 4 * (r) * (cc);                              \
-  } while (0)
-  char nm[ST_NAME_MAX];
-  TAKE(m->embed, "model.embed_tokens.weight", V, D);
-  for (int l = 0; l < L; l++) {
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
-    TAKE(m->attn_norm[l], nm, 1, D);
-  }
-  static const int order[4] = {LIN_Q, LIN_K, LIN_V, LIN_O};
-  for (int k = 0; k < 4; k++)
-    for (int l = 0; l < L; l++) {
-      int64_t rows, cols;
-      linear_shape(c, order[k], &rows, &cols);
-      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[order[k]]);
-      TAKE(m->linear[l][order[k]], nm, rows, cols);
-    }
-  for (int l = 0; l < L; l++) {
-    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
-    TAKE(m->ffn_norm[l], nm, 1, D);
-  }
-  static const int mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
-  for (int k = 0; k < 3; k++)
-    for (int l = 0; l < L; l++) {
-      int64_t rows, cols;
-      linear_shape(c, mlp[k], &rows, &cols);
-      snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, linear_names[mlp[k]]);
-      TAKE(m->linear[l][mlp[k]], nm, rows, cols);
-    }
-  TAKE(m->final_norm, "model.norm.weight", 1, D);
+  static const int attn[4] = {LIN_Q, LIN_K, LIN_V, LIN_O}, mlp[3] = {LIN_GATE, LIN_DOWN, LIN_UP}; /* w1, w2, w3 */
+  take(&m->embed, "model.embed_tokens.weight", V, D, &p);
+  take_norms(m, m->attn_norm, "input_layernorm", &p);
+  take_linears(m, attn, 4, &p);
+  take_norms(m, m->ffn_norm, "post_attention_layernorm", &p);
+  take_linears(m, mlp, 3, &p);
+  take(&m->final_norm, "model.norm.weight", 1, D, &p);
   p += 4 * (int64_t)c->max_seq_len * c->head_dim; /* freq_cis_real, freq_cis_imag: recomputed */
   if (c->tied_embeddings) m->lm_head = m->embed;
-  else TAKE(m->lm_head, "lm_head.weight", V, D);
-#undef TAKE
+  else take(&m->lm_head, "lm_head.weight", V, D, &p);
   return 0;
 }
 
@@ -422,11 +422,11 @@ void model_release(const Model *m, const TensorRef *t) {
 
 void model_close(Model *m) {
   for (int i = 0; i < m->nfiles; i++) st_close(&m->files[i]);
-  free(m->files);
+  aptq_free(m->files);
   if (m->map) munmap(m->map, m->map_size);
-  free(m->attn_norm);
-  free(m->ffn_norm);
-  free(m->linear);
+  aptq_free(m->attn_norm);
+  aptq_free(m->ffn_norm);
+  aptq_free(m->linear);
   m->files = NULL;
   m->map = NULL;
   m->attn_norm = m->ffn_norm = NULL;
@@ -458,7 +458,7 @@ void model_config_json(const ModelConfig *c, char *buf, int size) {
 /* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */
 static int tensor_list(const Model *m, const TensorRef ***out) {
   int L = m->cfg.n_layers, n = 0;
-  const TensorRef **list = malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)));
+  const TensorRef **list = aptq_malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)), "tensor list");
   if (!list) return -1;
   list[n++] = &m->embed;
   for (int l = 0; l < L; l++) {
@@ -478,11 +478,11 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
   MPI_Comm_size(comm, &size);
   const TensorRef **list;
   int n = tensor_list(m, &list);
-  if (n < 0) return aptq_agree(comm, aptq_error("out of memory"));
-  uint8_t *digests = calloc((size_t)n, 32);
-  int rc = digests ? 0 : aptq_error("out of memory");
+  if (n < 0) return aptq_agree(comm, APTQ_ERR);
+  uint8_t *digests = aptq_calloc((size_t)n, 32, "tensor digests");
+  int rc = digests ? 0 : APTQ_ERR;
   float *buf = NULL;
-  size_t buf_rows = 0;
+  size_t buf_size = 0; /* floats */
   for (int i = rank; i < n && !rc; i += size) {
     const TensorRef *t = list[i];
     /* the hash is over the stored bytes; the conversion checks finiteness */
@@ -491,22 +491,23 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
     sha256_update(&s, t->data, (size_t)(t->rows * t->cols) * dtype_size(t->dtype));
     sha256_final(&s, digests + 32 * i);
     int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1;
-    if ((size_t)chunk > buf_rows) {
-      free(buf);
-      buf = malloc((size_t)(chunk * t->cols) * sizeof *buf);
-      buf_rows = (size_t)chunk;
+    size_t need = (size_t)(chunk * t->cols);
+    if (need > buf_size) { /* by elements: fewer, longer rows may need more */
+      aptq_free(buf);
+      buf = aptq_malloc(need * sizeof *buf, "tensor rows");
+      buf_size = buf ? need : 0;
       if (!buf) {
-        rc = aptq_error("out of memory");
+        rc = APTQ_ERR;
         break;
       }
     }
     for (int64_t r = 0; r < t->rows && !rc; r += chunk) rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
     model_release(m, t);
   }
-  free(buf);
+  aptq_free(buf);
   if (aptq_agree(comm, rc)) {
-    free(digests);
-    free(list);
+    aptq_free(digests);
+    aptq_free(list);
     return APTQ_ERR;
   }
   /* each rank owns digests i ≡ rank (mod size); a sum-reduce merges them */
@@ -525,7 +526,7 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
   uint8_t d[32];
   sha256_final(&s, d);
   sha256_digest_to_hex(d, m->fingerprint);
-  free(digests);
-  free(list);
+  aptq_free(digests);
+  aptq_free(list);
   return 0;
 }

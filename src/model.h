@@ -52,7 +52,12 @@ typedef struct {
 
 /* Open and validate (collective only through model_fingerprint). */
 int model_open(const char *path, Model *m);
+/* Releases what model_open (or model_alloc_layers) made; a zeroed Model is fine. */
 void model_close(Model *m);
+/* The per-layer tensor tables (attn_norm, ffn_norm, linear) for
+ * m->cfg.n_layers layers, zeroed (model_open's, and a synthetic model's):
+ * 0, or APTQ_ERR (out of memory, recorded). */
+int model_alloc_layers(Model *m);
 /* Rows [r0, r1) of a 2-D tensor (or the whole 1-D tensor) to float32; NaN
  * and Inf are errors that name the tensor. */
 int tensor_rows_f32(const TensorRef *t, int64_t r0, int64_t r1, float *dst);

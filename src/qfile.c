@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "forward.h"
 #include "quant.h"
 #include "tokens.h"
 
@@ -153,31 +154,34 @@ static int in_group(QFileWriter *w, const char *group, hid_t *g) {
   return *g < 0 ? h5fail("open a group", w->tmp) : 0;
 }
 
-int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value) {
+/* An attribute value for put_int, put_double or put_string. */
+typedef struct {
+  char type; /* 'i', 'd' or 's' */
+  int i;
+  double d;
+  const char *s;
+} AttrValue;
+
+/* Attribute NAME of GROUP (created if need be), in w and in its tee. */
+static int write_attr(QFileWriter *w, const char *group, const char *name, const AttrValue *v) {
   hid_t g;
   CHECK(in_group(w, group, &g));
-  int rc = put_double(g, name, value);
+  int rc = v->type == 'i' ? put_int(g, name, v->i) : v->type == 'd' ? put_double(g, name, v->d) : put_string(g, name, v->s);
   H5Gclose(g);
   if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_double(w->tee, group, name, value) : 0;
+  return w->tee ? write_attr(w->tee, group, name, v) : 0;
+}
+
+int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value) {
+  return write_attr(w, group, name, &(AttrValue){.type = 'd', .d = value});
 }
 
 int qfile_attr_int(QFileWriter *w, const char *group, const char *name, int value) {
-  hid_t g;
-  CHECK(in_group(w, group, &g));
-  int rc = put_int(g, name, value);
-  H5Gclose(g);
-  if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_int(w->tee, group, name, value) : 0;
+  return write_attr(w, group, name, &(AttrValue){.type = 'i', .i = value});
 }
 
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value) {
-  hid_t g;
-  CHECK(in_group(w, group, &g));
-  int rc = put_string(g, name, value);
-  H5Gclose(g);
-  if (rc) return h5fail("write an attribute", w->tmp);
-  return w->tee ? qfile_attr_string(w->tee, group, name, value) : 0;
+  return write_attr(w, group, name, &(AttrValue){.type = 's', .s = value});
 }
 
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method) {
@@ -329,11 +333,13 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
                       grows, gcols, bits, group_size, rows, cols);
   }
   int ng = quant_ngroups(cols, group_size), wpr = quant_words_per_row(cols, bits);
-  uint32_t *qw = malloc(sizeof *qw * (size_t)rows * wpr);
-  float *scales = malloc(sizeof *scales * (size_t)rows * ng);
-  int32_t *zeros = malloc(sizeof *zeros * (size_t)rows * ng), *g_idx = malloc(sizeof *g_idx * (size_t)cols);
-  uint8_t *codes = malloc((size_t)cols);
-  int rc = (!qw || !scales || !zeros || !g_idx || !codes) ? aptq_error("out of memory reading layer %s", name) : 0;
+  QLayerBuffers b;
+  int rc = qlayer_buffers_alloc(&b, rows, cols, bits, group_size);
+  uint8_t *codes = aptq_malloc((size_t)cols, "codes of a row");
+  if (!codes) rc = APTQ_ERR;
+  uint32_t *qw = b.qweight;
+  float *scales = b.scales;
+  int32_t *zeros = b.zeros, *g_idx = b.g_idx;
   if (!rc) rc = read_all(r, g, name, "qweight", H5T_NATIVE_UINT32, rows, wpr, qw);
   if (!rc) rc = read_all(r, g, name, "scales", H5T_NATIVE_FLOAT, rows, ng, scales);
   if (!rc) rc = read_all(r, g, name, "zeros", H5T_NATIVE_INT32, rows, ng, zeros);
@@ -347,13 +353,29 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
       W[(size_t)i * cols + j] = quant_dequant(codes[j], scales[(size_t)i * ng + gi], zeros[(size_t)i * ng + gi]);
     }
   }
-  free(qw);
-  free(scales);
-  free(zeros);
-  free(g_idx);
-  free(codes);
+  qlayer_buffers_free(&b);
+  aptq_free(codes);
   H5Gclose(g);
   return rc;
+}
+
+int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm comm) {
+  int rc = qfile_open(r, path, comm);
+  if (!rc && strcmp(r->model_fingerprint, m->fingerprint))
+    rc =
+        aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
+                   path, r->model_fingerprint, m->fingerprint);
+  return aptq_agree(comm, rc);
+}
+
+int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w) {
+  CHECK(block_weights_load(m, l, w));
+  for (int k = 0; r->file >= 0 && k < LIN_COUNT; k++) {
+    char name[256];
+    linear_layer_name(l, k, name, sizeof name);
+    CHECK(qfile_read_linear(r, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols, w->w[k]));
+  }
+  return 0;
 }
 
 void qfile_close(QFileReader *r) {
@@ -453,6 +475,23 @@ static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, voi
   return c->rc ? -1 : 0;
 }
 
+int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size) {
+  int ng = quant_ngroups(cols, group_size), wpr = quant_words_per_row(cols, bits);
+  b->qweight = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
+  b->scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
+  b->zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
+  b->g_idx = aptq_malloc(sizeof(int32_t) * ((size_t)cols + 1), "g_idx");
+  return b->qweight && b->scales && b->zeros && b->g_idx ? 0 : APTQ_ERR;
+}
+
+void qlayer_buffers_free(QLayerBuffers *b) {
+  aptq_free(b->qweight);
+  aptq_free(b->scales);
+  aptq_free(b->zeros);
+  aptq_free(b->g_idx);
+  memset(b, 0, sizeof *b);
+}
+
 int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
   int rank, size, bits = 0, rows = 0, cols = 0, gs = 0, sym = 0;
   MPI_Comm_rank(w->comm, &rank);
@@ -467,19 +506,16 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
   CHECK(aptq_agree(w->comm, rc));
   int ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits), r0, n;
   shard_range(rows, size, rank, &r0, &n);
-  uint32_t *qw = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
-  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
-  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
-  int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols + 1, "g_idx");
-  rc = !qw || !scales || !zeros || !g_idx;
-  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, qw) ||
-              read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, scales) ||
-              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, zeros) ||
-              read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, g_idx)))
+  QLayerBuffers b;
+  rc = qlayer_buffers_alloc(&b, n, cols, bits, gs);
+  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, b.qweight) ||
+              read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, b.scales) ||
+              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, b.zeros) ||
+              read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, b.g_idx)))
     rc = aptq_error("cannot read layer %s from checkpoint block file '%s'", name, src_path);
   rc = aptq_agree(w->comm, rc);
   if (!rc) {
-    QLayerSlab slab = {name, rows, cols, bits, gs, sym, r0, r0 + n, qw, scales, zeros, g_idx};
+    QLayerSlab slab = {name, rows, cols, bits, gs, sym, r0, r0 + n, b.qweight, b.scales, b.zeros, b.g_idx};
     rc = qfile_write_layer(w, &slab);
   }
   if (!rc) {
@@ -487,10 +523,7 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c);
     rc = c.rc;
   }
-  free(qw);
-  free(scales);
-  free(zeros);
-  free(g_idx);
+  qlayer_buffers_free(&b);
   H5Gclose(g);
   H5Fclose(f);
   return rc;

@@ -8,6 +8,7 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "forward.h"
 #include "model.h"
 #include "options.h"
 
@@ -30,6 +31,18 @@ typedef struct {
   const int32_t *zeros;    /* (r1-r0) × ngroups */
   const int32_t *g_idx;    /* cols; only rank 0's copy is written */
 } QLayerSlab;
+
+/* A row slab's stored form, for n rows of cols columns at `bits` bits in
+ * groups of group_size: qweight n × words per row, scales and zeros
+ * n × groups, g_idx cols (a QLayerSlab's arrays). */
+typedef struct {
+  uint32_t *qweight;
+  float *scales;
+  int32_t *zeros, *g_idx;
+} QLayerBuffers;
+/* 0, or APTQ_ERR (out of memory, recorded; free anyway). Local. */
+int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size);
+void qlayer_buffers_free(QLayerBuffers *b);
 
 /* Collective. Checks nothing about the final path: callers check first. */
 int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
@@ -61,6 +74,13 @@ int qfile_open(QFileReader *r, const char *path, MPI_Comm comm);
  * stored shapes against the expected ones and the codes against the bits. */
 int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W);
 void qfile_close(QFileReader *r);
+/* Collective: qfile_open of a file that must have been made from model m
+ * (the same fingerprint); agreed, 0 or APTQ_ERR on every rank. */
+int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm comm);
+/* Block l's weights into w (block_weights_alloc'd): the model's
+ * (block_weights_load), its seven projections dequantized from r instead
+ * when r is open (r->file >= 0). Local. */
+int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w);
 
 /* Shape of a 2-D dataset (buf NULL) or rows [r0, r1) of it converted to
  * memtype. Opens the file with MPI-IO on comm (collective open). */

@@ -25,8 +25,7 @@ float quant_scale_round(float scale) {
   return round_half(scale < tiny ? tiny : scale > huge ? huge : scale);
 }
 
-void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {
-  int32_t maxq = (1 << bits) - 1;
+void quant_range(const float *w, int n, int stride, int sym, float *lo, float *hi) {
   float xmin = 0.0f, xmax = 0.0f;
   for (int i = 0; i < n; i++) {
     float v = w[(int64_t)i * stride];
@@ -41,6 +40,14 @@ void quant_find_params(const float *w, int n, int stride, int bits, int sym, flo
     xmin = -1.0f;
     xmax = 1.0f;
   }
+  *lo = xmin;
+  *hi = xmax;
+}
+
+void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero) {
+  int32_t maxq = (1 << bits) - 1;
+  float xmin, xmax;
+  quant_range(w, n, stride, sym, &xmin, &xmax);
   *scale = quant_scale_round((xmax - xmin) / (float)maxq);
   *zero = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / *scale);
 }
@@ -68,6 +75,17 @@ void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int
     }
   }
   *err2 += e;
+}
+
+void quant_error_norm(const float *w, const float *q, size_t n, double *err2, double *norm2) {
+  double e = *err2, s = norm2 ? *norm2 : 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)w[i] - q[i];
+    e += d * d;
+    s += (double)w[i] * w[i];
+  }
+  *err2 = e;
+  if (norm2) *norm2 = s;
 }
 
 void quant_pack_row(const uint8_t *codes, int cols, int bits, uint32_t *words) {

@@ -6,6 +6,7 @@
 #define APTQ_QUANT_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* scales = fp16 (option scale_dtype): every scale is rounded to the nearest
@@ -15,6 +16,9 @@
 void quant_set_fp16_scales(int on);
 float quant_scale_round(float scale);
 
+/* The range [lo, hi] the grid of the n values w[0], w[stride], ... spans:
+ * [min(w, 0), max(w, 0)], symmetric if sym, [-1, 1] if all are 0. */
+void quant_range(const float *w, int n, int stride, int sym, float *lo, float *hi);
 /* scale and zero point for the n values w[0], w[stride], ... */
 void quant_find_params(const float *w, int n, int stride, int bits, int sym, float *scale, int32_t *zero);
 
@@ -34,6 +38,10 @@ static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64
  * (cols not a multiple) gets its own grid, as in the GPTQ reference. */
 void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros,
                double *err2);
+
+/* The error of q against w (n values), accumulated in float64 in index
+ * order: err2 += Σ (w − q)², and norm2 += Σ w² unless norm2 is NULL. */
+void quant_error_norm(const float *w, const float *q, size_t n, double *err2, double *norm2);
 
 void quant_pack_row(const uint8_t *codes, int cols, int bits, uint32_t *words);
 void quant_unpack_row(const uint32_t *words, int cols, int bits, uint8_t *codes);

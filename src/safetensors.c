@@ -85,8 +85,8 @@ static int cmp_offset(const void *a, const void *b) {
 static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, size_t data_size) {
   const char *path = f->path;
   if (root->type != JSON_OBJECT) return aptq_error("%s: safetensors header is not a JSON object", path);
-  f->tensors = calloc((size_t)root->count + 1, sizeof *f->tensors);
-  if (!f->tensors) return aptq_error("%s: out of memory for the tensor table", path);
+  f->tensors = aptq_calloc((size_t)root->count + 1, sizeof *f->tensors, "the tensor table");
+  if (!f->tensors) return APTQ_ERR;
   for (int i = 0; i < root->count; i++) {
     const char *name = root->keys[i];
     const JsonValue *v = &root->items[i];
@@ -134,19 +134,19 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
     f->ntensors++;
   }
   /* offsets must not overlap */
-  StTensor **order = malloc(((size_t)f->ntensors + 1) * sizeof *order);
-  if (!order) return aptq_error("%s: out of memory", path);
+  StTensor **order = aptq_malloc(((size_t)f->ntensors + 1) * sizeof *order, "tensor order");
+  if (!order) return APTQ_ERR;
   for (int i = 0; i < f->ntensors; i++) order[i] = &f->tensors[i];
   qsort(order, (size_t)f->ntensors, sizeof *order, cmp_offset);
   for (int i = 1; i < f->ntensors; i++) {
     if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data) {
       int rc = aptq_error("%s: tensors '%s' and '%s' have overlapping data_offsets; the file is corrupt", path, order[i - 1]->name,
                           order[i]->name);
-      free(order);
+      aptq_free(order);
       return rc;
     }
   }
-  free(order);
+  aptq_free(order);
   return 0;
 }
 
@@ -201,7 +201,7 @@ int st_open(const char *path, StFile *f) {
 
 void st_close(StFile *f) {
   if (f->map) munmap(f->map, f->size);
-  free(f->tensors);
+  aptq_free(f->tensors);
   f->map = NULL;
   f->tensors = NULL;
   f->ntensors = 0;
@@ -216,8 +216,8 @@ const StTensor *st_find(const StFile *f, const char *name) {
 int st_write(const char *path, const StWriteTensor *tensors, int n) {
   /* header first: offsets are known from the shapes */
   size_t cap = 256 + (size_t)n * 512, len = 0, offset = 0;
-  char *header = malloc(cap);
-  if (!header) return aptq_error("out of memory writing '%s'", path);
+  char *header = aptq_malloc(cap, "safetensors header");
+  if (!header) return APTQ_ERR;
   len += (size_t)snprintf(header + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
   for (int i = 0; i < n; i++) {
     size_t numel = 1;
@@ -234,13 +234,13 @@ int st_write(const char *path, const StWriteTensor *tensors, int n) {
   while (len % 8) header[len++] = ' '; /* keep tensor data 8-byte aligned */
   FILE *f = fopen(path, "wb");
   if (!f) {
-    free(header);
+    aptq_free(header);
     return aptq_error("cannot create '%s': %s", path, strerror(errno));
   }
   uint8_t lenbytes[8];
   for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)len >> (8 * i));
   int ok = fwrite(lenbytes, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
-  free(header);
+  aptq_free(header);
   for (int i = 0; ok && i < n; i++) {
     size_t numel = 1;
     for (int d = 0; d < tensors[i].ndim; d++) numel *= (size_t)tensors[i].shape[d];

@@ -149,7 +149,7 @@ static int synth(const Options *o) {
     snprintf(path, sizeof path, "%s/config.json", o->output);
     rc = write_text(path, cfg);
   }
-  for (int i = 0; i < n; i++) free(t[i].data);
+  for (int i = 0; i < n; i++) aptq_free(t[i].data);
   if (!rc)
     printf("aptq synth: wrote a %d-layer LLaMA-architecture checkpoint (hidden %d, %d heads, %d kv heads, vocab %d, seed %d) to %s\n",
            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->vocab_size, o->seed, o->output);

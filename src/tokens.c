@@ -15,6 +15,27 @@ void shard_range(int n, int size, int rank, int *first, int *count) {
   *count = (int)(b - a);
 }
 
+int shard_layout_alloc(ShardLayout *l, int n, int size, int unit) {
+  l->counts = aptq_malloc(sizeof(int) * (size_t)size, "gather counts");
+  l->displs = aptq_malloc(sizeof(int) * (size_t)size, "gather offsets");
+  if (!l->counts || !l->displs) {
+    shard_layout_free(l);
+    return APTQ_ERR;
+  }
+  for (int r = 0; r < size; r++) {
+    shard_range(n, size, r, &l->displs[r], &l->counts[r]);
+    l->counts[r] *= unit;
+    l->displs[r] *= unit;
+  }
+  return 0;
+}
+
+void shard_layout_free(ShardLayout *l) {
+  aptq_free(l->counts);
+  aptq_free(l->displs);
+  l->counts = l->displs = NULL;
+}
+
 static int load(const char *path, const char *what, int seqlen, int nseq, int vocab, int rank, int size, TokenShard *t) {
   struct stat st;
   if (stat(path, &st) != 0)
@@ -33,37 +54,37 @@ static int load(const char *path, const char *what, int seqlen, int nseq, int vo
   FILE *f = fopen(path, "rb");
   if (!f) return aptq_error("cannot open %s file '%s': %s", what, path, strerror(errno));
   /* every rank reads and hashes all used tokens: they are small next to the model, and the checks agree everywhere */
-  uint8_t *all = malloc((size_t)need * 4);
+  uint8_t *all = aptq_malloc((size_t)need * 4, "token file");
   if (!all) {
     fclose(f);
-    return aptq_error("out of memory reading %s tokens", what);
+    return APTQ_ERR;
   }
   size_t got = fread(all, 4, (size_t)need, f);
   fclose(f);
   if (got != (size_t)need) {
-    free(all);
+    aptq_free(all);
     return aptq_error("short read from %s file '%s'", what, path);
   }
   sha256_hex(all, (size_t)need * 4, t->sha256);
   for (int64_t i = 0; i < need; i++) {
     uint32_t id = (uint32_t)all[4 * i] | (uint32_t)all[4 * i + 1] << 8 | (uint32_t)all[4 * i + 2] << 16 | (uint32_t)all[4 * i + 3] << 24;
     if (id >= (uint32_t)vocab) {
-      free(all);
+      aptq_free(all);
       return aptq_error(
           "%s file '%s': token %lld has id %u, but the model's vocabulary has %d ids; the tokens were made for another tokenizer", what,
           path, (long long)i, id, vocab);
     }
   }
-  t->ids = malloc((size_t)t->count * (size_t)seqlen * sizeof *t->ids + 1);
+  t->ids = aptq_malloc((size_t)t->count * (size_t)seqlen * sizeof *t->ids + 1, "token sequences");
   if (!t->ids) {
-    free(all);
-    return aptq_error("out of memory for %s tokens", what);
+    aptq_free(all);
+    return APTQ_ERR;
   }
   for (int64_t i = 0; i < (int64_t)t->count * seqlen; i++) {
     const uint8_t *b = all + 4 * ((int64_t)t->first * seqlen + i);
     t->ids[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
   }
-  free(all);
+  aptq_free(all);
   return 0;
 }
 
@@ -83,6 +104,6 @@ int tokens_load(const char *path, const char *what, int seqlen, int nseq, int vo
 }
 
 void tokens_free(TokenShard *t) {
-  free(t->ids);
+  aptq_free(t->ids);
   t->ids = NULL;
 }

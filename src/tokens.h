@@ -19,5 +19,13 @@ int tokens_load(const char *path, const char *what, int seqlen, int nseq, int vo
 void tokens_free(TokenShard *t);
 /* Contiguous block partition of n items over size ranks. */
 void shard_range(int n, int size, int rank, int *first, int *count);
+/* The whole partition, as MPI_Allgatherv and MPI_Gatherv take it: rank r
+ * holds counts[r] elements from displs[r], its shard_range of n items of
+ * `unit` elements each. Local; 0, or APTQ_ERR (out of memory, recorded). */
+typedef struct {
+  int *counts, *displs;
+} ShardLayout;
+int shard_layout_alloc(ShardLayout *l, int n, int size, int unit);
+void shard_layout_free(ShardLayout *l);
 
 #endif

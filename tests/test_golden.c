@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "attn_hessian.h"
 #include "error.h"
 #include "forward.h"
@@ -21,11 +22,12 @@
 
 static double rel(double a, double b) { return fabs(a - b) / fabs(b); }
 
-/* u ← R_t u, the RoPE rotation of position t (pairs as in forward.c) */
+/* u ← R_t u, the RoPE rotation of position t (forward.h's rope_pair) */
 static void rotate_vec(const ModelConfig *c, const BlockScratch *s, int t, double *u) {
   int half = c->head_dim / 2;
   for (int i = 0; i < half; i++) {
-    int a = c->rope_interleaved ? 2 * i : i, b = c->rope_interleaved ? 2 * i + 1 : i + half;
+    int a, b;
+    rope_pair(c, i, &a, &b);
     double co = s->cos[(size_t)t * half + i], si = s->sin[(size_t)t * half + i], x = u[a], y = u[b];
     u[a] = x * co - y * si;
     u[b] = x * si + y * co;
@@ -40,7 +42,7 @@ static void rotate_vec(const ModelConfig *c, const BlockScratch *s, int t, doubl
  * quadratic form. s holds the forward's q, k, v, z. */
 static double lin_attn(const ModelConfig *c, BlockScratch *s, const float *X, const float *dW, const float *Wo, int is_k, double *dout) {
   int T = s->T, D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh, hpg = c->n_heads / c->n_kv_heads;
-  double *U = malloc(sizeof(double) * T * dh), *dz = malloc(sizeof(double) * dh), total = 0;
+  double *U = TEST_MALLOC(sizeof(double) * T * dh), *dz = TEST_MALLOC(sizeof(double) * dh), total = 0;
   memset(dout, 0, sizeof(double) * (size_t)T * D);
   for (int j = 0; j < T; j++) { /* U_j = R_j ΔW x_j, post-RoPE */
     for (int a = 0; a < dh; a++) {
@@ -73,8 +75,8 @@ static double lin_attn(const ModelConfig *c, BlockScratch *s, const float *X, co
     }
   }
   for (size_t i = 0; i < (size_t)T * D; i++) total += dout[i] * dout[i];
-  free(U);
-  free(dz);
+  aptq_free(U);
+  aptq_free(dz);
   return total;
 }
 
@@ -95,9 +97,9 @@ static void fd_check(const Model *m, const BlockWeights *w, BlockWeights *wp, Bl
   const ModelConfig *c = &m->cfg;
   int T = s->T, D = c->dim, kvd = c->n_kv_heads * c->head_dim, qd = c->n_heads * c->head_dim, dh = c->head_dim, lin = is_k ? LIN_K : LIN_Q;
   size_t nw = (size_t)(is_k ? kvd : qd) * D;
-  float *x = malloc(sizeof(float) * T * D), *op = malloc(sizeof(float) * T * D), *om = malloc(sizeof(float) * T * D);
-  float *X = malloc(sizeof(float) * T * D);
-  double *dout = malloc(sizeof(double) * T * D);
+  float *x = TEST_MALLOC(sizeof(float) * T * D), *op = TEST_MALLOC(sizeof(float) * T * D), *om = TEST_MALLOC(sizeof(float) * T * D);
+  float *X = TEST_MALLOC(sizeof(float) * T * D);
+  double *dout = TEST_MALLOC(sizeof(double) * T * D);
   embed_tokens(m, ids, T, x);
   block_forward_until(c, w, s, x, STOP_O_INPUT);
   memcpy(X, s->xn, sizeof(float) * T * D);
@@ -120,104 +122,72 @@ static void fd_check(const Model *m, const BlockWeights *w, BlockWeights *wp, Bl
     err[k] = sqrt(e2 / nl);
   }
   memcpy(wp->w[lin], w->w[lin], sizeof(float) * nw);
-  free(x);
-  free(op);
-  free(om);
-  free(X);
-  free(dout);
+  aptq_free(x);
+  aptq_free(op);
+  aptq_free(om);
+  aptq_free(X);
+  aptq_free(dout);
 }
 
-int main(int argc, char **argv) {
-  MPI_Init(&argc, &argv);
-  if (argc < 5) {
-    fprintf(stderr, "usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX]\n");
-    return 2;
-  }
-  int nseq = atoi(argv[3]), T = atoi(argv[4]);
-  double ratio_min = argc > 6 ? atof(argv[5]) : 0.0, ratio_max = argc > 6 ? atof(argv[6]) : INFINITY;
+/* What the checks share: the model and its tokens, block 0's weights (w)
+ * and a copy to perturb (wp), the scratch, per-sequence buffers and the
+ * perturbations' random stream. */
+typedef struct {
   Model m;
   TokenShard tok;
+  int nseq, T;
   BlockWeights w, wp;
   BlockScratch s;
-  if (model_open(argv[1], &m) || tokens_load(argv[2], "tokens", T, nseq, m.cfg.vocab_size, MPI_COMM_SELF, &tok)) {
-    fprintf(stderr, "%s\n", aptq_error_message());
-    return 1;
-  }
-  const ModelConfig *c = &m.cfg;
-  int D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh, hpg = c->n_heads / c->n_kv_heads;
-  if (block_weights_alloc(c, &w) || block_weights_alloc(c, &wp) || block_weights_load(&m, 0, &w) || block_weights_load(&m, 0, &wp) ||
-      scratch_alloc(c, T, &s)) {
-    fprintf(stderr, "%s\n", aptq_error_message());
-    return 1;
-  }
-  /* perturbations as large as the weights: E is exactly quadratic in them */
-  Rng rng = {2024};
-  double wo_rms = 0, wv_rms = 0;
-  for (int i = 0; i < D * qd; i++) wo_rms += (double)w.w[LIN_O][i] * w.w[LIN_O][i];
-  for (int i = 0; i < kvd * D; i++) wv_rms += (double)w.w[LIN_V][i] * w.w[LIN_V][i];
-  wo_rms = sqrt(wo_rms / (D * qd));
-  wv_rms = sqrt(wv_rms / (kvd * D));
-  float *dO = malloc(sizeof(float) * D * qd), *dV = malloc(sizeof(float) * kvd * D);
-  for (int i = 0; i < D * qd; i++) dO[i] = (float)(wo_rms * rng_normal(&rng));
-  for (int i = 0; i < kvd * D; i++) dV[i] = (float)(wv_rms * rng_normal(&rng));
-  for (int i = 0; i < kvd * D; i++) wp.w[LIN_V][i] += dV[i];
+  float *x, *o, *o2, *X; /* T × D */
+  double *dout;          /* T × D */
+  Rng rng;
+} Golden;
 
-  float *x = malloc(sizeof(float) * T * D), *o = malloc(sizeof(float) * T * D), *o2 = malloc(sizeof(float) * T * D);
-  float *z = malloc(sizeof(float) * T * qd), *X = malloc(sizeof(float) * T * D), *dz = malloc(sizeof(float) * T * dh);
-  float *dov = malloc(sizeof(float) * T * D);
-  Hessian Hz;
-  VHessian Hv;
-  if (hessian_init(&Hz, qd) || vhessian_init(&Hv, c, T)) return 1;
-  double e_o = 0, e_v = 0, e_v_exact = 0;
-  for (int i = 0; i < nseq; i++) {
-    const uint32_t *ids = tok.ids + (size_t)i * T;
-    /* unperturbed attention output */
-    embed_tokens(&m, ids, T, x);
-    block_forward_until(c, &w, &s, x, STOP_O_INPUT);
-    memcpy(z, s.z, sizeof(float) * T * qd);
-    memcpy(X, s.xn, sizeof(float) * T * D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, z, qd, w.w[LIN_O], qd, 0.0f, o, D);
-    hessian_add(&Hz, z, T);
-    vhessian_add(&Hv, c, &s, X);
-    /* o_proj: measured E of W_O + ΔO */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, z, qd, dO, qd, 0.0f, o2, D);
-    cblas_saxpy(T * D, 1.0f, o, 1, o2, 1);
-    for (int k = 0; k < T * D; k++) e_o += ((double)o2[k] - o[k]) * ((double)o2[k] - o[k]);
-    /* exact linearisation for v: δo = Σ_h (A^h X Δ_gᵀ) W_O^hᵀ */
-    memset(dov, 0, sizeof(float) * T * D);
-    for (int h = 0; h < c->n_heads; h++) {
-      int g = h / hpg;
-      attention_probs(c, &s, h);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, s.att, T, X, D, 0.0f, Hv.Y, D);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, dh, D, 1.0f, Hv.Y, D, dV + (size_t)g * dh * D, D, 0.0f, dz, dh);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, dh, 1.0f, dz, dh, w.w[LIN_O] + (size_t)h * dh, qd, 1.0f, dov, D);
-    }
-    for (int k = 0; k < T * D; k++) e_v_exact += (double)dov[k] * dov[k];
-    /* v_proj: measured E by re-running the attention with W_V + ΔV */
-    embed_tokens(&m, ids, T, x);
-    block_forward_until(c, &wp, &s, x, STOP_O_INPUT);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o2, D);
-    for (int k = 0; k < T * D; k++) e_v += ((double)o2[k] - o[k]) * ((double)o2[k] - o[k]);
+/* The figures the checks print. */
+typedef struct {
+  double N, e_o, q_o, e_v, e_v_exact, q_v;
+  double e_q[2], q_exact, q_rowshared, q_kron, q_lin;
+  double e_k[2], k_gn, k_rs, k_kron;
+  double fd_q[2], fd_k[2];
+} Figures;
+
+static const double eps[2] = {1e-2, 5e-3};
+
+/* n random entries as large as W's first n (their rms): E is exactly quadratic in them. */
+static float *perturbation(const float *W, int n, Rng *rng) {
+  double rms = 0;
+  for (int i = 0; i < n; i++) rms += (double)W[i] * W[i];
+  rms = sqrt(rms / n);
+  float *d = TEST_MALLOC(sizeof(float) * n);
+  for (int i = 0; i < n; i++) d[i] = (float)(rms * rng_normal(rng));
+  return d;
+}
+
+/* E(εΔ) for both ε: the attention output's squared change on sequence ids
+ * with projection `lin` (its first dh rows) perturbed by εΔ, against g->o;
+ * e[k] += each. */
+static void measure_eps(Golden *g, const uint32_t *ids, int lin, const float *delta, double e[2]) {
+  const ModelConfig *c = &g->m.cfg;
+  int T = g->T, D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh;
+  for (int k = 0; k < 2; k++) {
+    memcpy(g->wp.w[LIN_Q], g->w.w[LIN_Q], sizeof(float) * qd * D);
+    memcpy(g->wp.w[LIN_V], g->w.w[LIN_V], sizeof(float) * kvd * D);
+    memcpy(g->wp.w[LIN_K], g->w.w[LIN_K], sizeof(float) * kvd * D);
+    for (int j = 0; j < dh * D; j++) g->wp.w[lin][j] += (float)eps[k] * delta[j];
+    embed_tokens(&g->m, ids, T, g->x);
+    block_forward_until(c, &g->wp, &g->s, g->x, STOP_O_INPUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, g->s.z, qd, g->w.w[LIN_O], qd, 0.0f, g->o2, D);
+    for (int t = 0; t < T * D; t++) e[k] += ((double)g->o2[t] - g->o[t]) * ((double)g->o2[t] - g->o[t]);
   }
-  vhessian_set_output(&Hv, w.w[LIN_O]);
-  if (hessian_finish(&Hz, MPI_COMM_SELF) || vhessian_finish(&Hv, MPI_COMM_SELF)) return 1;
-  double N = (double)Hz.tokens;
-  /* o_proj: ½ vec(Δ)ᵀ (H ⊗ I) vec(Δ) = ½ Σ_rows Δ_r H Δ_rᵀ, H = 2/N Σ z zᵀ */
-  double q_o = 0;
-  for (int r = 0; r < D; r++) {
-    const float *dr = dO + (size_t)r * qd;
-    for (int a = 0; a < qd; a++) {
-      double acc = 0;
-      for (int b = 0; b < qd; b++) acc += Hz.sum[(size_t)a * qd + b] * dr[b];
-      q_o += 0.5 * dr[a] * acc;
-    }
-  }
-  /* v_proj factored: ½ Σ_g tr(Δ_gᵀ H_out^g Δ_g H_in^g) */
+}
+
+/* ½ Σ_g tr(Δ_gᵀ H_out^g Δ_g H_in^g): v_proj's factored form. */
+static double v_factored(const VHessian *Hv, const float *dV, int dh, int D) {
   double q_v = 0;
-  for (int g = 0; g < Hv.groups; g++) {
+  for (int g = 0; g < Hv->groups; g++) {
     const float *Dg = dV + (size_t)g * dh * D;
-    const double *Hin = Hv.in[g].sum, *Hout = Hv.out + (size_t)g * dh * dh;
-    double *DH = calloc((size_t)dh * D, sizeof(double)); /* Δ_g H_in */
+    const double *Hin = Hv->in[g].sum, *Hout = Hv->out + (size_t)g * dh * dh;
+    double *DH = TEST_CALLOC((size_t)dh * D, sizeof(double)); /* Δ_g H_in */
     for (int a = 0; a < dh; a++)
       for (int k = 0; k < D; k++) {
         double acc = 0;
@@ -230,108 +200,192 @@ int main(int argc, char **argv) {
         for (int k = 0; k < D; k++) acc += Dg[a * D + k] * DH[b * D + k];
         q_v += 0.5 * Hout[a * dh + b] * acc;
       }
-    free(DH);
+    aptq_free(DH);
   }
-  /* q_proj, head 0: second order. E(εΔ)/ε² → Δᵀ(GN)Δ as ε → 0; measured at ε and ε/2 */
-  QHessian Hq;
-  if (qhessian_init(&Hq, c, T)) return 1;
-  qhessian_set_output(&Hq, w.w[LIN_O]);
-  double *uu = calloc((size_t)dh * dh, sizeof(double));
-  float *dQ = malloc(sizeof(float) * dh * D);
-  double wq_rms = 0;
-  for (int i = 0; i < dh * D; i++) wq_rms += (double)w.w[LIN_Q][i] * w.w[LIN_Q][i];
-  wq_rms = sqrt(wq_rms / (dh * D));
-  for (int i = 0; i < dh * D; i++) dQ[i] = (float)(wq_rms * rng_normal(&rng));
-  QDiag qd0 = {dQ, 0, 0, 0, uu};
-  const double eps[2] = {1e-2, 5e-3};
-  double e_q[2] = {0, 0}, q_lin = 0;
-  double *dout = malloc(sizeof(double) * T * D);
-  for (int i = 0; i < nseq; i++) {
-    const uint32_t *ids = tok.ids + (size_t)i * T;
-    embed_tokens(&m, ids, T, x);
-    block_forward_until(c, &w, &s, x, STOP_O_INPUT);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o, D);
-    qhessian_add(&Hq, c, &s, s.xn, &qd0);
-    memcpy(X, s.xn, sizeof(float) * T * D);
-    q_lin += lin_attn(c, &s, X, dQ, w.w[LIN_O], 0, dout);
-    for (int k = 0; k < 2; k++) {
-      memcpy(wp.w[LIN_Q], w.w[LIN_Q], sizeof(float) * qd * D);
-      memcpy(wp.w[LIN_V], w.w[LIN_V], sizeof(float) * kvd * D);
-      for (int j = 0; j < dh * D; j++) wp.w[LIN_Q][j] += (float)eps[k] * dQ[j];
-      embed_tokens(&m, ids, T, x);
-      block_forward_until(c, &wp, &s, x, STOP_O_INPUT);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o2, D);
-      for (int t = 0; t < T * D; t++) e_q[k] += ((double)o2[t] - o[t]) * ((double)o2[t] - o[t]);
+  return q_v;
+}
+
+/* o_proj and v_proj: measured E against the GN forms (exact: o is linear in these weights). */
+static int check_o_v(Golden *g, Figures *f) {
+  const ModelConfig *c = &g->m.cfg;
+  int T = g->T, D = c->dim, dh = c->head_dim, qd = c->n_heads * dh, kvd = c->n_kv_heads * dh, hpg = c->n_heads / c->n_kv_heads;
+  float *dO = perturbation(g->w.w[LIN_O], D * qd, &g->rng), *dV = perturbation(g->w.w[LIN_V], kvd * D, &g->rng);
+  for (int i = 0; i < kvd * D; i++) g->wp.w[LIN_V][i] += dV[i];
+  float *z = TEST_MALLOC(sizeof(float) * T * qd), *dz = TEST_MALLOC(sizeof(float) * T * dh), *dov = TEST_MALLOC(sizeof(float) * T * D);
+  Hessian Hz;
+  VHessian Hv;
+  if (hessian_init(&Hz, qd) || vhessian_init(&Hv, c, T)) return 1;
+  for (int i = 0; i < g->nseq; i++) {
+    const uint32_t *ids = g->tok.ids + (size_t)i * T;
+    /* unperturbed attention output */
+    embed_tokens(&g->m, ids, T, g->x);
+    block_forward_until(c, &g->w, &g->s, g->x, STOP_O_INPUT);
+    memcpy(z, g->s.z, sizeof(float) * T * qd);
+    memcpy(g->X, g->s.xn, sizeof(float) * T * D);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, z, qd, g->w.w[LIN_O], qd, 0.0f, g->o, D);
+    hessian_add(&Hz, z, T);
+    vhessian_add(&Hv, c, &g->s, g->X);
+    /* o_proj: measured E of W_O + ΔO */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, z, qd, dO, qd, 0.0f, g->o2, D);
+    cblas_saxpy(T * D, 1.0f, g->o, 1, g->o2, 1);
+    for (int k = 0; k < T * D; k++) f->e_o += ((double)g->o2[k] - g->o[k]) * ((double)g->o2[k] - g->o[k]);
+    /* exact linearisation for v: δo = Σ_h (A^h X Δ_gᵀ) W_O^hᵀ */
+    memset(dov, 0, sizeof(float) * T * D);
+    for (int h = 0; h < c->n_heads; h++) {
+      attention_probs(c, &g->s, h);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, g->s.att, T, g->X, D, 0.0f, Hv.Y, D);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, dh, D, 1.0f, Hv.Y, D, dV + (size_t)(h / hpg) * dh * D, D, 0.0f, dz, dh);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, dh, 1.0f, dz, dh, g->w.w[LIN_O] + (size_t)h * dh, qd, 1.0f, dov, D);
+    }
+    for (int k = 0; k < T * D; k++) f->e_v_exact += (double)dov[k] * dov[k];
+    /* v_proj: measured E by re-running the attention with W_V + ΔV */
+    attn_out(&g->m, &g->wp, &g->s, ids, g->x, g->o2);
+    for (int k = 0; k < T * D; k++) f->e_v += ((double)g->o2[k] - g->o[k]) * ((double)g->o2[k] - g->o[k]);
+  }
+  vhessian_set_output(&Hv, g->w.w[LIN_O]);
+  if (hessian_finish(&Hz, MPI_COMM_SELF) || vhessian_finish(&Hv, MPI_COMM_SELF)) return 1;
+  f->N = (double)Hz.tokens;
+  /* o_proj: ½ vec(Δ)ᵀ (H ⊗ I) vec(Δ) = ½ Σ_rows Δ_r H Δ_rᵀ, H = 2/N Σ z zᵀ */
+  for (int r = 0; r < D; r++) {
+    const float *dr = dO + (size_t)r * qd;
+    for (int a = 0; a < qd; a++) {
+      double acc = 0;
+      for (int b = 0; b < qd; b++) acc += Hz.sum[(size_t)a * qd + b] * dr[b];
+      f->q_o += 0.5 * dr[a] * acc;
     }
   }
-  if (qhessian_finish(&Hq, MPI_COMM_SELF)) return 1;
-  double q_kron = 0; /* tr(H_out^0 Σ u uᵀ) */
-  for (int k = 0; k < dh * dh; k++) q_kron += Hq.out[k] * uu[k];
-  double r1 = e_q[0] / (eps[0] * eps[0]) / qd0.exact, r2 = e_q[1] / (eps[1] * eps[1]) / qd0.exact;
-  double rs_ratio = qd0.rowshared / qd0.exact, kron_ratio = q_kron / qd0.exact;
-  int ok_q = fabs(r2 - 1) < 0.05 && fabs(r2 - 1) <= fabs(r1 - 1) + 1e-3;
+  f->q_v = v_factored(&Hv, dV, dh, D);
+  hessian_free(&Hz);
+  vhessian_free(&Hv);
+  aptq_free(dO);
+  aptq_free(dV);
+  aptq_free(z);
+  aptq_free(dz);
+  aptq_free(dov);
+  return 0;
+}
 
-  /* k_proj, kv group 0: second order, and the row-shared form against the exact GN */
+/* q_proj, head 0 (dQ): second order, E(εΔ)/ε² → Δᵀ(GN)Δ as ε → 0, measured
+ * at ε and ε/2; the row-shared and Kronecker forms; the GN form from N_t
+ * against the explicit Jacobian. */
+static int check_q(Golden *g, const float *dQ, Figures *f) {
+  const ModelConfig *c = &g->m.cfg;
+  int T = g->T, D = c->dim, dh = c->head_dim;
+  QHessian Hq;
+  if (qhessian_init(&Hq, c, T)) return 1;
+  qhessian_set_output(&Hq, g->w.w[LIN_O]);
+  double *uu = TEST_CALLOC((size_t)dh * dh, sizeof(double));
+  QDiag qd0 = {dQ, 0, 0, 0, uu};
+  for (int i = 0; i < g->nseq; i++) {
+    const uint32_t *ids = g->tok.ids + (size_t)i * T;
+    attn_out(&g->m, &g->w, &g->s, ids, g->x, g->o);
+    qhessian_add(&Hq, c, &g->s, g->s.xn, &qd0);
+    memcpy(g->X, g->s.xn, sizeof(float) * T * D);
+    f->q_lin += lin_attn(c, &g->s, g->X, dQ, g->w.w[LIN_O], 0, g->dout);
+    measure_eps(g, ids, LIN_Q, dQ, f->e_q);
+  }
+  if (qhessian_finish(&Hq, MPI_COMM_SELF)) return 1;
+  for (int k = 0; k < dh * dh; k++) f->q_kron += Hq.out[k] * uu[k]; /* tr(H_out^0 Σ u uᵀ) */
+  f->q_exact = qd0.exact;
+  f->q_rowshared = qd0.rowshared;
+  qhessian_free(&Hq);
+  aptq_free(uu);
+  return 0;
+}
+
+/* k_proj, kv group 0 (dK): second order, and the row-shared and Kronecker
+ * forms (s = s' terms) against the exact GN. */
+static int check_k(Golden *g, const float *dK, Figures *f) {
+  const ModelConfig *c = &g->m.cfg;
+  int T = g->T, D = c->dim, dh = c->head_dim;
   KHessian Hk;
   if (khessian_init(&Hk, c, T, 1)) return 1;
-  khessian_set_output(&Hk, w.w[LIN_O]);
-  float *dK = malloc(sizeof(float) * dh * D);
-  double wk_rms = 0;
-  for (int i = 0; i < dh * D; i++) wk_rms += (double)w.w[LIN_K][i] * w.w[LIN_K][i];
-  wk_rms = sqrt(wk_rms / (dh * D));
-  for (int i = 0; i < dh * D; i++) dK[i] = (float)(wk_rms * rng_normal(&rng));
-  double *wg = malloc(sizeof(double) * T * c->n_kv_heads), k_gn = 0, k_rs = 0, e_k[2] = {0, 0};
-  double *uuk = calloc((size_t)dh * dh, sizeof(double));
-  for (int i = 0; i < nseq; i++) {
-    const uint32_t *ids = tok.ids + (size_t)i * T;
-    embed_tokens(&m, ids, T, x);
-    block_forward_until(c, &w, &s, x, STOP_O_INPUT);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o, D);
-    memcpy(X, s.xn, sizeof(float) * T * D);
-    khessian_add(&Hk, c, &s, X, wg);
-    k_gn += lin_attn(c, &s, X, dK, w.w[LIN_O], 1, dout);
+  khessian_set_output(&Hk, g->w.w[LIN_O]);
+  double *wg = TEST_MALLOC(sizeof(double) * T * c->n_kv_heads), *uuk = TEST_CALLOC((size_t)dh * dh, sizeof(double));
+  for (int i = 0; i < g->nseq; i++) {
+    const uint32_t *ids = g->tok.ids + (size_t)i * T;
+    attn_out(&g->m, &g->w, &g->s, ids, g->x, g->o);
+    memcpy(g->X, g->s.xn, sizeof(float) * T * D);
+    khessian_add(&Hk, c, &g->s, g->X, wg);
+    f->k_gn += lin_attn(c, &g->s, g->X, dK, g->w.w[LIN_O], 1, g->dout);
     for (int t = 0; t < T; t++) {
       double uu = 0, u[512];
       for (int a = 0; a < dh; a++) {
         double acc = 0;
-        for (int l = 0; l < D; l++) acc += (double)dK[a * D + l] * X[(size_t)t * D + l];
+        for (int l = 0; l < D; l++) acc += (double)dK[a * D + l] * g->X[(size_t)t * D + l];
         u[a] = acc;
         uu += acc * acc;
       }
       for (int a = 0; a < dh; a++)
         for (int b = 0; b < dh; b++) uuk[a * dh + b] += u[a] * u[b];
-      k_rs += wg[(size_t)t * c->n_kv_heads] * uu;
+      f->k_rs += wg[(size_t)t * c->n_kv_heads] * uu;
     }
-    for (int k = 0; k < 2; k++) {
-      memcpy(wp.w[LIN_Q], w.w[LIN_Q], sizeof(float) * qd * D);
-      memcpy(wp.w[LIN_V], w.w[LIN_V], sizeof(float) * kvd * D);
-      memcpy(wp.w[LIN_K], w.w[LIN_K], sizeof(float) * kvd * D);
-      for (int j = 0; j < dh * D; j++) wp.w[LIN_K][j] += (float)eps[k] * dK[j];
-      embed_tokens(&m, ids, T, x);
-      block_forward_until(c, &wp, &s, x, STOP_O_INPUT);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, D, qd, 1.0f, s.z, qd, w.w[LIN_O], qd, 0.0f, o2, D);
-      for (int t = 0; t < T * D; t++) e_k[k] += ((double)o2[t] - o[t]) * ((double)o2[t] - o[t]);
-    }
+    measure_eps(g, ids, LIN_K, dK, f->e_k);
   }
   if (khessian_finish(&Hk, MPI_COMM_SELF)) return 1;
-  double k_kron = 0; /* tr(H_out^0 Σ u uᵀ), group 0 */
-  for (int k = 0; k < dh * dh; k++) k_kron += Hk.out[k] * uuk[k];
-  double k1 = e_k[0] / (eps[0] * eps[0]) / k_gn, k2 = e_k[1] / (eps[1] * eps[1]) / k_gn, k_rs_ratio = k_rs / k_gn;
+  for (int k = 0; k < dh * dh; k++) f->k_kron += Hk.out[k] * uuk[k]; /* tr(H_out^0 Σ u uᵀ), group 0 */
+  khessian_free(&Hk);
+  aptq_free(wg);
+  aptq_free(uuk);
+  return 0;
+}
+
+static int golden_open(Golden *g, const char *model, const char *tokens) {
+  if (model_open(model, &g->m) || tokens_load(tokens, "tokens", g->T, g->nseq, g->m.cfg.vocab_size, MPI_COMM_SELF, &g->tok)) return 1;
+  const ModelConfig *c = &g->m.cfg;
+  if (block_weights_alloc(c, &g->w) || block_weights_alloc(c, &g->wp) || block_weights_load(&g->m, 0, &g->w) ||
+      block_weights_load(&g->m, 0, &g->wp) || scratch_alloc(c, g->T, &g->s))
+    return 1;
+  size_t TD = (size_t)g->T * c->dim;
+  g->x = TEST_MALLOC(sizeof(float) * TD);
+  g->o = TEST_MALLOC(sizeof(float) * TD);
+  g->o2 = TEST_MALLOC(sizeof(float) * TD);
+  g->X = TEST_MALLOC(sizeof(float) * TD);
+  g->dout = TEST_MALLOC(sizeof(double) * TD);
+  g->rng = (Rng){2024};
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  if (argc < 5) {
+    fprintf(stderr, "usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX]\n");
+    return 2;
+  }
+  Golden g = {.nseq = atoi(argv[3]), .T = atoi(argv[4])};
+  double ratio_min = argc > 6 ? atof(argv[5]) : 0.0, ratio_max = argc > 6 ? atof(argv[6]) : INFINITY;
+  if (golden_open(&g, argv[1], argv[2])) {
+    fprintf(stderr, "%s\n", aptq_error_message());
+    return 1;
+  }
+  const ModelConfig *c = &g.m.cfg;
+  int D = c->dim, dh = c->head_dim;
+  Figures f = {0};
+  if (check_o_v(&g, &f)) return 1;
+  float *dQ = perturbation(g.w.w[LIN_Q], dh * D, &g.rng);
+  if (check_q(&g, dQ, &f)) return 1;
+  float *dK = perturbation(g.w.w[LIN_K], dh * D, &g.rng);
+  if (check_k(&g, dK, &f)) return 1;
   /* finite differences of the Jacobian itself, first sequence */
-  double fd_q[2], fd_k[2];
-  fd_check(&m, &w, &wp, &s, tok.ids, dQ, 0, fd_q);
-  fd_check(&m, &w, &wp, &s, tok.ids, dK, 1, fd_k);
+  fd_check(&g.m, &g.w, &g.wp, &g.s, g.tok.ids, dQ, 0, f.fd_q);
+  fd_check(&g.m, &g.w, &g.wp, &g.s, g.tok.ids, dK, 1, f.fd_k);
+
+  double N = f.N, r1 = f.e_q[0] / (eps[0] * eps[0]) / f.q_exact, r2 = f.e_q[1] / (eps[1] * eps[1]) / f.q_exact;
+  double rs_ratio = f.q_rowshared / f.q_exact, kron_ratio = f.q_kron / f.q_exact;
+  int ok_q = fabs(r2 - 1) < 0.05 && fabs(r2 - 1) <= fabs(r1 - 1) + 1e-3;
+  double k1 = f.e_k[0] / (eps[0] * eps[0]) / f.k_gn, k2 = f.e_k[1] / (eps[1] * eps[1]) / f.k_gn, k_rs_ratio = f.k_rs / f.k_gn;
   /* truncation O(ε²) until float32 round-off (~1e-4 here) takes over; the
      missing or wrong term of a Jacobian shows as a constant error */
-  int ok_fdq = fd_q[0] < 2e-3 && fd_q[1] < 2e-3, ok_fdk = fd_k[0] < 2e-3 && fd_k[1] < 2e-3, ok_fd = ok_fdq && ok_fdk;
-  int ok_qlin = rel(q_lin, qd0.exact) < 1e-4;
+  int ok_fdq = f.fd_q[0] < 2e-3 && f.fd_q[1] < 2e-3, ok_fdk = f.fd_k[0] < 2e-3 && f.fd_k[1] < 2e-3, ok_fd = ok_fdq && ok_fdk;
+  int ok_qlin = rel(f.q_lin, f.q_exact) < 1e-4;
   int ok_k = fabs(k2 - 1) < 0.05 && fabs(k2 - 1) <= fabs(k1 - 1) + 1e-3;
 
-  double ratio = q_v / (e_v_exact / N);
-  int ok_o = rel(e_o / N, q_o) < 1e-6, ok_v = rel(e_v, e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
-  printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], nseq, T, c->n_heads, c->n_kv_heads);
-  printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", e_o / N, q_o, rel(e_o / N, q_o), ok_o ? "PASSED" : "FAILED");
-  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", e_v / N, e_v_exact / N, rel(e_v, e_v_exact),
+  double ratio = f.q_v / (f.e_v_exact / N);
+  int ok_o = rel(f.e_o / N, f.q_o) < 1e-6, ok_v = rel(f.e_v, f.e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
+  printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], g.nseq, g.T, c->n_heads, c->n_kv_heads);
+  printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", f.e_o / N, f.q_o, rel(f.e_o / N, f.q_o),
+         ok_o ? "PASSED" : "FAILED");
+  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", f.e_v / N, f.e_v_exact / N, rel(f.e_v, f.e_v_exact),
          ok_v ? "PASSED" : "FAILED");
   printf("v_proj: Kronecker form / exact = %.4f (bounds [%g, %g])  %s\n", ratio, ratio_min, ratio_max, ok_ratio ? "PASSED" : "FAILED");
   printf("q_proj head 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], r1, eps[1], r2,
@@ -340,13 +394,15 @@ int main(int argc, char **argv) {
   printf("k_proj group 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], k1, eps[1], k2,
          ok_k ? "PASSED" : "FAILED");
   printf("k_proj group 0: row-shared (s = s' terms) / exact GN = %.4f, Kronecker (s = s' terms) / exact GN = %.4f\n", k_rs_ratio,
-         k_kron / k_gn);
-  printf("q_proj head 0: GN form from N_t (attn_hessian.c) / from the explicit Jacobian = %.7f  %s\n", qd0.exact / q_lin,
+         f.k_kron / f.k_gn);
+  printf("q_proj head 0: GN form from N_t (attn_hessian.c) / from the explicit Jacobian = %.7f  %s\n", f.q_exact / f.q_lin,
          ok_qlin ? "PASSED" : "FAILED");
-  printf("fd q_proj head 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0], fd_q[0],
-         eps[1], fd_q[1], ok_fdq ? "PASSED" : "FAILED");
+  printf("fd q_proj head 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0],
+         f.fd_q[0], eps[1], f.fd_q[1], ok_fdq ? "PASSED" : "FAILED");
   printf("fd k_proj group 0: central difference vs Jacobian, rel error at eps %.0e: %.1e, at eps %.0e: %.1e (< 2e-3)  %s\n", eps[0],
-         fd_k[0], eps[1], fd_k[1], ok_fdk ? "PASSED" : "FAILED");
+         f.fd_k[0], eps[1], f.fd_k[1], ok_fdk ? "PASSED" : "FAILED");
+  aptq_free(dQ);
+  aptq_free(dK);
   MPI_Finalize();
   return ok_o && ok_v && ok_ratio && ok_q && ok_k && ok_fd && ok_qlin ? 0 : 1;
 }

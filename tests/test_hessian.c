@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "expect.h"
 #include "hessian.h"
@@ -25,7 +26,7 @@ static void check_sum(int d, int n, int calls, const char *what) {
     EXPECT(0, "%s: init: %s", what, aptq_error_message());
     return;
   }
-  float *X = malloc(sizeof(float) * (size_t)n * d * calls);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)n * d * calls);
   Rng r = {(uint64_t)d};
   for (size_t i = 0; i < (size_t)n * d * calls; i++) X[i] = (float)rng_normal(&r);
   for (int c = 0; c < calls; c++) hessian_add(&h, X + (size_t)c * n * d, n);
@@ -51,7 +52,7 @@ static void check_sum(int d, int n, int calls, const char *what) {
   EXPECT(worst <= 1.0 && h.tokens == (int64_t)n * calls, "%s: d %d, %d x %d tokens: %ld entries within n·2^-24·Σ|x x| (worst %.3g of it)",
          what, d, calls, n, checked, worst);
   hessian_free(&h);
-  free(X);
+  aptq_free(X);
 }
 
 /* Rank r adds r + 1 sequences of T tokens (flushing every `tokens` tokens,
@@ -70,7 +71,7 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
     EXPECT(0, "%s: init", what);
     return;
   }
-  float *X = malloc(sizeof(float) * (size_t)T * d);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)T * d);
   int count = rank + 1, maxcount = size, flushes = 0;
   for (int i = 0; i < maxcount; i++) {
     if (i < count) {
@@ -84,7 +85,7 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
       flushes++;
     }
   }
-  double *diag = malloc(sizeof(double) * d), *rdiag = malloc(sizeof(double) * d), scale = 0, rscale = 0;
+  double *diag = TEST_MALLOC(sizeof(double) * d), *rdiag = TEST_MALLOC(sizeof(double) * d), scale = 0, rscale = 0;
   rc = hstream_finish(&st, MPI_COMM_WORLD, diag, &scale) || hessian_finish_diag(&ref, MPI_COMM_WORLD, rdiag, &rscale);
   MPI_Allreduce(MPI_IN_PLACE, ref.sum, d * d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   const Grid *g = &st.grid;
@@ -107,9 +108,9 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
   EXPECT(diag_same, "%s: the reduced, scaled diagonal and 2/N equal hessian_finish_diag's", what);
   hstream_free(&st);
   hessian_free(&ref);
-  free(X);
-  free(diag);
-  free(rdiag);
+  aptq_free(X);
+  aptq_free(diag);
+  aptq_free(rdiag);
 }
 
 int main(int argc, char **argv) {
@@ -125,12 +126,12 @@ int main(int argc, char **argv) {
   int d = 130, n = 11;
   Hessian a, b;
   if (hessian_init(&a, d) || hessian_init(&b, d)) return 1;
-  float *X = malloc(sizeof(float) * (size_t)n * d);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)n * d);
   Rng r = {(uint64_t)(77 + rank)};
   for (int i = 0; i < n * d; i++) X[i] = (float)rng_normal(&r);
   hessian_add(&a, X, n);
   hessian_add(&b, X, n);
-  double *diag = malloc(sizeof(double) * d), scale = 0;
+  double *diag = TEST_MALLOC(sizeof(double) * d), scale = 0;
   int rc = hessian_finish(&a, MPI_COMM_WORLD) || hessian_finish_diag(&b, MPI_COMM_WORLD, diag, &scale);
   EXPECT(!rc && scale == 2.0 / ((double)n * size), "finish_diag: scale 2/N = %g", scale);
   int same_diag = 1, symmetric = 1, partial = 1;
@@ -146,8 +147,8 @@ int main(int argc, char **argv) {
   EXPECT(partial, "finish_diag: the partial sum is unreduced and unscaled");
   hessian_free(&a);
   hessian_free(&b);
-  free(X);
-  free(diag);
+  aptq_free(X);
+  aptq_free(diag);
   check_stream(130, 16, 7, 14, 0, "stream, one ssyrk");
   check_stream(130, 16, 7, 14, 1, "stream, one ssyrk");
   check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, 0, "stream, panels");

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "memory.h"
 #include "json.h"
@@ -59,12 +60,12 @@ static void write_bytes(const char *name, const void *data, size_t n) {
 static void write_st(const char *name, const char *header, uint64_t declared_len, size_t payload) {
   size_t hl = strlen(header);
   size_t total = 8 + hl + payload;
-  uint8_t *buf = calloc(1, total);
+  uint8_t *buf = TEST_CALLOC(1, total);
   for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(declared_len >> (8 * i));
   memcpy(buf + 8, header, hl);
   for (size_t i = 0; i < payload; i++) buf[8 + hl + i] = (uint8_t)(i * 7);
   write_bytes(name, buf, total);
-  free(buf);
+  aptq_free(buf);
 }
 
 static int st_try(const char *name, const char *header, size_t payload) {
@@ -290,7 +291,7 @@ static void test_hf(const char *data) {
   model_close(&m);
   /* truncated llama2.c checkpoint */
   FILE *in = fopen(real, "rb");
-  uint8_t *buf = malloc(100000);
+  uint8_t *buf = TEST_MALLOC(100000);
   size_t got = in ? fread(buf, 1, 100000, in) : 0;
   if (in) fclose(in);
   write_bytes("trunc.bin", buf, got);
@@ -298,7 +299,7 @@ static void test_hf(const char *data) {
   int32_t hdr[7] = {64, 172, 5, 8, 3, 512, 512};
   write_bytes("heads.bin", hdr, sizeof hdr);
   expect_error(model_open(path_of("heads.bin"), &m), "inconsistent", "llama2.c: kv heads do not divide heads");
-  free(buf);
+  aptq_free(buf);
 }
 
 static void test_nonfinite(void) {

@@ -7,11 +7,86 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "qfile.h"
 #include "quant.h"
 #include "rng.h"
 #include "tokens.h"
+
+enum { ROWS = 37, COLS = 96 };                                               /* rows not divisible by the rank count */
+static const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 40, 0}; /* 40: a partial last group */
+
+/* This rank's slab of each test layer, RTN-quantized and written collectively. */
+static void write_layers(QFileWriter *w, const float *W, int rank, int size) {
+  int r0, n;
+  shard_range(ROWS, size, rank, &r0, &n);
+  for (int t = 0; t < 4; t++) {
+    int bits = bit_list[t], gs = group_list[t], wpr = quant_words_per_row(COLS, bits);
+    QLayerBuffers b;
+    uint8_t *codes = TEST_MALLOC((size_t)n * COLS + 1);
+    if (qlayer_buffers_alloc(&b, n, COLS, bits, gs)) test_alloc_check(NULL);
+    double e = 0;
+    quant_rtn(W + (size_t)r0 * COLS, n, COLS, gs, bits, t == 3, codes, b.scales, b.zeros, &e);
+    for (int i = 0; i < n; i++) quant_pack_row(codes + (size_t)i * COLS, COLS, bits, b.qweight + (size_t)i * wpr);
+    for (int j = 0; j < COLS; j++) b.g_idx[j] = gs ? j / gs : 0;
+    char name[64];
+    snprintf(name, sizeof name, "test.layer%d", t);
+    QLayerSlab slab = {name, ROWS, COLS, bits, gs, t == 3, r0, r0 + n, b.qweight, b.scales, b.zeros, b.g_idx};
+    if (qfile_write_layer(w, &slab)) {
+      printf("rank %d: %s\n", rank, aptq_error_message());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    aptq_free(codes);
+    qlayer_buffers_free(&b);
+  }
+}
+
+/* Every test layer read back whole against the serial RTN of all of W (the
+ * reference); then a wrong shape and a missing layer. Returns failures. */
+static int check_read_back(QFileReader *r, const float *W, float *back, int rank) {
+  int failures = 0;
+  for (int t = 0; t < 4; t++) {
+    int bits = bit_list[t], gs = group_list[t], ng = quant_ngroups(COLS, gs);
+    char name[64];
+    snprintf(name, sizeof name, "test.layer%d", t);
+    if (qfile_read_linear(r, name, ROWS, COLS, back)) {
+      printf("%s\n", aptq_error_message());
+      failures++;
+      continue;
+    }
+    uint8_t *codes = TEST_MALLOC((size_t)ROWS * COLS);
+    float *scales = TEST_MALLOC(sizeof(float) * ROWS * ng);
+    int32_t *zeros = TEST_MALLOC(sizeof(int32_t) * ROWS * ng);
+    double e = 0;
+    quant_rtn(W, ROWS, COLS, gs, bits, t == 3, codes, scales, zeros, &e);
+    int bad = 0;
+    for (int i = 0; i < ROWS; i++)
+      for (int j = 0; j < COLS; j++) {
+        int g = gs ? j / gs : 0;
+        bad += back[i * COLS + j] != quant_dequant(codes[i * COLS + j], scales[i * ng + g], zeros[i * ng + g]);
+      }
+    if (bad) {
+      printf("rank %d: layer %d: %d weights differ after read-back\n", rank, t, bad);
+      failures++;
+    }
+    aptq_free(codes);
+    aptq_free(scales);
+    aptq_free(zeros);
+  }
+  int rc = qfile_read_linear(r, "test.layer0", ROWS + 1, COLS, back);
+  if (!rc || !strstr(aptq_error_message(), "wrong model")) {
+    printf("shape mismatch not detected\n");
+    failures++;
+  }
+  aptq_clear_error();
+  rc = qfile_read_linear(r, "no.such.layer", ROWS, COLS, back);
+  if (!rc || !strstr(aptq_error_message(), "missing")) {
+    printf("missing layer not detected\n");
+    failures++;
+  }
+  return failures;
+}
 
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
@@ -23,11 +98,9 @@ int main(int argc, char **argv) {
   MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
   snprintf(path, sizeof path, "/tmp/aptq-test-qfile-%d.h5", pid);
 
-  const int rows = 37, cols = 96;                                       /* rows not divisible by the rank count */
-  const int bit_list[4] = {2, 3, 4, 8}, group_list[4] = {0, 32, 40, 0}; /* 40: a partial last group */
-  float *W = malloc(sizeof(float) * rows * cols), *back = malloc(sizeof(float) * rows * cols);
+  float *W = TEST_MALLOC(sizeof(float) * ROWS * COLS), *back = TEST_MALLOC(sizeof(float) * ROWS * COLS);
   Rng rng = {42};
-  for (int i = 0; i < rows * cols; i++) W[i] = (float)rng_normal(&rng);
+  for (int i = 0; i < ROWS * COLS; i++) W[i] = (float)rng_normal(&rng);
 
   Model m;
   memset(&m, 0, sizeof m);
@@ -39,30 +112,7 @@ int main(int argc, char **argv) {
 
   QFileWriter w;
   if (qfile_create(&w, path, MPI_COMM_WORLD)) MPI_Abort(MPI_COMM_WORLD, 1);
-  int r0, n;
-  shard_range(rows, size, rank, &r0, &n);
-  for (int t = 0; t < 4; t++) {
-    int bits = bit_list[t], gs = group_list[t], ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits);
-    uint8_t *codes = malloc((size_t)n * cols + 1);
-    uint32_t *packed = malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1));
-    float *scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
-    int32_t *zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1)), g_idx[96];
-    double e = 0;
-    quant_rtn(W + (size_t)r0 * cols, n, cols, gs, bits, t == 3, codes, scales, zeros, &e);
-    for (int i = 0; i < n; i++) quant_pack_row(codes + (size_t)i * cols, cols, bits, packed + (size_t)i * wpr);
-    for (int j = 0; j < cols; j++) g_idx[j] = gs ? j / gs : 0;
-    char name[64];
-    snprintf(name, sizeof name, "test.layer%d", t);
-    QLayerSlab slab = {name, rows, cols, bits, gs, t == 3, r0, r0 + n, packed, scales, zeros, g_idx};
-    if (qfile_write_layer(&w, &slab)) {
-      printf("rank %d: %s\n", rank, aptq_error_message());
-      MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    free(codes);
-    free(packed);
-    free(scales);
-    free(zeros);
-  }
+  write_layers(&w, W, rank, size);
   if (qfile_write_metadata(&w, &o, &m, NULL, "rtn") || qfile_commit(&w)) MPI_Abort(MPI_COMM_WORLD, 1);
   if (access(w.tmp, F_OK) == 0) {
     printf("temporary file %s survived the commit\n", w.tmp);
@@ -74,46 +124,7 @@ int main(int argc, char **argv) {
     printf("%s\n", aptq_error_message());
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  for (int t = 0; t < 4; t++) {
-    int bits = bit_list[t], gs = group_list[t], ng = quant_ngroups(cols, gs);
-    char name[64];
-    snprintf(name, sizeof name, "test.layer%d", t);
-    if (qfile_read_linear(&r, name, rows, cols, back)) {
-      printf("%s\n", aptq_error_message());
-      failures++;
-      continue;
-    }
-    /* the serial quantization of the whole matrix is the reference */
-    uint8_t *codes = malloc((size_t)rows * cols);
-    float *scales = malloc(sizeof(float) * rows * ng);
-    int32_t *zeros = malloc(sizeof(int32_t) * rows * ng);
-    double e = 0;
-    quant_rtn(W, rows, cols, gs, bits, t == 3, codes, scales, zeros, &e);
-    int bad = 0;
-    for (int i = 0; i < rows; i++)
-      for (int j = 0; j < cols; j++) {
-        int g = gs ? j / gs : 0;
-        bad += back[i * cols + j] != quant_dequant(codes[i * cols + j], scales[i * ng + g], zeros[i * ng + g]);
-      }
-    if (bad) {
-      printf("rank %d: layer %d: %d weights differ after read-back\n", rank, t, bad);
-      failures++;
-    }
-    free(codes);
-    free(scales);
-    free(zeros);
-  }
-  int rc = qfile_read_linear(&r, "test.layer0", rows + 1, cols, back);
-  if (!rc || !strstr(aptq_error_message(), "wrong model")) {
-    printf("shape mismatch not detected\n");
-    failures++;
-  }
-  aptq_clear_error();
-  rc = qfile_read_linear(&r, "no.such.layer", rows, cols, back);
-  if (!rc || !strstr(aptq_error_message(), "missing")) {
-    printf("missing layer not detected\n");
-    failures++;
-  }
+  failures += check_read_back(&r, W, back, rank);
   qfile_close(&r);
 
   MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
@@ -122,8 +133,8 @@ int main(int argc, char **argv) {
     unlink(path);
     printf("qfile round trip at %d ranks: %s\n", size, failures ? "FAILED" : "PASSED");
   }
-  free(W);
-  free(back);
+  aptq_free(W);
+  aptq_free(back);
   MPI_Finalize();
   return failures != 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "expect.h"
 #include "gptq.h"
@@ -33,10 +34,10 @@ typedef struct {
 static void result_alloc(Result *r, int ng) {
   for (int k = 0; k < NL; k++) {
     size_t n = (size_t)layer_rows[k];
-    r->codes[k] = calloc(n * D, 1);
-    r->Q[k] = calloc(n * D, sizeof(float));
-    r->scales[k] = calloc(n * ng, sizeof(float));
-    r->zeros[k] = calloc(n * ng, sizeof(int32_t));
+    r->codes[k] = TEST_CALLOC(n * D, 1);
+    r->Q[k] = TEST_CALLOC(n * D, sizeof(float));
+    r->scales[k] = TEST_CALLOC(n * ng, sizeof(float));
+    r->zeros[k] = TEST_CALLOC(n * ng, sizeof(int32_t));
   }
 }
 
@@ -62,22 +63,22 @@ typedef struct {
 } Slab;
 
 static void slab_alloc(Slab *s, const float *W, int r0, int n, int ng) {
-  s->W = malloc(sizeof(float) * ((size_t)n * D + 1));
+  s->W = TEST_MALLOC(sizeof(float) * ((size_t)n * D + 1));
   memcpy(s->W, W + (size_t)r0 * D, sizeof(float) * (size_t)n * D);
-  s->Q = malloc(sizeof(float) * ((size_t)n * D + 1));
-  s->codes = malloc((size_t)n * D + 1);
-  s->scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
-  s->zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1));
-  s->chunk_loss = calloc((size_t)n / GPTQ_ROW_CHUNK + 2, sizeof(double));
+  s->Q = TEST_MALLOC(sizeof(float) * ((size_t)n * D + 1));
+  s->codes = TEST_MALLOC((size_t)n * D + 1);
+  s->scales = TEST_MALLOC(sizeof(float) * ((size_t)n * ng + 1));
+  s->zeros = TEST_MALLOC(sizeof(int32_t) * ((size_t)n * ng + 1));
+  s->chunk_loss = TEST_CALLOC((size_t)n / GPTQ_ROW_CHUNK + 2, sizeof(double));
 }
 
 static void slab_free(Slab *s) {
-  free(s->W);
-  free(s->Q);
-  free(s->codes);
-  free(s->scales);
-  free(s->zeros);
-  free(s->chunk_loss);
+  aptq_free(s->W);
+  aptq_free(s->Q);
+  aptq_free(s->codes);
+  aptq_free(s->scales);
+  aptq_free(s->zeros);
+  aptq_free(s->chunk_loss);
 }
 
 static void compare(const Result *a, const Result *b, int ng, const char *what) {
@@ -127,21 +128,21 @@ int main(int argc, char **argv) {
 
   /* the Hessian: Σ x xᵀ over every rank's tokens; some columns dead */
   int tokens = 150;
-  float *X = malloc(sizeof(float) * (size_t)tokens * D);
+  float *X = TEST_MALLOC(sizeof(float) * (size_t)tokens * D);
   Rng r = {(uint64_t)(91 + rank)};
   for (int i = 0; i < tokens * D; i++) X[i] = (float)rng_normal(&r) * (i % D == 17 || i % D == 150 ? 0.0f : 1.0f);
   Hessian whole, part;
   if (hessian_init(&whole, D) || hessian_init(&part, D)) return 1;
   hessian_add(&whole, X, tokens);
   hessian_add(&part, X, tokens);
-  double *diag = malloc(sizeof(double) * D), scale = 0;
+  double *diag = TEST_MALLOC(sizeof(double) * D), scale = 0;
   if (hessian_finish(&whole, MPI_COMM_WORLD) || hessian_finish_diag(&part, MPI_COMM_WORLD, diag, &scale)) return 1;
 
   /* the weights, the same on every rank */
   float *W[NL];
   Rng rw = {5};
   for (int k = 0; k < NL; k++) {
-    W[k] = malloc(sizeof(float) * (size_t)layer_rows[k] * D);
+    W[k] = TEST_MALLOC(sizeof(float) * (size_t)layer_rows[k] * D);
     for (int i = 0; i < layer_rows[k] * D; i++) W[k][i] = (float)rng_normal(&rw);
   }
 

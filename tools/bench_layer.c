@@ -28,7 +28,8 @@
 /* GEMM rate of one rank while every rank runs one (the machine loaded as in the solve). */
 static double gemm_rate(int dbl, int n, MPI_Comm comm) {
   size_t sz = (size_t)n * n;
-  void *a = malloc(sz * 8), *b = malloc(sz * 8), *c = malloc(sz * 8);
+  void *a = aptq_malloc(sz * 8, "GEMM operand"), *b = aptq_malloc(sz * 8, "GEMM operand"), *c = aptq_malloc(sz * 8, "GEMM result");
+  if (!a || !b || !c) aptq_fatal(comm);
   memset(a, 0, sz * 8);
   memset(b, 0, sz * 8);
   memset(c, 0, sz * 8);
@@ -43,10 +44,30 @@ static double gemm_rate(int dbl, int n, MPI_Comm comm) {
     best = r > best ? r : best;
   }
   MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_DOUBLE, MPI_MIN, comm);
-  free(a);
-  free(b);
-  free(c);
+  aptq_free(a);
+  aptq_free(b);
+  aptq_free(c);
   return best;
+}
+
+/* H = 2/n XᵀX (cols × cols, both triangles) of correlated synthetic
+ * activations, n = 2·cols tokens; the same on every rank. */
+static double *synthetic_hessian(int cols, MPI_Comm comm) {
+  Rng rng = {12345};
+  int ntok = 2 * cols;
+  float *X = aptq_malloc(sizeof(float) * (size_t)ntok * cols, "activations");
+  float *Hf = aptq_malloc(sizeof(float) * (size_t)cols * cols, "Hessian (float32)");
+  double *H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "Hessian");
+  if (!X || !Hf || !H) aptq_fatal(comm);
+  for (size_t i = 0; i < (size_t)ntok * cols; i++) X[i] = (float)rng_normal(&rng);
+  for (int t = 0; t < ntok; t++)
+    for (int j = 1; j < cols; j++) X[(size_t)t * cols + j] += 0.5f * X[(size_t)t * cols + j - 1];
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, ntok, 2.0f / ntok, X, cols, 0.0f, Hf, cols);
+  for (int i = 0; i < cols; i++)
+    for (int j = i; j < cols; j++) H[(size_t)i * cols + j] = H[(size_t)j * cols + i] = Hf[(size_t)i * cols + j];
+  aptq_free(X);
+  aptq_free(Hf);
+  return H;
 }
 
 int main(int argc, char **argv) {
@@ -69,20 +90,8 @@ int main(int argc, char **argv) {
   if (argc > 7) p.factor_algorithm = !strcmp(argv[7], "potri") ? FACTOR_POTRI : FACTOR_TRTRI;
   if (getenv("APTQ_NB")) p.nb = atoi(getenv("APTQ_NB"));
 
-  /* H = 2/n XᵀX of correlated synthetic activations (n = 2 cols tokens), W ~ N(0, 0.02²) */
-  Rng rng = {12345};
-  int ntok = 2 * cols;
-  float *X = malloc(sizeof(float) * (size_t)ntok * cols);
-  for (size_t i = 0; i < (size_t)ntok * cols; i++) X[i] = (float)rng_normal(&rng);
-  for (int t = 0; t < ntok; t++)
-    for (int j = 1; j < cols; j++) X[(size_t)t * cols + j] += 0.5f * X[(size_t)t * cols + j - 1];
-  float *Hf = malloc(sizeof(float) * (size_t)cols * cols);
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, ntok, 2.0f / ntok, X, cols, 0.0f, Hf, cols);
-  free(X);
-  double *H = malloc(sizeof(double) * (size_t)cols * cols);
-  for (int i = 0; i < cols; i++)
-    for (int j = i; j < cols; j++) H[(size_t)i * cols + j] = H[(size_t)j * cols + i] = Hf[(size_t)i * cols + j];
-  free(Hf);
+  /* W ~ N(0, 0.02²) */
+  double *H = synthetic_hessian(cols, comm);
   int r0, n;
   gptq_row_range(rows, size, rank, &r0, &n);
   /* as aptq allocates them: large buffers on huge pages */
@@ -92,9 +101,10 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < (size_t)n * cols; i++) W[i] = 0.02f * (float)rng_normal(&wr);
   int ng = quant_ngroups(cols, p.group_size);
   uint8_t *codes = aptq_malloc((size_t)n * cols + 1, "codes");
-  float *scales = malloc(sizeof(float) * ((size_t)n * ng + 1));
-  int32_t *zeros = malloc(sizeof(int32_t) * ((size_t)n * ng + 1));
-  double *chunk_loss = calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double));
+  float *scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
+  int32_t *zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
+  double *chunk_loss = aptq_calloc((size_t)n / GPTQ_ROW_CHUNK + 1, sizeof(double), "losses");
+  if (!W || !Q || !codes || !scales || !zeros || !chunk_loss) aptq_fatal(comm);
 
   double sgemm = gemm_rate(0, 2048, comm), dgemm = gemm_rate(1, 2048, comm);
   MPI_Barrier(comm);
@@ -136,13 +146,13 @@ int main(int argc, char **argv) {
     printf("  layer error : %.6g\n", loss);
   }
   gptq_layer_free(&L);
-  free(H);
-  free(W);
-  free(Q);
-  free(codes);
-  free(scales);
-  free(zeros);
-  free(chunk_loss);
+  aptq_free(H);
+  aptq_free(W);
+  aptq_free(Q);
+  aptq_free(codes);
+  aptq_free(scales);
+  aptq_free(zeros);
+  aptq_free(chunk_loss);
   MPI_Finalize();
   return 0;
 }
