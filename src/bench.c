@@ -193,6 +193,7 @@ typedef struct {
   int size;
   double *phases, *rss, *rates;
   double hrate, grate, flops, peak;
+  double heap_peak; /* the heap audit's, max over ranks (heap.h) */
 } BenchStats;
 
 static void bench_stats_free(BenchStats *st) {
@@ -212,6 +213,7 @@ static int bench_stats_gather(BenchStats *st, double gemm, MPI_Comm comm) {
   st->rates = aptq_malloc(sizeof(double) * (size_t)size * 3, "rates");
   CHECK(aptq_agree(comm, !st->phases || !st->rss || !st->rates));
   phases_gather(comm, st->phases);
+  st->heap_peak = memory_heap_peak_max(comm);
   double my_rss = memory_peak_rss(), ks, kf, kernel[3];
   MPI_Allgather(&my_rss, 1, MPI_DOUBLE, st->rss, 1, MPI_DOUBLE, comm);
   phases_hessian_kernel_get(&ks, &kf);
@@ -257,7 +259,8 @@ static void bench_print(const Options *o, const ModelConfig *c, const BenchStats
 }
 
 /* This rank's part of the report (rank 0 writes it): 0 or an error. */
-static int bench_report(const Options *o, const ModelConfig *c, const BenchStats *st, double t_pass, double predicted, int rank) {
+static int bench_report(const Options *o, const ModelConfig *c, const BenchStats *st, double t_pass, double predicted,
+                        double predicted_heap, int rank) {
   Report rep;
   int rr = report_open(&rep, o->report, rank);
   report_str(&rep, "command", "bench");
@@ -278,6 +281,7 @@ static int bench_report(const Options *o, const ModelConfig *c, const BenchStats
   report_num(&rep, "hessian_gflops_per_rank", st->hrate);
   report_num(&rep, "hessian_fraction_of_sgemm", st->grate > 0 ? st->hrate / st->grate : 0.0);
   phases_report(&rep, st->phases, st->rss, st->size, predicted);
+  memory_report_heap(&rep, st->heap_peak, predicted_heap);
   if (!rr) rr = report_close(&rep);
   return rr;
 }
@@ -323,7 +327,7 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
     if (!rc) rc = bench_stats_gather(&st, gemm, comm);
     if (!rc) {
       if (rank == 0) bench_print(&o, &c, &st, t_pass, predicted);
-      rc = aptq_agree(comm, bench_report(&o, &c, &st, t_pass, predicted, rank));
+      rc = aptq_agree(comm, bench_report(&o, &c, &st, t_pass, predicted, predicted_heap, rank));
     }
     bench_stats_free(&st);
   }

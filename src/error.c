@@ -180,7 +180,7 @@ void *aptq_malloc_at(size_t bytes, const char *what, const char *file, int line,
     if (posix_memalign(&p, HUGE_PAGE, bytes) != 0) p = NULL;
     else madvise(p, bytes, MADV_HUGEPAGE);
   } else p = malloc(bytes ? bytes : 1);
-  heap_audit_add(p, bytes);
+  heap_audit_add(p, bytes, what);
   if (!p)
     aptq_error_at(file, line, func, "out of memory allocating %zu bytes for %s; use more ranks or fewer sequences (nseq)", bytes, what);
   return p;

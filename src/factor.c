@@ -409,7 +409,7 @@ static float *to_float_in_place(double *A, size_t n) {
     F = (float *)(void *)A;
     bytes = sizeof(double) * (n + 1);
   }
-  heap_audit_add(F, bytes);
+  heap_audit_add(F, bytes, "factor, float32");
   return F;
 }
 

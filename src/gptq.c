@@ -421,6 +421,17 @@ static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, co
   return ch;
 }
 
+double gptq_solve_work_bytes(int rows, int cols, int block_size, int threads, int streamed) {
+  double B = block_size < cols ? block_size : cols, chunks = (double)((rows + GPTQ_ROW_CHUNK - 1) / GPTQ_ROW_CHUNK) + 1;
+  /* sweep_work_alloc of n rows: Wp, Qp (float), Cp (byte), Err (n × B floats) */
+#define SWEEP(n) (((double)(n)*cols + 1) * (2 * sizeof(float) + 1) + ((double)(n)*B + 1) * sizeof(float))
+  double table = chunks * sizeof(Chunk), blk = B * LANES * sizeof(float);
+  if (streamed) /* solve_streamed: every row's work space, a block of U, a block of rows per thread */
+    return SWEEP(rows) + B * cols * sizeof(float) + blk * threads + table;
+  return threads * (SWEEP(GPTQ_ROW_CHUNK) + blk) + table; /* gptq_solve_slabs: one chunk's per thread */
+#undef SWEEP
+}
+
 /* Chunk c's loss (numbered over all slabs) is slab s's chunk_loss[i]. */
 static double *chunk_loss_slot(const GptqSlab *slabs, int c) {
   int s = 0;

@@ -86,6 +86,11 @@ typedef struct {
  * with the factor on the grid each block of U is fetched once for all of
  * them. Each slab's results are bit-identical to its own gptq_solve. */
 int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs);
+/* The work space gptq_solve_slabs allocates for `rows` rows of `cols`
+ * columns in all (its slabs together), with `threads` OpenMP threads: one
+ * chunk's sweep per thread with U replicated, every row's with the factor
+ * on the grid (streamed). The memory plan counts it from here. */
+double gptq_solve_work_bytes(int rows, int cols, int block_size, int threads, int streamed);
 /* Kronecker form H = H_in ⊗ H_out (docs/aptq.md): the rows come in heads of
  * dh rows, head i with the upper factor U_out[i] (dh × dh, float) of
  * (H_out + λI)⁻¹; columns use L's factor of H_in as in GPTQ. Within a column

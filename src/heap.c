@@ -1,6 +1,7 @@
 #include "heap.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,18 +10,27 @@
 typedef struct {
   void *p;
   size_t bytes;
+  const char *what;
 } Entry;
 static Entry *table;
 static size_t capacity, used;
 static double live, peak, base;
-static int state = -1; /* -1: not yet read from the environment */
+static int state = -1; /* -1: not yet read from the environment; 2: keep the live set at the peak */
+/* APTQ_HEAP_AUDIT=2: what was live at the peak, by label */
+enum { PEAK_LABELS = 64 };
+static struct {
+  const char *what;
+  double bytes;
+  int count;
+} at_peak[PEAK_LABELS];
+static int n_at_peak;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 #define TOMBSTONE ((void *)1)
 
 int heap_audit_on(void) {
   if (state < 0) {
     const char *env = getenv("APTQ_HEAP_AUDIT");
-    state = env && env[0] && strcmp(env, "0") != 0;
+    state = env && env[0] && strcmp(env, "0") != 0 ? (strcmp(env, "2") == 0 ? 2 : 1) : 0;
   }
   return state;
 }
@@ -52,7 +62,24 @@ static int grow(void) {
   return 1;
 }
 
-void heap_audit_add(void *p, size_t bytes) {
+/* The live set by label, the largest PEAK_LABELS (with the lock held). */
+static void keep_peak_set(void) {
+  n_at_peak = 0;
+  for (size_t i = 0; i < capacity; i++) {
+    const Entry *e = &table[i];
+    if (!e->p || e->p == TOMBSTONE) continue;
+    int j = 0;
+    while (j < n_at_peak && at_peak[j].what != e->what) j++;
+    if (j == n_at_peak) {
+      if (n_at_peak == PEAK_LABELS) continue;
+      at_peak[n_at_peak++].what = e->what, at_peak[j].bytes = 0, at_peak[j].count = 0;
+    }
+    at_peak[j].bytes += (double)e->bytes;
+    at_peak[j].count++;
+  }
+}
+
+void heap_audit_add(void *p, size_t bytes, const char *what) {
   if (!p || !heap_audit_on()) return;
   pthread_mutex_lock(&lock);
   if ((used + 1) * 2 > capacity && !grow()) {
@@ -62,9 +89,12 @@ void heap_audit_add(void *p, size_t bytes) {
   size_t s = slot_of(p);
   while (table[s].p && table[s].p != TOMBSTONE) s = (s + 1) & (capacity - 1);
   if (!table[s].p) used++;
-  table[s] = (Entry){p, bytes};
+  table[s] = (Entry){p, bytes, what};
   live += (double)bytes;
-  peak = live > peak ? live : peak;
+  if (live > peak) {
+    peak = live;
+    if (state == 2) keep_peak_set();
+  }
   pthread_mutex_unlock(&lock);
 }
 
@@ -88,3 +118,9 @@ void heap_audit_mark(void) {
 }
 
 double heap_audit_peak(void) { return peak - base; }
+
+void heap_audit_print_peak(FILE *out) {
+  if (state != 2) return;
+  for (int i = 0; i < n_at_peak; i++)
+    fprintf(out, "heap at peak: %12.0f B in %4d  %s\n", at_peak[i].bytes, at_peak[i].count, at_peak[i].what ? at_peak[i].what : "?");
+}

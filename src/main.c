@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "heap.h"
 #include "options.h"
 
 static const struct {
@@ -72,6 +73,7 @@ int main(int argc, char **argv) {
     }
     if (rc && !aptq_error_reported()) aptq_fatal(comm); /* one rank failed alone: take all down */
     if (rc) aptq_print_traceback();
+    heap_audit_print_peak(stderr); /* APTQ_HEAP_AUDIT=2 */
     status = rc ? 1 : 0;
   }
   MPI_Finalize();

@@ -15,22 +15,26 @@
 #include "hessian_stream.h"
 #include "plan.h"
 #include "quant.h"
+#include "report.h"
+#include "heap.h"
 
-void memplan_add(MemPlan *p, const char *what, double bytes, int transient) {
-  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, transient, 0};
+static void add(MemPlan *p, MemItem it) {
+  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = it;
 }
-
-void memplan_add_mapped(MemPlan *p, const char *what, double bytes) {
-  if (p->n < (int)(sizeof p->item / sizeof p->item[0])) p->item[p->n++] = (MemItem){what, bytes, 0, 1};
-}
+void memplan_add(MemPlan *p, const char *what, double bytes, int transient) { add(p, (MemItem){what, bytes, transient, 0, 0}); }
+void memplan_add_mapped(MemPlan *p, const char *what, double bytes) { add(p, (MemItem){what, bytes, 0, 1, 0}); }
+void memplan_add_before(MemPlan *p, const char *what, double bytes) { add(p, (MemItem){what, bytes, 0, 0, 1}); }
 
 static double peak_of(const MemPlan *p, int with_mapped) {
-  double fixed = 0, transient = 0;
-  for (int i = 0; i < p->n; i++)
-    if (p->item[i].mapped && !with_mapped) continue;
-    else if (p->item[i].transient) transient = p->item[i].bytes > transient ? p->item[i].bytes : transient;
-    else fixed += p->item[i].bytes;
-  return fixed + transient;
+  double fixed = 0, transient = 0, before = 0, mapped = 0;
+  for (int i = 0; i < p->n; i++) {
+    const MemItem *it = &p->item[i];
+    if (it->mapped) mapped += with_mapped ? it->bytes : 0;
+    else if (it->before) before = it->bytes > before ? it->bytes : before;
+    else if (it->transient) transient = it->bytes > transient ? it->bytes : transient;
+    else fixed += it->bytes;
+  }
+  return mapped + (fixed + transient > before ? fixed + transient : before);
 }
 
 double memplan_peak(const MemPlan *p) { return peak_of(p, 1); }
@@ -85,19 +89,29 @@ static void plan_rtn(MemPlan *p, const Plan *pl, const ModelConfig *c) {
   memplan_add(p, "RTN slab of the largest layer", slab, 1);
 }
 
+/* block_weights_alloc: norms and the seven projections; scratch_alloc: xn,
+ * xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
+static double block_weights_bytes(const ModelConfig *c) {
+  double block = 2.0 * c->dim;
+  for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
+  return block * sizeof(float);
+}
+static double scratch_bytes(const ModelConfig *c, double t) {
+  double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+  return (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * c->head_dim) * sizeof(float);
+}
+double memplan_block_bytes(const ModelConfig *c, int T) { return block_weights_bytes(c) + scratch_bytes(c, T); }
+
 /* The pass's activations, block weights and forward scratch (pass.c's
  * pass_init, forward.h's scratch_alloc). */
 static void plan_forward(MemPlan *p, const Plan *pl, const ModelConfig *c, double t, int local_seqs) {
-  double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-  double dh = c->head_dim, f = sizeof(float), block = 2 * D; /* BlockWeights: norms and the seven projections */
-  for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
+  double D = c->dim, qd = (double)c->n_heads * c->head_dim, f = sizeof(float);
   memplan_add(p, "calibration activations (this rank's sequences)",
               (double)local_seqs * t * D * activations_elem_size(pl->bf16_activations), 0);
   memplan_add(p, "block input copy", t * D * f, 0);
   if (pl->keep_attention) memplan_add(p, "attention outputs kept (keep_attention)", (double)local_seqs * t * qd * f, 0);
-  memplan_add(p, "block weights (float32)", block * f, 0);
-  /* scratch_alloc: xn, xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
-  memplan_add(p, "forward scratch", (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * dh) * f, 0);
+  memplan_add(p, "block weights (float32)", block_weights_bytes(c), 0);
+  memplan_add(p, "forward scratch", scratch_bytes(c, t), 0);
 }
 
 /* hessian_init: float64 sum + float32 ssyrk chunk per group input; a
@@ -123,9 +137,10 @@ static void plan_hessians(MemPlan *p, const Plan *pl, const ModelConfig *c, int 
     memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
   if (pl->form[LIN_Q] != FORM_GPTQ) /* qhessian_init */
     memplan_add(p, "APTQ q_proj statistics",
-                Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 2 * t * dh2 * f + t * dh * f + t * D * f + t * f, 0);
-  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init */
-    double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f;
+                Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 3 * t * dh2 * f + t * dh * f + t * D * f + t * f + dh2 * (f + dbl),
+                0);
+  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init: P, VP, C, Xw, w, ws, avec, M; kron: out, seq, QQ, CS */
+    double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f + 2 * t * dbl + dh2 * dbl;
     if (pl->form[LIN_K] == FORM_KRON) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
     memplan_add(p, "APTQ k_proj statistics", kb, 0);
   }
@@ -166,26 +181,25 @@ static void plan_factors(MemPlan *p, const Plan *pl, double *scattered, double *
  * one block of U; solve_shared's slabs of this rank's rows of the layers
  * solved together, or solve_kron's of v_proj. */
 static void plan_solves(MemPlan *p, const Plan *pl, const ModelConfig *c, double scattered, double gather) {
-  double set_rows[LIN_COUNT], set_cols[LIN_COUNT], f = sizeof(float), dbl = sizeof(double), B = pl->gptq.block_size;
+  double set_rows[LIN_COUNT], set_cols[LIN_COUNT], f = sizeof(float), dbl = sizeof(double);
   double D = c->dim, dh = c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-  int size = pl->size, set_group[LIN_COUNT], nsets = solve_sets(pl, c, size, set_rows, set_cols, set_group);
-  if (scattered > 0) {
-    double solve = 0;
-    for (int i = 0; i < nsets; i++) {
-      double rows = set_rows[i], xi = set_cols[i];
-      if (!pl->scattered[set_group[i]]) continue;
-      double b = xi * xi * f / size + 2 * rows * xi * (2 * f + 1) + rows * (xi * 8 / 32 + 1) * 4 + rows * B * f + B * xi * f;
-      solve = b > solve ? b : solve;
-    }
-    memplan_add(p, "factor on the grid: pieces + moving the sum in", scattered * scattered * dbl / size + gather, 1);
-    memplan_add(p, "factor on the grid: streamed solve, largest set of layers", solve, 1);
-  }
-  double slab = 0;
+  int size = pl->size, B = pl->gptq.block_size, th = pl->threads;
+  int set_group[LIN_COUNT], nsets = solve_sets(pl, c, size, set_rows, set_cols, set_group);
+  double slab = 0, grid = 0;
   for (int i = 0; i < nsets; i++) {
     double rows = set_rows[i], cols = set_cols[i];
+    int on_grid = pl->scattered[set_group[i]];
+    /* solve_shared's slabs: W, Q, codes, scales, zeros, packed codes */
     double ng = pl->gptq.group_size ? cols / pl->gptq.group_size + 1 : 1;
     double b = rows * cols * (2 * f + 1) + rows * ng * 8 + rows * (cols * 8 / 32 + 1) * 4;
-    slab = b > slab ? b : slab;
+    b += gptq_solve_work_bytes((int)rows, (int)cols, B, th, on_grid);
+    if (on_grid) b += cols * cols * f / size; /* the factor's pieces in float32 */
+    double *slot = on_grid ? &grid : &slab;
+    *slot = b > *slot ? b : *slot;
+  }
+  if (scattered > 0) {
+    memplan_add(p, "factor on the grid: pieces + moving the sum in", scattered * scattered * dbl / size + gather, 1);
+    memplan_add(p, "factor on the grid: streamed solve, largest set of layers", grid, 1);
   }
   if (pl->form[LIN_V] == FORM_KRON) { /* solve_kron of v_proj: the column-order matrix and its head slabs */
     double v = D * D * dbl + (kvd / size + dh) * D * (2 * f + 1);
@@ -245,6 +259,20 @@ double memory_peak_rss(void) {
   return (double)ru.ru_maxrss * 1024.0; /* Linux: kilobytes */
 }
 
+double memory_heap_peak_max(MPI_Comm comm) {
+  double peak = heap_audit_peak();
+  MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return peak;
+}
+
+void memory_report_heap(Report *rep, double peak, double planned) {
+  if (!heap_audit_on()) return;
+  report_begin(rep, "heap_audit", '{');
+  report_num(rep, "peak_bytes", peak);
+  report_num(rep, "planned_bytes", planned);
+  report_end(rep, '}');
+}
+
 void memory_format(double bytes, char *buf, int size) {
   const char *unit[] = {"B", "KB", "MB", "GB", "TB"};
   int u = 0;
@@ -268,7 +296,10 @@ int memory_check(const MemPlan *p, double baseline, const Options *o, MPI_Comm c
     printf("  %-52s %12s\n", "process at start (MPI, libraries; measured)", b);
     for (int i = 0; i < p->n; i++) {
       memory_format(p->item[i].bytes, b, sizeof b);
-      printf("  %-52s %12s%s\n", p->item[i].what, b, p->item[i].transient ? "  (one layer at a time)" : "");
+      printf("  %-52s %12s%s\n", p->item[i].what, b,
+             p->item[i].transient ? "  (one layer at a time)"
+             : p->item[i].before  ? "  (before the pass, then freed)"
+                                  : "");
     }
     fflush(stdout);
   }

@@ -15,6 +15,7 @@ typedef struct {
   double bytes;
   int transient; /* held during one layer only: the peak takes the largest */
   int mapped;    /* pages of a mapped file, not heap (memplan_heap_peak leaves them out) */
+  int before;    /* held only before the pass (a phase of its own): the peak is the larger phase */
 } MemItem;
 
 typedef struct {
@@ -25,7 +26,11 @@ typedef struct {
 void memplan_add(MemPlan *p, const char *what, double bytes, int transient);
 /* A file's pages mapped at once (persistent, not heap). */
 void memplan_add_mapped(MemPlan *p, const char *what, double bytes);
-/* Persistent items plus the largest transient one. */
+/* A phase before the pass, its buffers freed before the pass starts (the
+ * Fisher estimate): the peak is the larger of it and the pass. */
+void memplan_add_before(MemPlan *p, const char *what, double bytes);
+/* Persistent items plus the largest transient one, or the largest
+ * phase before the pass if that is more (mapped pages in both). */
 double memplan_peak(const MemPlan *p);
 /* The same without the mapped items: what the heap audit (heap.h) of the
  * run may reach, beyond small bookkeeping. */
@@ -33,6 +38,10 @@ double memplan_heap_peak(const MemPlan *p);
 /* The sequential pass (gptq, aptq) or RTN of one rank holding `local_seqs`
  * calibration sequences of T tokens, on pl->size ranks. */
 void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, int local_seqs);
+
+/* One block's float32 weights and forward scratch for sequences of T
+ * tokens (forward.h's block_weights_alloc and scratch_alloc). */
+double memplan_block_bytes(const ModelConfig *c, int T);
 
 /* "8G", "512M", "1.5GB", "64GiB", plain bytes; K/M/G/T are powers of 1024. */
 int memory_parse(const char *text, double *bytes);
@@ -42,6 +51,12 @@ double memory_peak_rss(void);
  * when baseline (the largest over ranks) + plan exceeds max_memory.
  * *predicted: that sum. */
 int memory_check(const MemPlan *p, double baseline, const Options *o, MPI_Comm comm, double *predicted);
+/* Collective: the heap audit's peak (heap.h), the most over the ranks. */
+double memory_heap_peak_max(MPI_Comm comm);
+/* With the heap audit on, the report member heap_audit {peak_bytes,
+ * planned_bytes (memplan_heap_peak)}; nothing otherwise. */
+struct Report;
+void memory_report_heap(struct Report *rep, double peak, double planned);
 /* "1.23 GB" */
 void memory_format(double bytes, char *buf, int size);
 

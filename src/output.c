@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "error.h"
-#include "heap.h"
 #include "memory.h"
 #include "phases.h"
 #include "qfile.h"
@@ -126,7 +125,7 @@ static int write_report(const Options *o, const Plan *p, const Model *m, const T
          *rss = aptq_malloc(sizeof(double) * (size_t)size, "rss");
   if (!phase_all || !rss) aptq_fatal(comm);
   phases_gather(comm, phase_all);
-  double my_rss = memory_peak_rss();
+  double my_rss = memory_peak_rss(), heap_peak = memory_heap_peak_max(comm);
   MPI_Allgather(&my_rss, 1, MPI_DOUBLE, rss, 1, MPI_DOUBLE, comm);
   if (rank == 0) print_summary(o, p, m, err, info, rss, size);
   Report rep;
@@ -152,14 +151,7 @@ static int write_report(const Options *o, const Plan *p, const Model *m, const T
   }
   report_end(&rep, '}');
   phases_report(&rep, phase_all, rss, size, info->predicted_peak);
-  if (heap_audit_on()) { /* APTQ_HEAP_AUDIT: the most heap any rank held at once against the plan */
-    double peak = heap_audit_peak();
-    MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_MAX, comm);
-    report_begin(&rep, "heap_audit", '{');
-    report_num(&rep, "peak_bytes", peak);
-    report_num(&rep, "planned_bytes", info->predicted_heap);
-    report_end(&rep, '}');
-  }
+  memory_report_heap(&rep, heap_peak, info->predicted_heap);
   aptq_free(phase_all);
   aptq_free(rss);
   report_layers(&rep, p, m, err, info);

@@ -49,6 +49,7 @@ void plan_init(Plan *p, const Options *o) {
   p->attention_stats = p->form[LIN_Q] != FORM_GPTQ || p->form[LIN_K] != FORM_GPTQ || p->form[LIN_V] != FORM_GPTQ;
   p->stream_tokens = o->stream_tokens;
   p->seqlen = o->seqlen;
+  p->threads = o->threads;
   p->gptq = gptq_params_from_options(o);
   p->layer_kron = options_choice(o, "hessian_form") == 1; /* gptq|kron */
 }

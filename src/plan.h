@@ -44,6 +44,7 @@ typedef struct {
   int keep_attention;
   int attention_stats; /* the q/k/v group's forward feeds APTQ's statistics */
   int stream_tokens, seqlen;
+  int threads;     /* OpenMP threads per rank (the solve's work space is per thread) */
   GptqParams gptq; /* the solve's parameters at the run's bit width */
   int layer_kron;  /* aptq layer: hessian_form = kron */
   /* from plan_shape: per group of linear_groups */

@@ -117,11 +117,12 @@ static int predict_memory(const Options *o, const Plan *p, const Model *m, doubl
   memplan_quantize(&plan, p, &m->cfg, o->seqlen, p->method != METHOD_RTN ? (o->nseq + size - 1) / size : 0);
   memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", mapped_bytes(m));
   if (p->mixed && p->sensitivity == SENSITIVITY_FISHER && plan_ranks_by_sensitivity(p)) {
-    /* before the pass, with its own weights, scratch and head: counted as
-     * a transient item, over the pass's calibration activations */
+    /* before the pass and freed when it starts: its streams and head
+     * buffers, the lm_head in float32, its own block weights and scratch */
     int nsel = o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq;
-    memplan_add(&plan, "Fisher sensitivities (before the pass): streams, lm_head",
-                fisher_memory(o, &m->cfg, (nsel + size - 1) / size) + (double)m->cfg.vocab_size * m->cfg.dim * sizeof(float), 1);
+    memplan_add_before(&plan, "Fisher sensitivities: streams, lm_head, block",
+                       fisher_memory(o, &m->cfg, (nsel + size - 1) / size) + (double)m->cfg.vocab_size * m->cfg.dim * sizeof(float) +
+                           memplan_block_bytes(&m->cfg, o->seqlen));
   }
   info->predicted_heap = memplan_heap_peak(&plan);
   return memory_check(&plan, baseline, o, comm, &info->predicted_peak);

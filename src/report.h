@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-typedef struct {
+typedef struct Report {
   FILE *f; /* NULL: no report requested, or not rank 0 */
   char path[4096], tmp[4160];
   int depth;
