@@ -55,14 +55,8 @@ void gptq_layer_free(GptqLayer *L);
  * are bit-identical for any number of ranks. */
 enum { GPTQ_ROW_CHUNK = 64 };
 
-/* This rank's slab [*r0, *r0 + *n) of rows, whole chunks over the ranks. */
-void gptq_row_range(int rows, int size, int rank, int *r0, int *n);
-/* The same for several layers solved together (gptq_solve_slabs): their
- * chunks, layer after layer, dealt over the ranks in contiguous runs, so
- * that the layers are solved at the same time by different ranks. Layer k's
- * slab on this rank is [r0[k], r0[k] + n[k]) (n[k] may be 0). One layer:
- * gptq_row_range. */
-void gptq_group_rows(const int *rows, int nlayers, int size, int rank, int *r0, int *n);
+/* Which rows each rank solves, and the loss summed in chunk order over
+ * the ranks: rowdeal.h. */
 
 /* Solve rows × cols of W (row-major, overwritten as work space). Outputs in
  * the original column order: codes rows × cols, Q (dequantized) rows × cols,
@@ -105,14 +99,6 @@ int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const 
 /* The upper factor of (H_out + λI)⁻¹ in float32, λ = damp·mean(diag), with
  * the same retry as factor_inverse_cholesky (LAPACK, local). */
 int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, double *damp_used);
-
-/* Collective: the layer error, summed in chunk order (rank-count
- * independent). Out of memory aborts all ranks (aptq_fatal). */
-double gptq_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
-/* The same for layers solved together (rows as gptq_group_rows): loss[k]
- * from chunk_loss[k], this rank's chunks of layer k. 0, or APTQ_ERR on
- * every rank (out of memory, agreed and reported). */
-int gptq_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
 
 /* quant.py find_params with mse = True: shrink the grid in 100 steps down
  * to 20% and keep the scale with the least Σ|q − w|^2.4 */

@@ -187,7 +187,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   if (!rc && kron) rc = solve_kron_heads(&J, &p, comm);
   if (!rc && !kron) {
     rc = aptq_agree(comm, gptq_solve(&J.L, &p, J.s.W, J.n, J.s.codes, J.s.Q, J.s.scales, J.s.zeros, J.s.loss));
-    if (!rc) J.loss = gptq_layer_loss(J.s.loss, J.rows, comm);
+    if (!rc) J.loss = rowdeal_layer_loss(J.s.loss, J.rows, comm);
   }
   t[3] = MPI_Wtime();
   for (size_t i = 0; !rc && i < (size_t)J.n * J.cols; i++) J.codes32[i] = J.s.codes[i];

@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "quant.h"
+
 void layer_error_pack(const LayerError *e, double *s) {
   s[0] = e->err2;
   s[1] = e->norm2;
@@ -22,13 +24,7 @@ void layer_error_unpack(const double *s, LayerError *e) {
   e->sensitivity = s[6];
 }
 
-void layer_error_add(LayerError *e, const float *w, const float *q, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    double d = (double)w[i] - q[i];
-    e->err2 += d * d;
-    e->norm2 += (double)w[i] * w[i];
-  }
-}
+void layer_error_add(LayerError *e, const float *w, const float *q, size_t n) { quant_error_norm(w, q, n, &e->err2, &e->norm2); }
 
 double layer_error_relative(double err2, double norm2) { return norm2 > 0 ? sqrt(err2 / norm2) : 0.0; }
 

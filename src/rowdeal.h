@@ -14,6 +14,22 @@
 
 enum { ROWDEAL_MAX_LAYERS = 8 };
 
+/* This rank's slab [*r0, *r0 + *n) of rows, whole chunks over the ranks. */
+void rowdeal_row_range(int rows, int size, int rank, int *r0, int *n);
+/* The same for several layers solved together (gptq_solve_slabs): their
+ * chunks, layer after layer, dealt over the ranks in contiguous runs, so
+ * that the layers are solved at the same time by different ranks. Layer k's
+ * slab on this rank is [r0[k], r0[k] + n[k]) (n[k] may be 0). One layer:
+ * rowdeal_row_range. */
+void rowdeal_group_rows(const int *rows, int nlayers, int size, int rank, int *r0, int *n);
+/* Collective: the layer error, summed in chunk order (rank-count
+ * independent). Out of memory aborts all ranks (aptq_fatal). */
+double rowdeal_layer_loss(const double *chunk_loss, int rows, MPI_Comm comm);
+/* The same for layers solved together (rows as rowdeal_group_rows): loss[k]
+ * from chunk_loss[k], this rank's chunks of layer k. 0, or APTQ_ERR on
+ * every rank (out of memory, agreed and reported). */
+int rowdeal_group_loss(double *const *chunk_loss, const int *rows, int nlayers, MPI_Comm comm, double *loss);
+
 typedef struct {
   MPI_Comm comm;
   int size, rank;
@@ -26,7 +42,7 @@ typedef struct {
 } RowDeal;
 
 /* The rows of nl layers solved together: their GPTQ_ROW_CHUNK chunks, layer
- * after layer, dealt over the ranks in contiguous runs (gptq_group_rows), so
+ * after layer, dealt over the ranks in contiguous runs (rowdeal_group_rows), so
  * that different ranks solve different layers at the same time. A unit is a
  * row. Returns an error (recorded) if out of memory; not collective. */
 int rowdeal_chunks(RowDeal *d, const int *rows, int nl, MPI_Comm comm);

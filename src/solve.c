@@ -113,7 +113,7 @@ int solve_shared(QFileWriter *qw, const GptqLayer *L, const char *form, SolveLay
     e[k] = lay[k].e;
   }
   rowdeal_sum_errors(&d, e);
-  gptq_group_loss(chunk_loss, rows, nl, comm, loss);
+  CHECK(rowdeal_group_loss(chunk_loss, rows, nl, comm, loss));
   phase_add(PH_REDUCE, t);
   for (int k = 0; k < nl; k++) {
     e[k]->loss = loss[k];

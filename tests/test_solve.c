@@ -1,8 +1,8 @@
 /* Unit test of the layers solved together (gptq_solve_slabs,
- * gptq_group_rows, gptq_group_loss): three layers sharing one factor, of
+ * rowdeal_group_rows, rowdeal_group_loss): three layers sharing one factor, of
  * different row counts (whole and partial chunks) and bit widths (4, 2, 3),
  * solved in one sweep with their chunks dealt over the ranks as one run,
- * against each layer solved on its own (gptq_solve over gptq_row_range):
+ * against each layer solved on its own (gptq_solve over rowdeal_row_range):
  * every code, dequantized weight, scale and zero, and each layer's loss,
  * bit for bit. Both factor layouts: replicated (LAPACK) and left on the
  * ScaLAPACK grid (gptq_prepare_partial: U fetched a block at a time).
@@ -16,6 +16,7 @@
 #include "error.h"
 #include "expect.h"
 #include "gptq.h"
+#include "rowdeal.h"
 #include "hessian.h"
 #include "quant.h"
 #include "rng.h"
@@ -98,7 +99,7 @@ static void check_deal(void) {
   for (int size = 1; size <= 40; size++) {
     int next[NL] = {0}, ok = 1, last_layer = 0;
     for (int rank = 0; rank < size; rank++) {
-      gptq_group_rows(layer_rows, NL, size, rank, r0, n);
+      rowdeal_group_rows(layer_rows, NL, size, rank, r0, n);
       for (int k = 0; k < NL; k++) {
         if (!n[k]) continue;
         ok &= r0[k] == next[k] && r0[k] % GPTQ_ROW_CHUNK == 0 && k >= last_layer;
@@ -109,12 +110,12 @@ static void check_deal(void) {
       }
     }
     for (int k = 0; k < NL; k++) ok &= next[k] == layer_rows[k];
-    EXPECT(ok, "gptq_group_rows on %d ranks: not every row once, in whole chunks and contiguous runs", size);
+    EXPECT(ok, "rowdeal_group_rows on %d ranks: not every row once, in whole chunks and contiguous runs", size);
     int a0, an;
     for (int rank = 0; rank < size; rank++) {
-      gptq_row_range(layer_rows[0], size, rank, &a0, &an);
-      gptq_group_rows(layer_rows, 1, size, rank, r0, n);
-      EXPECT(a0 == r0[0] && an == n[0], "one layer: gptq_group_rows differs from gptq_row_range on %d ranks", size);
+      rowdeal_row_range(layer_rows[0], size, rank, &a0, &an);
+      rowdeal_group_rows(layer_rows, 1, size, rank, r0, n);
+      EXPECT(a0 == r0[0] && an == n[0], "one layer: rowdeal_group_rows differs from rowdeal_row_range on %d ranks", size);
     }
   }
 }
@@ -163,17 +164,17 @@ int main(int argc, char **argv) {
     /* each layer on its own, as before */
     for (int k = 0; k < NL; k++) {
       int r0, n;
-      gptq_row_range(layer_rows[k], size, rank, &r0, &n);
+      rowdeal_row_range(layer_rows[k], size, rank, &r0, &n);
       Slab s;
       slab_alloc(&s, W[k], r0, n, ng);
       EXPECT(!gptq_solve(&L, &p[k], s.W, n, s.codes, s.Q, s.scales, s.zeros, s.chunk_loss), "solve layer %d alone", k);
-      alone.loss[k] = gptq_layer_loss(s.chunk_loss, layer_rows[k], MPI_COMM_WORLD);
+      alone.loss[k] = rowdeal_layer_loss(s.chunk_loss, layer_rows[k], MPI_COMM_WORLD);
       gather(&alone, k, r0, n, ng, s.codes, s.Q, s.scales, s.zeros);
       slab_free(&s);
     }
     /* the three together */
     int r0[NL], n[NL];
-    gptq_group_rows(layer_rows, NL, size, rank, r0, n);
+    rowdeal_group_rows(layer_rows, NL, size, rank, r0, n);
     Slab s[NL];
     GptqSlab gs[NL];
     double *closs[NL];
@@ -183,7 +184,7 @@ int main(int argc, char **argv) {
       closs[k] = s[k].chunk_loss;
     }
     EXPECT(!gptq_solve_slabs(&L, gs, NL), "solve the layers together");
-    gptq_group_loss(closs, layer_rows, NL, MPI_COMM_WORLD, together.loss);
+    rowdeal_group_loss(closs, layer_rows, NL, MPI_COMM_WORLD, together.loss);
     for (int k = 0; k < NL; k++) {
       gather(&together, k, r0[k], n[k], ng, s[k].codes, s[k].Q, s[k].scales, s[k].zeros);
       slab_free(&s[k]);

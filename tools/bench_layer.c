@@ -22,6 +22,7 @@
 
 #include "error.h"
 #include "gptq.h"
+#include "rowdeal.h"
 #include "quant.h"
 #include "rng.h"
 
@@ -93,7 +94,7 @@ int main(int argc, char **argv) {
   /* W ~ N(0, 0.02²) */
   double *H = synthetic_hessian(cols, comm);
   int r0, n;
-  gptq_row_range(rows, size, rank, &r0, &n);
+  rowdeal_row_range(rows, size, rank, &r0, &n);
   /* as aptq allocates them: large buffers on huge pages */
   float *W = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "W"), *Q = aptq_malloc(sizeof(float) * ((size_t)n * cols + 1), "Q");
   Rng wr = {777};
@@ -125,7 +126,7 @@ int main(int argc, char **argv) {
   if (gptq_solve(&L, &p, W, n, codes, Q, scales, zeros, chunk_loss)) aptq_fatal(comm);
   MPI_Barrier(comm);
   double t2 = MPI_Wtime();
-  double loss = gptq_layer_loss(chunk_loss, rows, comm);
+  double loss = rowdeal_layer_loss(chunk_loss, rows, comm);
 
   /* FLOPs: potrf + trtri = 2d³/3 (potrf + potri + potrf = 4d³/3) in float64; the solve's lazy and in-block updates in float32 */
   double d = cols, factor_flops = (p.factor_algorithm == FACTOR_TRTRI ? 2.0 : 4.0) / 3.0 * d * d * d, solve_flops = 0;
