@@ -118,18 +118,6 @@ static const OptSpec *find(const char *key, int *index) {
   return NULL;
 }
 
-static int in_list(const char *list, const char *value) {
-  size_t n = strlen(value);
-  for (const char *p = list; *p;) {
-    const char *bar = strchr(p, '|');
-    size_t len = bar ? (size_t)(bar - p) : strlen(p);
-    if (len == n && strncmp(p, value, n) == 0) return 1;
-    if (!bar) break;
-    p = bar + 1;
-  }
-  return 0;
-}
-
 /* Position of value in a '|'-separated list, or -1. */
 static int list_index(const char *list, const char *value) {
   size_t n = strlen(value);
@@ -143,6 +131,8 @@ static int list_index(const char *list, const char *value) {
   }
   return -1;
 }
+
+static int in_list(const char *list, const char *value) { return list_index(list, value) >= 0; }
 
 int options_choice(const Options *o, const char *key) {
   int i;
