@@ -31,19 +31,21 @@
 
 enum { BENCH_VOCAB = 512 };
 
-static ModelConfig bench_config(const char *shape, int blocks, int seqlen) {
+/* shape: the index of the option's value in 7b|13b|70b|tiny */
+enum { SHAPE_7B, SHAPE_13B, SHAPE_70B, SHAPE_TINY };
+static ModelConfig bench_config(int shape, int blocks, int seqlen) {
   ModelConfig c = {
       .n_layers = blocks, .vocab_size = BENCH_VOCAB, .max_seq_len = seqlen, .norm_eps = 1e-5f, .rope_theta = 10000.0, .head_dim = 128};
-  if (!strcmp(shape, "13b")) {
+  if (shape == SHAPE_13B) {
     c.dim = 5120;
     c.hidden_dim = 13824;
     c.n_heads = c.n_kv_heads = 40;
-  } else if (!strcmp(shape, "70b")) {
+  } else if (shape == SHAPE_70B) {
     c.dim = 8192;
     c.hidden_dim = 28672;
     c.n_heads = 64;
     c.n_kv_heads = 8;
-  } else if (!strcmp(shape, "tiny")) {
+  } else if (shape == SHAPE_TINY) {
     c.dim = 128;
     c.hidden_dim = 384;
     c.n_heads = 8;
@@ -301,7 +303,7 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   CHECK(aptq_agree(comm, rc));
   CHECK(output_check(o.output, "output", o.overwrite, comm));
   if (o.report[0]) CHECK(output_check(o.report, "report", 1, comm));
-  ModelConfig c = bench_config(o.shape, o.blocks, o.seqlen);
+  ModelConfig c = bench_config(options_choice(&o, "shape"), o.blocks, o.seqlen);
   double predicted, predicted_heap, gemm;
   CHECK(bench_predict(&o, &c, baseline, size, rank, comm, &predicted, &predicted_heap));
 

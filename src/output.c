@@ -72,8 +72,7 @@ static void report_settings(Report *rep, const Options *o, const Plan *p, const 
   }
   if (p->method == METHOD_APTQ) {
     report_begin(rep, "hessian_forms", '{');
-    for (int k = 0; k < LIN_COUNT; k++)
-      report_str(rep, linear_names[k], k == LIN_V ? o->v_form : k == LIN_Q ? o->q_form : k == LIN_K ? o->k_form : "gptq");
+    for (int k = 0; k < LIN_COUNT; k++) report_str(rep, linear_names[k], plan_form_name(p->form[k]));
     report_end(rep, '}');
   }
   if (p->mixed) {

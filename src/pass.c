@@ -307,7 +307,7 @@ static int solve_rowshared(Pass *P, int l, int k, const GptqParams *p, const cha
   phase_add(PH_FACTOR, t);
   SolveLayer one = {.W = P->w.w[k], .rows = (int)P->m->linear[l][k].rows, .p = *p, .e = e};
   snprintf(one.name, sizeof one.name, "%s", name);
-  int rc = solve_shared(P->qw, &L, "rowshared", &one, 1, P->comm);
+  int rc = solve_shared(P->qw, &L, FORM_ROWSHARED, &one, 1, P->comm);
   gptq_layer_free(&L);
   return rc;
 }
@@ -334,7 +334,7 @@ static int solve_with_group_factor(Pass *P, int g, SolveLayer *shared, int nshar
                       : gptq_prepare(gh->H.sum, gh->d, p, P->comm, &L));
   phase_add(PH_FACTOR, t);
   phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
-  int rc = solve_shared(P->qw, &L, "gptq", shared, nshared, P->comm);
+  int rc = solve_shared(P->qw, &L, FORM_GPTQ, shared, nshared, P->comm);
   gptq_layer_free(&L);
   return rc;
 }

@@ -89,6 +89,11 @@ void plan_shape(Plan *p, const ModelConfig *c, int size) {
   }
 }
 
+const char *plan_form_name(HessianForm f) {
+  static const char *const names[] = {"gptq", "rowshared", "kron"};
+  return names[f];
+}
+
 Plan plan_make(const Options *o, const ModelConfig *c, int size) {
   Plan p;
   plan_init(&p, o);

@@ -60,6 +60,8 @@ void plan_init(Plan *p, const Options *o);
 /* The decisions that depend on the block's shapes and the rank count:
  * in_dim, scattered, streamed. */
 void plan_shape(Plan *p, const ModelConfig *c, int size);
+/* "gptq", "rowshared", "kron": the form's name in files and reports. */
+const char *plan_form_name(HessianForm f);
 /* Both at once. */
 Plan plan_make(const Options *o, const ModelConfig *c, int size);
 

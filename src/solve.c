@@ -49,16 +49,16 @@ int solve_write_rows(QFileWriter *qw, const GptqParams *p, const char *name, int
 }
 
 /* The solve's attributes of a layer group in the file (docs/hdf5-schema.md). */
-static void write_solve_attrs(QFileWriter *qw, const GptqParams *p, const char *name, const LayerError *e, const char *form,
+static void write_solve_attrs(QFileWriter *qw, const GptqParams *p, const char *name, const LayerError *e, HessianForm form,
                               double damp_out, MPI_Comm comm) {
   if (!qw) return;
   char group[300];
   snprintf(group, sizeof group, "/layers/%s", name);
-  int kron = !strcmp(form, "kron");
+  int kron = form == FORM_KRON;
   if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "sensitivity", e->sensitivity) ||
       qfile_attr_double(qw, group, "damp", e->damp_used) || qfile_attr_int(qw, group, "damp_retries", e->retries) ||
       qfile_attr_int(qw, group, "act_order", p->act_order) || qfile_attr_int(qw, group, "static_groups", p->static_groups) ||
-      qfile_attr_string(qw, group, "hessian_form", form) || (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
+      qfile_attr_string(qw, group, "hessian_form", plan_form_name(form)) || (kron && qfile_attr_double(qw, group, "damp_out", damp_out)))
     aptq_fatal(comm);
 }
 
@@ -81,7 +81,7 @@ static int shared_slabs(const RowDeal *d, const SolveLayer *lay, int cols, Slab 
   return rc;
 }
 
-int solve_shared(QFileWriter *qw, const GptqLayer *L, const char *form, SolveLayer *lay, int nl, MPI_Comm comm) {
+int solve_shared(QFileWriter *qw, const GptqLayer *L, HessianForm form, SolveLayer *lay, int nl, MPI_Comm comm) {
   int cols = L->cols, rows[ROWDEAL_MAX_LAYERS];
   for (int k = 0; k < nl; k++) rows[k] = lay[k].rows;
   RowDeal d;
@@ -262,7 +262,7 @@ int solve_kron(QFileWriter *qw, const GptqParams *p, const KronHessian *h, const
   phase_add(PH_REDUCE, t);
   e->loss = 0;
   for (int i = 0; i < heads; i++) e->loss += ks.s.loss[i];
-  write_solve_attrs(qw, p, name, e, "kron", ks.damp_out, comm);
+  write_solve_attrs(qw, p, name, e, FORM_KRON, ks.damp_out, comm);
   kron_free(&ks);
   return 0;
 }

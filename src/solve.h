@@ -11,6 +11,7 @@
 
 #include "gptq.h"
 #include "layer_error.h"
+#include "plan.h"
 #include "qfile.h"
 
 /* The buffers of a slab of rows being quantized, owned together. */
@@ -43,11 +44,11 @@ typedef struct {
 } SolveLayer;
 
 /* Collective. GPTQ of the layers lay[0..nl) that share the prepared factor
- * L (q/k/v, gate/up; form: "gptq", or "rowshared" for APTQ's own q/k
+ * L (q/k/v, gate/up; form: FORM_GPTQ, or FORM_ROWSHARED for APTQ's own q/k
  * Hessian), solved together: their row chunks are dealt over the ranks as
  * one run, so that different ranks solve different layers at the same time
  * and a factor on the grid has each block of U fetched once for all. */
-int solve_shared(QFileWriter *qw, const GptqLayer *L, const char *form, SolveLayer *lay, int nl, MPI_Comm comm);
+int solve_shared(QFileWriter *qw, const GptqLayer *L, HessianForm form, SolveLayer *lay, int nl, MPI_Comm comm);
 
 /* A layer with a Kronecker Hessian per head of dh rows (docs/aptq.md):
  * head i has the input factor in[i] (d × d) and the output factor
