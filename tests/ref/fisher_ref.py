@@ -165,8 +165,10 @@ def cmd_check(a):
             rel = abs(got - mine) / abs(mine)
             worst = max(worst, rel)
             bad += rel > a.rtol
-    print("%s fisher check: %d layers, aptq's Hutchinson estimate against float64 with the same probes: max rel diff %.2e (rtol %g)"
-          % ("PASS" if bad == 0 else "FAIL", len(aptq), worst, a.rtol))
+    # the largest difference depends on the machine's float32 rounding: on stderr, not in the compared line
+    print("%s fisher check: %d layers, aptq's Hutchinson estimate against float64 with the same probes: %s rtol %g"
+          % ("PASS" if bad == 0 else "FAIL", len(aptq), "every layer within" if bad == 0 else "%d layers beyond" % bad, a.rtol))
+    print("fisher check: max rel diff %.2e" % worst, file=sys.stderr)
     return 0 if bad == 0 else 1
 
 
