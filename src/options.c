@@ -202,6 +202,10 @@ static int apply(Options *o, const char *key, const char *value, const char *whe
   return 0;
 }
 
+static char deck_path[OPT_PATH_MAX]; /* the deck of the last options_parse */
+
+const char *options_deck(void) { return deck_path; }
+
 static char *trim(char *s) {
   while (*s == ' ' || *s == '\t') s++;
   size_t n = strlen(s);
@@ -253,12 +257,14 @@ int options_parse(Options *o, int argc, char **argv) {
     }
   }
   const char *deck = NULL;
+  deck_path[0] = 0;
   for (int i = 0; i < argc; i++) {
     if (strncmp(argv[i], "--", 2) != 0) {
       if (deck) return aptq_error("two input decks given ('%s' and '%s'); give one deck and override keys with --key=value", deck, argv[i]);
       deck = argv[i];
     }
   }
+  if (deck) snprintf(deck_path, sizeof deck_path, "%s", deck);
   if (deck) CHECK(read_deck(o, deck));
   for (int i = 0; i < argc; i++) {
     if (strncmp(argv[i], "--", 2) != 0) continue;
