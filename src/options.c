@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -216,6 +217,11 @@ static char *trim(char *s) {
 static int read_deck(Options *o, const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) return aptq_error("cannot open input deck '%s': %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return aptq_error("input deck '%s' is a directory; give the deck file (key = value lines) instead", path);
+  }
   char line[OPT_PATH_MAX + 256], where[OPT_PATH_MAX + 64];
   int lineno = 0, rc = 0;
   while (!rc && fgets(line, sizeof line, f)) {
@@ -242,6 +248,7 @@ static int read_deck(Options *o, const char *path) {
     }
     rc = apply(o, key, value, where);
   }
+  if (!rc && ferror(f)) rc = aptq_error("cannot read input deck '%s': %s", path, strerror(errno));
   fclose(f);
   return rc;
 }
