@@ -90,7 +90,7 @@ static int not_an_input(const char *path, const char *key, const struct stat *st
   return 0;
 }
 
-static int check(const char *path, const char *key, int overwrite, const Options *o) {
+int outpath_check(const char *path, const char *key, int overwrite, const Options *o) {
   struct stat st, sl;
   if (!path[0]) return aptq_error("missing required key '%s'", key);
   int have = stat(path, &st) == 0, link_only = !have && lstat(path, &sl) == 0;
@@ -122,7 +122,7 @@ static int check(const char *path, const char *key, int overwrite, const Options
 int output_check(const char *path, const char *key, int overwrite, const Options *o, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
-  int rc = rank == 0 ? check(path, key, overwrite, o) : 0;
+  int rc = rank == 0 ? outpath_check(path, key, overwrite, o) : 0;
   return aptq_agree(comm, rc);
 }
 

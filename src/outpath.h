@@ -23,6 +23,8 @@
  * be NULL for none). Collective (rank 0 checks, agreed across ranks). A
  * path that passes is remembered: a later check of the same file fails. */
 int output_check(const char *path, const char *key, int overwrite, const Options *o, MPI_Comm comm);
+/* The same check, local (one rank writes, e.g. synth): 0 or APTQ_ERR. */
+int outpath_check(const char *path, const char *key, int overwrite, const Options *o);
 
 /* Local (the rank that wrote tmp): rename tmp onto path as described above.
  * On failure tmp is removed and one message recorded. */
