@@ -264,7 +264,7 @@ static void bench_print(const Options *o, const ModelConfig *c, const BenchStats
 static int bench_report(const Options *o, const ModelConfig *c, const BenchStats *st, double t_pass, double predicted,
                         double predicted_heap, int rank) {
   Report rep;
-  int rr = report_open(&rep, o->report, rank);
+  int rr = report_open(&rep, o->report, o->overwrite, rank);
   report_str(&rep, "command", "bench");
   report_str(&rep, "shape", o->shape);
   report_int(&rep, "blocks", c->n_layers);
@@ -301,8 +301,8 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   if (!rc && o.R[0])
     rc = aptq_error("bench measures one pass at one bit width (bits); R (mixed precision) needs quantize on a model, so drop R here");
   CHECK(aptq_agree(comm, rc));
-  CHECK(output_check(o.output, "output", o.overwrite, comm));
-  if (o.report[0]) CHECK(output_check(o.report, "report", 1, comm));
+  CHECK(output_check(o.output, "output", o.overwrite, &o, comm));
+  if (o.report[0]) CHECK(output_check(o.report, "report", o.overwrite, &o, comm));
   ModelConfig c = bench_config(options_choice(&o, "shape"), o.blocks, o.seqlen);
   double predicted, predicted_heap, gemm;
   CHECK(bench_predict(&o, &c, baseline, size, rank, comm, &predicted, &predicted_heap));

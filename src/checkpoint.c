@@ -68,8 +68,15 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   if (!rc && rank == 0 && (stat(ck->dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(ck->dir, W_OK) != 0))
     rc = aptq_error("checkpoint: '%s' is not a writable directory; give a writable directory", ck->dir);
   CHECK(aptq_agree(comm, rc));
+  /* the run's own files, replaced block after block (overwrite does not
+   * apply; resume does): never an input, another output or a special file */
   char path[OPT_PATH_MAX + 32];
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    block_path(ck, l, path, sizeof path);
+    CHECK(output_check(path, "checkpoint", 1, o, comm));
+  }
   state_path(ck, path, sizeof path);
+  CHECK(output_check(path, "checkpoint", 1, o, comm));
   int exists = access(path, F_OK) == 0;
   if (!o->resume) {
     if (exists)
@@ -139,7 +146,7 @@ int checkpoint_restore(Checkpoint *ck, const Model *m, const TokenShard *calib, 
 int checkpoint_block_begin(Checkpoint *ck, int l, MPI_Comm comm) {
   char path[OPT_PATH_MAX + 32];
   block_path(ck, l, path, sizeof path);
-  return qfile_create(&ck->block, path, comm);
+  return qfile_create(&ck->block, path, "checkpoint", 1, comm);
 }
 
 int checkpoint_save(Checkpoint *ck, const Model *m, const TokenShard *calib, int l, const float *X, const double *stats, MPI_Comm comm) {
@@ -151,7 +158,7 @@ int checkpoint_save(Checkpoint *ck, const Model *m, const TokenShard *calib, int
   int rank, T = calib->seqlen, D = m->cfg.dim, n = m->cfg.n_layers * LIN_COUNT;
   MPI_Comm_rank(comm, &rank);
   QFileWriter w;
-  CHECK(qfile_create(&w, path, comm));
+  CHECK(qfile_create(&w, path, "checkpoint", 1, comm));
   if (qfile_attr_string(&w, "/meta", "format", "aptq-checkpoint") || qfile_attr_string(&w, "/meta", "options", opts) ||
       qfile_attr_string(&w, "/meta", "model_fingerprint", m->fingerprint) ||
       qfile_attr_string(&w, "/meta", "calib_sha256", calib->sha256) || qfile_attr_int(&w, "/meta", "next_block", l + 1) ||

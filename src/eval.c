@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "error.h"
@@ -16,10 +17,17 @@
 #include "report.h"
 #include "tokens.h"
 
-static int write_logits(const char *path, const float *logits, int first, int count, int T, int V, MPI_Comm comm) {
+static int write_logits(const char *path, int overwrite, const float *logits, int first, int count, int T, int V, MPI_Comm comm) {
+  /* under a temporary name (rank 0's pid), renamed when complete */
+  char tmp[OPT_PATH_MAX + 32];
+  int pid = (int)getpid(), rank;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Bcast(&pid, 1, MPI_INT, 0, comm);
+  snprintf(tmp, sizeof tmp, "%s.partial-%d", path, pid);
   MPI_File fh;
-  int rc = MPI_File_open(comm, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &fh);
-  if (rc != MPI_SUCCESS) return aptq_agree(comm, aptq_error("cannot create logits file '%s'", path));
+  int rc = MPI_File_open(comm, tmp, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &fh);
+  if (rc != MPI_SUCCESS) return aptq_agree(comm, aptq_error("cannot create logits file '%s'", tmp));
+  aptq_register_tmpfile(tmp);
   MPI_File_set_size(fh, 0);
   MPI_Offset per_seq = (MPI_Offset)T * V * (MPI_Offset)sizeof(float);
   /* one write per sequence keeps each count below 2^31 */
@@ -32,7 +40,11 @@ static int write_logits(const char *path, const float *logits, int first, int co
     ok &= MPI_File_write_at_all(fh, (MPI_Offset)(first + i) * per_seq, buf, n, MPI_FLOAT, MPI_STATUS_IGNORE) == MPI_SUCCESS;
   }
   ok &= MPI_File_close(&fh) == MPI_SUCCESS;
-  return aptq_agree(comm, ok ? 0 : aptq_error("error writing logits file '%s'", path));
+  ok = aptq_all_ok(comm, ok);
+  rc = !ok ? aptq_error("error writing logits file '%s'", tmp) : rank == 0 ? outpath_commit(tmp, path, "logits", overwrite) : 0;
+  if (rank == 0 && rc) unlink(tmp);
+  aptq_unregister_tmpfile(tmp);
+  return aptq_agree(comm, rc);
 }
 
 /* The forward's buffers on this rank: its residual streams, one block's
@@ -124,7 +136,7 @@ static int eval_report(const Options *o, const Model *m, const TokenShard *tok, 
                        int size) {
   int T = tok->seqlen;
   Report rep;
-  int rrc = report_open(&rep, o->report, rank);
+  int rrc = report_open(&rep, o->report, o->overwrite, rank);
   report_str(&rep, "command", "eval");
   report_str(&rep, "model", o->model);
   report_str(&rep, "model_fingerprint", m->fingerprint);
@@ -158,8 +170,8 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   EvalResult e = {.t_start = MPI_Wtime()};
   int rc = options_require(o, "model") || options_require(o, "tokens") || options_require(o, "nseq");
   CHECK(aptq_agree(comm, rc));
-  if (o->report[0]) CHECK(output_check(o->report, "report", 1, comm));
-  if (o->logits[0]) CHECK(output_check(o->logits, "logits", 1, comm));
+  if (o->report[0]) CHECK(output_check(o->report, "report", o->overwrite, o, comm));
+  if (o->logits[0]) CHECK(output_check(o->logits, "logits", o->overwrite, o, comm));
 
   Model m;
   CHECK(aptq_agree(comm, model_open(o->model, &m)));
@@ -182,7 +194,7 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
     for (int i = 0; i < o->nseq; i++) e.total += b.nll[i];
     e.predicted = (long long)o->nseq * (T - 1);
     e.ppl = exp(e.total / (double)e.predicted);
-    if (b.logits) rc = write_logits(o->logits, b.logits, tok.first, tok.count, T, c->vocab_size, comm);
+    if (b.logits) rc = write_logits(o->logits, o->overwrite, b.logits, tok.first, tok.count, T, c->vocab_size, comm);
     e.t_end = MPI_Wtime();
     if (!rc && rank == 0) eval_print(o, &tok, &e, size);
     int rrc = eval_report(o, &m, &tok, &e, b.nll, rank, size);

@@ -54,7 +54,7 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   int rc = options_require(o, "model") || options_require(o, "output") || options_require(o, "nseq");
   CHECK(aptq_agree(comm, rc));
   if (o->nseq < size) CHECK(aptq_agree(comm, aptq_error("%d ranks but only %d sequences to generate; use fewer ranks", size, o->nseq)));
-  CHECK(output_check(o->output, "output", o->overwrite, comm));
+  CHECK(output_check(o->output, "output", o->overwrite, o, comm));
   Model m;
   CHECK(aptq_agree(comm, model_open(o->model, &m)));
   const ModelConfig *c = &m.cfg;
@@ -80,17 +80,20 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, lay.counts, lay.displs, MPI_UINT32_T, 0, comm);
   if (rank == 0) {
     char tmp[OPT_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.partial", o->output);
+    snprintf(tmp, sizeof tmp, "%s.partial-%d", o->output, (int)getpid());
     FILE *f = fopen(tmp, "wb");
+    if (f) aptq_register_tmpfile(tmp);
     /* little-endian on disk, as the token files are */
     for (size_t i = 0; f && i < (size_t)o->nseq * T; i++) {
       uint8_t b[4] = {(uint8_t)all[i], (uint8_t)(all[i] >> 8), (uint8_t)(all[i] >> 16), (uint8_t)(all[i] >> 24)};
       if (fwrite(b, 1, 4, f) != 4) break;
     }
-    if (!f || ferror(f) || fclose(f) != 0 || rename(tmp, o->output) != 0) {
+    if (!f || ferror(f) || fclose(f) != 0) {
       unlink(tmp);
       rc = aptq_error("cannot write token file '%s'", o->output);
-    } else
+    } else rc = outpath_commit(tmp, o->output, "output", o->overwrite);
+    aptq_unregister_tmpfile(tmp);
+    if (!rc)
       printf("aptq generate: %d sequences x %d tokens (temperature %g, seed %d) -> %s\n", o->nseq, T, o->temperature, o->seed, o->output);
   }
   rc = aptq_agree(comm, rc);

@@ -123,7 +123,7 @@ static int write_layer(const LayerJob *J, int kron, MPI_Comm comm) {
   MPI_Comm_rank(comm, &rank);
   const FactorInfo *f = &J->L.factor;
   QFileWriter w;
-  CHECK(qfile_create(&w, o->output, comm));
+  CHECK(qfile_create(&w, o->output, "output", o->overwrite, comm));
   if (qfile_attr_string(&w, "/", "format", "aptq-layer-solve") || qfile_attr_string(&w, "/", "aptq_version", APTQ_VERSION) ||
       qfile_attr_double(&w, "/", "error", J->loss) || qfile_attr_double(&w, "/", "damp_used", f->damp_used) ||
       qfile_attr_int(&w, "/", "damp_retries", f->retries) || qfile_attr_int(&w, "/", "bits", o->bits) ||
@@ -177,7 +177,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   MPI_Comm_size(comm, &size);
   double t[5] = {MPI_Wtime()}; /* start, read, factor, solve, write */
   CHECK(aptq_agree(comm, options_require(o, "input") || options_require(o, "output")));
-  CHECK(output_check(o->output, "output", o->overwrite, comm));
+  CHECK(output_check(o->output, "output", o->overwrite, o, comm));
   LayerJob J = {.o = o};
   int rc = read_layer(&J, kron, comm);
   t[1] = MPI_Wtime();

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -192,6 +193,10 @@ static int apply(Options *o, const char *key, const char *value, const char *whe
   return 0;
 }
 
+static char deck_path[OPT_PATH_MAX]; /* the deck of the last options_parse */
+
+const char *options_deck(void) { return deck_path; }
+
 static char *trim(char *s) {
   while (*s == ' ' || *s == '\t') s++;
   size_t n = strlen(s);
@@ -202,6 +207,11 @@ static char *trim(char *s) {
 static int read_deck(Options *o, const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) return aptq_error("cannot open input deck '%s': %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return aptq_error("input deck '%s' is a directory; give the deck file (key = value lines) instead", path);
+  }
   char line[OPT_PATH_MAX + 256], where[OPT_PATH_MAX + 64];
   int lineno = 0, rc = 0;
   while (!rc && fgets(line, sizeof line, f)) {
@@ -228,6 +238,7 @@ static int read_deck(Options *o, const char *path) {
     }
     rc = apply(o, key, value, where);
   }
+  if (!rc && ferror(f)) rc = aptq_error("cannot read input deck '%s': %s", path, strerror(errno));
   fclose(f);
   return rc;
 }
@@ -243,12 +254,14 @@ int options_parse(Options *o, int argc, char **argv) {
     }
   }
   const char *deck = NULL;
+  deck_path[0] = 0;
   for (int i = 0; i < argc; i++) {
     if (strncmp(argv[i], "--", 2) != 0) {
       if (deck) return aptq_error("two input decks given ('%s' and '%s'); give one deck and override keys with --key=value", deck, argv[i]);
       deck = argv[i];
     }
   }
+  if (deck) snprintf(deck_path, sizeof deck_path, "%s", deck);
   if (deck) CHECK(read_deck(o, deck));
   for (int i = 0; i < argc; i++) {
     if (strncmp(argv[i], "--", 2) != 0) continue;

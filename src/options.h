@@ -58,6 +58,8 @@ int options_require(const Options *o, const char *key);
 int options_choice(const Options *o, const char *key);
 /* Was the key given (deck or command line)? */
 int options_given(const char *key);
+/* The input deck given to the last options_parse ("" if none). */
+const char *options_deck(void);
 /* One "key = value" line per option into buf (for metadata and reports);
  * iterate with index 0.. until it returns 0. */
 int options_item(const Options *o, int index, const char **key, char *value, int value_size);

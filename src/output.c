@@ -128,7 +128,7 @@ static int write_report(const Options *o, const Plan *p, const Model *m, const T
   MPI_Allgather(&my_rss, 1, MPI_DOUBLE, rss, 1, MPI_DOUBLE, comm);
   if (rank == 0) print_summary(o, p, m, err, info, rss, size);
   Report rep;
-  int rc = report_open(&rep, info->report, rank);
+  int rc = report_open(&rep, info->report, o->overwrite, rank);
   report_settings(&rep, o, p, info);
   report_str(&rep, "model", o->model);
   report_str(&rep, "model_fingerprint", m->fingerprint);
@@ -184,7 +184,7 @@ int quantize_output(const Options *o, const Plan *p, const Model *m, const Token
   int n = m->cfg.n_layers * LIN_COUNT;
   double t0 = MPI_Wtime();
   QFileWriter qw;
-  CHECK(qfile_create(&qw, info->output, comm));
+  CHECK(qfile_create(&qw, info->output, "output", o->overwrite, comm));
   memset(err, 0, sizeof *err * (size_t)n);
   for (int i = 0; i < n; i++) err[i].bits = bits ? bits[i] : p->gptq.bits;
   phases_reset();

@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "forward.h"
+#include "outpath.h"
 #include "quant.h"
 #include "tokens.h"
 
@@ -48,9 +49,11 @@ static int put_string(hid_t loc, const char *name, const char *value) {
 static int put_int(hid_t loc, const char *name, int v) { return put_attr(loc, name, H5T_NATIVE_INT, &v); }
 static int put_double(hid_t loc, const char *name, double v) { return put_attr(loc, name, H5T_NATIVE_DOUBLE, &v); }
 
-int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm) {
+int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrite, MPI_Comm comm) {
   memset(w, 0, sizeof *w);
   w->comm = comm;
+  w->key = key;
+  w->overwrite = overwrite;
   snprintf(w->path, sizeof w->path, "%s", path);
   /* one temporary name for all ranks: rank 0's pid */
   int pid = (int)getpid();
@@ -231,7 +234,7 @@ int qfile_commit(QFileWriter *w) {
   MPI_Comm_rank(w->comm, &rank);
   int rc = 0;
   if (!ok) rc = aptq_error("HDF5 failed to close '%s'", w->tmp);
-  else if (rank == 0 && rename(w->tmp, w->path) != 0) rc = aptq_error("cannot rename '%s' to '%s': %s", w->tmp, w->path, strerror(errno));
+  else if (rank == 0) rc = outpath_commit(w->tmp, w->path, w->key, w->overwrite);
   if (rank == 0 && rc) unlink(w->tmp);
   aptq_unregister_tmpfile(w->tmp);
   return aptq_agree(w->comm, rc);

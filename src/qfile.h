@@ -19,6 +19,8 @@ typedef struct QFileWriter {
   MPI_Comm comm;
   char path[OPT_PATH_MAX], tmp[OPT_PATH_MAX + 64];
   struct QFileWriter *tee; /* layers and attributes also go here (checkpoint block files) */
+  const char *key;         /* the option that named path, for messages */
+  int overwrite;           /* may the commit replace a regular file (outpath_commit) */
 } QFileWriter;
 
 /* One linear layer's row slab [r0, r1) on this rank. */
@@ -44,8 +46,11 @@ typedef struct {
 int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size);
 void qlayer_buffers_free(QLayerBuffers *b);
 
-/* Collective. Checks nothing about the final path: callers check first. */
-int qfile_create(QFileWriter *w, const char *path, MPI_Comm comm);
+/* Collective. Checks nothing about the final path: callers check first
+ * (output_check). key names the path in messages; overwrite: may the
+ * commit replace a regular file there (without it, a file that appeared
+ * meanwhile fails the commit and is kept). */
+int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrite, MPI_Comm comm);
 int qfile_write_layer(QFileWriter *w, const QLayerSlab *s);
 /* Rows [r0, r1) of a rows × cols dataset GROUP/NAME, written collectively. */
 int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1,
@@ -59,7 +64,7 @@ int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const
 /* Collective: copy layer group /layers/NAME (datasets and attributes) of a
  * committed file into w, each rank its row slab. */
 int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name);
-/* Close and rename into place (collective). */
+/* Close and rename into place (collective; outpath_commit). */
 int qfile_commit(QFileWriter *w);
 void qfile_discard(QFileWriter *w);
 

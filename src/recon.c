@@ -133,7 +133,7 @@ static int recon_report(const Options *o, const TokenShard *tok, const double *b
                         double seconds) {
   double ntok = (double)o->nseq * tok->seqlen;
   Report rep;
-  int rrc = report_open(&rep, o->report, rank);
+  int rrc = report_open(&rep, o->report, o->overwrite, rank);
   report_str(&rep, "command", "recon");
   report_str(&rep, "model", o->model);
   report_str(&rep, "quantized", o->quantized);
@@ -166,7 +166,7 @@ int cmd_recon(const Options *o, MPI_Comm comm) {
   double t_start = MPI_Wtime();
   int rc = options_require(o, "model") || options_require(o, "tokens") || options_require(o, "nseq") || options_require(o, "quantized");
   CHECK(aptq_agree(comm, rc));
-  if (o->report[0]) CHECK(output_check(o->report, "report", 1, comm));
+  if (o->report[0]) CHECK(output_check(o->report, "report", o->overwrite, o, comm));
 
   Model m;
   CHECK(aptq_agree(comm, model_open(o->model, &m)));

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "outpath.h"
 
-int report_open(Report *r, const char *path, int rank) {
+int report_open(Report *r, const char *path, int overwrite, int rank) {
   memset(r, 0, sizeof *r);
   if (!path[0] || rank != 0) return 0;
+  r->overwrite = overwrite;
   snprintf(r->path, sizeof r->path, "%s", path);
   snprintf(r->tmp, sizeof r->tmp, "%s.partial-%d", path, (int)getpid());
   r->f = fopen(r->tmp, "w");
@@ -79,9 +81,5 @@ int report_close(Report *r) {
     return aptq_error("error writing report '%s'", r->tmp);
   }
   r->f = NULL;
-  if (rename(r->tmp, r->path) != 0) {
-    unlink(r->tmp);
-    return aptq_error("cannot rename report to '%s': %s", r->path, strerror(errno));
-  }
-  return 0;
+  return outpath_commit(r->tmp, r->path, "report", r->overwrite);
 }

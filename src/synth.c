@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "error.h"
 #include "model.h"
+#include "outpath.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "synth.h"
@@ -67,6 +69,19 @@ static int write_text(const char *path, const char *text) {
   return 0;
 }
 
+/* FILE of the model directory, written under FILE.partial-PID and renamed
+ * (outpath_commit): the text, or the safetensors of k tensors w. */
+static int put_file(const char *path, const Options *o, const char *text, const StWriteTensor *w, int k) {
+  char tmp[OPT_PATH_MAX + 96];
+  snprintf(tmp, sizeof tmp, "%s.partial-%d", path, (int)getpid());
+  aptq_register_tmpfile(tmp);
+  int rc = text ? write_text(tmp, text) : st_write(tmp, w, k);
+  if (!rc) rc = outpath_commit(tmp, path, "output", o->overwrite);
+  else unlink(tmp);
+  aptq_unregister_tmpfile(tmp);
+  return rc;
+}
+
 static int synth(const Options *o) {
   const ModelConfig *c = &synth_config;
   char path[OPT_PATH_MAX + 64];
@@ -77,6 +92,12 @@ static int synth(const Options *o) {
   snprintf(path, sizeof path, "%s/config.json", o->output);
   if (!o->overwrite && stat(path, &st) == 0)
     return aptq_error("'%s' already holds a model; set overwrite = yes to replace it, or choose another output", o->output);
+  static const char *const files[] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                      "model.safetensors.index.json", "config.json"};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    snprintf(path, sizeof path, "%s/%s", o->output, files[i]);
+    CHECK(outpath_check(path, "output", o->overwrite, o));
+  }
 
   Rng rng = {(uint64_t)o->seed};
   enum { MAXT = 64 };
@@ -129,12 +150,12 @@ static int synth(const Options *o) {
                               t[i].name, s + 1);
     }
     snprintf(path, sizeof path, "%s/model-%05d-of-00002.safetensors", o->output, s + 1);
-    rc = st_write(path, w, k);
+    rc = put_file(path, o, NULL, w, k);
   }
   snprintf(index + len, sizeof index - len, "\n  }\n}\n");
   if (!rc) {
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", o->output);
-    rc = write_text(path, index);
+    rc = put_file(path, o, index, NULL, 0);
   }
   if (!rc) {
     char cfg[2048];
@@ -147,7 +168,7 @@ static int synth(const Options *o) {
              c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len, (double)c->norm_eps,
              c->rope_theta);
     snprintf(path, sizeof path, "%s/config.json", o->output);
-    rc = write_text(path, cfg);
+    rc = put_file(path, o, cfg, NULL, 0);
   }
   for (int i = 0; i < n; i++) aptq_free(t[i].data);
   if (!rc)

@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
   options_parse(&o, 1, none);
 
   QFileWriter w;
-  if (qfile_create(&w, path, MPI_COMM_WORLD)) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (qfile_create(&w, path, "output", 1, MPI_COMM_WORLD)) MPI_Abort(MPI_COMM_WORLD, 1);
   write_layers(&w, W, rank, size);
   if (qfile_write_metadata(&w, &o, &m, NULL, "rtn") || qfile_commit(&w)) MPI_Abort(MPI_COMM_WORLD, 1);
   if (access(w.tmp, F_OK) == 0) {
