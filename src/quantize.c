@@ -79,17 +79,6 @@ static int plan_outputs(const Options *o, const Plan *p, Outputs *w, MPI_Comm co
   w->out = aptq_malloc(sizeof *w->out * (size_t)w->n, "output paths");
   w->rep = aptq_malloc(sizeof *w->rep * (size_t)w->n, "output paths");
   CHECK(aptq_agree(comm, !w->out || !w->rep));
-  /* R values that print alike (%g) would name the same files */
-  for (int j = 0; w->nR > 1 && j < w->n; j++)
-    for (int i = 0; i < j; i++) {
-      char a[OPT_PATH_MAX], b[OPT_PATH_MAX];
-      sweep_path(o->output, w->R[i], a, sizeof a);
-      sweep_path(o->output, w->R[j], b, sizeof b);
-      if (!strcmp(a, b))
-        CHECK(aptq_agree(comm, aptq_error("R: values %.17g and %.17g both name output '%s'; give values that differ in the first 6 "
-                                          "significant digits",
-                                          w->R[i], w->R[j], a)));
-    }
   for (int j = 0; j < w->n; j++) {
     if (w->nR > 1) {
       sweep_path(o->output, w->R[j], w->out[j], OPT_PATH_MAX);
@@ -99,6 +88,15 @@ static int plan_outputs(const Options *o, const Plan *p, Outputs *w, MPI_Comm co
       snprintf(w->out[j], OPT_PATH_MAX, "%s", o->output);
       snprintf(w->rep[j], OPT_PATH_MAX, "%s", o->report);
     }
+  }
+  /* R values that print alike (%g) would name the same files */
+  for (int j = 0; j < w->n; j++)
+    for (int i = 0; i < j; i++)
+      if (!strcmp(w->out[i], w->out[j]))
+        CHECK(aptq_agree(comm, aptq_error("R: values %.17g and %.17g both name output '%s'; give values that differ in the first 6 "
+                                          "significant digits",
+                                          w->R[i], w->R[j], w->out[j])));
+  for (int j = 0; j < w->n; j++) {
     CHECK(output_check(w->out[j], "output", o->overwrite, o, comm));
     if (w->rep[j][0]) CHECK(output_check(w->rep[j], "report", o->overwrite, o, comm));
   }
