@@ -152,6 +152,11 @@ void aptq_install_signal_handlers(void) {
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+void aptq_restore_signal_handlers(void) {
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGUSR1, SIG_IGN); /* the work is done: nothing left to stop */
+}
+
 int aptq_stop_requested(MPI_Comm comm) {
   int any = stop_requested;
   MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, comm);

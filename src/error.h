@@ -65,6 +65,10 @@ void aptq_unregister_tmpfile(const char *path);
  * progress is abandoned). SIGUSR1 (Slurm's warning before the time limit,
  * forwarded by mpirun): a request to stop after the current block. */
 void aptq_install_signal_handlers(void);
+/* Back to the default actions once the command has returned: a rank still in
+ * MPI_Finalize when mpirun terminates the job (another rank exited 1 on an
+ * agreed error) ends silently instead of reporting an abandoned block. */
+void aptq_restore_signal_handlers(void);
 /* Collective: has any rank received SIGUSR1? */
 int aptq_stop_requested(MPI_Comm comm);
 

@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
       omp_set_num_threads(o.threads);
 #endif
       rc = commands[which].run(&o, comm);
+      aptq_restore_signal_handlers();
     }
     if (rc && !aptq_error_reported()) aptq_fatal(comm); /* one rank failed alone: take all down */
     if (rc) aptq_print_traceback();
