@@ -61,10 +61,11 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
     *bufs[i] = aptq_malloc(sizes[i] * sizeof(float), "activations");
     if (!*bufs[i]) return APTQ_ERR;
   }
-  /* RoPE tables: angle = pos · theta^(-2i/head_dim), as HF computes inv_freq */
+  /* RoPE tables: angle = pos · inv_freq_i, theta^(-2i/head_dim) scaled as
+   * the config says (config.h's rope_inv_freq) */
   int half = c->head_dim / 2;
   for (int i = 0; i < half; i++) {
-    float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim));
+    float inv_freq = (float)rope_inv_freq(c, i);
     for (int p = 0; p < T; p++) {
       float angle = (float)p * inv_freq;
       s->cos[p * half + i] = cosf(angle);
@@ -116,15 +117,17 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
   float scale = 1.0f / sqrtf((float)hd);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, s->q + head * hd, qld, s->k + g * hd, kld, 0.0f, s->att, T);
   for (int t = 0; t < T; t++) {
-    float *row = s->att + (size_t)t * T, mx = row[0];
-    for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+    int j0 = attention_first(c, t);
+    float *row = s->att + (size_t)t * T, mx = row[j0];
+    for (int j = 0; j < j0; j++) row[j] = 0.0f;
+    for (int j = j0 + 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
-    for (int j = 0; j <= t; j++) {
+    for (int j = j0; j <= t; j++) {
       row[j] = expf(row[j] - mx);
       sum += row[j];
     }
     float inv = 1.0f / sum;
-    for (int j = 0; j <= t; j++) row[j] *= inv;
+    for (int j = j0; j <= t; j++) row[j] *= inv;
     for (int j = t + 1; j < T; j++) row[j] = 0.0f;
   }
 }

@@ -62,8 +62,17 @@ void block_forward_from_o(const ModelConfig *c, const BlockWeights *w, BlockScra
  * (STOP_MLP_INPUT, STOP_DOWN_INPUT or STOP_FULL): the same arithmetic, so
  * the same bits, as the whole block from its input. */
 void block_mlp_forward(const ModelConfig *c, const BlockWeights *w, BlockScratch *s, float *x, BlockStop stop);
+/* The first position query t attends to: 0, or with a sliding window W
+ * (config.h) max(0, t − W + 1). Every attention sum runs over
+ * attention_first(c, t) .. t. */
+static inline int attention_first(const ModelConfig *c, int t) {
+  return c->sliding_window > 0 && t >= c->sliding_window ? t - c->sliding_window + 1 : 0;
+}
 /* Causal softmax probabilities of head h into s->att (T × T, zero above
- * the diagonal), from s->q and s->k as left by block_forward. */
+ * the diagonal and before attention_first), from s->q and s->k as left by
+ * block_forward. Every statistic that differentiates attention (the APTQ
+ * Hessians, the golden checks) uses these masked probabilities, so the
+ * softmax Jacobian A(δ − A) is zero outside the window too. */
 void attention_probs(const ModelConfig *c, BlockScratch *s, int head);
 
 /* RoPE's i-th pair of a head's dimensions (i < head_dim/2), rotated

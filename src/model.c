@@ -48,109 +48,6 @@ static int read_file(const char *path, char **out, size_t *len) {
   return 0;
 }
 
-/* --- config.json ------------------------------------------------------- */
-
-static int cfg_int(const JsonValue *root, const char *key, int required, int def, int *out, const char *path) {
-  const JsonValue *v = json_get(root, key);
-  if (!v || v->type == JSON_NULL) {
-    if (required) return aptq_error("%s: missing required key '%s'", path, key);
-    *out = def;
-    return 0;
-  }
-  if (v->type != JSON_NUMBER || !v->is_integer || v->integer <= 0 || v->integer > (1 << 30))
-    return aptq_error("%s: '%s' must be a positive integer", path, key);
-  *out = (int)v->integer;
-  return 0;
-}
-
-static int cfg_num(const JsonValue *v, double def, double *out, const char *path, const char *key) {
-  if (!v || v->type == JSON_NULL) {
-    *out = def;
-    return 0;
-  }
-  if (v->type != JSON_NUMBER || !(v->number > 0)) return aptq_error("%s: '%s' must be a positive number", path, key);
-  *out = v->number;
-  return 0;
-}
-
-static int cfg_false(const JsonValue *root, const char *key, const char *path, const char *why) {
-  const JsonValue *v = json_get(root, key);
-  if (v && v->type == JSON_BOOL && v->boolean) return aptq_error("%s: '%s' is true; %s", path, key, why);
-  return 0;
-}
-
-static int parse_config(const char *path, ModelConfig *c) {
-  char *text;
-  size_t len;
-  CHECK(read_file(path, &text, &len));
-  JsonValue *root = NULL;
-  int rc = json_parse(text, len, path, &root);
-  aptq_free(text);
-  if (rc) return rc;
-  memset(c, 0, sizeof *c);
-  if (root->type != JSON_OBJECT) {
-    rc = aptq_error("%s: not a JSON object", path);
-    goto done;
-  }
-  const JsonValue *mt = json_get(root, "model_type");
-  if (mt && (mt->type != JSON_STRING || (strcmp(mt->string, "llama") && strcmp(mt->string, "mistral")))) {
-    rc = aptq_error("%s: model_type '%s' is not a LLaMA-family model (llama)", path, mt->type == JSON_STRING ? mt->string : "?");
-    goto done;
-  }
-  const JsonValue *act = json_get(root, "hidden_act");
-  if (act && (act->type != JSON_STRING || strcmp(act->string, "silu"))) {
-    rc = aptq_error("%s: hidden_act must be \"silu\" for LLaMA", path);
-    goto done;
-  }
-  if ((rc = cfg_int(root, "hidden_size", 1, 0, &c->dim, path)) || (rc = cfg_int(root, "intermediate_size", 1, 0, &c->hidden_dim, path)) ||
-      (rc = cfg_int(root, "num_hidden_layers", 1, 0, &c->n_layers, path)) ||
-      (rc = cfg_int(root, "num_attention_heads", 1, 0, &c->n_heads, path)) ||
-      (rc = cfg_int(root, "vocab_size", 1, 0, &c->vocab_size, path)) ||
-      (rc = cfg_int(root, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads, path)) ||
-      (rc = cfg_int(root, "max_position_embeddings", 0, 1 << 20, &c->max_seq_len, path)))
-    goto done;
-  if (c->dim % c->n_heads && !json_get(root, "head_dim")) {
-    rc = aptq_error("%s: hidden_size %d is not divisible by num_attention_heads %d", path, c->dim, c->n_heads);
-    goto done;
-  }
-  if ((rc = cfg_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, path))) goto done;
-  if (c->head_dim % 2) {
-    rc = aptq_error("%s: head_dim %d must be even for RoPE", path, c->head_dim);
-    goto done;
-  }
-  if (c->n_heads % c->n_kv_heads) {
-    rc = aptq_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads);
-    goto done;
-  }
-  double eps = 1e-6;
-  if ((rc = cfg_num(json_get(root, "rms_norm_eps"), 1e-6, &eps, path, "rms_norm_eps"))) goto done;
-  c->norm_eps = (float)eps;
-  const JsonValue *theta = json_get(root, "rope_theta");
-  const JsonValue *rp = json_get(root, "rope_parameters");
-  if (!theta && rp && rp->type == JSON_OBJECT) {
-    theta = json_get(rp, "rope_theta");
-    const JsonValue *type = json_get(rp, "rope_type");
-    if (type && type->type == JSON_STRING && strcmp(type->string, "default")) {
-      rc = aptq_error("%s: rope_type '%s' is not supported (only default RoPE)", path, type->string);
-      goto done;
-    }
-  }
-  if ((rc = cfg_num(theta, 10000.0, &c->rope_theta, path, "rope_theta"))) goto done;
-  const JsonValue *scaling = json_get(root, "rope_scaling");
-  if (scaling && scaling->type != JSON_NULL) {
-    rc = aptq_error("%s: rope_scaling is set; scaled RoPE is not supported", path);
-    goto done;
-  }
-  if ((rc = cfg_false(root, "attention_bias", path, "biased projections are not LLaMA and not supported")) ||
-      (rc = cfg_false(root, "mlp_bias", path, "biased projections are not LLaMA and not supported")))
-    goto done;
-  const JsonValue *tie = json_get(root, "tie_word_embeddings");
-  c->tied_embeddings = tie && tie->type == JSON_BOOL && tie->boolean;
-done:
-  json_free(root);
-  return rc;
-}
-
 /* --- tensor lookup ----------------------------------------------------- */
 
 static int bind(Model *m, const char *name, int64_t rows, int64_t cols, TensorRef *out) {
@@ -239,10 +136,14 @@ static int bind_all(Model *m) {
 static int open_hf(const char *dir, Model *m) {
   char path[4200];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  CHECK(parse_config(path, &m->cfg));
-  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
   char *text = NULL;
   size_t len;
+  CHECK(read_file(path, &text, &len));
+  int crc = config_parse(text, len, path, &m->cfg);
+  aptq_free(text);
+  CHECK(crc);
+  text = NULL;
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
   if (access(path, F_OK) == 0) {
     CHECK(read_file(path, &text, &len));
     JsonValue *root = NULL;
@@ -446,13 +347,25 @@ int tensor_rows_f32(const TensorRef *t, int64_t r0, int64_t r1, float *dst) {
 
 int tensor_f32(const TensorRef *t, float *dst) { return tensor_rows_f32(t, 0, t->rows, dst); }
 
+/* The keys a plain LLaMA has are written alone, as before scaled RoPE and
+ * the window existed, so that its fingerprint does not change. */
 void model_config_json(const ModelConfig *c, char *buf, int size) {
-  snprintf(buf, (size_t)size,
-           "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
-           "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
-           "\"rms_norm_eps\": %.9g, \"rope_theta\": %.17g, \"rope_interleaved\": %s, \"tie_word_embeddings\": %s}",
-           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len, (double)c->norm_eps,
-           c->rope_theta, c->rope_interleaved ? "true" : "false", c->tied_embeddings ? "true" : "false");
+  int n = snprintf(buf, (size_t)size,
+                   "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+                   "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
+                   "\"rms_norm_eps\": %.9g, \"rope_theta\": %.17g, \"rope_interleaved\": %s, \"tie_word_embeddings\": %s",
+                   c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_seq_len,
+                   (double)c->norm_eps, c->rope_theta, c->rope_interleaved ? "true" : "false", c->tied_embeddings ? "true" : "false");
+  const RopeScaling *r = &c->rope_scaling;
+  static const char *const types[] = {"default", "linear", "llama3"};
+  if (n >= 0 && n < size && r->type != ROPE_DEFAULT)
+    n += snprintf(buf + n, (size_t)(size - n),
+                  ", \"rope_scaling\": {\"rope_type\": \"%s\", \"factor\": %.17g, \"low_freq_factor\": %.17g, \"high_freq_factor\": %.17g, "
+                  "\"original_max_position_embeddings\": %d}",
+                  types[r->type], r->factor, r->low_freq_factor, r->high_freq_factor, r->original_max_position);
+  if (n >= 0 && n < size && c->sliding_window > 0)
+    n += snprintf(buf + n, (size_t)(size - n), ", \"sliding_window\": %d", c->sliding_window);
+  if (n >= 0 && n < size) snprintf(buf + n, (size_t)(size - n), "}");
 }
 
 /* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */

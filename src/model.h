@@ -6,22 +6,8 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "safetensors.h"
-
-typedef struct {
-  int dim;        /* hidden_size */
-  int hidden_dim; /* intermediate_size */
-  int n_layers;
-  int n_heads;
-  int n_kv_heads;
-  int head_dim;
-  int vocab_size;
-  int max_seq_len;
-  float norm_eps;
-  double rope_theta;
-  int rope_interleaved; /* llama2.c pairs (2i,2i+1); HF rotate_half pairs (i,i+d/2) */
-  int tied_embeddings;
-} ModelConfig;
 
 /* The seven quantized projections of a decoder block, in solve order. */
 typedef enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_COUNT } LinearKind;

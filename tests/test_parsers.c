@@ -1,5 +1,6 @@
 /* Loader and parser unit tests: good files load with the right values;
  * every malformed variant fails with an error that names the problem. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "config.h"
 #include "error.h"
 #include "memory.h"
 #include "json.h"
@@ -221,6 +223,87 @@ static void write_tiny(const char *sub, const char *config_extra, int skip_tenso
   st_write(p, t, n);
 }
 
+/* config.json keys one at a time (config_parse): accepted with the
+ * values transformers would use, or refused naming the key. */
+static const char *base_config =
+    "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+    " \"vocab_size\": 16%s}";
+
+static int parse_with(const char *extra, ModelConfig *c) {
+  char text[2048];
+  snprintf(text, sizeof text, base_config, extra);
+  return config_parse(text, strlen(text), "config.json", c);
+}
+
+static void test_config_keys(void) {
+  ModelConfig c;
+  static const char *const llama3 =
+      ", \"rope_theta\": 500000.0, \"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0,"
+      " \"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}";
+  expect_ok(parse_with(llama3, &c), "config: Llama 3.2 rope_scaling");
+  EXPECT(c.rope_scaling.type == ROPE_LLAMA3 && c.rope_scaling.factor == 32.0 && c.rope_scaling.low_freq_factor == 1.0 &&
+             c.rope_scaling.high_freq_factor == 4.0 && c.rope_scaling.original_max_position == 8192 && c.rope_theta == 500000.0,
+         "llama3 parameters read");
+  /* _compute_llama3_parameters on head_dim 4, theta 500000: wavelengths 2pi (kept) and 2pi*sqrt(500000) = 4443 (smoothed) */
+  c.head_dim = 4;
+  double f1 = 1.0 / sqrt(500000.0), wl = 2 * 3.14159265358979323846 / f1, sm = (8192 / wl - 1.0) / 3.0;
+  EXPECT(rope_inv_freq(&c, 0) == 1.0 && fabs(rope_inv_freq(&c, 1) - ((1 - sm) * f1 / 32 + sm * f1)) < 1e-15 * f1,
+         "llama3 inverse frequencies");
+  expect_ok(parse_with(", \"rope_parameters\": {\"type\": \"linear\", \"factor\": 4.0, \"rope_theta\": 1000.0}", &c),
+            "config: linear under rope_parameters, type spelled 'type'");
+  EXPECT(c.rope_scaling.type == ROPE_LINEAR && c.rope_scaling.factor == 4.0 && c.rope_theta == 1000.0, "rope_parameters read");
+  c.head_dim = 4;
+  EXPECT(rope_inv_freq(&c, 1) == 1.0 / sqrt(1000.0) / 4.0, "linear inverse frequency");
+  expect_ok(parse_with(", \"model_type\": \"mistral\", \"num_key_value_heads\": 2", &c), "config: mistral, sliding_window absent");
+  EXPECT(c.sliding_window == 4096, "MistralConfig default window 4096");
+  expect_ok(parse_with(", \"model_type\": \"mistral\", \"sliding_window\": null, \"num_key_value_heads\": null", &c),
+            "config: mistral, window null");
+  EXPECT(c.sliding_window == 0 && c.n_kv_heads == 2, "window null: full attention; kv heads null: heads");
+  expect_ok(parse_with(", \"model_type\": \"mistral\", \"sliding_window\": 16, \"num_key_value_heads\": 1", &c), "config: mistral window");
+  EXPECT(c.sliding_window == 16, "sliding_window read");
+  expect_ok(parse_with(", \"rms_norm_eps\": 1e-5, \"layer_norm_eps\": 1e-5, \"partial_rotary_factor\": 1.0", &c),
+            "config: equal eps spellings, partial_rotary_factor 1");
+  static const struct {
+    const char *extra, *want;
+  } bad[] = {
+      {", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}", "rope type 'yarn'"},
+      {", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2.0}", "rope type 'dynamic'"},
+      {", \"rope_theta\": 10000.0, \"rope_parameters\": {\"rope_type\": \"longrope\"}", "rope type 'longrope'"},
+      {", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}",
+       "original_max_position_embeddings"},
+      {", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0,"
+       " \"original_max_position_embeddings\": 64}",
+       "high_freq_factor"},
+      {", \"rope_scaling\": {\"rope_type\": \"linear\"}", "needs 'factor'"},
+      {", \"rope_scaling\": {\"rope_type\": \"linear\", \"type\": \"llama3\", \"factor\": 2.0}", "keep one"},
+      {", \"rope_parameters\": {\"factor\": 2.0}", "no rope_type"},
+      {", \"rope_scaling\": \"linear\"", "must be an object"},
+      {", \"rope_theta\": 10000.0, \"rope_parameters\": {\"rope_theta\": 500000.0}", "disagree"},
+      {", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}, \"rope_parameters\": {\"rope_type\": \"default\"}", "disagree"},
+      {", \"partial_rotary_factor\": 0.5", "partial_rotary_factor"},
+      {", \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 0.25}", "partial_rotary_factor"},
+      {", \"model_type\": \"qwen2\"", "model_type 'qwen2'"},
+      {", \"sliding_window\": 16", "'sliding_window' is set"},
+      {", \"model_type\": \"mistral\", \"num_key_value_heads\": 1, \"sliding_window\": 0", "sliding_window"},
+      {", \"model_type\": \"mistral\", \"num_key_value_heads\": 1, \"use_sliding_window\": true", "use_sliding_window"},
+      {", \"model_type\": \"mistral\", \"num_key_value_heads\": 1, \"layer_types\": [\"sliding_attention\"]", "layer_types"},
+      {", \"model_type\": \"mistral\"", "not a multiple of num_key_value_heads 8"}, /* MistralConfig's default */
+      {", \"attention_bias\": true", "attention_bias"},
+      {", \"attention_bias\": \"no\"", "'attention_bias' must be true or false"},
+      {", \"mlp_bias\": true", "mlp_bias"},
+      {", \"tie_word_embeddings\": 1", "'tie_word_embeddings' must be true or false"},
+      {", \"hidden_act\": \"gelu\"", "hidden_act"},
+      {", \"layer_norm_eps\": 1e-5", "'layer_norm_eps' is set"},
+      {", \"rms_norm_eps\": 1e-5, \"layer_norm_epsilon\": 1e-6", "'layer_norm_epsilon' is set"},
+      {", \"norm_eps\": 1e-5", "'norm_eps' is set"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char what[256];
+    snprintf(what, sizeof what, "config: refuse%s", bad[i].extra);
+    expect_error(parse_with(bad[i].extra, &c), bad[i].want, what);
+  }
+}
+
 static void test_hf(const char *data) {
   Model m;
   write_tiny("tiny", "", -1, 0);
@@ -238,7 +321,9 @@ static void test_hf(const char *data) {
   write_tiny("kv", ", \"num_key_value_heads\": 3", -1, 0);
   expect_error(model_open(path_of("kv"), &m), "duplicate key", "hf: duplicate config key");
   write_tiny("scaling", ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}", -1, 0);
-  expect_error(model_open(path_of("scaling"), &m), "rope_scaling", "hf: scaled RoPE refused");
+  expect_ok(model_open(path_of("scaling"), &m), "hf: linear rope_scaling");
+  EXPECT(m.cfg.rope_scaling.type == ROPE_LINEAR && m.cfg.rope_scaling.factor == 2.0, "linear rope_scaling read");
+  model_close(&m);
   write_tiny("bias", ", \"attention_bias\": true", -1, 0);
   expect_error(model_open(path_of("bias"), &m), "attention_bias", "hf: biased attention refused");
   write_tiny("type", ", \"model_type\": \"gpt2\"", -1, 0);
@@ -392,6 +477,7 @@ int main(int argc, char **argv) {
   }
   test_json();
   test_safetensors();
+  test_config_keys();
   test_hf(data);
   test_nonfinite();
   test_options();
