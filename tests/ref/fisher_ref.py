@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_ref import PROJS, apply_rope, load_model, load_tokens, rmsnorm, rope_tables  # noqa: E402
+from llama_ref import PROJS, apply_rope, causal_mask, load_model, load_tokens, rmsnorm, rope_tables  # noqa: E402
 
 ALPHA = 0.01
 M64 = (1 << 64) - 1
@@ -73,8 +73,8 @@ def forward(c, W, tokens, hook=None):
     delta [B, T, rows] is added to that projection's output."""
     T = len(tokens)
     H, KV, hd, eps = c["heads"], c["kv_heads"], c["head_dim"], c["eps"]
-    cos, sin = rope_tables(T, hd, c["theta"])
-    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    cos, sin = rope_tables(T, hd, c["theta"], c.get("scaling"))
+    mask = causal_mask(T, c.get("window"))
     x = W["embed"][tokens][None]
     captured = {}
 

@@ -11,6 +11,9 @@ Supported checkpoints
   * Hugging Face directory: config.json + model.safetensors.index.json/shards
     or a single model.safetensors (F32, F16, BF16).  Rotary embedding uses
     the HF rotate_half convention (pairs (i, i + head_dim/2)).
+    RoPE scaling (rope_scaling or rope_parameters: linear, llama3) and
+    Mistral's sliding window (model_type mistral, sliding_window) as in
+    transformers' modeling_rope_utils.py and masking_utils.py.
   * llama2.c .bin checkpoint (Karpathy): interleaved RoPE (pairs (2i, 2i+1)),
     eps 1e-5, theta 10000.
 
@@ -79,18 +82,25 @@ def load_hf(path):
     if theta is None:
         rp = cfg.get("rope_parameters") or {}
         theta = rp.get("rope_theta", 10000.0)
+    mistral = cfg.get("model_type") == "mistral"
+    # MistralConfig: sliding_window defaults to 4096 (null: none),
+    # num_key_value_heads to 8 when absent (null: the attention heads)
+    window = cfg.get("sliding_window", 4096) if mistral else None
+    kv_default = 8 if mistral and "num_key_value_heads" not in cfg else heads
     c = dict(
         hidden=hidden,
         inter=cfg["intermediate_size"],
         layers=cfg["num_hidden_layers"],
         heads=heads,
-        kv_heads=cfg.get("num_key_value_heads") or heads,
+        kv_heads=cfg.get("num_key_value_heads") or kv_default,
         head_dim=cfg.get("head_dim") or hidden // heads,
         vocab=cfg["vocab_size"],
         eps=float(cfg.get("rms_norm_eps", 1e-6)),
         theta=float(theta),
         tied=bool(cfg.get("tie_word_embeddings", False)),
         rope="half",
+        scaling=cfg.get("rope_scaling") or cfg.get("rope_parameters"),
+        window=window,
     )
     idx = os.path.join(path, "model.safetensors.index.json")
     t = {}
@@ -216,8 +226,42 @@ def rmsnorm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope_tables(T, hd, theta):
+def scaled_inv_freq(inv, scaling):
+    """transformers' modeling_rope_utils: _compute_linear_scaling_rope_parameters
+    and _compute_llama3_parameters applied to the default inverse frequencies."""
+    if not scaling:
+        return inv
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return inv
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv / factor
+    if kind != "llama3":
+        raise SystemExit("reference: rope type %r not implemented" % kind)
+    lo, hi = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * np.pi / inv
+    out = np.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
+    return np.where(medium, (1 - smooth) * out / factor + smooth * out, out)
+
+
+def causal_mask(T, window=None):
+    """-inf where query t may not see key j: j > t, and with a sliding window
+    W also j <= t - W (transformers' masking_utils: kv_idx > q_idx - W)."""
+    t = np.arange(T)[:, None]
+    j = np.arange(T)[None, :]
+    hide = j > t
+    if window:
+        hide |= j <= t - window
+    return np.where(hide, -np.inf, 0.0)
+
+
+def rope_tables(T, hd, theta, scaling=None):
     inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))  # hd/2
+    inv = scaled_inv_freq(inv, scaling)
     ang = np.arange(T, dtype=np.float64)[:, None] * inv[None, :]       # T, hd/2
     return np.cos(ang), np.sin(ang)
 
@@ -241,8 +285,8 @@ def forward(c, W64, tokens):
     H, KV, hd = c["heads"], c["kv_heads"], c["head_dim"]
     eps = c["eps"]
     x = W64["embed"][tokens]                       # T, hidden
-    cos, sin = rope_tables(T, hd, c["theta"])
-    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    cos, sin = rope_tables(T, hd, c["theta"], c.get("scaling"))
+    mask = causal_mask(T, c.get("window"))
     rep = H // KV
     for l in range(c["layers"]):
         p = "model.layers.%d." % l

@@ -81,6 +81,13 @@ class HFModel:
         if theta is None:
             theta = (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
         self.theta = float(theta)
+        # this forward is plain LLaMA: refuse what would change it
+        for key in ("rope_scaling", "rope_parameters"):
+            rs = cfg.get(key) or {}
+            if rs.get("rope_type", rs.get("type", "default")) != "default":
+                raise SystemExit("%s: %s: scaled RoPE is not implemented here" % (d, key))
+        if cfg.get("model_type", "llama") != "llama":
+            raise SystemExit("%s: model_type %s is not implemented here" % (d, cfg["model_type"]))
         idx = os.path.join(d, "model.safetensors.index.json")
         if os.path.exists(idx):
             with open(idx) as f:
