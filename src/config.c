@@ -231,6 +231,7 @@ static int read_config(const JsonValue *root, const char *path, ModelConfig *c) 
   CHECK(read_eps(root, path, c));
   CHECK(read_rope(root, path, c));
   CHECK(read_window(root, arch, path, c));
+  CHECK(cfg_unset(root, "quantization_config", path, "the checkpoint is already quantized; give the full-precision one"));
   CHECK(cfg_false(root, "attention_bias", path, "biased projections are not LLaMA and not supported"));
   CHECK(cfg_false(root, "mlp_bias", path, "biased projections are not LLaMA and not supported"));
   return cfg_bool(root, "tie_word_embeddings", 0, &c->tied_embeddings, path);

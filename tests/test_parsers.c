@@ -291,6 +291,7 @@ static void test_config_keys(void) {
       {", \"attention_bias\": true", "attention_bias"},
       {", \"attention_bias\": \"no\"", "'attention_bias' must be true or false"},
       {", \"mlp_bias\": true", "mlp_bias"},
+      {", \"quantization_config\": {\"bits\": 4, \"quant_method\": \"gptq\"}", "'quantization_config' is set"},
       {", \"tie_word_embeddings\": 1", "'tie_word_embeddings' must be true or false"},
       {", \"hidden_act\": \"gelu\"", "hidden_act"},
       {", \"layer_norm_eps\": 1e-5", "'layer_norm_eps' is set"},
