@@ -102,13 +102,17 @@ static int rope_number(const JsonValue *o, const char *key, const char *where, c
 static int read_scaling(const JsonValue *o, const char *where, const char *path, RopeScaling *r) {
   memset(r, 0, sizeof *r);
   if (o->type != JSON_OBJECT) return aptq_error("%s: '%s' must be an object or null", path, where);
+  for (int i = 0; i < o->count; i++) /* transformers 5's per-layer-type form: {"full_attention": {...}, ...} */
+    if (o->items[i].type == JSON_OBJECT)
+      return aptq_error("%s: %s holds per-layer-type parameters ('%s'); not supported", path, where, o->keys[i]);
   const char *type = "default";
   CHECK(rope_type_name(o, where, path, &type));
   if (!strcmp(type, "default")) {
     static const char *const scaling_keys[] = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
     for (size_t i = 0; i < sizeof scaling_keys / sizeof *scaling_keys; i++)
       if (json_get(o, scaling_keys[i]))
-        return aptq_error("%s: %s has '%s' but no rope_type; set rope_type (linear or llama3) or remove it", path, where, scaling_keys[i]);
+        return aptq_error("%s: %s has '%s' but rope type 'default'; set rope_type (linear or llama3) or remove it", path, where,
+                          scaling_keys[i]);
     return 0;
   }
   if (!strcmp(type, "linear")) {
