@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "h5read.h"
 #include "outpath.h"
+
+static const char CHECKPOINT_FIX[] = "the checkpoint is damaged or not an aptq checkpoint: remove the checkpoint directory and start again";
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
@@ -90,15 +93,16 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   char fp[65] = "", sha[65] = "", format[64] = "";
   int nlayers = 0, stats_cols = 0;
   rc = result_options(o, want, sizeof want);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  hid_t f = rc ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t meta = f < 0 ? -1 : H5Gopen2(f, "/meta", H5P_DEFAULT);
-  if (!rc && (meta < 0 || h5_attr_string(meta, "format", format, sizeof format) || strcmp(format, "aptq-checkpoint") ||
-              h5_attr_string(meta, "options", have, sizeof have) || h5_attr_string(meta, "model_fingerprint", fp, sizeof fp) ||
-              h5_attr_string(meta, "calib_sha256", sha, sizeof sha) || h5_attr_int(meta, "next_block", &ck->next_block) ||
-              h5_attr_int(meta, "layers", &nlayers) || h5_attr_int(meta, "stats", &stats_cols)))
-    rc = aptq_error("checkpoint '%s' is damaged or not an aptq checkpoint; remove it and start again", path);
-  if (meta >= 0) H5Gclose(meta);
+  H5Src s = {"checkpoint", path, CHECKPOINT_FIX};
+  hid_t f = -1;
+  if (!rc) rc = h5r_open(&s, H5P_DEFAULT, &f);
+  if (!rc) rc = h5r_attr_string(&s, f, "/meta", "format", format, sizeof format);
+  if (!rc && strcmp(format, "aptq-checkpoint")) rc = aptq_error("checkpoint '%s' is not an aptq checkpoint (format '%s'); %s", path, format, CHECKPOINT_FIX);
+  if (!rc) rc = h5r_attr_string(&s, f, "/meta", "options", have, sizeof have) ||
+                h5r_attr_string(&s, f, "/meta", "model_fingerprint", fp, sizeof fp) ||
+                h5r_attr_string(&s, f, "/meta", "calib_sha256", sha, sizeof sha) ||
+                h5r_attr_int(&s, f, "/meta", "next_block", &ck->next_block) || h5r_attr_int(&s, f, "/meta", "layers", &nlayers) ||
+                h5r_attr_int(&s, f, "/meta", "stats", &stats_cols);
   if (f >= 0) H5Fclose(f);
   char diff[2 * OPT_PATH_MAX];
   if (!rc && strcmp(want, have)) {
@@ -117,23 +121,24 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   CHECK(aptq_agree(comm, rc));
   ck->stats = aptq_malloc(sizeof(double) * (size_t)nlayers * nstats, "checkpoint statistics");
   CHECK(aptq_agree(comm, !ck->stats));
-  int rows, cols;
-  return aptq_agree(comm, h5_read_matrix(path, "/state/stats", H5T_NATIVE_DOUBLE, 0, nlayers, &rows, &cols, ck->stats, comm));
+  return aptq_agree(comm, h5_read_matrix(&s, "/state/stats", H5T_NATIVE_DOUBLE, nlayers, nstats, 0, nlayers, ck->stats, comm));
 }
 
 int checkpoint_restore(Checkpoint *ck, const Model *m, const TokenShard *calib, float *X, QFileWriter *out, MPI_Comm comm) {
   char path[OPT_PATH_MAX + 32];
   state_path(ck, path, sizeof path);
-  int rank, T = calib->seqlen, rows, cols;
+  int rank, T = calib->seqlen;
   MPI_Comm_rank(comm, &rank);
-  CHECK(aptq_agree(comm, h5_read_matrix(path, "/state/X", H5T_NATIVE_FLOAT, calib->first * T, (calib->first + calib->count) * T, &rows,
-                                        &cols, X, comm)));
+  H5Src s = {"checkpoint", path, CHECKPOINT_FIX};
+  /* the activations entering block next_block: every calibration sequence, the model's width */
+  CHECK(aptq_agree(comm, h5_read_matrix(&s, "/state/X", H5T_NATIVE_FLOAT, calib->nseq * T, m->cfg.dim, calib->first * T,
+                                        (calib->first + calib->count) * T, X, comm)));
   for (int l = 0; l < ck->next_block; l++) {
     block_path(ck, l, path, sizeof path);
     for (int k = 0; k < LIN_COUNT; k++) {
       char name[256];
       linear_layer_name(l, k, name, sizeof name);
-      CHECK(qfile_copy_layer(out, path, name));
+      CHECK(qfile_copy_layer(out, path, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols));
     }
   }
   if (rank == 0) {
