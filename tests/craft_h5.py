@@ -129,7 +129,7 @@ CHECKPOINT = {  # file in the checkpoint directory, edit
     "block_shape": ("block-0.h5", attr(BLOCK_Q, "rows", np.int32(512))),
     "block_rank": ("block-0.h5", lambda f, out: replace(f, BLOCK_Q + "/zeros", f[BLOCK_Q + "/zeros"][...].reshape(-1))),
     "block_attr_size": ("block-0.h5", attr(BLOCK_Q, "cols", np.full(3, 256, dtype=np.int32))),
-    "block_extra_attr_size": ("block-0.h5", attr(BLOCK_Q, "damp", np.full(100000, 0.01))),
+    "block_extra_attr_size": ("block-0.h5", attr(BLOCK_Q, "damp", np.full(4000, 0.01))),
     "block_soft_link": ("block-0.h5", soft_link(BLOCK_Q, "/layers/model.layers.0.self_attn.o_proj")),
     "block_negative_scale": ("block-0.h5", bad_value(BLOCK_Q + "/scales", (0, 0), -1.0)),
 }
