@@ -51,6 +51,19 @@ static void first_difference(const char *a, const char *b, char *out, size_t siz
   snprintf(out, size, "the option lists differ");
 }
 
+int checkpoint_read_meta(const H5Src *s, hid_t f, CheckpointMeta *cm) {
+  char format[64] = "";
+  CHECK(h5r_attr_string(s, f, "/meta", "format", format, sizeof format));
+  if (strcmp(format, "aptq-checkpoint"))
+    return aptq_error("%s '%s' is not an aptq checkpoint (format '%s'); %s", s->what, s->path, format, s->fix);
+  CHECK(h5r_attr_string(s, f, "/meta", "options", cm->options, sizeof cm->options));
+  CHECK(h5r_attr_string(s, f, "/meta", "model_fingerprint", cm->fingerprint, sizeof cm->fingerprint));
+  CHECK(h5r_attr_string(s, f, "/meta", "calib_sha256", cm->calib_sha256, sizeof cm->calib_sha256));
+  CHECK(h5r_attr_int(s, f, "/meta", "next_block", &cm->next_block));
+  CHECK(h5r_attr_int(s, f, "/meta", "layers", &cm->layers));
+  return h5r_attr_int(s, f, "/meta", "stats", &cm->stats);
+}
+
 int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int nstats, MPI_Comm comm) {
   memset(ck, 0, sizeof *ck);
   ck->block.file = -1;
@@ -89,32 +102,27 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   }
   if (!exists) return aptq_agree(comm, aptq_error("resume = yes but '%s' has no checkpoint (no state.h5); run without resume", ck->dir));
   /* every rank reads the small attributes itself */
-  static char want[65536], have[65536];
-  char fp[65] = "", sha[65] = "", format[64] = "";
-  int nlayers = 0, stats_cols = 0;
+  static char want[65536];
+  static CheckpointMeta cm;
   rc = result_options(o, want, sizeof want);
   H5Src s = {"checkpoint", path, CHECKPOINT_FIX};
   hid_t f = -1;
   if (!rc) rc = h5r_open(&s, H5P_DEFAULT, &f);
-  if (!rc) rc = h5r_attr_string(&s, f, "/meta", "format", format, sizeof format);
-  if (!rc && strcmp(format, "aptq-checkpoint")) rc = aptq_error("checkpoint '%s' is not an aptq checkpoint (format '%s'); %s", path, format, CHECKPOINT_FIX);
-  if (!rc) rc = h5r_attr_string(&s, f, "/meta", "options", have, sizeof have) ||
-                h5r_attr_string(&s, f, "/meta", "model_fingerprint", fp, sizeof fp) ||
-                h5r_attr_string(&s, f, "/meta", "calib_sha256", sha, sizeof sha) ||
-                h5r_attr_int(&s, f, "/meta", "next_block", &ck->next_block) || h5r_attr_int(&s, f, "/meta", "layers", &nlayers) ||
-                h5r_attr_int(&s, f, "/meta", "stats", &stats_cols);
+  if (!rc) rc = checkpoint_read_meta(&s, f, &cm);
   if (f >= 0) H5Fclose(f);
   char diff[2 * OPT_PATH_MAX];
-  if (!rc && strcmp(want, have)) {
-    first_difference(have, want, diff, sizeof diff);
+  if (!rc && strcmp(want, cm.options)) {
+    first_difference(cm.options, want, diff, sizeof diff);
     rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
   }
-  if (!rc && strcmp(fp, m->fingerprint))
-    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp,
+  if (!rc && strcmp(cm.fingerprint, m->fingerprint))
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, cm.fingerprint,
                     m->fingerprint);
-  if (!rc && strcmp(sha, calib->sha256))
-    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha,
-                    calib->sha256);
+  if (!rc && strcmp(cm.calib_sha256, calib->sha256))
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir,
+                    cm.calib_sha256, calib->sha256);
+  int nlayers = cm.layers, stats_cols = cm.stats;
+  ck->next_block = cm.next_block;
   if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))
     rc = aptq_error("checkpoint '%s' is inconsistent (block %d of %d, %d layers); remove it and start again", ck->dir, ck->next_block,
                     m->cfg.n_layers, nlayers);

@@ -20,11 +20,11 @@ static int refuse(const H5Src *s, const char *fmt, ...) {
 
 static const char *class_name(H5T_class_t c) {
   switch (c) {
-  case H5T_INTEGER: return "integers";
-  case H5T_FLOAT: return "floating-point numbers";
-  case H5T_STRING: return "a string";
-  case H5T_NO_CLASS: return "numbers";
-  default: return "neither numbers nor a string";
+    case H5T_INTEGER: return "integers";
+    case H5T_FLOAT: return "floating-point numbers";
+    case H5T_STRING: return "a string";
+    case H5T_NO_CLASS: return "numbers";
+    default: return "neither numbers nor a string";
   }
 }
 
@@ -168,11 +168,12 @@ static int check_storage(const H5Src *s, hid_t d, const char *name) {
   H5D_layout_t layout = H5Pget_layout(dcpl);
   H5Pclose(dcpl);
   if (next != 0)
-    return refuse(s, "dataset '%s' keeps its data in external files (HDF5 external raw storage); aptq reads only data stored in the file itself",
-                  name);
+    return refuse(
+        s, "dataset '%s' keeps its data in external files (HDF5 external raw storage); aptq reads only data stored in the file itself",
+        name);
   if (layout == H5D_VIRTUAL)
-    return refuse(s, "dataset '%s' is a virtual dataset (mapped from other datasets or files); aptq reads only data stored in the file itself",
-                  name);
+    return refuse(
+        s, "dataset '%s' is a virtual dataset (mapped from other datasets or files); aptq reads only data stored in the file itself", name);
   if (layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED && layout != H5D_COMPACT)
     return refuse(s, "dataset '%s' has an unknown storage layout", name);
   return 0;

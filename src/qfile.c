@@ -451,16 +451,15 @@ void qlayer_buffers_free(QLayerBuffers *b) {
   memset(b, 0, sizeof *b);
 }
 
-/* This rank's rows [r0, r0 + n) of the checkpoint's layer group g, checked. */
-static int read_checkpoint_layer(const H5Src *s, hid_t f, const char *g, const char *name, int rows, int cols, QLayerSlab *slab,
-                                 QLayerBuffers *b, int rank, int size) {
-  int bits, grows, gcols, gs, sym, r0, n;
+int qlayer_read_rows(const H5Src *s, hid_t f, const char *name, int rows, int cols, int r0, int n, QLayerBuffers *b, QLayerSlab *slab) {
+  char g[512];
+  snprintf(g, sizeof g, "/layers/%s", name);
+  int bits, grows, gcols, gs, sym;
   CHECK(layer_attrs(s, f, g, &bits, &grows, &gcols, &gs, &sym));
   if (grows != rows || gcols != cols)
-    return aptq_error("checkpoint '%s': layer %s is %d x %d but the model's is %d x %d; %s", s->path, name, grows, gcols, rows, cols,
+    return aptq_error("%s '%s': layer %s is %d x %d but the model's is %d x %d; %s", s->what, s->path, name, grows, gcols, rows, cols,
                       s->fix);
   int ng = layer_ngroups(cols, gs);
-  shard_range(rows, size, rank, &r0, &n);
   CHECK(qlayer_buffers_alloc(b, n, cols, bits, gs > cols ? cols : gs));
   CHECK(read_layer_rows(s, f, g, rows, cols, bits, ng, r0, n, H5P_DEFAULT, b));
   CHECK(qlayer_check(s, name, n, cols, bits, ng, b));
@@ -479,8 +478,10 @@ int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name, int
   QLayerBuffers b = {0};
   QLayerSlab slab;
   hid_t g = -1;
+  int r0, n;
+  shard_range(rows, size, rank, &r0, &n);
   int rc = h5r_open(&s, H5P_DEFAULT, &f);
-  if (!rc) rc = read_checkpoint_layer(&s, f, gname, name, rows, cols, &slab, &b, rank, size);
+  if (!rc) rc = qlayer_read_rows(&s, f, name, rows, cols, r0, n, &b, &slab);
   if (!rc) rc = h5r_group(&s, f, gname, &g);
   AttrCopy c = {NULL, &s, f, gname, 0};
   if (!rc && H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c) < 0) rc = c.rc ? c.rc : APTQ_ERR;

@@ -104,6 +104,12 @@ int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w);
  * the first bad value (s: the file, for the message). Local. */
 int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, int ng, const QLayerBuffers *b);
 
+/* Rows [r0, r0 + n) of layer /layers/NAME of an open file f (a checkpoint
+ * block file), which must be rows × cols, into b (allocated here: free with
+ * qlayer_buffers_free whatever the result), checked (qlayer_check); *slab
+ * describes them. Local. */
+int qlayer_read_rows(const H5Src *s, hid_t f, const char *name, int rows, int cols, int r0, int n, QLayerBuffers *b, QLayerSlab *slab);
+
 /* "model.layers.<l>.<linear_names[k]>" */
 void linear_layer_name(int layer, int kind, char *buf, int size);
 

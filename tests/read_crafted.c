@@ -58,8 +58,7 @@ static void print_result(const char *path, int rc) {
     if (!strncmp(p, path, n)) {
       fputs(base, stdout);
       p += n;
-    } else
-      putchar(*p++);
+    } else putchar(*p++);
   putchar('\n');
   aptq_clear_error();
 }
