@@ -36,7 +36,7 @@ for t in safetensors config deck qfile checkpoint; do
   (cd "$here/build-fuzz" && ASAN_OPTIONS=$asan ./fuzz_$t -max_total_time="$seconds" "${opts[@]}" -timeout=10 -print_final_stats=1 "$work/$t" 2>&1 |
     grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|INFO: Running)|ERROR|crash-" || true)
   # libFuzzer exits non-zero on a finding; the pipeline above hides it, so check for a reproducer
-  if ls "$here/build-fuzz"/crash-* "$here/build-fuzz"/leak-* "$here/build-fuzz"/timeout-* "$here/build-fuzz"/oom-* > /dev/null 2>  if ls "$here/build-fuzz"/crash-* "$here/build-fuzz"/leak-* "$here/build-fuzz"/timeout-* > /dev/null 2>&1; then1; then
+  if ls "$here/build-fuzz"/crash-* "$here/build-fuzz"/leak-* "$here/build-fuzz"/timeout-* "$here/build-fuzz"/oom-* > /dev/null 2>&1; then
     echo "fuzz: $t: FAILED, reproducer in build-fuzz/" >&2
     exit 1
   fi
