@@ -160,6 +160,21 @@ int h5r_attr_string(const H5Src *s, hid_t file, const char *obj, const char *nam
   return rc;
 }
 
+/* Contiguous data lies inside the file (HDF5 1.10 does not check a damaged
+ * layout's address and size against the end of the file before reading). */
+static int check_extent(const H5Src *s, hid_t d, const char *name) {
+  haddr_t offset = H5Dget_offset(d);
+  if (offset == HADDR_UNDEF) return 0; /* never written: the fill value */
+  hsize_t size = H5Dget_storage_size(d), eof = 0;
+  hid_t f = H5Iget_file_id(d);
+  herr_t st = f < 0 ? -1 : H5Fget_filesize(f, &eof);
+  if (f >= 0) H5Fclose(f);
+  if (st < 0 || offset > eof || size > eof - offset)
+    return refuse(s, "dataset '%s' claims %llu bytes at offset %llu, past the end of the file", name, (unsigned long long)size,
+                  (unsigned long long)offset);
+  return 0;
+}
+
 /* The dataset keeps its data in the file: no external raw storage, not virtual. */
 static int check_storage(const H5Src *s, hid_t d, const char *name) {
   hid_t dcpl = H5Dget_create_plist(d);
@@ -176,7 +191,7 @@ static int check_storage(const H5Src *s, hid_t d, const char *name) {
         s, "dataset '%s' is a virtual dataset (mapped from other datasets or files); aptq reads only data stored in the file itself", name);
   if (layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED && layout != H5D_COMPACT)
     return refuse(s, "dataset '%s' has an unknown storage layout", name);
-  return 0;
+  return layout == H5D_CONTIGUOUS ? check_extent(s, d, name) : 0;
 }
 
 static int check_dataset(const H5Src *s, hid_t d, const char *name, H5T_class_t cls, int nd, hsize_t *dims) {

@@ -102,6 +102,20 @@ QFILE = {
 }
 
 
+def data_offset(src, out):
+    """The scales' layout message made to point past the end of the file:
+    the 8-byte address of its contiguous data, found in the (unchecksummed)
+    object header, replaced by 2^40."""
+    with h5py.File(out, "r") as f:
+        offset = f[Q + "/scales"].id.get_offset()
+    data = bytearray(open(out, "rb").read())
+    old = offset.to_bytes(8, "little")
+    assert data.count(old) == 1, "the address is not unique in the file"
+    i = data.index(old)
+    data[i:i + 8] = (1 << 40).to_bytes(8, "little")
+    open(out, "wb").write(data)
+
+
 def craft(src, out, edit):
     shutil.copyfile(src, out)
     with h5py.File(out, "r+") as f:
@@ -114,6 +128,9 @@ def qfiles(src, outdir):
     for name, edit in QFILE.items():
         craft(src, os.path.join(outdir, name + ".h5"), edit)
         print(name)
+    shutil.copyfile(src, os.path.join(outdir, "data_offset.h5"))
+    data_offset(src, os.path.join(outdir, "data_offset.h5"))
+    print("data_offset")
 
 
 BLOCK_Q = "/layers/model.layers.0.self_attn.q_proj"
