@@ -55,10 +55,12 @@ int checkpoint_read_meta(const H5Src *s, hid_t f, CheckpointMeta *cm) {
   char format[64] = "";
   CHECK(h5r_attr_string(s, f, "/meta", "format", format, sizeof format));
   if (strcmp(format, "aptq-checkpoint"))
-    return aptq_error("%s '%s' is not an aptq checkpoint (format '%s'); %s", s->what, s->path, format, s->fix);
+    return aptq_error("%s '%s' is not an aptq checkpoint (its format attribute is not 'aptq-checkpoint'); %s", s->what, s->path, s->fix);
   CHECK(h5r_attr_string(s, f, "/meta", "options", cm->options, sizeof cm->options));
   CHECK(h5r_attr_string(s, f, "/meta", "model_fingerprint", cm->fingerprint, sizeof cm->fingerprint));
   CHECK(h5r_attr_string(s, f, "/meta", "calib_sha256", cm->calib_sha256, sizeof cm->calib_sha256));
+  CHECK(h5r_check_sha256(s, "/meta", "model_fingerprint", cm->fingerprint));
+  CHECK(h5r_check_sha256(s, "/meta", "calib_sha256", cm->calib_sha256));
   CHECK(h5r_attr_int(s, f, "/meta", "next_block", &cm->next_block));
   CHECK(h5r_attr_int(s, f, "/meta", "layers", &cm->layers));
   return h5r_attr_int(s, f, "/meta", "stats", &cm->stats);

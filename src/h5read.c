@@ -175,6 +175,12 @@ static int check_extent(const H5Src *s, hid_t d, const char *name) {
   return 0;
 }
 
+int h5r_check_sha256(const H5Src *s, const char *obj, const char *name, const char *value) {
+  if (strlen(value) != 64 || strspn(value, "0123456789abcdef") != 64)
+    return refuse(s, "attribute '%s' of '%s' is not a SHA-256 (64 lowercase hex digits)", name, obj);
+  return 0;
+}
+
 /* The dataset keeps its data in the file: no external raw storage, not virtual. */
 static int check_storage(const H5Src *s, hid_t d, const char *name) {
   hid_t dcpl = H5Dget_create_plist(d);

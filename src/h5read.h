@@ -53,6 +53,10 @@ int h5r_attr_int(const H5Src *s, hid_t file, const char *obj, const char *name, 
 int h5r_attr_double(const H5Src *s, hid_t file, const char *obj, const char *name, double *v);
 int h5r_attr_string(const H5Src *s, hid_t file, const char *obj, const char *name, char *buf, size_t size);
 
+/* A string attribute's value (read by h5r_attr_string) is a SHA-256 in
+ * lowercase hex (64 characters): 0, or an error naming obj and name. */
+int h5r_check_sha256(const H5Src *s, const char *obj, const char *name, const char *value);
+
 /* Dataset NAME (hard links only, data inside the file, class cls:
  * H5T_INTEGER or H5T_FLOAT, rank nd) opened into *d, its dimensions into
  * dims (nd values). */

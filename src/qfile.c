@@ -267,13 +267,15 @@ int qfile_attach(QFileReader *r, const char *path, hid_t file) {
   int version = 0;
   CHECK(h5r_attr_string(&s, file, "/", "format", format, sizeof format));
   if (strcmp(format, "aptq-quantized-model"))
-    return aptq_error("quantized file '%s' is HDF5 but not an aptq quantized model (format '%s'); give the file aptq quantize wrote", path,
-                      format);
+    return aptq_error(
+        "quantized file '%s' is HDF5 but not an aptq quantized model (its format attribute is not "
+        "'aptq-quantized-model'); give the file aptq quantize wrote",
+        path);
   CHECK(h5r_attr_int(&s, file, "/", "format_version", &version));
   if (version != QFILE_FORMAT_VERSION)
     return aptq_error("'%s' has format_version %d; this aptq reads version %d", path, version, QFILE_FORMAT_VERSION);
   CHECK(h5r_attr_string(&s, file, "/meta", "model_fingerprint", r->model_fingerprint, sizeof r->model_fingerprint));
-  return 0;
+  return h5r_check_sha256(&s, "/meta", "model_fingerprint", r->model_fingerprint);
 }
 
 int qfile_open(QFileReader *r, const char *path, MPI_Comm comm) {
