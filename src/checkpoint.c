@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "h5read.h"
 #include "outpath.h"
+
+static const char CHECKPOINT_FIX[] = "the checkpoint is damaged or not an aptq checkpoint: remove the checkpoint directory and start again";
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
@@ -46,6 +49,21 @@ static void first_difference(const char *a, const char *b, char *out, size_t siz
     b += lb + (eb ? 1 : 0);
   }
   snprintf(out, size, "the option lists differ");
+}
+
+int checkpoint_read_meta(const H5Src *s, hid_t f, CheckpointMeta *cm) {
+  char format[64] = "";
+  CHECK(h5r_attr_string(s, f, "/meta", "format", format, sizeof format));
+  if (strcmp(format, "aptq-checkpoint"))
+    return aptq_error("%s '%s' is not an aptq checkpoint (its format attribute is not 'aptq-checkpoint'); %s", s->what, s->path, s->fix);
+  CHECK(h5r_attr_string(s, f, "/meta", "options", cm->options, sizeof cm->options));
+  CHECK(h5r_attr_string(s, f, "/meta", "model_fingerprint", cm->fingerprint, sizeof cm->fingerprint));
+  CHECK(h5r_attr_string(s, f, "/meta", "calib_sha256", cm->calib_sha256, sizeof cm->calib_sha256));
+  CHECK(h5r_check_sha256(s, "/meta", "model_fingerprint", cm->fingerprint));
+  CHECK(h5r_check_sha256(s, "/meta", "calib_sha256", cm->calib_sha256));
+  CHECK(h5r_attr_int(s, f, "/meta", "next_block", &cm->next_block));
+  CHECK(h5r_attr_int(s, f, "/meta", "layers", &cm->layers));
+  return h5r_attr_int(s, f, "/meta", "stats", &cm->stats);
 }
 
 int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const TokenShard *calib, int nstats, MPI_Comm comm) {
@@ -86,54 +104,51 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   }
   if (!exists) return aptq_agree(comm, aptq_error("resume = yes but '%s' has no checkpoint (no state.h5); run without resume", ck->dir));
   /* every rank reads the small attributes itself */
-  static char want[65536], have[65536];
-  char fp[65] = "", sha[65] = "", format[64] = "";
-  int nlayers = 0, stats_cols = 0;
+  static char want[65536];
+  static CheckpointMeta cm;
   rc = result_options(o, want, sizeof want);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  hid_t f = rc ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t meta = f < 0 ? -1 : H5Gopen2(f, "/meta", H5P_DEFAULT);
-  if (!rc && (meta < 0 || h5_attr_string(meta, "format", format, sizeof format) || strcmp(format, "aptq-checkpoint") ||
-              h5_attr_string(meta, "options", have, sizeof have) || h5_attr_string(meta, "model_fingerprint", fp, sizeof fp) ||
-              h5_attr_string(meta, "calib_sha256", sha, sizeof sha) || h5_attr_int(meta, "next_block", &ck->next_block) ||
-              h5_attr_int(meta, "layers", &nlayers) || h5_attr_int(meta, "stats", &stats_cols)))
-    rc = aptq_error("checkpoint '%s' is damaged or not an aptq checkpoint; remove it and start again", path);
-  if (meta >= 0) H5Gclose(meta);
+  H5Src s = {"checkpoint", path, CHECKPOINT_FIX};
+  hid_t f = -1;
+  if (!rc) rc = h5r_open(&s, H5P_DEFAULT, &f);
+  if (!rc) rc = checkpoint_read_meta(&s, f, &cm);
   if (f >= 0) H5Fclose(f);
   char diff[2 * OPT_PATH_MAX];
-  if (!rc && strcmp(want, have)) {
-    first_difference(have, want, diff, sizeof diff);
+  if (!rc && strcmp(want, cm.options)) {
+    first_difference(cm.options, want, diff, sizeof diff);
     rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
   }
-  if (!rc && strcmp(fp, m->fingerprint))
-    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp,
+  if (!rc && strcmp(cm.fingerprint, m->fingerprint))
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, cm.fingerprint,
                     m->fingerprint);
-  if (!rc && strcmp(sha, calib->sha256))
-    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha,
-                    calib->sha256);
+  if (!rc && strcmp(cm.calib_sha256, calib->sha256))
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir,
+                    cm.calib_sha256, calib->sha256);
+  int nlayers = cm.layers, stats_cols = cm.stats;
+  ck->next_block = cm.next_block;
   if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))
     rc = aptq_error("checkpoint '%s' is inconsistent (block %d of %d, %d layers); remove it and start again", ck->dir, ck->next_block,
                     m->cfg.n_layers, nlayers);
   CHECK(aptq_agree(comm, rc));
   ck->stats = aptq_malloc(sizeof(double) * (size_t)nlayers * nstats, "checkpoint statistics");
   CHECK(aptq_agree(comm, !ck->stats));
-  int rows, cols;
-  return aptq_agree(comm, h5_read_matrix(path, "/state/stats", H5T_NATIVE_DOUBLE, 0, nlayers, &rows, &cols, ck->stats, comm));
+  return aptq_agree(comm, h5_read_matrix(&s, "/state/stats", H5T_NATIVE_DOUBLE, nlayers, nstats, 0, nlayers, ck->stats, comm));
 }
 
 int checkpoint_restore(Checkpoint *ck, const Model *m, const TokenShard *calib, float *X, QFileWriter *out, MPI_Comm comm) {
   char path[OPT_PATH_MAX + 32];
   state_path(ck, path, sizeof path);
-  int rank, T = calib->seqlen, rows, cols;
+  int rank, T = calib->seqlen;
   MPI_Comm_rank(comm, &rank);
-  CHECK(aptq_agree(comm, h5_read_matrix(path, "/state/X", H5T_NATIVE_FLOAT, calib->first * T, (calib->first + calib->count) * T, &rows,
-                                        &cols, X, comm)));
+  H5Src s = {"checkpoint", path, CHECKPOINT_FIX};
+  /* the activations entering block next_block: every calibration sequence, the model's width */
+  CHECK(aptq_agree(comm, h5_read_matrix(&s, "/state/X", H5T_NATIVE_FLOAT, calib->nseq * T, m->cfg.dim, calib->first * T,
+                                        (calib->first + calib->count) * T, X, comm)));
   for (int l = 0; l < ck->next_block; l++) {
     block_path(ck, l, path, sizeof path);
     for (int k = 0; k < LIN_COUNT; k++) {
       char name[256];
       linear_layer_name(l, k, name, sizeof name);
-      CHECK(qfile_copy_layer(out, path, name));
+      CHECK(qfile_copy_layer(out, path, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols));
     }
   }
   if (rank == 0) {

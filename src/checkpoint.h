@@ -15,6 +15,7 @@
 #include <mpi.h>
 
 #include "model.h"
+#include "h5read.h"
 #include "options.h"
 #include "qfile.h"
 #include "tokens.h"
@@ -28,6 +29,16 @@ typedef struct {
   QFileWriter block;   /* the block file being written */
   const Options *opts; /* the run's options, recorded with every state */
 } Checkpoint;
+
+/* What state.h5 says about the run that wrote it (/meta attributes). */
+typedef struct {
+  char options[65536]; /* "key = value" lines of the result-affecting options */
+  char fingerprint[65], calib_sha256[65];
+  int next_block, layers, stats; /* first block still to do; layers; doubles per layer in /state/stats */
+} CheckpointMeta;
+/* The /meta attributes of an open state file f, each checked as one value
+ * of its class (h5read.h), format "aptq-checkpoint". Local. */
+int checkpoint_read_meta(const H5Src *s, hid_t f, CheckpointMeta *cm);
 
 /* Collective. checkpoint unset: ck->on = 0. Otherwise prepare the directory;
  * with resume = yes read and check state.h5 (same result-affecting options,

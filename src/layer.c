@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "h5read.h"
 #include "hessian.h"
 #include "model.h"
 #include "hessian_stream.h"
@@ -49,17 +50,23 @@ typedef struct {
   double loss, damp_out;
 } LayerJob;
 
+/* The input file, for h5read's checks and messages. */
+static H5Src layer_input(const Options *o) {
+  return (H5Src){"aptq layer input", o->input, "give an HDF5 file with W (rows x cols) and H (cols x cols) stored in it as plain datasets"};
+}
+
 /* Collective: the input's shapes checked (H cols × cols; kron: H_out dh × dh
  * or (rows/dh · dh) × dh), the rows dealt. */
 static int read_shapes(LayerJob *J, int kron, MPI_Comm comm) {
   const Options *o = J->o;
   int hr = 0, hc = 0, oc = 0;
-  int rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, 0, 0, &J->rows, &J->cols, NULL, comm);
-  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, 0, &hr, &hc, NULL, comm);
+  H5Src s = layer_input(o);
+  int rc = h5_matrix_shape(&s, "/W", &J->rows, &J->cols, comm);
+  if (!rc) rc = h5_matrix_shape(&s, "/H", &hr, &hc, comm);
   if (!rc && (hr != J->cols || hc != J->cols))
     rc = aptq_error("%s: H is %d x %d but W has %d columns; H must be cols x cols", o->input, hr, hc, J->cols);
   if (!rc && kron) {
-    rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, 0, &J->nout, &oc, NULL, comm);
+    rc = h5_matrix_shape(&s, "/H_out", &J->nout, &oc, comm);
     J->dh = oc;
     if (!rc && (J->nout % J->dh || J->rows % J->dh || (J->nout != J->dh && J->nout != J->rows)))
       rc = aptq_error("%s: H_out is %d x %d; it must be dh x dh or (rows/dh · dh) x dh with dh dividing the %d rows of W", o->input,
@@ -77,13 +84,14 @@ static int read_shapes(LayerJob *J, int kron, MPI_Comm comm) {
 static int read_layer(LayerJob *J, int kron, MPI_Comm comm) {
   const Options *o = J->o;
   CHECK(read_shapes(J, kron, comm));
-  int hr, hc, cols = J->cols, n = J->n;
+  int cols = J->cols, n = J->n;
+  H5Src s = layer_input(o);
   size_t nloss = kron ? (size_t)(J->rows / J->dh) : (size_t)n / GPTQ_ROW_CHUNK + 1;
   J->H = aptq_malloc(sizeof(double) * (size_t)cols * cols, "H");
   J->codes32 = aptq_malloc(sizeof(int32_t) * ((size_t)n * cols + 1), "codes");
   int rc = !J->H || !J->codes32 || slab_alloc(&J->s, (size_t)n, cols, quant_ngroups(cols, o->group_size), 1, nloss);
-  if (!rc) rc = h5_read_matrix(o->input, "H", H5T_NATIVE_DOUBLE, 0, cols, &hr, &hc, J->H, comm);
-  if (!rc) rc = h5_read_matrix(o->input, "W", H5T_NATIVE_FLOAT, J->r0, J->r0 + n, &J->rows, &J->cols, J->s.W, comm);
+  if (!rc) rc = h5_read_matrix(&s, "/H", H5T_NATIVE_DOUBLE, cols, cols, 0, cols, J->H, comm);
+  if (!rc) rc = h5_read_matrix(&s, "/W", H5T_NATIVE_FLOAT, J->rows, cols, J->r0, J->r0 + n, J->s.W, comm);
   for (size_t i = 0; !rc && i < (size_t)n * cols; i++)
     if (!isfinite(J->s.W[i])) rc = aptq_error("%s: W holds a non-finite value at row %zu", o->input, J->r0 + i / cols);
   if (!rc) rc = check_hessian(J->H, cols, o->input);
@@ -94,12 +102,13 @@ static int read_layer(LayerJob *J, int kron, MPI_Comm comm) {
  * output factor; the loss summed over the heads in order. */
 static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
   const Options *o = J->o;
-  int dh = J->dh, nh = J->n / dh, heads = J->rows / dh, h0 = J->r0 / dh, oc;
+  int dh = J->dh, nh = J->n / dh, heads = J->rows / dh, h0 = J->r0 / dh;
+  H5Src s = layer_input(o);
   double *Hout = aptq_malloc(sizeof(double) * (size_t)J->nout * dh, "H_out");
   float *Uo = aptq_malloc(sizeof(float) * ((size_t)nh * dh * dh + 1), "output factors");
   const float **Uh = aptq_malloc(sizeof(float *) * (size_t)(nh + 1), "output factors");
   int rc = !Hout || !Uo || !Uh;
-  if (!rc) rc = h5_read_matrix(o->input, "H_out", H5T_NATIVE_DOUBLE, 0, J->nout, &J->nout, &oc, Hout, comm);
+  if (!rc) rc = h5_read_matrix(&s, "/H_out", H5T_NATIVE_DOUBLE, J->nout, dh, 0, J->nout, Hout, comm);
   for (int i = 0; !rc && i < nh; i++) {
     const double *Hh = J->nout == dh ? Hout : Hout + (size_t)(h0 + i) * dh * dh;
     rc = check_hessian(Hh, dh, o->input) || gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &J->damp_out);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "inpath.h"
 #include "json.h"
 #include "sha256.h"
 
@@ -19,6 +20,7 @@ const char *const linear_names[LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_pr
                                              "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 static int read_file(const char *path, char **out, size_t *len) {
+  CHECK(inpath_check(path, "model file", "give a model directory of regular files"));
   FILE *f = fopen(path, "rb");
   if (!f) return aptq_error("cannot open '%s': %s", path, strerror(errno));
   if (fseek(f, 0, SEEK_END) != 0) {
@@ -235,6 +237,7 @@ static void take_linears(Model *m, const int *kinds, int n, const uint8_t **p) {
 
 /* llama2.c checkpoint: 7 int32 then float32 tensors in a fixed order. */
 static int open_llama2c(const char *path, Model *m) {
+  CHECK(inpath_check(path, "model", "give a Hugging Face directory or a llama2.c .bin file"));
   int fd = open(path, O_RDONLY);
   if (fd < 0) return aptq_error("cannot open '%s': %s", path, strerror(errno));
   struct stat st;

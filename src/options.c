@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "error.h"
+#include "inpath.h"
 
 typedef enum { T_PATH, T_INT, T_FLOAT, T_BOOL, T_CHOICE } OptType;
 
@@ -205,13 +206,12 @@ static char *trim(char *s) {
 }
 
 static int read_deck(Options *o, const char *path) {
+  struct stat st; /* before the open: opening a FIFO would wait for a writer */
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return aptq_error("input deck '%s' is a directory; give the deck file (key = value lines) instead", path);
+  CHECK(inpath_check(path, "input deck", "give the deck file (key = value lines)"));
   FILE *f = fopen(path, "r");
   if (!f) return aptq_error("cannot open input deck '%s': %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-    fclose(f);
-    return aptq_error("input deck '%s' is a directory; give the deck file (key = value lines) instead", path);
-  }
   char line[OPT_PATH_MAX + 256], where[OPT_PATH_MAX + 64];
   int lineno = 0, rc = 0;
   while (!rc && fgets(line, sizeof line, f)) {

@@ -1,6 +1,7 @@
 #include "qfile.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "error.h"
 #include "forward.h"
+#include "h5read.h"
 #include "outpath.h"
 #include "quant.h"
 #include "tokens.h"
@@ -251,114 +253,128 @@ void qfile_discard(QFileWriter *w) {
 
 /* --- reading ----------------------------------------------------------- */
 
-int h5_attr_string(hid_t loc, const char *name, char *buf, size_t size) {
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  hid_t t = H5Aget_type(a);
-  int rc = -1;
-  if (H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) && H5Tget_size(t) <= size) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, H5Tget_size(t));
-    rc = H5Aread(a, mt, buf) < 0 ? -1 : 0;
-    buf[size - 1] = 0;
-    H5Tclose(mt);
-  }
-  H5Tclose(t);
-  H5Aclose(a);
-  return rc;
-}
+static const char QFILE_FIX[] = "the file is damaged or not an aptq output: re-run aptq quantize";
+static const char CHECKPOINT_FIX[] = "the checkpoint is damaged or not an aptq checkpoint: remove the checkpoint directory and start again";
 
-int h5_attr_int(hid_t loc, const char *name, int *v) {
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  int rc = H5Aread(a, H5T_NATIVE_INT, v) < 0 ? -1 : 0;
-  H5Aclose(a);
-  return rc;
+static H5Src qfile_src(const QFileReader *r) { return (H5Src){"quantized file", r->path, QFILE_FIX}; }
+
+int qfile_attach(QFileReader *r, const char *path, hid_t file) {
+  memset(r, 0, sizeof *r);
+  snprintf(r->path, sizeof r->path, "%s", path);
+  r->file = file;
+  H5Src s = qfile_src(r);
+  char format[64] = "";
+  int version = 0;
+  CHECK(h5r_attr_string(&s, file, "/", "format", format, sizeof format));
+  if (strcmp(format, "aptq-quantized-model"))
+    return aptq_error(
+        "quantized file '%s' is HDF5 but not an aptq quantized model (its format attribute is not "
+        "'aptq-quantized-model'); give the file aptq quantize wrote",
+        path);
+  CHECK(h5r_attr_int(&s, file, "/", "format_version", &version));
+  if (version != QFILE_FORMAT_VERSION)
+    return aptq_error("'%s' has format_version %d; this aptq reads version %d", path, version, QFILE_FORMAT_VERSION);
+  CHECK(h5r_attr_string(&s, file, "/meta", "model_fingerprint", r->model_fingerprint, sizeof r->model_fingerprint));
+  return h5r_check_sha256(&s, "/meta", "model_fingerprint", r->model_fingerprint);
 }
 
 int qfile_open(QFileReader *r, const char *path, MPI_Comm comm) {
   memset(r, 0, sizeof *r);
-  snprintf(r->path, sizeof r->path, "%s", path);
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (access(path, R_OK) != 0) return aptq_error("quantized file '%s' cannot be read: %s", path, strerror(errno));
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  r->file = -1;
+  H5Src s = {"quantized file", path, QFILE_FIX};
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file;
   H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  int rc = h5r_open(&s, fapl, &file);
   H5Pclose(fapl);
-  if (r->file < 0) return aptq_error("'%s' is not an HDF5 file (or is damaged)", path);
-  char format[64] = "";
-  int version = 0;
-  if (h5_attr_string(r->file, "format", format, sizeof format) || strcmp(format, "aptq-quantized-model") ||
-      h5_attr_int(r->file, "format_version", &version))
-    return aptq_error("'%s' is HDF5 but not an aptq quantized model (no format attribute)", path);
-  if (version != QFILE_FORMAT_VERSION)
-    return aptq_error("'%s' has format_version %d; this aptq reads version %d", path, version, QFILE_FORMAT_VERSION);
-  hid_t meta = H5Gopen2(r->file, "/meta", H5P_DEFAULT);
-  int rc = meta < 0 ? -1 : h5_attr_string(meta, "model_fingerprint", r->model_fingerprint, sizeof r->model_fingerprint);
-  if (meta >= 0) H5Gclose(meta);
-  if (rc) return aptq_error("'%s' has no /meta model_fingerprint", path);
+  CHECK(rc);
+  return qfile_attach(r, path, file);
+}
+
+int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, int ng, const QLayerBuffers *b) {
+  int wpr = quant_words_per_row(cols, bits), used = (int)(((int64_t)cols * bits) % 32), maxq = (1 << bits) - 1;
+  uint32_t pad = used ? ~((1u << used) - 1) : 0; /* the bits of a row's last word past its last code */
+  for (int j = 0; j < cols; j++)
+    if (b->g_idx[j] < 0 || b->g_idx[j] >= ng)
+      return aptq_error("%s '%s': layer %s g_idx[%d] = %d is outside [0, %d); %s", s->what, s->path, name, j, b->g_idx[j], ng, s->fix);
+  for (size_t i = 0; i < (size_t)n * ng; i++) {
+    float sc = b->scales[i];
+    if (!isfinite(sc) || !(sc > 0))
+      return aptq_error("%s '%s': layer %s scales[%zu][%zu] = %g; a scale must be finite and positive; %s", s->what, s->path, name, i / ng,
+                        i % ng, sc, s->fix);
+    if (b->zeros[i] < 0 || b->zeros[i] > maxq)
+      return aptq_error("%s '%s': layer %s zeros[%zu][%zu] = %d is outside [0, %d] (%d bits); %s", s->what, s->path, name, i / ng, i % ng,
+                        b->zeros[i], maxq, bits, s->fix);
+  }
+  for (int i = 0; pad && i < n; i++)
+    if (b->qweight[(size_t)i * wpr + wpr - 1] & pad)
+      return aptq_error("%s '%s': layer %s qweight row %d has non-zero padding bits past its %d codes; %s", s->what, s->path, name, i, cols,
+                        s->fix);
   return 0;
 }
 
-/* rows == 0: a 1-D dataset of cols elements */
-static int read_all(QFileReader *r, hid_t g, const char *lname, const char *dname, hid_t type, int rows, int cols, void *buf) {
-  hid_t d = H5Dopen2(g, dname, H5P_DEFAULT);
-  if (d < 0) return aptq_error("%s: layer %s has no dataset '%s'", r->path, lname, dname);
-  hid_t space = H5Dget_space(d);
-  hsize_t dims[2] = {0, 0};
-  int nd = H5Sget_simple_extent_ndims(space);
-  H5Sget_simple_extent_dims(space, dims, NULL);
-  H5Sclose(space);
-  int rc = 0;
-  int shape_ok = rows ? (nd == 2 && dims[0] == (hsize_t)rows && dims[1] == (hsize_t)cols) : (nd == 1 && dims[0] == (hsize_t)cols);
-  if (!shape_ok) rc = aptq_error("%s: layer %s dataset '%s' has the wrong shape (expected %d x %d)", r->path, lname, dname, rows, cols);
-  else if (H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-    rc = aptq_error("%s: cannot read layer %s dataset '%s'", r->path, lname, dname);
-  H5Dclose(d);
-  return rc;
+/* The layer attributes of group g checked: bits in [1, 8], group_size >= 0, sym 0 or 1 (when asked). */
+static int layer_attrs(const H5Src *s, hid_t file, const char *g, int *bits, int *rows, int *cols, int *gs, int *sym) {
+  CHECK(h5r_attr_int(s, file, g, "bits", bits));
+  CHECK(h5r_attr_int(s, file, g, "rows", rows));
+  CHECK(h5r_attr_int(s, file, g, "cols", cols));
+  CHECK(h5r_attr_int(s, file, g, "group_size", gs));
+  if (sym) CHECK(h5r_attr_int(s, file, g, "sym", sym));
+  if (*bits < 1 || *bits > 8) return aptq_error("%s '%s': '%s' has bits = %d, outside [1, 8]; %s", s->what, s->path, g, *bits, s->fix);
+  if (*gs < 0) return aptq_error("%s '%s': '%s' has group_size = %d, which is negative; %s", s->what, s->path, g, *gs, s->fix);
+  if (sym && *sym != 0 && *sym != 1) return aptq_error("%s '%s': '%s' has sym = %d, not 0 or 1; %s", s->what, s->path, g, *sym, s->fix);
+  return 0;
+}
+
+/* groups of a layer; a group_size past the width is one group (and cannot overflow) */
+static int layer_ngroups(int cols, int gs) { return quant_ngroups(cols, gs > cols ? cols : gs); }
+
+/* Rows [r0, r0 + n) of the layer stored in group g (rows × cols) into b. */
+static int read_layer_rows(const H5Src *s, hid_t file, const char *g, int rows, int cols, int bits, int ng, int r0, int n, hid_t dxpl,
+                           QLayerBuffers *b) {
+  char d[600];
+  int wpr = quant_words_per_row(cols, bits);
+  snprintf(d, sizeof d, "%s/qweight", g);
+  CHECK(h5r_read(s, file, d, H5T_NATIVE_UINT32, rows, wpr, r0, r0 + n, dxpl, b->qweight));
+  snprintf(d, sizeof d, "%s/scales", g);
+  CHECK(h5r_read(s, file, d, H5T_NATIVE_FLOAT, rows, ng, r0, r0 + n, dxpl, b->scales));
+  snprintf(d, sizeof d, "%s/zeros", g);
+  CHECK(h5r_read(s, file, d, H5T_NATIVE_INT32, rows, ng, r0, r0 + n, dxpl, b->zeros));
+  snprintf(d, sizeof d, "%s/g_idx", g);
+  return h5r_read(s, file, d, H5T_NATIVE_INT32, 0, cols, 0, 1, dxpl, b->g_idx);
+}
+
+static void dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int ng, uint8_t *codes, float *W) {
+  int wpr = quant_words_per_row(cols, bits);
+  for (int i = 0; i < rows; i++) {
+    quant_unpack_row(b->qweight + (size_t)i * wpr, cols, bits, codes);
+    for (int j = 0; j < cols; j++) {
+      int gi = b->g_idx[j];
+      W[(size_t)i * cols + j] = quant_dequant(codes[j], b->scales[(size_t)i * ng + gi], b->zeros[(size_t)i * ng + gi]);
+    }
+  }
 }
 
 int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W) {
-  char gname[512];
-  snprintf(gname, sizeof gname, "/layers/%s", name);
-  if (H5Lexists(r->file, "/layers", H5P_DEFAULT) <= 0 || H5Lexists(r->file, gname, H5P_DEFAULT) <= 0)
-    return aptq_error("%s: layer %s is missing", r->path, name);
-  hid_t g = H5Gopen2(r->file, gname, H5P_DEFAULT);
-  int bits = 0, grows = 0, gcols = 0, group_size = -1;
-  if (h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &grows) || h5_attr_int(g, "cols", &gcols) ||
-      h5_attr_int(g, "group_size", &group_size)) {
-    H5Gclose(g);
-    return aptq_error("%s: layer %s lacks its bits/rows/cols/group_size attributes", r->path, name);
-  }
-  if (grows != rows || gcols != cols || bits < 1 || bits > 8 || group_size < 0) {
-    H5Gclose(g);
+  H5Src s = qfile_src(r);
+  char g[512];
+  snprintf(g, sizeof g, "/layers/%s", name);
+  int exists, bits = 0, grows = 0, gcols = 0, gs = -1;
+  CHECK(h5r_exists(&s, r->file, g, &exists));
+  if (!exists) return aptq_error("%s: layer %s is missing", r->path, name);
+  CHECK(layer_attrs(&s, r->file, g, &bits, &grows, &gcols, &gs, NULL));
+  if (grows != rows || gcols != cols)
     return aptq_error("%s: layer %s is %d x %d at %d bits (group %d) but the model needs %d x %d; wrong model for this file", r->path, name,
-                      grows, gcols, bits, group_size, rows, cols);
-  }
-  int ng = quant_ngroups(cols, group_size), wpr = quant_words_per_row(cols, bits);
+                      grows, gcols, bits, gs, rows, cols);
+  int ng = layer_ngroups(cols, gs);
   QLayerBuffers b;
-  int rc = qlayer_buffers_alloc(&b, rows, cols, bits, group_size);
+  int rc = qlayer_buffers_alloc(&b, rows, cols, bits, gs > cols ? cols : gs);
   uint8_t *codes = aptq_malloc((size_t)cols, "codes of a row");
   if (!codes) rc = APTQ_ERR;
-  uint32_t *qw = b.qweight;
-  float *scales = b.scales;
-  int32_t *zeros = b.zeros, *g_idx = b.g_idx;
-  if (!rc) rc = read_all(r, g, name, "qweight", H5T_NATIVE_UINT32, rows, wpr, qw);
-  if (!rc) rc = read_all(r, g, name, "scales", H5T_NATIVE_FLOAT, rows, ng, scales);
-  if (!rc) rc = read_all(r, g, name, "zeros", H5T_NATIVE_INT32, rows, ng, zeros);
-  if (!rc) rc = read_all(r, g, name, "g_idx", H5T_NATIVE_INT32, 0, cols, g_idx);
-  for (int j = 0; !rc && j < cols; j++)
-    if (g_idx[j] < 0 || g_idx[j] >= ng) rc = aptq_error("%s: layer %s g_idx[%d] = %d is outside [0, %d)", r->path, name, j, g_idx[j], ng);
-  for (int i = 0; !rc && i < rows; i++) {
-    quant_unpack_row(qw + (size_t)i * wpr, cols, bits, codes);
-    for (int j = 0; j < cols; j++) {
-      int gi = g_idx[j];
-      W[(size_t)i * cols + j] = quant_dequant(codes[j], scales[(size_t)i * ng + gi], zeros[(size_t)i * ng + gi]);
-    }
-  }
+  if (!rc) rc = read_layer_rows(&s, r->file, g, rows, cols, bits, ng, 0, rows, H5P_DEFAULT, &b);
+  if (!rc) rc = qlayer_check(&s, name, rows, cols, bits, ng, &b);
+  if (!rc) dequantize(&b, rows, cols, bits, ng, codes, W);
   qlayer_buffers_free(&b);
   aptq_free(codes);
-  H5Gclose(g);
   return rc;
 }
 
@@ -382,98 +398,40 @@ int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w) 
 }
 
 void qfile_close(QFileReader *r) {
-  if (r->file > 0) H5Fclose(r->file);
+  if (r->file >= 0) H5Fclose(r->file);
   r->file = -1;
 }
 
-int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, int r1, int *rows, int *cols, void *buf, MPI_Comm comm) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (access(path, R_OK) != 0) return aptq_error("input '%s' cannot be read: %s", path, strerror(errno));
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-  H5Pclose(fapl);
-  if (f < 0) return aptq_error("'%s' is not an HDF5 file (or is damaged)", path);
-  int rc = 0;
-  if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
-    H5Fclose(f);
-    return aptq_error("'%s' has no dataset '%s'", path, name);
-  }
-  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-  hid_t space = d < 0 ? -1 : H5Dget_space(d);
-  hsize_t dims[2] = {0, 0};
-  int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
-  if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
-  hid_t dtype = d < 0 ? -1 : H5Dget_type(d);
-  H5T_class_t cls = dtype < 0 ? H5T_NO_CLASS : H5Tget_class(dtype);
-  if (nd != 2 || dims[0] == 0 || dims[1] == 0 || dims[0] > (1u << 30) || dims[1] > (1u << 30))
-    rc = aptq_error("'%s' dataset '%s' must be a non-empty 2-D matrix", path, name);
-  else if (cls != H5T_FLOAT && cls != H5T_INTEGER) rc = aptq_error("'%s' dataset '%s' must hold numbers", path, name);
-  if (!rc) {
-    *rows = (int)dims[0];
-    *cols = (int)dims[1];
-  }
-  if (!rc && buf) {
-    hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)(r1 - r0), dims[1]};
-    hid_t mspace = H5Screate_simple(2, count, NULL);
-    if (r1 > r0) H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
-    else {
-      H5Sselect_none(space);
-      H5Sselect_none(mspace);
-    }
-    if (H5Dread(d, memtype, mspace, space, H5P_DEFAULT, buf) < 0) rc = aptq_error("cannot read dataset '%s' of '%s'", name, path);
-    H5Sclose(mspace);
-  }
-  if (dtype >= 0) H5Tclose(dtype);
-  if (space >= 0) H5Sclose(space);
-  if (d >= 0) H5Dclose(d);
-  H5Fclose(f);
-  return rc;
-}
-
 /* ---------------------------------------------------------- layer copy */
-static int read_rows_serial(hid_t g, const char *name, hid_t memtype, int r0, int n, int cols, void *buf) {
-  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-  if (d < 0) return -1;
-  hid_t fs = H5Dget_space(d);
-  hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)n, (hsize_t)cols};
-  int nd = H5Sget_simple_extent_ndims(fs);
-  H5Sselect_hyperslab(fs, H5S_SELECT_SET, nd == 2 ? start : start + 1, NULL, nd == 2 ? count : count + 1, NULL);
-  hid_t ms = H5Screate_simple(nd, nd == 2 ? count : count + 1, NULL);
-  int rc = (n == 0 || H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0) ? 0 : -1;
-  H5Sclose(ms);
-  H5Sclose(fs);
-  H5Dclose(d);
-  return rc;
-}
-
 typedef struct {
   QFileWriter *w;
+  const H5Src *src;
+  hid_t file;
   const char *group;
   int rc;
 } AttrCopy;
 
+/* Every attribute of the source layer group but those qfile_write_layer
+ * writes, read as one value (h5read.h) and written again. */
 static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
   (void)info;
-  AttrCopy *c = data;
+  AttrCopy *c = data; /* c->w NULL: only read (the check before anything is written) */
   static const char *const written[] = {"bits", "rows", "cols", "group_size", "sym"}; /* by qfile_write_layer */
   for (int i = 0; i < 5; i++)
     if (!strcmp(name, written[i])) return 0;
-  hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a);
-  H5T_class_t cls = H5Tget_class(t);
-  H5Tclose(t);
-  H5Aclose(a);
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = a < 0 ? -1 : H5Aget_type(a);
+  H5T_class_t cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
   if (cls == H5T_INTEGER) {
     int v;
-    c->rc = h5_attr_int(loc, name, &v) || qfile_attr_int(c->w, c->group, name, v);
+    c->rc = h5r_attr_int(c->src, c->file, c->group, name, &v) || (c->w && qfile_attr_int(c->w, c->group, name, v));
   } else if (cls == H5T_FLOAT) {
     double v = 0;
-    a = H5Aopen(loc, name, H5P_DEFAULT);
-    c->rc = H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0 || qfile_attr_double(c->w, c->group, name, v);
-    H5Aclose(a);
-  } else if (cls == H5T_STRING) {
+    c->rc = h5r_attr_double(c->src, c->file, c->group, name, &v) || (c->w && qfile_attr_double(c->w, c->group, name, v));
+  } else {
     char v[1024];
-    c->rc = h5_attr_string(loc, name, v, sizeof v) || qfile_attr_string(c->w, c->group, name, v);
+    c->rc = h5r_attr_string(c->src, c->file, c->group, name, v, sizeof v) || (c->w && qfile_attr_string(c->w, c->group, name, v));
   }
   return c->rc ? -1 : 0;
 }
@@ -495,39 +453,46 @@ void qlayer_buffers_free(QLayerBuffers *b) {
   memset(b, 0, sizeof *b);
 }
 
-int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name) {
-  int rank, size, bits = 0, rows = 0, cols = 0, gs = 0, sym = 0;
+int qlayer_read_rows(const H5Src *s, hid_t f, const char *name, int rows, int cols, int r0, int n, QLayerBuffers *b, QLayerSlab *slab) {
+  char g[512];
+  snprintf(g, sizeof g, "/layers/%s", name);
+  int bits, grows, gcols, gs, sym;
+  CHECK(layer_attrs(s, f, g, &bits, &grows, &gcols, &gs, &sym));
+  if (grows != rows || gcols != cols)
+    return aptq_error("%s '%s': layer %s is %d x %d but the model's is %d x %d; %s", s->what, s->path, name, grows, gcols, rows, cols,
+                      s->fix);
+  int ng = layer_ngroups(cols, gs);
+  CHECK(qlayer_buffers_alloc(b, n, cols, bits, gs > cols ? cols : gs));
+  CHECK(read_layer_rows(s, f, g, rows, cols, bits, ng, r0, n, H5P_DEFAULT, b));
+  CHECK(qlayer_check(s, name, n, cols, bits, ng, b));
+  *slab = (QLayerSlab){name, rows, cols, bits, gs, sym, r0, r0 + n, b->qweight, b->scales, b->zeros, b->g_idx};
+  return 0;
+}
+
+int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name, int rows, int cols) {
+  int rank, size;
   MPI_Comm_rank(w->comm, &rank);
   MPI_Comm_size(w->comm, &size);
   char gname[512];
   snprintf(gname, sizeof gname, "/layers/%s", name);
-  hid_t f = H5Fopen(src_path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t g = f >= 0 ? H5Gopen2(f, gname, H5P_DEFAULT) : -1;
-  int rc = g < 0 || h5_attr_int(g, "bits", &bits) || h5_attr_int(g, "rows", &rows) || h5_attr_int(g, "cols", &cols) ||
-           h5_attr_int(g, "group_size", &gs) || h5_attr_int(g, "sym", &sym);
-  if (rc) rc = aptq_error("checkpoint block file '%s' lacks layer %s; remove the checkpoint and start again", src_path, name);
-  CHECK(aptq_agree(w->comm, rc));
-  int ng = quant_ngroups(cols, gs), wpr = quant_words_per_row(cols, bits), r0, n;
+  H5Src s = {"checkpoint", src_path, CHECKPOINT_FIX};
+  hid_t f = -1;
+  QLayerBuffers b = {0};
+  QLayerSlab slab;
+  hid_t g = -1;
+  int r0, n;
   shard_range(rows, size, rank, &r0, &n);
-  QLayerBuffers b;
-  rc = qlayer_buffers_alloc(&b, n, cols, bits, gs);
-  if (!rc && (read_rows_serial(g, "qweight", H5T_NATIVE_UINT32, r0, n, wpr, b.qweight) ||
-              read_rows_serial(g, "scales", H5T_NATIVE_FLOAT, r0, n, ng, b.scales) ||
-              read_rows_serial(g, "zeros", H5T_NATIVE_INT32, r0, n, ng, b.zeros) ||
-              read_rows_serial(g, "g_idx", H5T_NATIVE_INT32, 0, 1, cols, b.g_idx)))
-    rc = aptq_error("cannot read layer %s from checkpoint block file '%s'", name, src_path);
-  rc = aptq_agree(w->comm, rc);
-  if (!rc) {
-    QLayerSlab slab = {name, rows, cols, bits, gs, sym, r0, r0 + n, b.qweight, b.scales, b.zeros, b.g_idx};
-    rc = qfile_write_layer(w, &slab);
-  }
-  if (!rc) {
-    AttrCopy c = {w, gname, 0};
-    H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c);
-    rc = c.rc;
-  }
+  int rc = h5r_open(&s, H5P_DEFAULT, &f);
+  if (!rc) rc = qlayer_read_rows(&s, f, name, rows, cols, r0, n, &b, &slab);
+  if (!rc) rc = h5r_group(&s, f, gname, &g);
+  AttrCopy c = {NULL, &s, f, gname, 0};
+  if (!rc && H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c) < 0) rc = c.rc ? c.rc : APTQ_ERR;
+  rc = aptq_agree(w->comm, rc); /* every rank read and checked the same: now the collective writes */
+  if (!rc) rc = qfile_write_layer(w, &slab);
+  c.w = w;
+  if (!rc && H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_attr, &c) < 0) rc = c.rc ? c.rc : APTQ_ERR;
   qlayer_buffers_free(&b);
-  H5Gclose(g);
-  H5Fclose(f);
+  if (g >= 0) H5Gclose(g);
+  if (f >= 0) H5Fclose(f);
   return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "h5read.h"
 #include "model.h"
 #include "options.h"
 
@@ -62,21 +63,30 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
 int qfile_attr_double(QFileWriter *w, const char *group, const char *name, double value);
 int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const char *value);
 /* Collective: copy layer group /layers/NAME (datasets and attributes) of a
- * committed file into w, each rank its row slab. */
-int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name);
+ * checkpoint block file into w, each rank its row slab; the layer must be
+ * rows × cols (the model's) and pass qlayer_check, every attribute one
+ * value (h5read.h), checked on every rank before anything is written. */
+int qfile_copy_layer(QFileWriter *w, const char *src_path, const char *name, int rows, int cols);
 /* Close and rename into place (collective; outpath_commit). */
 int qfile_commit(QFileWriter *w);
 void qfile_discard(QFileWriter *w);
 
+/* Reading (h5read.h: hard links only, data inside the file, attributes
+ * and datasets of the expected class and shape; docs/hdf5-schema.md). */
 typedef struct {
   hid_t file;
   char path[OPT_PATH_MAX];
   char model_fingerprint[65];
 } QFileReader;
 
+/* Collective (MPI-IO open on comm): open a quantized file and check its
+ * format attributes; the fingerprint into r->model_fingerprint. */
 int qfile_open(QFileReader *r, const char *path, MPI_Comm comm);
+/* The same checks on a file already open (the fuzz targets open one from
+ * memory); r owns file afterwards (qfile_close). Local. */
+int qfile_attach(QFileReader *r, const char *path, hid_t file);
 /* Dequantized weights of one linear layer into W (rows × cols); checks the
- * stored shapes against the expected ones and the codes against the bits. */
+ * stored shapes against the expected ones and every value (qlayer_check). */
 int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W);
 void qfile_close(QFileReader *r);
 /* Collective: qfile_open of a file that must have been made from model m
@@ -87,14 +97,18 @@ int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm 
  * when r is open (r->file >= 0). Local. */
 int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w);
 
-/* Shape of a 2-D dataset (buf NULL) or rows [r0, r1) of it converted to
- * memtype. Opens the file with MPI-IO on comm (collective open). */
-int h5_read_matrix(const char *path, const char *name, hid_t memtype, int r0, int r1, int *rows, int *cols, void *buf, MPI_Comm comm);
+/* The values of n stored rows of layer NAME (cols columns, bits, ng
+ * groups) a reader may use: g_idx in [0, ng), every scale finite and
+ * positive, every zero point in [0, 2^bits), the padding bits of each
+ * row's last qweight word (past cols·bits) zero. 0, or one error naming
+ * the first bad value (s: the file, for the message). Local. */
+int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, int ng, const QLayerBuffers *b);
 
-/* A fixed-length string or an int attribute of an open object; -1 if
- * missing or of another type (strings longer than size are refused). */
-int h5_attr_string(hid_t loc, const char *name, char *buf, size_t size);
-int h5_attr_int(hid_t loc, const char *name, int *v);
+/* Rows [r0, r0 + n) of layer /layers/NAME of an open file f (a checkpoint
+ * block file), which must be rows × cols, into b (allocated here: free with
+ * qlayer_buffers_free whatever the result), checked (qlayer_check); *slab
+ * describes them. Local. */
+int qlayer_read_rows(const H5Src *s, hid_t f, const char *name, int rows, int cols, int r0, int n, QLayerBuffers *b, QLayerSlab *slab);
 
 /* "model.layers.<l>.<linear_names[k]>" */
 void linear_layer_name(int layer, int kind, char *buf, int size);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "inpath.h"
 #include "json.h"
 
 enum { ST_MAX_HEADER = 100 * 1024 * 1024 };
@@ -153,6 +154,7 @@ static int parse_header(StFile *f, const JsonValue *root, const uint8_t *data, s
 int st_open(const char *path, StFile *f) {
   memset(f, 0, sizeof *f);
   snprintf(f->path, sizeof f->path, "%s", path);
+  CHECK(inpath_check(path, "safetensors file", "give a model directory of regular files"));
   int fd = open(path, O_RDONLY);
   if (fd < 0) return aptq_error("cannot open '%s': %s", path, strerror(errno));
   struct stat st;
