@@ -65,7 +65,7 @@ enum { EV_MAIN, EV_COMPARE, EV_REF, EV_MODELS };
 typedef struct {
   QFileReader *qf;                 /* its projections; closed (file < 0): the checkpoint's */
   float *x;                        /* residual streams of this rank's sequences, count × T × dim */
-  float *logits;                   /* HEAD_CHUNK × vocab, one chunk of its head */
+  float *logits;                   /* HEAD_CHUNK × vocab, one chunk of its head (EV_MAIN: the head's buffer) */
   double *nll_local, *nll;         /* per sequence: this rank's, every sequence */
   double *tok_nll_local, *tok_nll; /* per prediction: this rank's, every one */
   double *kld_local, *kld;         /* per prediction: KL(reference || this model) */
@@ -86,14 +86,15 @@ typedef struct {
   float *logits; /* NULL unless logits = FILE */
 } EvalBuffers;
 
-static void eval_model_free(EvalModel *d) {
-  void *p[] = {d->x, d->logits, d->nll_local, d->nll, d->tok_nll_local, d->tok_nll, d->kld_local, d->kld, d->top_local, d->top};
+static void eval_model_free(EvalModel *d, int own_logits) {
+  if (own_logits) aptq_free(d->logits);
+  void *p[] = {d->x, d->nll_local, d->nll, d->tok_nll_local, d->tok_nll, d->kld_local, d->kld, d->top_local, d->top};
   for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) aptq_free(p[i]);
   memset(d, 0, sizeof *d);
 }
 
 static void eval_buffers_free(EvalBuffers *b) {
-  for (int k = 0; k < EV_MODELS; k++) eval_model_free(&b->mod[k]);
+  for (int k = 0; k < EV_MODELS; k++) eval_model_free(&b->mod[k], k != EV_MAIN);
   block_weights_free(&b->w);
   scratch_free(&b->s);
   head_free(&b->head);
@@ -103,13 +104,13 @@ static void eval_buffers_free(EvalBuffers *b) {
 }
 
 /* Local: 0, or APTQ_ERR (free anyway). */
-static int eval_model_alloc(EvalModel *d, const ModelConfig *c, const TokenShard *tok, int kl, int vs_ref) {
+static int eval_model_alloc(EvalModel *d, const ModelConfig *c, const TokenShard *tok, int kl, int vs_ref, int own_logits) {
   size_t T = (size_t)tok->seqlen, mine = (size_t)tok->count * (T - 1) + 1, all = (size_t)tok->nseq * (T - 1);
   d->x = aptq_malloc(sizeof(float) * (size_t)tok->count * T * c->dim, "residual stream");
-  d->logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)c->vocab_size, "logits");
+  if (own_logits && !(d->logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)c->vocab_size, "logits"))) return APTQ_ERR;
   d->nll_local = aptq_calloc((size_t)tok->count + 1, sizeof(double), "NLL");
   d->nll = aptq_calloc((size_t)tok->nseq, sizeof(double), "NLL");
-  if (!d->x || !d->logits || !d->nll_local || !d->nll) return APTQ_ERR;
+  if (!d->x || !d->nll_local || !d->nll) return APTQ_ERR;
   if (!kl) return 0;
   d->tok_nll_local = aptq_calloc(mine, sizeof(double), "NLL per prediction");
   d->tok_nll = aptq_calloc(all, sizeof(double), "NLL per prediction");
@@ -135,11 +136,12 @@ static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *
   for (int k = 0; k < EV_MODELS; k++) {
     b->active[k] = active[k];
     b->mod[k].qf = readers[k];
-    if (active[k]) CHECK(eval_model_alloc(&b->mod[k], c, tok, b->kl, k != EV_REF));
+    if (active[k]) CHECK(eval_model_alloc(&b->mod[k], c, tok, b->kl, k != EV_REF, k != EV_MAIN));
   }
   CHECK(block_weights_alloc(c, &b->w));
   CHECK(scratch_alloc(c, T, &b->s));
   CHECK(head_load(m, &b->head));
+  b->mod[EV_MAIN].logits = b->head.buf; /* not freed with the model */
   if (b->kl && !(b->e = aptq_malloc(sizeof(double) * (size_t)c->vocab_size, "reference probabilities"))) return APTQ_ERR;
   if (with_logits) {
     b->logits = aptq_malloc(sizeof(float) * (size_t)(tok->count ? tok->count : 1) * T * c->vocab_size, "logits");
