@@ -286,12 +286,21 @@ static void eval_print(const Options *o, const TokenShard *tok, const EvalBuffer
   fflush(stdout);
 }
 
-static void report_kld(Report *rep, const KldStats *s) {
+/* The KL divergence figures of one model, and its mean KL divergence per
+ * sequence (for paired comparisons by sequence, as of the NLLs). */
+static void report_kld(Report *rep, const KldStats *s, const double *kld, int nseq, int T) {
   report_num(rep, "kl_divergence", s->kld);
   report_num(rep, "kl_divergence_stderr", s->kld_se);
   report_num(rep, "kl_divergence_p99", s->kld_p99);
   report_num(rep, "top1_agreement", s->top1);
   report_num(rep, "top1_agreement_stderr", s->top1_se);
+  report_begin(rep, "kl_divergence_per_sequence", '[');
+  for (int i = 0; i < nseq; i++) {
+    double sum = 0.0;
+    for (int t = 0; t < T - 1; t++) sum += kld[(size_t)i * (T - 1) + t];
+    report_num(rep, NULL, sum / (T - 1));
+  }
+  report_end(rep, ']');
 }
 
 static void report_nll_per_sequence(Report *rep, const double *nll, int nseq) {
@@ -306,7 +315,7 @@ static void report_compare(Report *rep, const Options *o, const EvalBuffers *b, 
   report_str(rep, "quantized", o->compare);
   report_num(rep, "perplexity", e->ppl[EV_COMPARE]);
   report_num(rep, "nll_sum", e->total[EV_COMPARE]);
-  report_kld(rep, &e->kld[EV_COMPARE]);
+  report_kld(rep, &e->kld[EV_COMPARE], b->mod[EV_COMPARE].kld, o->nseq, o->seqlen);
   report_nll_per_sequence(rep, b->mod[EV_COMPARE].nll, o->nseq);
   report_end(rep, '}');
   report_begin(rep, "difference", '{');
@@ -334,7 +343,7 @@ static int eval_report(const Options *o, const Model *m, const TokenShard *tok, 
   report_num(&rep, "nll_sum", e->total[EV_MAIN]);
   if (b->kl) {
     report_num(&rep, "full_precision_perplexity", e->ppl[EV_REF]);
-    report_kld(&rep, &e->kld[EV_MAIN]);
+    report_kld(&rep, &e->kld[EV_MAIN], b->mod[EV_MAIN].kld, o->nseq, T);
   }
   if (b->active[EV_COMPARE]) report_compare(&rep, o, b, e);
   report_int(&rep, "predictions", e->predicted);
