@@ -1,7 +1,13 @@
-/* aptq eval: perplexity of the full-precision or quantized model.
+/* aptq eval: perplexity of the full-precision or quantized model; with a
+ * quantized model also the KL divergence of its next-token distributions
+ * from the full-precision model's (kld.h), the full-precision model run in
+ * the same pass, and with `compare` a second quantized file on the same
+ * sequences and the paired differences of the two.
  * Sequences are sharded over ranks; each rank runs its shard block by block
- * (one block's weights in float32 at a time); per-sequence NLLs are gathered
- * and summed in sequence order, so the figure is identical for any rank count. */
+ * (one block's weights in float32 at a time, each model's in turn); the
+ * per-sequence NLLs and per-prediction figures are gathered in sequence
+ * order and summed in that order, so the figures are identical for any
+ * rank count. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +17,7 @@
 #include "commands.h"
 #include "error.h"
 #include "forward.h"
+#include "kld.h"
 #include "model.h"
 #include "outpath.h"
 #include "qfile.h"
@@ -47,41 +54,95 @@ static int write_logits(const char *path, int overwrite, const float *logits, in
   return aptq_agree(comm, rc);
 }
 
-/* The forward's buffers on this rank: its residual streams, one block's
- * weights, the block scratch, the head, the NLLs and, when they are
- * written, its sequences' logits. */
+/* The models an evaluation runs: the evaluated one (the quantized file, or
+ * the full-precision model without `quantized`), the `compare` file, and
+ * the full-precision reference of the KL divergence (with `quantized`). */
+enum { EV_MAIN, EV_COMPARE, EV_REF, EV_MODELS };
+
+/* One model's forward state and figures on this rank. The per-prediction
+ * arrays (t < seqlen − 1 of every sequence, in sequence order) exist only
+ * with the KL divergence; kld and top not for EV_REF. */
 typedef struct {
-  float *x;
+  QFileReader *qf;                 /* its projections; closed (file < 0): the checkpoint's */
+  float *x;                        /* residual streams of this rank's sequences, count × T × dim */
+  float *logits;                   /* HEAD_CHUNK × vocab, one chunk of its head (EV_MAIN: the head's buffer) */
+  double *nll_local, *nll;         /* per sequence: this rank's, every sequence */
+  double *tok_nll_local, *tok_nll; /* per prediction: this rank's, every one */
+  double *kld_local, *kld;         /* per prediction: KL(reference || this model) */
+  unsigned char *top_local, *top;  /* per prediction: 1 where its top token is the reference's */
+} EvalModel;
+
+/* The forward's buffers on this rank: the models' streams, one block's
+ * weights (of one model at a time), the block scratch, the head and, when
+ * they are written, EV_MAIN's logits of its sequences. */
+typedef struct {
+  EvalModel mod[EV_MODELS];
+  int active[EV_MODELS];
+  int kl; /* KL divergence against EV_REF */
   BlockWeights w;
   BlockScratch s;
   Head head;
-  double *nll_local, *nll; /* this rank's sequences, every sequence */
-  float *logits;           /* NULL unless logits = FILE */
+  double *e;     /* [vocab]: exp(z − max z) of the reference row */
+  float *logits; /* NULL unless logits = FILE */
 } EvalBuffers;
 
+static void eval_model_free(EvalModel *d, int own_logits) {
+  if (own_logits) aptq_free(d->logits);
+  void *p[] = {d->x, d->nll_local, d->nll, d->tok_nll_local, d->tok_nll, d->kld_local, d->kld, d->top_local, d->top};
+  for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) aptq_free(p[i]);
+  memset(d, 0, sizeof *d);
+}
+
 static void eval_buffers_free(EvalBuffers *b) {
-  aptq_free(b->x);
+  for (int k = 0; k < EV_MODELS; k++) eval_model_free(&b->mod[k], k != EV_MAIN);
   block_weights_free(&b->w);
   scratch_free(&b->s);
   head_free(&b->head);
-  aptq_free(b->nll_local);
-  aptq_free(b->nll);
+  aptq_free(b->e);
   aptq_free(b->logits);
   memset(b, 0, sizeof *b);
 }
 
 /* Local: 0, or APTQ_ERR (free anyway). */
-static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *tok, int with_logits) {
+static int eval_model_alloc(EvalModel *d, const ModelConfig *c, const TokenShard *tok, int kl, int vs_ref, int own_logits) {
+  size_t T = (size_t)tok->seqlen, mine = (size_t)tok->count * (T - 1) + 1, all = (size_t)tok->nseq * (T - 1);
+  d->x = aptq_malloc(sizeof(float) * (size_t)tok->count * T * c->dim, "residual stream");
+  if (own_logits && !(d->logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * (size_t)c->vocab_size, "logits"))) return APTQ_ERR;
+  d->nll_local = aptq_calloc((size_t)tok->count + 1, sizeof(double), "NLL");
+  d->nll = aptq_calloc((size_t)tok->nseq, sizeof(double), "NLL");
+  if (!d->x || !d->nll_local || !d->nll) return APTQ_ERR;
+  if (!kl) return 0;
+  d->tok_nll_local = aptq_calloc(mine, sizeof(double), "NLL per prediction");
+  d->tok_nll = aptq_calloc(all, sizeof(double), "NLL per prediction");
+  if (!d->tok_nll_local || !d->tok_nll) return APTQ_ERR;
+  if (!vs_ref) return 0;
+  d->kld_local = aptq_calloc(mine, sizeof(double), "KL divergence per prediction");
+  d->kld = aptq_calloc(all, sizeof(double), "KL divergence per prediction");
+  d->top_local = aptq_calloc(mine, 1, "top token agreement");
+  d->top = aptq_calloc(all, 1, "top token agreement");
+  return d->kld_local && d->kld && d->top_local && d->top ? 0 : APTQ_ERR;
+}
+
+/* qf, qc: the quantized and compare files (closed when not given), ref a
+ * closed reader (the checkpoint's projections). Local: 0, or APTQ_ERR. */
+static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *tok, QFileReader *qf, QFileReader *qc, QFileReader *ref,
+                              int with_logits) {
   const ModelConfig *c = &m->cfg;
   int T = tok->seqlen;
   memset(b, 0, sizeof *b);
-  b->x = aptq_malloc(sizeof(float) * (size_t)tok->count * T * c->dim, "residual stream");
-  b->nll_local = aptq_calloc((size_t)tok->count + 1, sizeof(double), "NLL");
-  b->nll = aptq_calloc((size_t)tok->nseq, sizeof(double), "NLL");
-  if (!b->x || !b->nll_local || !b->nll) return APTQ_ERR;
+  b->kl = qf->file >= 0;
+  QFileReader *readers[EV_MODELS] = {qf, qc, ref};
+  int active[EV_MODELS] = {1, qc->file >= 0, b->kl};
+  for (int k = 0; k < EV_MODELS; k++) {
+    b->active[k] = active[k];
+    b->mod[k].qf = readers[k];
+    if (active[k]) CHECK(eval_model_alloc(&b->mod[k], c, tok, b->kl, k != EV_REF, k != EV_MAIN));
+  }
   CHECK(block_weights_alloc(c, &b->w));
   CHECK(scratch_alloc(c, T, &b->s));
   CHECK(head_load(m, &b->head));
+  b->mod[EV_MAIN].logits = b->head.buf; /* not freed with the model */
+  if (b->kl && !(b->e = aptq_malloc(sizeof(double) * (size_t)c->vocab_size, "reference probabilities"))) return APTQ_ERR;
   if (with_logits) {
     b->logits = aptq_malloc(sizeof(float) * (size_t)(tok->count ? tok->count : 1) * T * c->vocab_size, "logits");
     if (!b->logits) return APTQ_ERR;
@@ -89,50 +150,184 @@ static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *
   return 0;
 }
 
-/* Collective: this rank's sequences through every block (quantized
- * projections from qf when it is open) and the head, block by block; then
- * every sequence's NLL (b->nll) on every rank. */
-static int eval_forward(const Model *m, QFileReader *qf, const TokenShard *tok, EvalBuffers *b, MPI_Comm comm) {
-  const ModelConfig *c = &m->cfg;
-  int T = tok->seqlen, D = c->dim, V = c->vocab_size, size, rc = 0;
-  MPI_Comm_size(comm, &size);
-  for (int i = 0; !rc && i < tok->count; i++) rc = embed_tokens(m, tok->ids + (size_t)i * T, T, b->x + (size_t)i * T * D);
-  CHECK(aptq_agree(comm, rc));
-  for (int l = 0; l < c->n_layers; l++) {
-    CHECK(aptq_agree(comm, qfile_block_weights(qf, m, l, &b->w)));
-    for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->x + (size_t)i * T * D);
+/* The head of this rank's sequence i under every model: its NLL and, with
+ * the KL divergence, the per-prediction figures, one chunk of tokens at a
+ * time (each model's logits of the chunk side by side). The NLLs are
+ * head_forward's, summed in the same order. Local. */
+static void eval_head_sequence(const ModelConfig *c, EvalBuffers *b, const uint32_t *ids, int T, int i) {
+  int D = c->dim, V = c->vocab_size;
+  double total[EV_MODELS] = {0};
+  const float *rows[EV_MODELS] = {0};
+  for (int t0 = 0; t0 < T; t0 += HEAD_CHUNK) {
+    int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
+    for (int k = 0; k < EV_MODELS; k++) {
+      if (!b->active[k]) continue;
+      float *lg = k == EV_MAIN && b->logits ? b->logits + ((size_t)i * T + t0) * V : b->mod[k].logits;
+      head_logits(c, &b->head, b->mod[k].x + ((size_t)i * T + t0) * D, n, lg);
+      rows[k] = lg;
+    }
+    for (int r = 0; r < n && t0 + r + 1 < T; r++) {
+      size_t at = (size_t)i * (T - 1) + t0 + r;
+      for (int k = 0; k < EV_MODELS; k++) {
+        if (!b->active[k]) continue;
+        double v = logits_nll(rows[k] + (size_t)r * V, V, ids[t0 + r + 1]);
+        total[k] += v;
+        if (b->kl) b->mod[k].tok_nll_local[at] = v;
+      }
+      if (!b->kl) continue;
+      LogSoftmax p, q;
+      log_softmax_row(rows[EV_REF] + (size_t)r * V, V, b->e, &p);
+      for (int k = EV_MAIN; k <= EV_COMPARE; k++) {
+        if (!b->active[k]) continue;
+        log_softmax_row(rows[k] + (size_t)r * V, V, NULL, &q);
+        b->mod[k].kld_local[at] = kld_row(&p, b->e, &q, V);
+        b->mod[k].top_local[at] = q.top == p.top;
+      }
+    }
   }
-  for (int i = 0; i < tok->count; i++)
-    head_forward(c, &b->head, b->x + (size_t)i * T * D, tok->ids + (size_t)i * T, T, &b->nll_local[i],
-                 b->logits ? b->logits + (size_t)i * T * V : NULL);
-  ShardLayout lay;
-  CHECK(aptq_agree(comm, shard_layout_alloc(&lay, tok->nseq, size, 1)));
-  MPI_Allgatherv(b->nll_local, tok->count, MPI_DOUBLE, b->nll, lay.counts, lay.displs, MPI_DOUBLE, comm);
-  shard_layout_free(&lay);
+  for (int k = 0; k < EV_MODELS; k++)
+    if (b->active[k]) b->mod[k].nll_local[i] = total[k];
+}
+
+/* Collective: every rank gets every sequence's NLLs and every prediction's
+ * figures, in sequence order. */
+static int eval_gather(const TokenShard *tok, EvalBuffers *b, MPI_Comm comm) {
+  int size, T = tok->seqlen, n = tok->count * (T - 1);
+  MPI_Comm_size(comm, &size);
+  ShardLayout seq, pred;
+  int rc = shard_layout_alloc(&seq, tok->nseq, size, 1);
+  if (!rc) rc = shard_layout_alloc(&pred, tok->nseq, size, T - 1);
+  CHECK(aptq_agree(comm, rc));
+  for (int k = 0; k < EV_MODELS; k++) {
+    EvalModel *d = &b->mod[k];
+    if (!b->active[k]) continue;
+    MPI_Allgatherv(d->nll_local, tok->count, MPI_DOUBLE, d->nll, seq.counts, seq.displs, MPI_DOUBLE, comm);
+    if (d->tok_nll) MPI_Allgatherv(d->tok_nll_local, n, MPI_DOUBLE, d->tok_nll, pred.counts, pred.displs, MPI_DOUBLE, comm);
+    if (d->kld) MPI_Allgatherv(d->kld_local, n, MPI_DOUBLE, d->kld, pred.counts, pred.displs, MPI_DOUBLE, comm);
+    if (d->top) MPI_Allgatherv(d->top_local, n, MPI_UNSIGNED_CHAR, d->top, pred.counts, pred.displs, MPI_UNSIGNED_CHAR, comm);
+  }
+  shard_layout_free(&seq);
+  shard_layout_free(&pred);
   return 0;
+}
+
+/* Collective: this rank's sequences through every block under every model
+ * (each model's block weights in turn: its quantized projections, or the
+ * checkpoint's) and the head; then every sequence's and prediction's
+ * figures on every rank (eval_gather). */
+static int eval_forward(const Model *m, const TokenShard *tok, EvalBuffers *b, MPI_Comm comm) {
+  const ModelConfig *c = &m->cfg;
+  int T = tok->seqlen, D = c->dim, rc = 0;
+  size_t stream = (size_t)tok->count * T * D;
+  for (int i = 0; !rc && i < tok->count; i++) rc = embed_tokens(m, tok->ids + (size_t)i * T, T, b->mod[EV_MAIN].x + (size_t)i * T * D);
+  CHECK(aptq_agree(comm, rc));
+  for (int k = EV_MAIN + 1; k < EV_MODELS; k++)
+    if (b->active[k] && stream) memcpy(b->mod[k].x, b->mod[EV_MAIN].x, sizeof(float) * stream);
+  for (int l = 0; l < c->n_layers; l++)
+    for (int k = 0; k < EV_MODELS; k++) {
+      if (!b->active[k]) continue;
+      CHECK(aptq_agree(comm, qfile_block_weights(b->mod[k].qf, m, l, &b->w)));
+      for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->mod[k].x + (size_t)i * T * D);
+    }
+  for (int i = 0; i < tok->count; i++) eval_head_sequence(c, b, tok->ids + (size_t)i * T, T, i);
+  return eval_gather(tok, b, comm);
 }
 
 /* The figures of an evaluation, the same on every rank. */
 typedef struct {
-  double total, ppl; /* Σ NLL in sequence order, perplexity */
+  double total[EV_MODELS], ppl[EV_MODELS]; /* Σ NLL in sequence order, perplexity, of each model */
+  KldStats kld[EV_REF];                    /* EV_MAIN and EV_COMPARE against EV_REF */
+  PairedDiff diff;                         /* EV_COMPARE − EV_MAIN */
   long long predicted;
   double t_start, t_loaded, t_forward, t_end;
 } EvalResult;
 
-static void eval_print(const Options *o, const TokenShard *tok, const EvalResult *e, int size) {
+/* Local: the figures from the gathered NLLs and per-prediction values. */
+static int eval_figures(const EvalBuffers *b, int nseq, long long predicted, EvalResult *e) {
+  e->predicted = predicted;
+  for (int k = 0; k < EV_MODELS; k++) {
+    if (!b->active[k]) continue;
+    for (int i = 0; i < nseq; i++) e->total[k] += b->mod[k].nll[i];
+    e->ppl[k] = exp(e->total[k] / (double)predicted);
+  }
+  if (!b->kl) return 0;
+  for (int k = EV_MAIN; k <= EV_COMPARE; k++)
+    if (b->active[k]) CHECK(kld_stats(b->mod[k].kld, b->mod[k].top, predicted, &e->kld[k]));
+  const EvalModel *a = &b->mod[EV_MAIN], *c = &b->mod[EV_COMPARE];
+  if (b->active[EV_COMPARE]) paired_diff(a->kld, c->kld, a->tok_nll, c->tok_nll, predicted, e->ppl[EV_MAIN], e->ppl[EV_COMPARE], &e->diff);
+  return 0;
+}
+
+static void print_kld(const char *label, const KldStats *s) {
+  printf("%sKL divergence: mean %.6f ± %.6f, p99 %.6f, top-1 agreement %.3f ± %.3f %%\n", label, s->kld, s->kld_se, s->kld_p99,
+         100.0 * s->top1, 100.0 * s->top1_se);
+}
+
+static void eval_print(const Options *o, const TokenShard *tok, const EvalBuffers *b, const EvalResult *e, int size) {
   printf("aptq eval: %s%s\n", o->model, o->quantized[0] ? " (quantized)" : "");
   if (o->quantized[0]) printf("  quantized file : %s\n", o->quantized);
+  if (o->compare[0]) printf("  compare file   : %s\n", o->compare);
   printf("  tokens         : %s, %d sequences x %d tokens (%lld predictions), sha256 %.16s...\n", o->tokens, o->nseq, tok->seqlen,
          e->predicted, tok->sha256);
   printf("  ranks          : %d\n", size);
   printf("  time           : load %.2f s, forward %.2f s, total %.2f s\n", e->t_loaded - e->t_start, e->t_forward - e->t_loaded,
          e->t_end - e->t_start);
-  printf("perplexity: %.6f\n", e->ppl);
+  printf("perplexity: %.6f\n", e->ppl[EV_MAIN]);
+  if (b->kl) {
+    printf("full-precision perplexity: %.6f\n", e->ppl[EV_REF]);
+    print_kld("", &e->kld[EV_MAIN]);
+  }
+  if (b->active[EV_COMPARE]) {
+    printf("compare perplexity: %.6f\n", e->ppl[EV_COMPARE]);
+    print_kld("compare ", &e->kld[EV_COMPARE]);
+    printf("compare - quantized, paired: KL divergence %.6f ± %.6f, perplexity %.6f ± %.6f\n", e->diff.kld, e->diff.kld_se, e->diff.ppl,
+           e->diff.ppl_se);
+  }
   fflush(stdout);
 }
 
+/* The KL divergence figures of one model, and its mean KL divergence per
+ * sequence (for paired comparisons by sequence, as of the NLLs). */
+static void report_kld(Report *rep, const KldStats *s, const double *kld, int nseq, int T) {
+  report_num(rep, "kl_divergence", s->kld);
+  report_num(rep, "kl_divergence_stderr", s->kld_se);
+  report_num(rep, "kl_divergence_p99", s->kld_p99);
+  report_num(rep, "top1_agreement", s->top1);
+  report_num(rep, "top1_agreement_stderr", s->top1_se);
+  report_begin(rep, "kl_divergence_per_sequence", '[');
+  for (int i = 0; i < nseq; i++) {
+    double sum = 0.0;
+    for (int t = 0; t < T - 1; t++) sum += kld[(size_t)i * (T - 1) + t];
+    report_num(rep, NULL, sum / (T - 1));
+  }
+  report_end(rep, ']');
+}
+
+static void report_nll_per_sequence(Report *rep, const double *nll, int nseq) {
+  report_begin(rep, "nll_per_sequence", '[');
+  for (int i = 0; i < nseq; i++) report_num(rep, NULL, nll[i]);
+  report_end(rep, ']');
+}
+
+/* The compare file's figures and the paired differences, as objects. */
+static void report_compare(Report *rep, const Options *o, const EvalBuffers *b, const EvalResult *e) {
+  report_begin(rep, "compare", '{');
+  report_str(rep, "quantized", o->compare);
+  report_num(rep, "perplexity", e->ppl[EV_COMPARE]);
+  report_num(rep, "nll_sum", e->total[EV_COMPARE]);
+  report_kld(rep, &e->kld[EV_COMPARE], b->mod[EV_COMPARE].kld, o->nseq, o->seqlen);
+  report_nll_per_sequence(rep, b->mod[EV_COMPARE].nll, o->nseq);
+  report_end(rep, '}');
+  report_begin(rep, "difference", '{');
+  report_num(rep, "kl_divergence", e->diff.kld);
+  report_num(rep, "kl_divergence_stderr", e->diff.kld_se);
+  report_num(rep, "perplexity", e->diff.ppl);
+  report_num(rep, "perplexity_stderr", e->diff.ppl_se);
+  report_end(rep, '}');
+}
+
 /* This rank's part of the report (rank 0 writes it): 0 or an error. */
-static int eval_report(const Options *o, const Model *m, const TokenShard *tok, const EvalResult *e, const double *nll, int rank,
+static int eval_report(const Options *o, const Model *m, const TokenShard *tok, const EvalBuffers *b, const EvalResult *e, int rank,
                        int size) {
   int T = tok->seqlen;
   Report rep;
@@ -144,8 +339,13 @@ static int eval_report(const Options *o, const Model *m, const TokenShard *tok, 
   report_str(&rep, "tokens_file", o->tokens);
   report_int(&rep, "tokens", (long long)o->nseq * T);
   report_str(&rep, "tokens_sha256", tok->sha256);
-  report_num(&rep, "perplexity", e->ppl);
-  report_num(&rep, "nll_sum", e->total);
+  report_num(&rep, "perplexity", e->ppl[EV_MAIN]);
+  report_num(&rep, "nll_sum", e->total[EV_MAIN]);
+  if (b->kl) {
+    report_num(&rep, "full_precision_perplexity", e->ppl[EV_REF]);
+    report_kld(&rep, &e->kld[EV_MAIN], b->mod[EV_MAIN].kld, o->nseq, T);
+  }
+  if (b->active[EV_COMPARE]) report_compare(&rep, o, b, e);
   report_int(&rep, "predictions", e->predicted);
   report_int(&rep, "seqlen", T);
   report_int(&rep, "nseq", o->nseq);
@@ -156,9 +356,7 @@ static int eval_report(const Options *o, const Model *m, const TokenShard *tok, 
   report_num(&rep, "forward", e->t_forward - e->t_loaded);
   report_end(&rep, '}');
   /* per sequence, for paired comparisons of two models (tools/mixed-table.sh) */
-  report_begin(&rep, "nll_per_sequence", '[');
-  for (int i = 0; i < o->nseq; i++) report_num(&rep, NULL, nll[i]);
-  report_end(&rep, ']');
+  report_nll_per_sequence(&rep, b->mod[EV_MAIN].nll, o->nseq);
   if (!rrc) rrc = report_close(&rep);
   return rrc;
 }
@@ -169,6 +367,8 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   MPI_Comm_size(comm, &size);
   EvalResult e = {.t_start = MPI_Wtime()};
   int rc = options_require(o, "model") || options_require(o, "tokens") || options_require(o, "nseq");
+  if (!rc && o->compare[0] && !o->quantized[0])
+    rc = aptq_error("compare needs quantized: give the first file as quantized = FILE and the one to compare with it as compare = FILE");
   CHECK(aptq_agree(comm, rc));
   if (o->report[0]) CHECK(output_check(o->report, "report", o->overwrite, o, comm));
   if (o->logits[0]) CHECK(output_check(o->logits, "logits", o->overwrite, o, comm));
@@ -182,25 +382,27 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   CHECK(model_fingerprint(&m, comm));
   TokenShard tok;
   CHECK(tokens_load(o->tokens, "tokens", T, o->nseq, c->vocab_size, comm, &tok));
-  QFileReader qf = {.file = -1};
+  QFileReader qf = {.file = -1}, qc = {.file = -1}, ref = {.file = -1};
   if (o->quantized[0]) CHECK(qfile_open_model(&qf, o->quantized, &m, comm));
+  if (o->compare[0]) CHECK(qfile_open_model(&qc, o->compare, &m, comm));
   e.t_loaded = MPI_Wtime();
 
   EvalBuffers b;
-  rc = aptq_agree(comm, eval_buffers_alloc(&b, &m, &tok, o->logits[0] != 0));
-  if (!rc) rc = eval_forward(&m, &qf, &tok, &b, comm);
+  rc = aptq_agree(comm, eval_buffers_alloc(&b, &m, &tok, &qf, &qc, &ref, o->logits[0] != 0));
+  if (!rc) rc = eval_forward(&m, &tok, &b, comm);
   if (!rc) {
     e.t_forward = MPI_Wtime();
-    for (int i = 0; i < o->nseq; i++) e.total += b.nll[i];
-    e.predicted = (long long)o->nseq * (T - 1);
-    e.ppl = exp(e.total / (double)e.predicted);
+    rc = aptq_agree(comm, eval_figures(&b, o->nseq, (long long)o->nseq * (T - 1), &e));
+  }
+  if (!rc) {
     if (b.logits) rc = write_logits(o->logits, o->overwrite, b.logits, tok.first, tok.count, T, c->vocab_size, comm);
     e.t_end = MPI_Wtime();
-    if (!rc && rank == 0) eval_print(o, &tok, &e, size);
-    int rrc = eval_report(o, &m, &tok, &e, b.nll, rank, size);
+    if (!rc && rank == 0) eval_print(o, &tok, &b, &e, size);
+    int rrc = eval_report(o, &m, &tok, &b, &e, rank, size);
     rc = aptq_agree(comm, rc || rrc);
   }
   eval_buffers_free(&b);
+  if (qc.file >= 0) qfile_close(&qc);
   if (qf.file >= 0) qfile_close(&qf);
   tokens_free(&tok);
   model_close(&m);

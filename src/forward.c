@@ -214,6 +214,19 @@ void head_logits(const ModelConfig *c, Head *h, const float *x, int n, float *lo
   linear(h->xf, h->lm_head_f32, logits, n, c->vocab_size, D);
 }
 
+double logits_nll(const float *row, int V, uint32_t target) {
+  float mx = row[0];
+  for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+  /* float exponentials (the vocabulary makes this the hot loop), summed in double */
+  double sum = 0.0;
+  for (int j0 = 0; j0 < V; j0 += 256) {
+    float part = 0.0f;
+    for (int j = j0; j < V && j < j0 + 256; j++) part += expf(row[j] - mx);
+    sum += part;
+  }
+  return log(sum) + (double)mx - (double)row[target];
+}
+
 void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out) {
   int D = c->dim, V = c->vocab_size;
   double total = 0.0;
@@ -224,17 +237,7 @@ void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t 
     for (int i = 0; i < n; i++) {
       int t = t0 + i;
       if (t + 1 >= T) break;
-      const float *row = logits + (size_t)i * V;
-      float mx = row[0];
-      for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
-      /* float exponentials (the vocabulary makes this the hot loop), summed in double */
-      double sum = 0.0;
-      for (int j0 = 0; j0 < V; j0 += 256) {
-        float part = 0.0f;
-        for (int j = j0; j < V && j < j0 + 256; j++) part += expf(row[j] - mx);
-        sum += part;
-      }
-      total += log(sum) + (double)mx - (double)row[ids[t + 1]];
+      total += logits_nll(logits + (size_t)i * V, V, ids[t + 1]);
     }
   }
   if (nll) *nll = total;

@@ -102,6 +102,9 @@ int head_load(const Model *m, Head *h);
  * logits (n × vocab); h->xf is the scratch. */
 void head_logits(const ModelConfig *c, Head *h, const float *x, int n, float *logits);
 void head_free(Head *h);
+/* −log softmax(row)[target] of one logit row [V], as head_forward sums
+ * it (the NLLs of eval's perplexity). */
+double logits_nll(const float *row, int V, uint32_t target);
 void head_forward(const ModelConfig *c, Head *h, const float *x, const uint32_t *ids, int T, double *nll, float *logits_out);
 
 #endif

@@ -23,7 +23,7 @@ static const struct {
   const char *help;
 } commands[] = {
     {"quantize", cmd_quantize, "quantize a model: model, output, method, bits, group_size [calib, nseq, seqlen]"},
-    {"eval", cmd_eval, "perplexity: model, tokens, nseq, seqlen [quantized, report]"},
+    {"eval", cmd_eval, "perplexity and, of a quantized model, KL divergence: model, tokens, nseq, seqlen [quantized, compare, report]"},
     {"recon", cmd_recon,
      "reconstruction error of a quantized model per block (attention output, block update): model, quantized, tokens, nseq, seqlen "
      "[report]"},

@@ -30,7 +30,11 @@ static const OptSpec specs[] = {
     {"calib", T_PATH, F(calib), "", NULL, 0, 0, "calibration tokens, raw little-endian uint32"},
     {"output", T_PATH, F(output), "", NULL, 0, 0, "output file or directory"},
     {"report", T_PATH, F(report), "", NULL, 0, 0, "JSON report file (optional)"},
-    {"quantized", T_PATH, F(quantized), "", NULL, 0, 0, "quantized HDF5 to evaluate (eval)"},
+    {"quantized", T_PATH, F(quantized), "", NULL, 0, 0,
+     "quantized HDF5 to evaluate (eval: also its KL divergence from the full-precision model, run in the same pass)"},
+    {"compare", T_PATH, F(compare), "", NULL, 0, 0,
+     "eval: a second quantized HDF5 evaluated on the same sequences with quantized: its perplexity and KL divergence, and the paired "
+     "differences compare - quantized"},
     {"logits", T_PATH, F(logits), "", NULL, 0, 0, "eval: write all logits as raw float32 [nseq][seqlen][vocab] (for tests)"},
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
     {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},

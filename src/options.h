@@ -13,6 +13,7 @@ typedef struct {
   char output[OPT_PATH_MAX];      /* quantized HDF5 / generated files */
   char report[OPT_PATH_MAX];      /* JSON report */
   char quantized[OPT_PATH_MAX];   /* HDF5 to evaluate */
+  char compare[OPT_PATH_MAX];     /* eval: a second quantized HDF5, paired with quantized */
   char logits[OPT_PATH_MAX];      /* eval: dump float32 logits here (tests) */
   char input[OPT_PATH_MAX];       /* layer: HDF5 with W and H */
   char method[16];                /* rtn | gptq | aptq */

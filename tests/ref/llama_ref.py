@@ -26,6 +26,12 @@ Usage
                       --aptq-logits DUMP.f32 [--rtol 1e-3] [--quantized Q.h5]
   llama_ref.py ppl    --model PATH --tokens FILE.u32 --seqlen T --nseq N
                       [--quantized Q.h5]
+  llama_ref.py kld    --model PATH --tokens FILE.u32 --seqlen T --nseq N
+                      --quantized Q.h5 [--compare Q2.h5] --report EVAL.json
+                      [--rtol 1e-4]
+      the KL divergence figures of an 'aptq eval' report (quantized and
+      compare against the full-precision model, their paired differences)
+      recomputed from float64 logits; top-1 agreement within one prediction
 """
 import argparse
 import json
@@ -383,10 +389,119 @@ def cmd_logits(a):
     return 0 if ok else 1
 
 
+# ------------------------------------------------------------ KL divergence
+def log_softmax(z):
+    m = z.max(axis=-1, keepdims=True)
+    return z - (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+
+
+def token_figures(ref, lg, seq):
+    """Per prediction t < T-1: KL(P_ref || P), top-1 agreement, NLL."""
+    lp, lq = log_softmax(ref[:-1]), log_softmax(lg[:-1])
+    kld = np.sum(np.exp(lp) * (lp - lq), axis=-1)
+    same = ref[:-1].argmax(-1) == lg[:-1].argmax(-1)
+    nll = -lq[np.arange(len(seq) - 1), seq[1:]]
+    return kld, same, nll
+
+
+def mean_se(v):
+    """Mean and llama.cpp's standard error sqrt(var/(n-1)) (0 for n <= 10)."""
+    n = len(v)
+    var = float(np.var(v))
+    return float(np.mean(v)), (np.sqrt(var / (n - 1)) if var > 0 and n > 10 else 0.0)
+
+
+def kld_figures(kld, same, nll, nseq):
+    n = len(kld)
+    m, se = mean_se(kld)
+    top = float(np.mean(same))
+    return {"kl_divergence": m, "kl_divergence_stderr": se,
+            "kl_divergence_p99": float(np.percentile(kld, 99.0)),
+            "top1_agreement": top,
+            "top1_agreement_stderr": float(np.sqrt(top * (1 - top) / (n - 1))),
+            "perplexity": float(np.exp(np.mean(nll))),
+            "kl_divergence_per_sequence": kld.reshape(nseq, -1).mean(axis=1)}
+
+
+def paired(fa, fb):
+    """compare - quantized: mean KLD difference and perplexity difference
+    with llama.cpp's uncertainties (ppl * se(nll) and their covariance)."""
+    kd, kd_se = mean_se(fb[0] - fa[0])
+    a, b = fa[2], fb[2]
+    n = len(a)
+    pa, pb = np.exp(np.mean(a)), np.exp(np.mean(b))
+    ua, ub = pa * mean_se(a)[1], pb * mean_se(b)[1]
+    cov = pa * pb * float(np.mean(a * b) - np.mean(a) * np.mean(b)) / (n - 1)
+    return {"kl_divergence": kd, "kl_divergence_stderr": kd_se,
+            "perplexity": float(pb - pa),
+            "perplexity_stderr": float(np.sqrt(ua * ua + ub * ub - 2 * cov))}
+
+
+def cmd_kld(a):
+    """The KL divergence figures of aptq's eval report against this
+    reference: full-precision and quantized logits in float64."""
+    c, W = load_model(a.model)
+    W64 = {k: v.astype(np.float64) for k, v in W.items()}
+    seqs = load_tokens(a.tokens, a.seqlen, a.nseq)
+    files = [a.quantized] + ([a.compare] if a.compare else [])
+    models = []
+    for path in files:
+        Wq = dict(W)  # load_quantized_into replaces the projections' entries
+        load_quantized_into(Wq, path)
+        models.append({k: v.astype(np.float64) for k, v in Wq.items()})
+    figs = [[[], [], []] for _ in files]
+    nll_fp = []
+    for s in seqs:
+        ref = forward(c, W64, s)
+        nll_fp.append(-log_softmax(ref[:-1])[np.arange(len(s) - 1), s[1:]])
+        for m, f in zip(models, figs):
+            for acc, v in zip(f, token_figures(ref, forward(c, m, s), s)):
+                acc.append(v)
+    figs = [[np.concatenate(x) for x in f] for f in figs]
+    n = len(figs[0][0])
+    want = {"full_precision_perplexity": float(np.exp(np.mean(np.concatenate(nll_fp))))}
+    for key, v in kld_figures(*figs[0], a.nseq).items():
+        want[key] = v
+    if a.compare:
+        for key, v in kld_figures(*figs[1], a.nseq).items():
+            want["compare/" + key] = v
+        for key, v in paired(figs[0], figs[1]).items():
+            want["difference/" + key] = v
+    got = json.load(open(a.report))
+    ok = True
+    for key, v in want.items():
+        node = got
+        for part in key.split("/"):
+            node = node[part]
+        node, v = np.asarray(node, dtype=np.float64), np.asarray(v, dtype=np.float64)
+        # a difference is as exact as the figures it is the difference of
+        base = key.replace("difference/", "")
+        scale = max(float(np.max(np.abs(v))), abs(want[base]) if key.startswith("difference/") and base in want else 0.0)
+        tol = a.rtol * scale + 1e-12
+        # top-1 agreement may differ by a near-tie flipped by float32 rounding
+        if "top1_agreement" in key:
+            tol += 1.0 / n
+        err = float(np.max(np.abs(node - v))) if node.shape == v.shape else float("inf")
+        good = err <= tol
+        ok &= good
+        print("%s %s max|aptq - reference| %.3g (tolerance %.3g)" % ("ok" if good else "MISMATCH", key, err, tol),
+              file=sys.stderr)
+    print("%s kl divergence: %d figures of %d predictions within rtol %g of the float64 reference"
+          % ("PASS" if ok else "FAIL", len(want), n, a.rtol))
+    return 0 if ok else 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("kld")
+    for arg in ("--model", "--tokens", "--quantized", "--report"):
+        p.add_argument(arg, required=True)
+    p.add_argument("--seqlen", type=int, required=True)
+    p.add_argument("--nseq", type=int, required=True)
+    p.add_argument("--compare", default=None)
+    p.add_argument("--rtol", type=float, default=1e-4)
     for name in ("logits", "ppl"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
@@ -399,6 +514,8 @@ def main(argv=None):
             p.add_argument("--aptq-logits", required=True)
             p.add_argument("--rtol", type=float, default=1e-3)
     a = ap.parse_args(argv)
+    if a.cmd == "kld":
+        return cmd_kld(a)
     return cmd_ppl(a) if a.cmd == "ppl" else cmd_logits(a)
 
 
