@@ -314,10 +314,10 @@ static int tokenizer_path(const Options *o, char *buf, size_t size) {
 }
 
 static void print_summary(const Export *x) {
-  printf("aptq export: %s: GGUF v3, %d tensors, %.1f MB; quantized layers:", x->o->output, x->w.nt, (double)x->w.data_bytes / 1e6);
+  printf("aptq export: GGUF v3, %d tensors, %.1f MB of tensor data; quantized layers:", x->w.nt, (double)x->w.data_bytes / 1e6);
   for (int t = 0; t <= GGML_Q8_0; t++)
     if (x->count[t]) printf(" %d %s", x->count[t], gguf_type_name((GgmlType)t));
-  printf(", %.4f bits per weight\n", 8.0 * x->q_bytes / x->q_params);
+  printf(", %.4f bits per weight\n  output: %s\n", 8.0 * x->q_bytes / x->q_params, x->o->output);
 }
 
 /* Rank 0's part: everything. */

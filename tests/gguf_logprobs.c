@@ -10,6 +10,11 @@
  *     for every position p < SEQLEN-1 the log-probability of token p+1
  *     (log-softmax of llama_get_logits_ith(p), in double): NSEQ × (SEQLEN-1)
  *     float64.
+ *   gguf_logprobs tokenize MODEL.gguf TEXT NLINES OUT.u32
+ *     the first NLINES non-empty lines of TEXT, each stripped of surrounding
+ *     white space, tokenized by llama.cpp (llama_tokenize with BOS) into
+ *     OUT.u32: how the shared token files were made from the text with
+ *     SentencePiece (BOS before every non-empty line).
  *   gguf_logprobs tensors MODEL.gguf OUTDIR
  *     every 2-D tensor decoded to float32 by ggml's own to_float
  *     (ggml_get_type_traits(type)->to_float, ggml-quants.c) into
@@ -93,6 +98,34 @@ static int logprobs(const char *model_path, const char *tokens_path, int nseq, i
   return rc;
 }
 
+static int tokenize(const char *model_path, const char *text_path, int nlines, const char *out_path) {
+  struct llama_model_params mp = llama_model_default_params();
+  mp.vocab_only = true;
+  struct llama_model *model = llama_model_load_from_file(model_path, mp);
+  FILE *f = fopen(text_path, "r"), *out = fopen(out_path, "wb");
+  if (!model || !f || !out) {
+    fprintf(stderr, "gguf_logprobs: cannot load %s or open %s / %s\n", model_path, text_path, out_path);
+    return 1;
+  }
+  const struct llama_vocab *vocab = llama_model_get_vocab(model);
+  static char line[1 << 20];
+  static llama_token ids[1 << 18];
+  int rc = 0;
+  while (!rc && nlines > 0 && fgets(line, sizeof line, f)) {
+    char *s = line, *e = line + strlen(line);
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) e--;
+    if (e == s) continue;
+    int n = llama_tokenize(vocab, s, (int32_t)(e - s), ids, 1 << 18, true, false);
+    rc = n < 0 || fwrite(ids, sizeof *ids, (size_t)n, out) != (size_t)n;
+    nlines--;
+  }
+  fclose(f);
+  if (fclose(out)) rc = 1;
+  llama_model_free(model);
+  return rc;
+}
+
 static int tensors(const char *model_path, const char *dir) {
   struct ggml_context *g = NULL;
   struct gguf_init_params ip = {.no_alloc = false, .ctx = &g};
@@ -137,7 +170,14 @@ int main(int argc, char **argv) {
     llama_backend_free();
     return rc;
   }
+  if (argc == 6 && !strcmp(argv[1], "tokenize")) {
+    llama_log_set(quiet, NULL);
+    llama_backend_init();
+    return tokenize(argv[2], argv[3], atoi(argv[4]), argv[5]);
+  }
   if (argc == 4 && !strcmp(argv[1], "tensors")) return tensors(argv[2], argv[3]);
-  fprintf(stderr, "usage: gguf_logprobs logprobs MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.f64 | tensors MODEL.gguf OUTDIR\n");
+  fprintf(stderr,
+          "usage: gguf_logprobs logprobs MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.f64 | tokenize MODEL.gguf TEXT NLINES OUT.u32 | tensors "
+          "MODEL.gguf OUTDIR\n");
   return 2;
 }
