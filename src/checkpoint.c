@@ -13,8 +13,8 @@
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
-  static const char *const ignored[] = {"output",  "report", "overwrite", "checkpoint", "resume",
-                                        "threads", "tokens", "quantized", "logits"};
+  static const char *const ignored[] = {"output", "report",    "overwrite", "checkpoint", "resume", "threads",
+                                        "tokens", "quantized", "logits",    "tokenizer",  "format"};
   size_t len = 0;
   buf[0] = 0;
   const char *key;

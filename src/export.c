@@ -4,7 +4,8 @@
  * vocabulary of _set_vocab_sentencepiece, tensor names of gguf-py's
  * tensor_mapping); embeddings, norms and lm_head go as F32 (exact for F32,
  * F16 and BF16 checkpoints); every quantized layer goes in the ggml type that
- * holds its values exactly (ggml_blocks.h), q_proj and k_proj rows permuted
+ * holds its values exactly (ggml_blocks.h; without a quantized file, the
+ * model's own weights as F32), q_proj and k_proj rows permuted
  * as LlamaModel.permute does for llama.cpp's RoPE, or the export is refused
  * before anything is written. Rank 0 reads and writes; the others wait for
  * the agreed result. Collective. */
@@ -115,7 +116,8 @@ typedef struct {
   GgufWriter w;
   FILE *f;
   char tmp[OPT_PATH_MAX + 32];
-  double q_bytes, q_params; /* the quantized layers as llama.cpp stores them */
+  double q_bytes, q_params; /* the linear layers as llama.cpp stores them */
+  int ff;                   /* the MLP width in the file: hidden_dim, or padded to 32 (padded_mlp) */
   int count[GGML_Q8_0 + 1];
 } Export;
 
@@ -130,15 +132,38 @@ static int source_row(const Model *m, int kind, int i) {
   return i - r + (r % 2) * (hd / 2) + r / 2;
 }
 
+/* The shape of layer k in the file: the MLP's intermediate dimension
+ * (gate/up rows, down columns) is x->ff. */
+static void file_shape(const Export *x, int k, int *rows, int *cols) {
+  const TensorRef *t = &x->m->linear[0][k];
+  *rows = k == LIN_GATE || k == LIN_UP ? x->ff : (int)t->rows;
+  *cols = k == LIN_DOWN ? x->ff : (int)t->cols;
+}
+
+/* The MLP width not a multiple of ggml's 32-column blocks (wt2-llama-s:
+ * 688) is padded with zeros to the next multiple: gate and up get zero
+ * rows, down zero columns, so each added hidden unit is silu(0)·0 = 0 and
+ * contributes 0 to the output: the same function, exactly, with every
+ * layer in its block type (docs/gguf.md). Not without a quantized file:
+ * F32 needs no blocks. */
+static void padded_mlp(Export *x) {
+  int h = x->m->cfg.hidden_dim;
+  x->ff = x->r_open && h % GGUF_QBLOCK ? (h + GGUF_QBLOCK - 1) / GGUF_QBLOCK * GGUF_QBLOCK : h;
+}
+
 static int decide_types(Export *x) {
   const Model *m = x->m;
-  for (int l = 0; l < m->cfg.n_layers; l++)
+  for (int l = 0; !x->r_open && l < m->cfg.n_layers; l++)
+    for (int k = 0; k < LIN_COUNT; k++) x->type[l][k] = GGML_F32; /* no quantized file: the model's weights */
+  for (int l = 0; x->r_open && l < m->cfg.n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) {
       char name[256];
       linear_layer_name(l, k, name, sizeof name);
       StoredLayer s;
       CHECK(stored_read(&x->r, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols, &s));
-      int rc = ggml_exact_type(name, &s.v, &x->type[l][k]);
+      int rows, cols;
+      file_shape(x, k, &rows, &cols);
+      int rc = ggml_exact_type(name, &s.v, cols, &x->type[l][k]);
       stored_free(&s);
       if (rc) return rc;
     }
@@ -154,8 +179,8 @@ static void metadata(Export *x) {
   int q4_1 = 0, q8 = 0;
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) q4_1 += x->type[l][k] == GGML_Q4_1, q8 += x->type[l][k] == GGML_Q8_0;
-  /* llama_ftype: MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7 (the type of most layers) */
-  uint32_t ftype = q8 ? 7 : q4_1 ? 3 : 2;
+  /* llama_ftype: ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7 */
+  uint32_t ftype = !x->r_open ? 0 : q8 ? 7 : q4_1 ? 3 : 2;
   gguf_kv_string(w, "general.architecture", "llama");
   gguf_kv_string(w, "general.name", name);
   gguf_kv_string(w, "general.quantized_by", "aptq " APTQ_VERSION);
@@ -165,7 +190,7 @@ static void metadata(Export *x) {
   gguf_kv_u32(w, "llama.context_length", (uint32_t)c->max_seq_len);
   gguf_kv_u32(w, "llama.embedding_length", (uint32_t)c->dim);
   gguf_kv_u32(w, "llama.block_count", (uint32_t)c->n_layers);
-  gguf_kv_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+  gguf_kv_u32(w, "llama.feed_forward_length", (uint32_t)x->ff);
   gguf_kv_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim);
   gguf_kv_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
   gguf_kv_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
@@ -231,8 +256,10 @@ static void tensor_infos(Export *x) {
     snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
     gguf_add_tensor(w, name, GGML_F32, c->dim, 0);
     for (int k = 0; k < LIN_COUNT; k++) {
+      int rows, cols;
+      file_shape(x, k, &rows, &cols);
       snprintf(name, sizeof name, "blk.%d.%s.weight", l, gguf_linear[k]);
-      gguf_add_tensor(w, name, x->type[l][k], m->linear[l][k].cols, m->linear[l][k].rows);
+      gguf_add_tensor(w, name, x->type[l][k], cols, rows);
     }
     snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
     gguf_add_tensor(w, name, GGML_F32, c->dim, 0);
@@ -252,35 +279,39 @@ static int write_full(Export *x, const TensorRef *t) {
 }
 
 /* One quantized layer: encoded row by row in the output row order, each
- * row decoded again as ggml does and compared with our dequantized row. */
+ * row decoded again as ggml does and compared with our dequantized row
+ * (and the padding with zeros). */
 static int write_linear(Export *x, int l, int k) {
   const TensorRef *t = &x->m->linear[l][k];
-  int rows = (int)t->rows, cols = (int)t->cols;
+  int rows = (int)t->rows, cols = (int)t->cols, frows, fcols;
+  file_shape(x, k, &frows, &fcols);
   GgmlType type = x->type[l][k];
   char name[256];
   linear_layer_name(l, k, name, sizeof name);
-  StoredLayer s;
-  CHECK(stored_read(&x->r, name, rows, cols, &s));
-  uint64_t rb = gguf_row_bytes(type, cols);
-  float *W = aptq_malloc(sizeof(float) * (size_t)rows * cols, "dequantized layer"), *y = aptq_malloc(sizeof(float) * (size_t)cols, "row");
-  uint8_t *codes = aptq_malloc((size_t)rows * cols, "codes"), *out = aptq_malloc((size_t)(rb * (uint64_t)rows), "GGUF tensor");
+  StoredLayer s = {0};
+  if (x->r_open) CHECK(stored_read(&x->r, name, rows, cols, &s));
+  uint64_t rb = gguf_row_bytes(type, fcols);
+  float *W = aptq_malloc(sizeof(float) * (size_t)rows * cols, "dequantized layer"), *y = aptq_malloc(sizeof(float) * (size_t)fcols, "row");
+  uint8_t *codes = aptq_malloc((size_t)rows * cols, "codes"), *out = aptq_calloc((size_t)rb, (size_t)frows, "GGUF tensor");
   int rc = !W || !y || !codes || !out;
-  if (!rc) rc = qfile_read_linear(&x->r, name, rows, cols, W);
+  if (!rc) rc = x->r_open ? qfile_read_linear(&x->r, name, rows, cols, W) : tensor_f32(t, W);
   if (!rc && type != GGML_F32) rc = read_codes(&x->r, name, &s.v, codes);
-  for (int i = 0; !rc && i < rows; i++) {
-    int src = source_row(x->m, k, i);
+  for (int i = 0; !rc && i < frows; i++) { /* rows past rows: all zero bytes, d = 0 */
+    int src = i < rows ? source_row(x->m, k, i) : -1;
     uint8_t *dst = out + (size_t)i * rb;
-    if (type == GGML_F32) memcpy(dst, W + (size_t)src * cols, sizeof(float) * (size_t)cols);
-    else ggml_encode_row(&s.v, type, src, codes + (size_t)src * cols, dst);
-    ggml_decode_row(type, dst, cols, y);
-    for (int j = 0; !rc && j < cols; j++)
-      if (y[j] != W[(size_t)src * cols + j])
+    if (src >= 0 && type == GGML_F32) memcpy(dst, W + (size_t)src * cols, sizeof(float) * (size_t)cols);
+    else if (src >= 0) ggml_encode_row(&s.v, type, src, codes + (size_t)src * cols, fcols, dst);
+    ggml_decode_row(type, dst, fcols, y);
+    for (int j = 0; !rc && j < fcols; j++) {
+      float want = src >= 0 && j < cols ? W[(size_t)src * cols + j] : 0.0f;
+      if (y[j] != want)
         rc = aptq_error("internal: layer %s row %d column %d decodes as %.9g in %s, not %.9g", name, src, j, (double)y[j],
-                        gguf_type_name(type), (double)W[(size_t)src * cols + j]);
+                        gguf_type_name(type), (double)want);
+    }
   }
-  if (!rc) rc = gguf_write_data(&x->w, x->f, x->tmp, out, rb * (uint64_t)rows);
-  x->q_bytes += (double)rb * rows;
-  x->q_params += (double)rows * cols;
+  if (!rc) rc = gguf_write_data(&x->w, x->f, x->tmp, out, rb * (uint64_t)frows);
+  x->q_bytes += (double)rb * frows;
+  x->q_params += (double)frows * fcols;
   x->count[type]++;
   aptq_free(W);
   aptq_free(y);
@@ -314,18 +345,23 @@ static int tokenizer_path(const Options *o, char *buf, size_t size) {
 }
 
 static void print_summary(const Export *x) {
-  printf("aptq export: GGUF v3, %d tensors, %.1f MB of tensor data; quantized layers:", x->w.nt, (double)x->w.data_bytes / 1e6);
+  printf("aptq export: GGUF v3, %d tensors, %.1f MB of tensor data; linear layers:", x->w.nt, (double)x->w.data_bytes / 1e6);
   for (int t = 0; t <= GGML_Q8_0; t++)
     if (x->count[t]) printf(" %d %s", x->count[t], gguf_type_name((GgmlType)t));
-  printf(", %.4f bits per weight\n  output: %s\n", 8.0 * x->q_bytes / x->q_params, x->o->output);
+  printf(", %.4f bits per weight\n", 8.0 * x->q_bytes / x->q_params);
+  if (x->ff != x->m->cfg.hidden_dim)
+    printf("  MLP width %d padded with zeros to %d (ggml blocks of 32; the same function)\n", x->m->cfg.hidden_dim, x->ff);
+  printf("  output: %s\n", x->o->output);
 }
 
 /* Rank 0's part: everything. */
 static int export_local(Export *x) {
   const Options *o = x->o;
-  CHECK(qfile_open(&x->r, o->quantized, MPI_COMM_SELF));
-  x->r_open = 1;
-  if (strcmp(x->r.model_fingerprint, x->m->fingerprint))
+  if (o->quantized[0]) {
+    CHECK(qfile_open(&x->r, o->quantized, MPI_COMM_SELF));
+    x->r_open = 1;
+  }
+  if (x->r_open && strcmp(x->r.model_fingerprint, x->m->fingerprint))
     return aptq_error("'%s' was made from a different model (fingerprint %.12s...); give the model it was quantized from", o->quantized,
                       x->r.model_fingerprint);
   char tok[OPT_PATH_MAX + 32];
@@ -333,6 +369,7 @@ static int export_local(Export *x) {
   CHECK(spm_load(tok, &x->vocab));
   x->type = aptq_calloc((size_t)x->m->cfg.n_layers, sizeof *x->type, "layer types");
   if (!x->type) return APTQ_ERR;
+  padded_mlp(x);
   CHECK(decide_types(x));
   metadata(x);
   CHECK(vocabulary(x));
@@ -360,7 +397,7 @@ static int is_gguf_path(const char *p) {
 int cmd_export(const Options *o, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
-  int rc = options_require(o, "model") || options_require(o, "quantized") || options_require(o, "output");
+  int rc = options_require(o, "model") || options_require(o, "output");
   if (!rc && strcmp(o->format, "gguf") && !is_gguf_path(o->output))
     rc = aptq_error("output '%s' does not end in .gguf; name it FILE.gguf or give format = gguf", o->output);
   CHECK(aptq_agree(comm, rc));

@@ -21,8 +21,8 @@ static int64_t first_misfit(const QLayerView *L, GgmlType t) {
   return -1;
 }
 
-int ggml_exact_type(const char *name, const QLayerView *L, GgmlType *type) {
-  if (L->cols % GGUF_QBLOCK) {
+int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, GgmlType *type) {
+  if (padded_cols % GGUF_QBLOCK || quant_ngroups(L->cols, GGUF_QBLOCK) != padded_cols / GGUF_QBLOCK) {
     *type = GGML_F32; /* ggml blocks need whole rows of 32: our dequantized values, exactly */
     return 0;
   }
@@ -66,12 +66,16 @@ int ggml_exact_type(const char *name, const QLayerView *L, GgmlType *type) {
       name, row, g, (double)(-s * (float)z));
 }
 
-void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, uint8_t *dst) {
+void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst) {
   int ng = quant_ngroups(L->cols, L->group_size);
-  for (int b = 0; b < L->cols / GGUF_QBLOCK; b++) {
+  for (int b = 0; b < padded_cols / GGUF_QBLOCK; b++) {
     float s = L->scales[(int64_t)i * ng + b];
     int32_t z = L->zeros[(int64_t)i * ng + b];
-    const uint8_t *c = codes + b * GGUF_QBLOCK;
+    uint8_t c[GGUF_QBLOCK];
+    for (int j = 0; j < GGUF_QBLOCK; j++) {
+      int col = b * GGUF_QBLOCK + j;
+      c[j] = col < L->cols ? codes[col] : (uint8_t)z;
+    }
     uint16_t d = gguf_f32_to_f16(s);
     if (t == GGML_Q8_0) { /* block_q8_0: d, qs[32] */
       uint8_t *blk = dst + (size_t)b * GGUF_Q8_0_BYTES;

@@ -29,14 +29,17 @@ typedef struct {
   const int32_t *g_idx; /* cols */
 } QLayerView;
 
-/* The ggml type that holds the layer exactly (Q4_0 before Q4_1), or F32
- * (our dequantized values, exact) when cols is not a multiple of 32; else
- * APTQ_ERR with one message naming the layer and the setting to use. */
-int ggml_exact_type(const char *name, const QLayerView *L, GgmlType *type);
+/* The ggml type that holds the layer exactly (Q4_0 before Q4_1) in rows of
+ * padded_cols >= cols columns (the columns past cols hold exact zeros: the
+ * code equal to the zero point), or F32 (our dequantized values, exact) when
+ * padded_cols is not a multiple of 32; else APTQ_ERR with one message naming
+ * the layer and the setting to use. */
+int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, GgmlType *type);
 
-/* Row i of the layer as blocks of type t (Q4_0, Q4_1, Q8_0): codes are the
- * row's unpacked codes (cols). */
-void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, uint8_t *dst);
+/* Row i of the layer as padded_cols / 32 blocks of type t (Q4_0, Q4_1,
+ * Q8_0): codes are the row's unpacked codes (cols); the columns past cols
+ * get the zero point's code (value 0 exactly). */
+void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst);
 /* n values of a row of type t (F32, Q4_0, Q4_1, Q8_0) decoded as ggml's
  * dequantize_row_* does. */
 void ggml_decode_row(GgmlType t, const uint8_t *src, int n, float *y);

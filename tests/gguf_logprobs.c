@@ -15,6 +15,11 @@
  *     white space, tokenized by llama.cpp (llama_tokenize with BOS) into
  *     OUT.u32: how the shared token files were made from the text with
  *     SentencePiece (BOS before every non-empty line).
+ *   gguf_logprobs quantize IN.gguf OUT.gguf FTYPE
+ *     llama.cpp's own quantizer (llama_model_quantize, as llama-quantize
+ *     runs it) to llama_ftype FTYPE (2 Q4_0, 3 Q4_1, 7 Q8_0), keeping
+ *     token_embd and output in F32 as aptq export does (the comparison of
+ *     docs/gguf.md).
  *   gguf_logprobs tensors MODEL.gguf OUTDIR
  *     every 2-D tensor decoded to float32 by ggml's own to_float
  *     (ggml_get_type_traits(type)->to_float, ggml-quants.c) into
@@ -34,6 +39,11 @@ static void quiet(enum ggml_log_level level, const char *text, void *user) {
   if (level >= GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
 }
 
+static bool no_progress(float progress, void *user) {
+  (void)progress, (void)user;
+  return true;
+}
+
 static int logprobs(const char *model_path, const char *tokens_path, int nseq, int T, const char *out_path) {
   FILE *f = fopen(tokens_path, "rb");
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)nseq * T);
@@ -44,6 +54,7 @@ static int logprobs(const char *model_path, const char *tokens_path, int nseq, i
   fclose(f);
   struct llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
+  mp.progress_callback = no_progress;
   struct llama_model *model = llama_model_load_from_file(model_path, mp);
   if (!model) {
     fprintf(stderr, "gguf_logprobs: llama.cpp cannot load %s\n", model_path);
@@ -175,9 +186,21 @@ int main(int argc, char **argv) {
     llama_backend_init();
     return tokenize(argv[2], argv[3], atoi(argv[4]), argv[5]);
   }
+  if (argc == 5 && !strcmp(argv[1], "quantize")) {
+    llama_backend_init();
+    llama_model_quantize_params qp = llama_model_quantize_default_params();
+    qp.nthread = 2;
+    qp.ftype = (enum llama_ftype)atoi(argv[4]);
+    qp.token_embedding_type = GGML_TYPE_F32;
+    qp.output_tensor_type = GGML_TYPE_F32;
+    qp.quantize_output_tensor = false;
+    return llama_model_quantize(argv[2], argv[3], &qp) != 0;
+  }
   if (argc == 4 && !strcmp(argv[1], "tensors")) return tensors(argv[2], argv[3]);
   fprintf(stderr,
-          "usage: gguf_logprobs logprobs MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.f64 | tokenize MODEL.gguf TEXT NLINES OUT.u32 | tensors "
+          "usage: gguf_logprobs logprobs MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.f64 | tokenize MODEL.gguf TEXT NLINES OUT.u32 | quantize "
+          "IN.gguf "
+          "OUT.gguf FTYPE | tensors "
           "MODEL.gguf OUTDIR\n");
   return 2;
 }
