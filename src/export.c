@@ -144,11 +144,12 @@ static void file_shape(const Export *x, int k, int *rows, int *cols) {
  * 688) is padded with zeros to the next multiple: gate and up get zero
  * rows, down zero columns, so each added hidden unit is silu(0)·0 = 0 and
  * contributes 0 to the output: the same function, exactly, with every
- * layer in its block type (docs/gguf.md). Not without a quantized file:
- * F32 needs no blocks. */
+ * layer in its block type (docs/gguf.md). The F32 export (no quantized
+ * file) is padded too, so that llama.cpp's own quantizer can put every
+ * layer of it in a block type. */
 static void padded_mlp(Export *x) {
   int h = x->m->cfg.hidden_dim;
-  x->ff = x->r_open && h % GGUF_QBLOCK ? (h + GGUF_QBLOCK - 1) / GGUF_QBLOCK * GGUF_QBLOCK : h;
+  x->ff = h % GGUF_QBLOCK ? (h + GGUF_QBLOCK - 1) / GGUF_QBLOCK * GGUF_QBLOCK : h;
 }
 
 static int decide_types(Export *x) {
