@@ -22,7 +22,7 @@ DIR holds gguf_logprobs (tests/gguf_llama.sh) built against node-llama-cpp
 Tolerances: llama.cpp multiplies Q4_0/Q4_1/Q8_0 weights with activations it
 rounds to 8-bit blocks (Q8_0/Q8_1) and keeps the KV cache in F16, aptq
 computes in float32; on wt2-llama-s (4 x 256 WikiText-2 tokens) that gives a
-mean |difference| of 0.003-0.008 nats and perplexities within 0.1% (docs/gguf.md);
+mean |difference| of 0.0103-0.0105 nats and perplexities within 0.04% (docs/gguf.md);
 without the q/k permutation the mean |difference| is 1.0 nat and the perplexity 75% higher.
 """
 import argparse
@@ -33,7 +33,7 @@ import sys
 import h5py
 import numpy as np
 
-MEAN_TOL = 0.02  # nats, mean |log p_llama - log p_aptq|
+MEAN_TOL = 0.03  # nats, mean |log p_llama - log p_aptq|
 PPL_RTOL = 0.005  # relative perplexity difference
 TOKENIZE_LINES = 100
 
