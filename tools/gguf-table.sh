@@ -20,7 +20,7 @@ export LLAMA_LIB_DIR=$(cat llama/libdir)
 tok=--tokenizer=$data/tokenizer/tokenizer.model
 ppl() { # FILE.gguf -> perplexity by llama.cpp
     ./llama/gguf_logprobs logprobs "$1" "$tokens" 100 256 "$1.lp"
-    python3 -c "import numpy as np; print('%.3f' % np.exp(-np.fromfile('$1.lp').mean()))"
+    /usr/bin/python3 -c "import numpy as np; print('%.3f' % np.exp(-np.fromfile('$1.lp').mean()))"
 }
 row() { # NAME FILE.gguf
     printf '| %s | %s | %s |\n' "$1" "$(ppl "$2")" "$(python3 -c "import os; print('%.1f' % (os.path.getsize('$2') / 1e6))")"
