@@ -12,6 +12,7 @@ data=${APTQ_DATA:-$here/../shared/data}
 aptq=$here/build/aptq
 model=$data/wt2-llama-s
 tokens=$data/text/wikitext2-test.llama2.u32
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 run() { mpirun --oversubscribe -n "$np" "$aptq" "$@" > /dev/null; }
 mkdir -p "$work"
 cd "$work"
