@@ -16,8 +16,8 @@ static const char CHECKPOINT_FIX[] = "the checkpoint is damaged or not an aptq c
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
-  static const char *const ignored[] = {"output",  "report", "overwrite", "checkpoint", "resume",
-                                        "threads", "tokens", "quantized", "compare",    "logits"};
+  static const char *const ignored[] = {"output", "report",    "overwrite", "checkpoint", "resume",    "threads",
+                                        "tokens", "quantized", "compare",   "logits",     "tokenizer", "format"};
   size_t len = 0;
   buf[0] = 0;
   const char *key;

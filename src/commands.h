@@ -14,5 +14,6 @@ int cmd_synth(const Options *o, MPI_Comm comm);
 int cmd_generate(const Options *o, MPI_Comm comm);
 int cmd_layer(const Options *o, MPI_Comm comm);
 int cmd_bench(const Options *o, MPI_Comm comm);
+int cmd_export(const Options *o, MPI_Comm comm);
 
 #endif

@@ -22,7 +22,8 @@ void quant_find_params_mse(const float *w, int n, int stride, int bits, int sym,
     float p = (float)(1.0 - (double)i / grid); /* torch: the Python float 1 - i/grid, rounded to float32 */
     float xmin1 = p * xmin, xmax1 = p * xmax;
     float scale1 = quant_scale_round((xmax1 - xmin1) / (float)maxq);
-    int32_t zero1 = sym ? *zero : (int32_t)rintf(-xmin1 / scale1);
+    int32_t zero1 = *zero;
+    if (!sym) quant_asym_zero(xmin1, maxq, &scale1, &zero1);
     float err = 0.0f;
     for (int k = 0; k < n; k++) {
       float v = w[(int64_t)k * stride];

@@ -32,6 +32,7 @@ static const struct {
     {"bench", cmd_bench,
      "time and memory of the quantize pass on synthetic LLaMA-shaped blocks: shape (7b|13b|70b|tiny), nseq, seqlen, output [blocks, "
      "report, max_memory]"},
+    {"export", cmd_export, "a quantized result as one GGUF file for llama.cpp: model, quantized, output (FILE.gguf) [tokenizer]"},
     {"synth", cmd_synth, "write the embedded default model (HF layout, seeded weights): output [seed]"},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };

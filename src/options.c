@@ -36,6 +36,9 @@ static const OptSpec specs[] = {
      "eval: a second quantized HDF5 evaluated on the same sequences with quantized: its perplexity and KL divergence, and the paired "
      "differences compare - quantized"},
     {"logits", T_PATH, F(logits), "", NULL, 0, 0, "eval: write all logits as raw float32 [nseq][seqlen][vocab] (for tests)"},
+    {"tokenizer", T_PATH, F(tokenizer), "", NULL, 0, 0,
+     "export: the SentencePiece tokenizer.model (default: the one in the model directory)"},
+    {"format", T_CHOICE, F(format), "auto", "auto|gguf", 0, 0, "export: output format; auto = from the output's extension (.gguf)"},
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
     {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
     {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
@@ -61,6 +64,9 @@ static const OptSpec specs[] = {
     {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024, "sensitivity = fisher: random probes per layer and sequence"},
     {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0,
      "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
+    {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0", 0, 0,
+     "quantization grid: minmax (GPTQ's), or the grid llama.cpp decodes (docs/gguf.md): q4_0 = 4-bit symmetric, q8_0 = 8-bit symmetric, "
+     "q4_1 = 4-bit with fp16 min = -scale*zero; each sets group_size 32 and fp16 scales"},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
      "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
     {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,
@@ -198,6 +204,31 @@ static int apply(Options *o, const char *key, const char *value, const char *whe
   return 0;
 }
 
+/* grid = q4_0 | q4_1 | q8_0: the settings of llama.cpp's block type
+ * (docs/gguf.md), set unless given otherwise (then refused). */
+static int apply_grid(Options *o) {
+  static const struct { const char *grid, *bits, *sym; } g[] = {{"q4_0", "4", "yes"}, {"q4_1", "4", "no"}, {"q8_0", "8", "yes"}};
+  for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
+    if (strcmp(o->grid, g[i].grid)) continue;
+    const char *key[4] = {"bits", "group_size", "sym", "scale_dtype"}, *want[4] = {g[i].bits, "32", g[i].sym, "fp16"};
+    int same[4] = {o->bits == atoi(g[i].bits), o->group_size == 32, o->sym == (g[i].sym[0] == 'y'), !strcmp(o->scale_dtype, "fp16")};
+    for (int k = 0; k < 4; k++) {
+      int index = 0;
+      find(key[k], &index);
+      if (given[index] && !same[k])
+        return aptq_error("grid = %s needs %s = %s, but %s = %s was given; drop %s or the grid", o->grid, key[k], want[k], key[k],
+                          raw[index], key[k]);
+      CHECK(apply(o, key[k], want[k], "grid"));
+    }
+    if (o->R[0])
+      return aptq_error("grid = %s is one %s-bit type for every layer, but R asks for mixed precision; drop R or the grid", o->grid,
+                        g[i].bits);
+    if (o->act_order && !o->static_groups)
+      return aptq_error("grid = %s needs groups of 32 consecutive columns, but act_order regroups them: add static_groups = yes", o->grid);
+  }
+  return 0;
+}
+
 static char deck_path[OPT_PATH_MAX]; /* the deck of the last options_parse */
 
 const char *options_deck(void) { return deck_path; }
@@ -277,7 +308,7 @@ int options_parse(Options *o, int argc, char **argv) {
     *eq = 0;
     CHECK(apply(o, buf, eq + 1, "command line"));
   }
-  return 0;
+  return apply_grid(o);
 }
 
 int options_given(const char *key) {

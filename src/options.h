@@ -15,6 +15,9 @@ typedef struct {
   char quantized[OPT_PATH_MAX];   /* HDF5 to evaluate */
   char compare[OPT_PATH_MAX];     /* eval: a second quantized HDF5, paired with quantized */
   char logits[OPT_PATH_MAX];      /* eval: dump float32 logits here (tests) */
+  char tokenizer[OPT_PATH_MAX];   /* export: SentencePiece tokenizer.model */
+  char format[8];                 /* export: auto | gguf */
+  char grid[8];                   /* minmax | q4_0 | q4_1 | q8_0 */
   char input[OPT_PATH_MAX];       /* layer: HDF5 with W and H */
   char method[16];                /* rtn | gptq | aptq */
   char factor[16];                /* auto | lapack | scalapack */

@@ -63,8 +63,8 @@ static int not_an_input(const char *path, const char *key, const struct stat *st
   if (!o) return 0;
   const struct {
     const char *name, *value;
-  } in[] = {{"model", o->model},     {"calib", o->calib}, {"tokens", o->tokens},   {"quantized", o->quantized},
-            {"compare", o->compare}, {"input", o->input}, {"deck", options_deck()}};
+  } in[] = {{"model", o->model},     {"calib", o->calib}, {"tokens", o->tokens},       {"quantized", o->quantized},
+            {"compare", o->compare}, {"input", o->input}, {"tokenizer", o->tokenizer}, {"deck", options_deck()}};
   for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
     const char *v = in[i].value;
     struct stat si;

@@ -34,6 +34,7 @@ typedef struct {
   int mixed;            /* R was given */
   int bf16_activations; /* calibration activations kept in bf16 */
   int fp16_scales;      /* scales rounded to fp16 as they are made */
+  int fp16_mins;        /* grid = q4_1: -scale*zero an fp16 value too */
   int true_sequential;
   /* true-sequential with float32 activations: the gate/up group's forward
    * leaves the residual after attention in the activations, so the down

@@ -2,9 +2,12 @@
 
 #include <string.h>
 
-static int fp16_scales;
+#include "gguf.h"
+
+static int fp16_scales, fp16_mins;
 
 void quant_set_fp16_scales(int on) { fp16_scales = on; }
+void quant_set_fp16_mins(int on) { fp16_mins = on; }
 
 /* Round a positive float to the nearest IEEE half, ties to even (portable:
  * no _Float16). Normal halves keep 10 of the float's 23 mantissa bits;
@@ -23,6 +26,26 @@ float quant_scale_round(float scale) {
   if (!fp16_scales) return scale;
   const float tiny = 5.9604645e-08f, huge = 65504.0f; /* smallest subnormal, largest finite half */
   return round_half(scale < tiny ? tiny : scale > huge ? huge : scale);
+}
+
+static int is_half(float x) { return gguf_f16_to_f32(gguf_f32_to_f16(x)) == x; }
+
+void quant_asym_zero(float xmin, int32_t maxq, float *scale, int32_t *zero) {
+  *zero = (int32_t)rintf(-xmin / *scale);
+  if (!fp16_mins) return;
+  uint16_t h = gguf_f32_to_f16(*scale);
+  for (int k = 0; k <= 32; k++) {
+    int step = k % 2 ? -(k + 1) / 2 : k / 2; /* 0, -1, +1, -2, +2, ... */
+    if (h + step < 1 || h + step >= 0x7C00) continue;
+    float s = gguf_f16_to_f32((uint16_t)(h + step));
+    float z = rintf(-xmin / s);
+    z = z < 0.0f ? 0.0f : z > (float)maxq ? (float)maxq : z;
+    if (is_half(s * z)) {
+      *scale = s;
+      *zero = (int32_t)z;
+      return;
+    }
+  }
 }
 
 void quant_range(const float *w, int n, int stride, int sym, float *lo, float *hi) {
@@ -49,7 +72,8 @@ void quant_find_params(const float *w, int n, int stride, int bits, int sym, flo
   float xmin, xmax;
   quant_range(w, n, stride, sym, &xmin, &xmax);
   *scale = quant_scale_round((xmax - xmin) / (float)maxq);
-  *zero = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / *scale);
+  if (sym) *zero = (maxq + 1) / 2;
+  else quant_asym_zero(xmin, maxq, scale, zero);
 }
 
 void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros,

@@ -15,6 +15,16 @@
  * dequantizes to exactly the same weights. Process-wide, set once per run. */
 void quant_set_fp16_scales(int on);
 float quant_scale_round(float scale);
+/* grid = q4_1 (llama.cpp's Q4_1 stores the min m = -scale*zero as an fp16
+ * value, docs/gguf.md): an asymmetric grid's scale, already fp16, moves to
+ * the nearest fp16 value (1, 2, ... fp16 steps, below before above) for which
+ * scale*zero is an fp16 value as well, the zero point recomputed for each
+ * candidate (one always exists within 8 steps: any scale whose 11-bit
+ * significand is a multiple of 16). Process-wide, set once per run. */
+void quant_set_fp16_mins(int on);
+/* The asymmetric zero point round(-xmin/scale) (GPTQ's), and with fp16 mins
+ * the scale adjusted as described. */
+void quant_asym_zero(float xmin, int32_t maxq, float *scale, int32_t *zero);
 
 /* The range [lo, hi] the grid of the n values w[0], w[stride], ... spans:
  * [min(w, 0), max(w, 0)], symmetric if sym, [-1, 1] if all are 0. */

@@ -164,6 +164,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   Plan p;
   plan_init(&p, o);
   quant_set_fp16_scales(p.fp16_scales);
+  quant_set_fp16_mins(p.fp16_mins);
   aptq_install_signal_handlers();
 
   /* set-up: every input checked before any work */

@@ -1,10 +1,14 @@
-/* Quantizer unit tests: GPTQ quant.py semantics on hand-worked rows, and the
- * bit packing round trip for every width. */
+/* Quantizer unit tests: GPTQ quant.py semantics on hand-worked rows, the
+ * bit packing round trip for every width, IEEE half conversion, and the
+ * ggml grids (grid = q4_1's fp16 mins; Q4_0/Q4_1/Q8_0 blocks decoding to our
+ * values exactly). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ggml_blocks.h"
+#include "gguf.h"
 #include "quant.h"
 #include "rng.h"
 
@@ -81,6 +85,75 @@ int main(void) {
   uint32_t word[1];
   quant_pack_row(three, 3, 4, word);
   EXPECT(word[0] == 0x321u, "LSB-first layout: 0x%x", word[0]);
+
+  /* IEEE half: every finite half round-trips; float -> half is the same
+   * round-to-nearest-even as scale_dtype = fp16's */
+  int bad = 0;
+  for (uint32_t h = 0; h < 0x10000u; h++)
+    if ((h & 0x7C00u) != 0x7C00u && gguf_f32_to_f16(gguf_f16_to_f32((uint16_t)h)) != h) bad++;
+  EXPECT(bad == 0, "%d halves do not round-trip", bad);
+  quant_set_fp16_scales(1);
+  bad = 0;
+  for (int i = 0; i < 100000; i++) {
+    float x = (float)exp(rng_uniform(&rng) * 30.0 - 20.0); /* 2e-9 .. 2.2e4 */
+    if (x >= 6e-8f && gguf_f16_to_f32(gguf_f32_to_f16(x)) != quant_scale_round(x)) bad++;
+  }
+  EXPECT(bad == 0, "%d floats round to another half than quant_scale_round", bad);
+
+  /* grid = q4_1: asymmetric 4-bit groups of 32 whose min -scale*zero is an
+   * fp16 value, within 8 fp16 steps of the plain fp16 scale; the blocks
+   * decode (as ggml does) to exactly scale * (code - zero) */
+  int far = 0, notmin = 0, exact = 1;
+  for (int t = 0; t < 2000; t++) {
+    float w[32], s0, s1;
+    int32_t z0, z1;
+    double amp = exp(rng_uniform(&rng) * 8.0 - 6.0);
+    for (int j = 0; j < 32; j++) w[j] = (float)(amp * rng_normal(&rng) + amp * (rng_uniform(&rng) - 0.5));
+    quant_set_fp16_mins(0);
+    quant_find_params(w, 32, 1, 4, 0, &s0, &z0);
+    quant_set_fp16_mins(1);
+    quant_find_params(w, 32, 1, 4, 0, &s1, &z1);
+    int steps = abs((int)gguf_f32_to_f16(s1) - (int)gguf_f32_to_f16(s0));
+    far += steps > 8;
+    notmin += gguf_f16_to_f32(gguf_f32_to_f16(-s1 * (float)z1)) != -s1 * (float)z1 || z1 < 0 || z1 > 15;
+    uint8_t codes[32], blk[GGUF_Q4_1_BYTES];
+    for (int j = 0; j < 32; j++) codes[j] = (uint8_t)quant_code(w[j], s1, z1, 15);
+    int32_t gi[32];
+    for (int j = 0; j < 32; j++) gi[j] = 0;
+    QLayerView v = {.rows = 1, .cols = 32, .bits = 4, .group_size = 32, .scales = &s1, .zeros = &z1, .g_idx = gi};
+    GgmlType type;
+    int rc = ggml_exact_type("test", &v, 32, &type);
+    ggml_encode_row(&v, GGML_Q4_1, 0, codes, 32, blk);
+    float y[32];
+    ggml_decode_row(GGML_Q4_1, blk, 32, y);
+    for (int j = 0; j < 32; j++) exact &= !rc && (type == GGML_Q4_1 || type == GGML_Q4_0) && y[j] == quant_dequant(codes[j], s1, z1);
+  }
+  quant_set_fp16_mins(0);
+  quant_set_fp16_scales(0);
+  EXPECT(far == 0 && notmin == 0, "grid q4_1: %d scales moved more than 8 fp16 steps, %d mins not fp16", far, notmin);
+  EXPECT(exact, "grid q4_1: a Q4_1 block does not decode to scale * (code - zero)");
+
+  /* Q4_0 and Q8_0 blocks of symmetric groups; a 16-column row padded to 32 decodes to zeros past it */
+  {
+    float sc = 0.375f;
+    int32_t z4 = 8, z8 = 128, gi[32] = {0};
+    uint8_t codes[32], blk[GGUF_Q8_0_BYTES];
+    float y[32];
+    for (int j = 0; j < 32; j++) codes[j] = (uint8_t)(rng_next(&rng) & 15);
+    QLayerView v4 = {.rows = 1, .cols = 16, .bits = 4, .group_size = 32, .scales = &sc, .zeros = &z4, .g_idx = gi};
+    ggml_encode_row(&v4, GGML_Q4_0, 0, codes, 32, blk);
+    ggml_decode_row(GGML_Q4_0, blk, 32, y);
+    int ok = 1;
+    for (int j = 0; j < 32; j++) ok &= y[j] == (j < 16 ? quant_dequant(codes[j], sc, z4) : 0.0f);
+    EXPECT(ok, "Q4_0 block with padding");
+    for (int j = 0; j < 32; j++) codes[j] = (uint8_t)(rng_next(&rng) & 255);
+    QLayerView v8 = {.rows = 1, .cols = 32, .bits = 8, .group_size = 32, .scales = &sc, .zeros = &z8, .g_idx = gi};
+    ggml_encode_row(&v8, GGML_Q8_0, 0, codes, 32, blk);
+    ggml_decode_row(GGML_Q8_0, blk, 32, y);
+    ok = 1;
+    for (int j = 0; j < 32; j++) ok &= y[j] == quant_dequant(codes[j], sc, z8);
+    EXPECT(ok, "Q8_0 block");
+  }
 
   printf("%d checks, %d failed\n", checks, failures);
   return failures != 0;

@@ -1,0 +1,47 @@
+/* Our quantized layers as ggml block types, exactly or not at all.
+ *
+ * A layer stores W[i][j] = scale[i][g] * (code[i][j] - zero[i][g]),
+ * g = g_idx[j] (docs/hdf5-schema.md). ggml's blocks of 32 consecutive
+ * columns decode (ggml-quants.c, dequantize_row_q4_0/q4_1/q8_0) as
+ *   Q4_0: d * (q - 8),  q in 0..15, d fp16
+ *   Q4_1: d * q + m,    q in 0..15, d and m fp16
+ *   Q8_0: d * q,        q in -128..127, d fp16
+ * so a layer maps exactly when its groups are those 32-column blocks
+ * (group_size 32, g_idx[j] = j / 32) and every scale is an fp16 value, and
+ *   Q4_0: 4 bits, every zero 8 (sym);
+ *   Q4_1: 4 bits, every -scale * zero an fp16 value (grid = q4_1 makes it so);
+ *   Q8_0: 8 bits, every zero 128 (sym).
+ * The products d*(q-8), d*q and d*q + m (= d*(q - zero) with m = -d*zero)
+ * have at most 15 significant bits, so ggml's float arithmetic gives our
+ * float32 values bit for bit. Local. */
+#ifndef APTQ_GGML_BLOCKS_H
+#define APTQ_GGML_BLOCKS_H
+
+#include <stdint.h>
+
+#include "gguf.h"
+
+/* One stored layer (the arrays of docs/hdf5-schema.md). */
+typedef struct {
+  int rows, cols, bits, group_size;
+  const float *scales;  /* rows × ngroups */
+  const int32_t *zeros; /* rows × ngroups */
+  const int32_t *g_idx; /* cols */
+} QLayerView;
+
+/* The ggml type that holds the layer exactly (Q4_0 before Q4_1) in rows of
+ * padded_cols >= cols columns (the columns past cols hold exact zeros: the
+ * code equal to the zero point), or F32 (our dequantized values, exact) when
+ * padded_cols is not a multiple of 32; else APTQ_ERR with one message naming
+ * the layer and the setting to use. */
+int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, GgmlType *type);
+
+/* Row i of the layer as padded_cols / 32 blocks of type t (Q4_0, Q4_1,
+ * Q8_0): codes are the row's unpacked codes (cols); the columns past cols
+ * get the zero point's code (value 0 exactly). */
+void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst);
+/* n values of a row of type t (F32, Q4_0, Q4_1, Q8_0) decoded as ggml's
+ * dequantize_row_* does. */
+void ggml_decode_row(GgmlType t, const uint8_t *src, int n, float *y);
+
+#endif
