@@ -31,77 +31,35 @@ static const char *const gguf_linear[LIN_COUNT] = {"attn_q", "attn_k", "attn_v",
 
 /* ---- one stored layer, read on this rank alone ---- */
 
+/* A layer's stored form (qfile_read_stored: every value checked) and its view. */
 typedef struct {
   QLayerView v;
-  float *scales;
-  int32_t *zeros, *g_idx;
+  QLayerBuffers b;
 } StoredLayer;
 
 static void stored_free(StoredLayer *s) {
-  aptq_free(s->scales);
-  aptq_free(s->zeros);
-  aptq_free(s->g_idx);
+  qlayer_buffers_free(&s->b);
   memset(s, 0, sizeof *s);
-}
-
-/* Dataset dname of group g, n elements of memtype, after checking its size. */
-static int read_dataset(hid_t g, const char *lname, const char *dname, hid_t memtype, size_t n, void *buf) {
-  hid_t d = H5Dopen2(g, dname, H5P_DEFAULT);
-  if (d < 0) return aptq_error("layer %s has no dataset '%s'", lname, dname);
-  hid_t space = H5Dget_space(d);
-  hssize_t have = H5Sget_simple_extent_npoints(space);
-  herr_t e = have == (hssize_t)n ? H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : -1;
-  H5Sclose(space);
-  H5Dclose(d);
-  if (e < 0) return aptq_error("layer %s: dataset '%s' cannot be read or has %lld values, not %zu", lname, dname, (long long)have, n);
-  return 0;
 }
 
 static int stored_read(QFileReader *r, const char *name, int rows, int cols, StoredLayer *s) {
   memset(s, 0, sizeof *s);
-  char gname[512];
-  snprintf(gname, sizeof gname, "/layers/%s", name);
-  if (H5Lexists(r->file, "/layers", H5P_DEFAULT) <= 0 || H5Lexists(r->file, gname, H5P_DEFAULT) <= 0)
-    return aptq_error("%s: layer %s is missing", r->path, name);
-  hid_t g = H5Gopen2(r->file, gname, H5P_DEFAULT);
   QLayerView *v = &s->v;
-  int rc = h5_attr_int(g, "bits", &v->bits) || h5_attr_int(g, "rows", &v->rows) || h5_attr_int(g, "cols", &v->cols) ||
-           h5_attr_int(g, "group_size", &v->group_size);
-  if (rc) rc = aptq_error("%s: layer %s lacks its bits/rows/cols/group_size attributes", r->path, name);
-  else if (v->rows != rows || v->cols != cols || v->group_size < 0)
-    rc = aptq_error("%s: layer %s is %d x %d but the model needs %d x %d; wrong model for this file", r->path, name, v->rows, v->cols, rows,
-                    cols);
-  size_t ng = rc ? 0 : (size_t)quant_ngroups(cols, v->group_size);
-  if (!rc) {
-    s->scales = aptq_malloc(sizeof(float) * (size_t)rows * ng, "scales");
-    s->zeros = aptq_malloc(sizeof(int32_t) * (size_t)rows * ng, "zeros");
-    s->g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols, "g_idx");
-    rc = !s->scales || !s->zeros || !s->g_idx;
-  }
-  if (!rc) rc = read_dataset(g, name, "scales", H5T_NATIVE_FLOAT, (size_t)rows * ng, s->scales);
-  if (!rc) rc = read_dataset(g, name, "zeros", H5T_NATIVE_INT32, (size_t)rows * ng, s->zeros);
-  if (!rc) rc = read_dataset(g, name, "g_idx", H5T_NATIVE_INT32, (size_t)cols, s->g_idx);
-  H5Gclose(g);
-  v->scales = s->scales;
-  v->zeros = s->zeros;
-  v->g_idx = s->g_idx;
+  int rc = qfile_read_stored(r, name, rows, cols, &s->b, &v->bits, &v->group_size);
+  v->rows = rows;
+  v->cols = cols;
+  v->scales = s->b.scales;
+  v->zeros = s->b.zeros;
+  v->g_idx = s->b.g_idx;
   if (rc) stored_free(s);
   return rc;
 }
 
-/* Codes of all rows (rows × cols), unpacked. */
-static int read_codes(QFileReader *r, const char *name, const QLayerView *v, uint8_t *codes) {
+/* Codes of all rows (rows × cols) of a stored layer, unpacked. */
+static void stored_codes(const StoredLayer *s, uint8_t *codes) {
+  const QLayerView *v = &s->v;
   int wpr = quant_words_per_row(v->cols, v->bits);
-  uint32_t *qw = aptq_malloc(sizeof(uint32_t) * (size_t)v->rows * wpr, "qweight");
-  if (!qw) return APTQ_ERR;
-  char gname[512];
-  snprintf(gname, sizeof gname, "/layers/%s", name);
-  hid_t g = H5Gopen2(r->file, gname, H5P_DEFAULT);
-  int rc = read_dataset(g, name, "qweight", H5T_NATIVE_UINT32, (size_t)v->rows * wpr, qw);
-  H5Gclose(g);
-  for (int i = 0; !rc && i < v->rows; i++) quant_unpack_row(qw + (size_t)i * wpr, v->cols, v->bits, codes + (size_t)i * v->cols);
-  aptq_free(qw);
-  return rc;
+  for (int i = 0; i < v->rows; i++) quant_unpack_row(s->b.qweight + (size_t)i * wpr, v->cols, v->bits, codes + (size_t)i * v->cols);
 }
 
 /* ---- the export ---- */
@@ -296,7 +254,7 @@ static int write_linear(Export *x, int l, int k) {
   uint8_t *codes = aptq_malloc((size_t)rows * cols, "codes"), *out = aptq_calloc((size_t)rb, (size_t)frows, "GGUF tensor");
   int rc = !W || !y || !codes || !out;
   if (!rc) rc = x->r_open ? qfile_read_linear(&x->r, name, rows, cols, W) : tensor_f32(t, W);
-  if (!rc && type != GGML_F32) rc = read_codes(&x->r, name, &s.v, codes);
+  if (!rc && type != GGML_F32) stored_codes(&s, codes);
   for (int i = 0; !rc && i < frows; i++) { /* rows past rows: all zero bytes, d = 0 */
     int src = i < rows ? source_row(x->m, k, i) : -1;
     uint8_t *dst = out + (size_t)i * rb;

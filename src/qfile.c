@@ -354,25 +354,32 @@ static void dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int
   }
 }
 
-int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W) {
+int qfile_read_stored(QFileReader *r, const char *name, int rows, int cols, QLayerBuffers *b, int *bits, int *group_size) {
+  memset(b, 0, sizeof *b);
   H5Src s = qfile_src(r);
   char g[512];
   snprintf(g, sizeof g, "/layers/%s", name);
-  int exists, bits = 0, grows = 0, gcols = 0, gs = -1;
+  int exists, grows = 0, gcols = 0, gs = -1;
   CHECK(h5r_exists(&s, r->file, g, &exists));
   if (!exists) return aptq_error("%s: layer %s is missing", r->path, name);
-  CHECK(layer_attrs(&s, r->file, g, &bits, &grows, &gcols, &gs, NULL));
+  CHECK(layer_attrs(&s, r->file, g, bits, &grows, &gcols, &gs, NULL));
   if (grows != rows || gcols != cols)
     return aptq_error("%s: layer %s is %d x %d at %d bits (group %d) but the model needs %d x %d; wrong model for this file", r->path, name,
-                      grows, gcols, bits, gs, rows, cols);
+                      grows, gcols, *bits, gs, rows, cols);
+  *group_size = gs > cols ? cols : gs;
   int ng = layer_ngroups(cols, gs);
+  CHECK(qlayer_buffers_alloc(b, rows, cols, *bits, *group_size));
+  CHECK(read_layer_rows(&s, r->file, g, rows, cols, *bits, ng, 0, rows, H5P_DEFAULT, b));
+  return qlayer_check(&s, name, rows, cols, *bits, ng, b);
+}
+
+int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W) {
   QLayerBuffers b;
-  int rc = qlayer_buffers_alloc(&b, rows, cols, bits, gs > cols ? cols : gs);
-  uint8_t *codes = aptq_malloc((size_t)cols, "codes of a row");
-  if (!codes) rc = APTQ_ERR;
-  if (!rc) rc = read_layer_rows(&s, r->file, g, rows, cols, bits, ng, 0, rows, H5P_DEFAULT, &b);
-  if (!rc) rc = qlayer_check(&s, name, rows, cols, bits, ng, &b);
-  if (!rc) dequantize(&b, rows, cols, bits, ng, codes, W);
+  int bits = 0, gs = 0;
+  int rc = qfile_read_stored(r, name, rows, cols, &b, &bits, &gs);
+  uint8_t *codes = rc ? NULL : aptq_malloc((size_t)cols, "codes of a row");
+  if (!rc && !codes) rc = APTQ_ERR;
+  if (!rc) dequantize(&b, rows, cols, bits, quant_ngroups(cols, gs), codes, W);
   qlayer_buffers_free(&b);
   aptq_free(codes);
   return rc;

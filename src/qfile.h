@@ -88,6 +88,11 @@ int qfile_attach(QFileReader *r, const char *path, hid_t file);
 /* Dequantized weights of one linear layer into W (rows × cols); checks the
  * stored shapes against the expected ones and every value (qlayer_check). */
 int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, float *W);
+/* The stored form of one linear layer (rows × cols, the model's shape) into
+ * b (allocated here: qlayer_buffers_free whatever the result), with the
+ * same checks as qfile_read_linear; *bits and *group_size (a group_size
+ * past cols given as cols). Local. */
+int qfile_read_stored(QFileReader *r, const char *name, int rows, int cols, QLayerBuffers *b, int *bits, int *group_size);
 void qfile_close(QFileReader *r);
 /* Collective: qfile_open of a file that must have been made from model m
  * (the same fingerprint); agreed, 0 or APTQ_ERR on every rank. */
