@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "outpath.h"
+#include "sha256.h"
 
 /* Options that change the result; a resumed run must repeat them exactly. */
 static int result_options(const Options *o, char *buf, size_t size) {
@@ -105,12 +106,14 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
     first_difference(have, want, diff, sizeof diff);
     rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
   }
+  int n = sha256_hex_shown(fp, m->fingerprint);
   if (!rc && strcmp(fp, m->fingerprint))
-    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, fp,
-                    m->fingerprint);
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.*s..., this model %.*s...); resume with that model",
+                    ck->dir, n, fp, n, m->fingerprint);
+  n = sha256_hex_shown(sha, calib->sha256);
   if (!rc && strcmp(sha, calib->sha256))
-    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir, sha,
-                    calib->sha256);
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.*s..., these %.*s...); resume with those tokens",
+                    ck->dir, n, sha, n, calib->sha256);
   if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))
     rc = aptq_error("checkpoint '%s' is inconsistent (block %d of %d, %d layers); remove it and start again", ck->dir, ck->next_block,
                     m->cfg.n_layers, nlayers);

@@ -11,6 +11,7 @@
 #include "forward.h"
 #include "outpath.h"
 #include "quant.h"
+#include "sha256.h"
 #include "tokens.h"
 
 void linear_layer_name(int layer, int kind, char *buf, int size) {
@@ -364,10 +365,11 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
 
 int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm comm) {
   int rc = qfile_open(r, path, comm);
-  if (!rc && strcmp(r->model_fingerprint, m->fingerprint))
-    rc =
-        aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
-                   path, r->model_fingerprint, m->fingerprint);
+  if (!rc && strcmp(r->model_fingerprint, m->fingerprint)) {
+    int n = sha256_hex_shown(r->model_fingerprint, m->fingerprint);
+    rc = aptq_error("'%s' was made from a different model (fingerprint %.*s..., this model %.*s...); give the model it was quantized from",
+                    path, n, r->model_fingerprint, n, m->fingerprint);
+  }
   return aptq_agree(comm, rc);
 }
 

@@ -314,9 +314,10 @@ def linear_shapes(c):
 
 
 def first_difference(a, b):
-    """The two hex strings up to and including their first differing 8 characters."""
+    """The two hex strings as far as their first difference, in steps of 12
+    characters (src/sha256.c sha256_hex_shown)."""
     i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
-    end = min(max(len(a), len(b)), (i // 8 + 1) * 8)
+    end = min(max(len(a), len(b)), (i // 12 + 1) * 12)
     return a[:end], b[:end]
 
 
