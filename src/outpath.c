@@ -126,6 +126,23 @@ int output_check(const char *path, const char *key, int overwrite, const Options
   return aptq_agree(comm, rc);
 }
 
+int outpath_temp(const char *path, const char *key, char *tmp, size_t size, int *fd) {
+  int f = -1, pid = (int)getpid();
+  for (int n = 0; f < 0 && n < 100; n++) {
+    if (n) snprintf(tmp, size, "%s.partial-%d-%d", path, pid, n);
+    else snprintf(tmp, size, "%s.partial-%d", path, pid);
+    f = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (f < 0 && errno != EEXIST)
+      return aptq_error("cannot create the temporary file '%s' for %s '%s': %s; check that its directory is writable", tmp, key, path,
+                        strerror(errno));
+  }
+  if (f < 0) return aptq_error("cannot create a temporary file for %s '%s': '%s' and 99 others exist; remove them", key, path, tmp);
+  aptq_register_tmpfile(tmp);
+  if (fd) *fd = f;
+  else close(f);
+  return 0;
+}
+
 /* rename(2) that fails with EEXIST rather than replace: renameat2 where the
  * kernel and file system have it, else link + unlink. */
 static int rename_noreplace(const char *tmp, const char *path) {

@@ -81,14 +81,17 @@ static int put_double(hid_t loc, const char *name, double v) { return put_attr(l
 
 int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrite, MPI_Comm comm) {
   memset(w, 0, sizeof *w);
+  w->file = -1;
   w->comm = comm;
   w->key = key;
   w->overwrite = overwrite;
   snprintf(w->path, sizeof w->path, "%s", path);
-  /* one temporary name for all ranks: rank 0's pid */
-  int pid = (int)getpid();
-  MPI_Bcast(&pid, 1, MPI_INT, 0, comm);
-  snprintf(w->tmp, sizeof w->tmp, "%s.partial-%d", path, pid);
+  /* one temporary name for all ranks: rank 0 creates it (outpath_temp), the
+   * file is then opened (truncated: it is new and empty) by all */
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  CHECK(aptq_agree(comm, rank == 0 ? outpath_temp(path, key, w->tmp, sizeof w->tmp, NULL) : 0));
+  MPI_Bcast(w->tmp, sizeof w->tmp, MPI_CHAR, 0, comm);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
@@ -101,11 +104,13 @@ int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrit
   if (!ok) {
     if (w->file >= 0) H5Fclose(w->file);
     w->file = -1;
+    if (rank == 0) unlink(w->tmp);
+    aptq_unregister_tmpfile(w->tmp);
     return aptq_agree(
         comm,
         aptq_error("cannot create the output file '%s' (temporary '%s'); check that its directory exists and is writable", path, w->tmp));
   }
-  aptq_register_tmpfile(w->tmp);
+  if (rank != 0) aptq_register_tmpfile(w->tmp);
   w->dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE);
   return 0;
