@@ -62,8 +62,8 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   snprintf(ck->dir, sizeof ck->dir, "%s", o->checkpoint);
   int rank;
   MPI_Comm_rank(comm, &rank);
-  int rc = 0;
-  if (rank == 0 && mkdir(ck->dir, 0777) != 0 && errno != EEXIST)
+  int rc = rank == 0 ? outpath_check_dir(ck->dir, "checkpoint", o) : 0;
+  if (!rc && rank == 0 && mkdir(ck->dir, 0777) != 0 && errno != EEXIST)
     rc = aptq_error("checkpoint: cannot create directory '%s': %s; give a writable path", ck->dir, strerror(errno));
   struct stat st;
   if (!rc && rank == 0 && (stat(ck->dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(ck->dir, W_OK) != 0))

@@ -90,6 +90,22 @@ static int not_an_input(const char *path, const char *key, const struct stat *st
   return 0;
 }
 
+int outpath_check_dir(const char *dir, const char *key, const Options *o) {
+  struct stat st;
+  if (!o || stat(dir, &st) != 0) return 0; /* a new directory is no input */
+  const struct {
+    const char *name, *value;
+  } in[] = {{"model", o->model},         {"calib", o->calib}, {"tokens", o->tokens},
+            {"quantized", o->quantized}, {"input", o->input}, {"deck", options_deck()}};
+  for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+    struct stat si;
+    if (in[i].value && in[i].value[0] && stat(in[i].value, &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino)
+      return aptq_error("%s '%s' is the input %s '%s'; the run would write and remove its files there: choose another %s directory", key,
+                        dir, in[i].name, in[i].value, key);
+  }
+  return 0;
+}
+
 int outpath_check(const char *path, const char *key, int overwrite, const Options *o) {
   struct stat st, sl;
   if (!path[0]) return aptq_error("missing required key '%s'", key);

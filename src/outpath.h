@@ -26,6 +26,11 @@ int output_check(const char *path, const char *key, int overwrite, const Options
 /* The same check, local (one rank writes, e.g. synth): 0 or APTQ_ERR. */
 int outpath_check(const char *path, const char *key, int overwrite, const Options *o);
 
+/* Local: a directory the run writes files into and removes them from
+ * (checkpoint = DIR) is not an input of the run (the model directory, or
+ * any input file): 0 or one message naming both. */
+int outpath_check_dir(const char *dir, const char *key, const Options *o);
+
 /* Local (the rank that will write): a new temporary file beside path,
  * "PATH.partial-PID" (or "PATH.partial-PID-N" if that name is taken),
  * created empty with O_EXCL | O_NOFOLLOW, so that nothing already there (a
