@@ -41,14 +41,16 @@ static int check_hessian(const double *H, int d, const char *path) {
  * would leave from about 1e±76 on; scaled by 4^k the factor is exactly
  * 2^-k times the unscaled one (power-of-two scaling commutes with IEEE
  * rounding), so the update W −= err/U_jj · U_j: and the codes are those of
- * the unscaled H, and the loss is the scaled one divided by 4^k. A H that
- * is 0 on its diagonal except for dead columns is left as it is. */
+ * the unscaled H, and the loss is the scaled one divided by 4^k. An H
+ * whose diagonal is all 0 (every column dead) is left as it is. Dead
+ * columns keep gptq.py's unit diagonal in the rescaled units, so with dead
+ * columns the damping (and the codes) may differ in the last bits. */
 static double hessian_scale(const double *H, int n, int d) {
   double sum = 0.0;
   int live = 0;
   for (int i = 0; i < n; i++) {
     double v = H[(size_t)i * d + i % d];
-    if (v > 0.0) sum += v / n, live++;
+    if (v > 0.0) sum += v / n, live++; /* v / n: no overflow near DBL_MAX */
   }
   double mean = live ? sum * n / live : 0.0;
   if (mean == 0.0 || (mean >= 0x1p-64 && mean <= 0x1p64)) return 1.0;
