@@ -11,6 +11,7 @@
 #include "error.h"
 #include "h5read.h"
 #include "outpath.h"
+#include "sha256.h"
 
 static const char CHECKPOINT_FIX[] = "the checkpoint is damaged or not an aptq checkpoint: remove the checkpoint directory and start again";
 
@@ -79,8 +80,8 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
   snprintf(ck->dir, sizeof ck->dir, "%s", o->checkpoint);
   int rank;
   MPI_Comm_rank(comm, &rank);
-  int rc = 0;
-  if (rank == 0 && mkdir(ck->dir, 0777) != 0 && errno != EEXIST)
+  int rc = rank == 0 ? outpath_check_dir(ck->dir, "checkpoint", o) : 0;
+  if (!rc && rank == 0 && mkdir(ck->dir, 0777) != 0 && errno != EEXIST)
     rc = aptq_error("checkpoint: cannot create directory '%s': %s; give a writable path", ck->dir, strerror(errno));
   struct stat st;
   if (!rc && rank == 0 && (stat(ck->dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(ck->dir, W_OK) != 0))
@@ -117,12 +118,14 @@ int checkpoint_begin(Checkpoint *ck, const Options *o, const Model *m, const Tok
     first_difference(cm.options, want, diff, sizeof diff);
     rc = aptq_error("checkpoint '%s' does not match this run: %s; resume with the options of the interrupted run", ck->dir, diff);
   }
+  int n = sha256_hex_shown(cm.fingerprint, m->fingerprint);
   if (!rc && strcmp(cm.fingerprint, m->fingerprint))
-    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.12s..., this model %.12s...)", ck->dir, cm.fingerprint,
-                    m->fingerprint);
+    rc = aptq_error("checkpoint '%s' was made from a different model (fingerprint %.*s..., this model %.*s...); resume with that model",
+                    ck->dir, n, cm.fingerprint, n, m->fingerprint);
+  n = sha256_hex_shown(cm.calib_sha256, calib->sha256);
   if (!rc && strcmp(cm.calib_sha256, calib->sha256))
-    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.12s..., these %.12s...)", ck->dir,
-                    cm.calib_sha256, calib->sha256);
+    rc = aptq_error("checkpoint '%s' was made with different calibration tokens (sha256 %.*s..., these %.*s...); resume with those tokens",
+                    ck->dir, n, cm.calib_sha256, n, calib->sha256);
   int nlayers = cm.layers, stats_cols = cm.stats;
   ck->next_block = cm.next_block;
   if (!rc && (nlayers != m->cfg.n_layers * LIN_COUNT || stats_cols != nstats || ck->next_block < 1 || ck->next_block > m->cfg.n_layers))

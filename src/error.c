@@ -23,7 +23,7 @@ static struct {
 } frames[MAX_FRAMES];
 static int nframes;
 /* temporary outputs alive now (output, checkpoint block, checkpoint state) */
-enum { MAX_TMPFILES = 4 };
+enum { MAX_TMPFILES = 8 };
 static char tmpfile_path[MAX_TMPFILES][4096];
 static volatile sig_atomic_t stop_requested;
 

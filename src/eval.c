@@ -26,21 +26,27 @@
 
 static int write_logits(const char *path, int overwrite, const float *logits, int first, int count, int T, int V, MPI_Comm comm) {
   /* under a temporary name (rank 0's pid), renamed when complete */
-  char tmp[OPT_PATH_MAX + 32];
-  int pid = (int)getpid(), rank;
+  char tmp[OPT_PATH_MAX + 64];
+  int rank;
   MPI_Comm_rank(comm, &rank);
-  MPI_Bcast(&pid, 1, MPI_INT, 0, comm);
-  snprintf(tmp, sizeof tmp, "%s.partial-%d", path, pid);
+  /* rank 0 creates it new and empty (outpath_temp: nothing there is truncated or followed) */
+  CHECK(aptq_agree(comm, rank == 0 ? outpath_temp(path, "logits", tmp, sizeof tmp, NULL) : 0));
+  MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, comm);
   MPI_File fh;
-  int rc = MPI_File_open(comm, tmp, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &fh);
-  if (rc != MPI_SUCCESS) return aptq_agree(comm, aptq_error("cannot create logits file '%s'", tmp));
-  aptq_register_tmpfile(tmp);
-  MPI_File_set_size(fh, 0);
+  int opened = MPI_File_open(comm, tmp, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh) == MPI_SUCCESS;
+  int ok = aptq_all_ok(comm, opened);
+  if (!ok) {
+    if (opened) MPI_File_close(&fh);
+    if (rank == 0) unlink(tmp);
+    aptq_unregister_tmpfile(tmp);
+    return aptq_agree(comm, aptq_error("cannot open the temporary logits file '%s' on every rank; check the file system", tmp));
+  }
+  if (rank != 0) aptq_register_tmpfile(tmp);
   MPI_Offset per_seq = (MPI_Offset)T * V * (MPI_Offset)sizeof(float);
   /* one write per sequence keeps each count below 2^31 */
   int maxcount;
   MPI_Allreduce(&count, &maxcount, 1, MPI_INT, MPI_MAX, comm);
-  int ok = 1;
+  ok = 1;
   for (int i = 0; i < maxcount; i++) {
     const float *buf = i < count ? logits + (size_t)i * T * V : logits;
     int n = i < count ? T * V : 0;
@@ -48,7 +54,7 @@ static int write_logits(const char *path, int overwrite, const float *logits, in
   }
   ok &= MPI_File_close(&fh) == MPI_SUCCESS;
   ok = aptq_all_ok(comm, ok);
-  rc = !ok ? aptq_error("error writing logits file '%s'", tmp) : rank == 0 ? outpath_commit(tmp, path, "logits", overwrite) : 0;
+  int rc = !ok ? aptq_error("error writing logits file '%s'", tmp) : rank == 0 ? outpath_commit(tmp, path, "logits", overwrite) : 0;
   if (rank == 0 && rc) unlink(tmp);
   aptq_unregister_tmpfile(tmp);
   return aptq_agree(comm, rc);

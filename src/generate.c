@@ -3,6 +3,7 @@
  * for models whose tokenizer is not at hand (stories260K, the synthetic
  * default). Sequence i uses the random stream seed+i, so the file does not
  * depend on the number of ranks. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,20 +80,21 @@ int cmd_generate(const Options *o, MPI_Comm comm) {
   CHECK(aptq_agree(comm, (rank == 0 && !all) || shard_layout_alloc(&lay, o->nseq, size, T)));
   MPI_Gatherv(ids, count * T, MPI_UINT32_T, all, lay.counts, lay.displs, MPI_UINT32_T, 0, comm);
   if (rank == 0) {
-    char tmp[OPT_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.partial-%d", o->output, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (f) aptq_register_tmpfile(tmp);
+    char tmp[OPT_PATH_MAX + 64] = "";
+    int fd = -1;
+    rc = outpath_temp(o->output, "output", tmp, sizeof tmp, &fd);
+    FILE *f = rc ? NULL : fdopen(fd, "wb");
+    if (!rc && !f) close(fd);
     /* little-endian on disk, as the token files are */
     for (size_t i = 0; f && i < (size_t)o->nseq * T; i++) {
       uint8_t b[4] = {(uint8_t)all[i], (uint8_t)(all[i] >> 8), (uint8_t)(all[i] >> 16), (uint8_t)(all[i] >> 24)};
       if (fwrite(b, 1, 4, f) != 4) break;
     }
-    if (!f || ferror(f) || fclose(f) != 0) {
+    if (!rc && (!f || ferror(f) || fclose(f) != 0)) {
       unlink(tmp);
-      rc = aptq_error("cannot write token file '%s'", o->output);
-    } else rc = outpath_commit(tmp, o->output, "output", o->overwrite);
-    aptq_unregister_tmpfile(tmp);
+      rc = aptq_error("cannot write token file '%s': %s", o->output, strerror(errno));
+    } else if (!rc) rc = outpath_commit(tmp, o->output, "output", o->overwrite);
+    if (tmp[0]) aptq_unregister_tmpfile(tmp);
     if (!rc)
       printf("aptq generate: %d sequences x %d tokens (temperature %g, seed %d) -> %s\n", o->nseq, T, o->temperature, o->seed, o->output);
   }

@@ -212,7 +212,7 @@ static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int ro
   if (gs > 0 && p->static_groups)
     for (int r = 0; r < rows; r++)
       for (int g = 0; g < ng; g++) {
-        int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+        int end = quant_group_end(g * gs, gs, cols);
         find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
       }
   for (int r = 0; r < rows; r++)
@@ -242,7 +242,7 @@ static void column_grid(const GptqLayer *L, const GptqParams *p, int k, const fl
   for (int r = 0; r < n; r++) {
     size_t sg = (size_t)(r0 + r) * ng + g;
     if (!p->static_groups && k % gs == 0) {
-      int end = k + gs < cols ? k + gs : cols;
+      int end = quant_group_end(k, gs, cols);
       find_params(p, Wp + (size_t)(r0 + r) * cols + k, end - k, &scales[sg], &zeros[sg]);
     }
     scale[r] = scales[sg];

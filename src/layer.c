@@ -36,6 +36,36 @@ static int check_hessian(const double *H, int d, const char *path) {
   return 0;
 }
 
+/* A power of 4 that brings the mean of the nonzero diagonal of the n × d
+ * matrix H (stacked d × d blocks; n = d for one) into [2^-64, 2^64]: 1 when
+ * it is there already. The solve is in float32, whose range H's factor
+ * would leave from about 1e±76 on; scaled by 4^k the factor is exactly
+ * 2^-k times the unscaled one (power-of-two scaling commutes with IEEE
+ * rounding), so the update W −= err/U_jj · U_j: and the codes are those of
+ * the unscaled H, and the loss is the scaled one divided by 4^k. An H
+ * whose diagonal is all 0 (every column dead) is left as it is. Dead
+ * columns keep gptq.py's unit diagonal in the rescaled units, so with dead
+ * columns the damping (and the codes) may differ in the last bits. */
+static double hessian_scale(const double *H, int n, int d) {
+  double sum = 0.0;
+  int live = 0;
+  for (int i = 0; i < n; i++) {
+    double v = H[(size_t)i * d + i % d];
+    if (v > 0.0) sum += v / n, live++; /* v / n: no overflow near DBL_MAX */
+  }
+  double mean = live ? sum * n / live : 0.0;
+  if (mean == 0.0 || (mean >= 0x1p-64 && mean <= 0x1p64)) return 1.0;
+  long k = -lround(log2(mean) / 2); /* |2k| ≤ 1000: 4^k stays a normal double even for a subnormal H */
+  return ldexp(1.0, 2 * (int)(k < -500 ? -500 : k > 500 ? 500 : k));
+}
+
+static double scale_hessian(double *H, int n, int d) {
+  double c = hessian_scale(H, n, d);
+  if (c != 1.0)
+    for (size_t i = 0; i < (size_t)n * d; i++) H[i] *= c;
+  return c;
+}
+
 /* One layer's solve: the input's shapes, this rank's rows and buffers. */
 typedef struct {
   const Options *o;
@@ -48,6 +78,7 @@ typedef struct {
   int32_t *codes32; /* n × cols, the codes as written */
   GptqLayer L;
   double loss, damp_out;
+  double scale, scale_out; /* H and H_out were multiplied by these (hessian_scale) */
 } LayerJob;
 
 /* The input file, for h5read's checks and messages. */
@@ -95,6 +126,7 @@ static int read_layer(LayerJob *J, int kron, MPI_Comm comm) {
   for (size_t i = 0; !rc && i < (size_t)n * cols; i++)
     if (!isfinite(J->s.W[i])) rc = aptq_error("%s: W holds a non-finite value at row %zu", o->input, J->r0 + i / cols);
   if (!rc) rc = check_hessian(J->H, cols, o->input);
+  if (!rc) J->scale = scale_hessian(J->H, cols, cols);
   return aptq_agree(comm, rc);
 }
 
@@ -109,9 +141,11 @@ static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
   const float **Uh = aptq_malloc(sizeof(float *) * (size_t)(nh + 1), "output factors");
   int rc = !Hout || !Uo || !Uh;
   if (!rc) rc = h5_read_matrix(&s, "/H_out", H5T_NATIVE_DOUBLE, J->nout, dh, 0, J->nout, Hout, comm);
+  for (int b = 0; !rc && b < J->nout / dh; b++) rc = check_hessian(Hout + (size_t)b * dh * dh, dh, o->input);
+  if (!rc) J->scale_out = scale_hessian(Hout, J->nout, dh);
   for (int i = 0; !rc && i < nh; i++) {
     const double *Hh = J->nout == dh ? Hout : Hout + (size_t)(h0 + i) * dh * dh;
-    rc = check_hessian(Hh, dh, o->input) || gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &J->damp_out);
+    rc = gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &J->damp_out);
     Uh[i] = Uo + (size_t)i * dh * dh;
   }
   if (!rc) rc = gptq_solve_kron(&J->L, p, Uh, dh, J->s.W, nh, J->s.codes, J->s.Q, J->s.scales, J->s.zeros, J->s.loss + h0);
@@ -122,7 +156,28 @@ static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
   rowdeal_allgather(&J->deal, 0, J->s.loss, 1, MPI_DOUBLE); /* heads in order, whatever the rank count */
   J->loss = 0;
   for (int i = 0; i < heads; i++) J->loss += J->s.loss[i];
+  J->loss /= J->scale_out;
   return 0;
+}
+
+/* Collective: the solve's results are finite on every rank. A W whose
+ * values reach the float32 limit (|w| near 3.4e38) makes a group's range,
+ * and so its scale, overflow: refused rather than written. */
+static int check_finite(const LayerJob *J, MPI_Comm comm) {
+  int cols = J->cols, ng = quant_ngroups(cols, J->o->group_size), rc = 0;
+  for (size_t i = 0; !rc && i < (size_t)J->n * cols; i++)
+    if (!isfinite(J->s.Q[i]))
+      rc = aptq_error(
+          "%s: the solve gave a non-finite weight in row %zu (W's values overflow float32 arithmetic); nothing written: "
+          "scale W down",
+          J->o->input, J->r0 + i / cols);
+  for (size_t i = 0; !rc && i < (size_t)J->n * ng; i++)
+    if (!isfinite(J->s.scales[i]))
+      rc = aptq_error("%s: the solve gave a non-finite scale in row %zu (W's range overflows float32); nothing written: scale W down",
+                      J->o->input, J->r0 + i / ng);
+  if (!rc && !isfinite(J->loss))
+    rc = aptq_error("%s: the solve gave a non-finite error (W's range overflows float32); nothing written: scale W down", J->o->input);
+  return aptq_agree(comm, rc);
 }
 
 /* Collective: the output file (docs/hdf5-schema.md, aptq-layer-solve). */
@@ -199,11 +254,19 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
     rc = aptq_agree(comm, gptq_solve(&J.L, &p, J.s.W, J.n, J.s.codes, J.s.Q, J.s.scales, J.s.zeros, J.s.loss));
     if (!rc) J.loss = rowdeal_layer_loss(J.s.loss, J.rows, comm);
   }
+  if (!rc) J.loss /= J.scale; /* the loss of the H as given (hessian_scale) */
+  if (!rc) rc = check_finite(&J, comm);
   t[3] = MPI_Wtime();
   for (size_t i = 0; !rc && i < (size_t)J.n * J.cols; i++) J.codes32[i] = J.s.codes[i];
   if (!rc) rc = write_layer(&J, kron, comm);
   t[4] = MPI_Wtime();
   if (!rc && rank == 0) print_layer(&J, kron, size, t);
+  if (!rc && rank == 0 && (J.scale != 1.0 || (kron && J.scale_out != 1.0))) {
+    char out[48] = "";
+    if (kron) snprintf(out, sizeof out, ", H_out by 2^%d", ilogb(J.scale_out));
+    printf("  scaled  : H by 2^%d%s before the solve (its diagonal is out of float32's range); the error is the given H's\n",
+           ilogb(J.scale), out);
+  }
   if (J.L.g_idx) gptq_layer_free(&J.L);
   layer_job_free(&J);
   return rc;

@@ -193,13 +193,26 @@ static int set_value(Options *o, const OptSpec *s, const char *value, const char
   return 0;
 }
 
-static int apply(Options *o, const char *key, const char *value, const char *where) {
+/* Where each given key was set: 1 + the deck line, FROM_COMMAND_LINE, or
+ * FROM_GRID (a setting that grid implies, apply_grid). A key may be given
+ * once in the deck and once on the command line (which overrides it),
+ * never twice in the same place. */
+enum { FROM_COMMAND_LINE = -1, FROM_GRID = -2 };
+
+static int apply(Options *o, const char *key, const char *value, const char *where, int line) {
   int index;
   const OptSpec *s = find(key, &index);
   if (!s) return aptq_error("%s: unknown key '%s'; the keys are listed in docs/options.md and by 'aptq help'", where, key);
   if (!value[0]) return aptq_error("%s: empty value for '%s'", where, key);
+  if (line == FROM_COMMAND_LINE && given[index] == FROM_COMMAND_LINE)
+    return aptq_error("command line: --%s given twice ('%s', then '%s'); give each key once", key, raw[index], value);
+  if (line != FROM_COMMAND_LINE && line != FROM_GRID && given[index] > 0)
+    return aptq_error(
+        "%s: key '%s' was already given on line %d ('%s'); give each key once in a deck (--%s=... on the command line "
+        "overrides it)",
+        where, key, given[index] - 1, raw[index], key);
   CHECK(set_value(o, s, value, where));
-  given[index] = 1;
+  given[index] = line < 0 ? line : line + 1;
   snprintf(raw[index], sizeof raw[index], "%s", value);
   return 0;
 }
@@ -218,7 +231,7 @@ static int apply_grid(Options *o) {
       if (given[index] && !same[k])
         return aptq_error("grid = %s needs %s = %s, but %s = %s was given; drop %s or the grid", o->grid, key[k], want[k], key[k],
                           raw[index], key[k]);
-      CHECK(apply(o, key[k], want[k], "grid"));
+      CHECK(apply(o, key[k], want[k], "grid", FROM_GRID));
     }
     if (o->R[0])
       return aptq_error("grid = %s is one %s-bit type for every layer, but R asks for mixed precision; drop R or the grid", o->grid,
@@ -271,7 +284,7 @@ static int read_deck(Options *o, const char *path) {
       rc = aptq_error("%s: missing key before '='", where);
       break;
     }
-    rc = apply(o, key, value, where);
+    rc = apply(o, key, value, where, lineno);
   }
   if (!rc && ferror(f)) rc = aptq_error("cannot read input deck '%s': %s", path, strerror(errno));
   fclose(f);
@@ -306,14 +319,14 @@ int options_parse(Options *o, int argc, char **argv) {
     char *eq = strchr(buf, '=');
     if (!eq) return aptq_error("command line: expected --key=value, got '%s'", argv[i]);
     *eq = 0;
-    CHECK(apply(o, buf, eq + 1, "command line"));
+    CHECK(apply(o, buf, eq + 1, "command line", FROM_COMMAND_LINE));
   }
   return apply_grid(o);
 }
 
 int options_given(const char *key) {
   int index;
-  return find(key, &index) ? given[index] : 0;
+  return find(key, &index) ? given[index] != 0 : 0;
 }
 
 int options_require(const Options *o, const char *key) {

@@ -90,6 +90,22 @@ static int not_an_input(const char *path, const char *key, const struct stat *st
   return 0;
 }
 
+int outpath_check_dir(const char *dir, const char *key, const Options *o) {
+  struct stat st;
+  if (!o || stat(dir, &st) != 0) return 0; /* a new directory is no input */
+  const struct {
+    const char *name, *value;
+  } in[] = {{"model", o->model},         {"calib", o->calib}, {"tokens", o->tokens},
+            {"quantized", o->quantized}, {"input", o->input}, {"deck", options_deck()}};
+  for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+    struct stat si;
+    if (in[i].value && in[i].value[0] && stat(in[i].value, &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino)
+      return aptq_error("%s '%s' is the input %s '%s'; the run would write and remove its files there: choose another %s directory", key,
+                        dir, in[i].name, in[i].value, key);
+  }
+  return 0;
+}
+
 int outpath_check(const char *path, const char *key, int overwrite, const Options *o) {
   struct stat st, sl;
   if (!path[0]) return aptq_error("missing required key '%s'", key);
@@ -124,6 +140,23 @@ int output_check(const char *path, const char *key, int overwrite, const Options
   MPI_Comm_rank(comm, &rank);
   int rc = rank == 0 ? outpath_check(path, key, overwrite, o) : 0;
   return aptq_agree(comm, rc);
+}
+
+int outpath_temp(const char *path, const char *key, char *tmp, size_t size, int *fd) {
+  int f = -1, pid = (int)getpid();
+  for (int n = 0; f < 0 && n < 100; n++) {
+    if (n) snprintf(tmp, size, "%s.partial-%d-%d", path, pid, n);
+    else snprintf(tmp, size, "%s.partial-%d", path, pid);
+    f = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (f < 0 && errno != EEXIST)
+      return aptq_error("cannot create the temporary file '%s' for %s '%s': %s; check that its directory is writable", tmp, key, path,
+                        strerror(errno));
+  }
+  if (f < 0) return aptq_error("cannot create a temporary file for %s '%s': '%s' and 99 others exist; remove them", key, path, tmp);
+  aptq_register_tmpfile(tmp);
+  if (fd) *fd = f;
+  else close(f);
+  return 0;
 }
 
 /* rename(2) that fails with EEXIST rather than replace: renameat2 where the

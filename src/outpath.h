@@ -26,6 +26,19 @@ int output_check(const char *path, const char *key, int overwrite, const Options
 /* The same check, local (one rank writes, e.g. synth): 0 or APTQ_ERR. */
 int outpath_check(const char *path, const char *key, int overwrite, const Options *o);
 
+/* Local: a directory the run writes files into and removes them from
+ * (checkpoint = DIR) is not an input of the run (the model directory, or
+ * any input file): 0 or one message naming both. */
+int outpath_check_dir(const char *dir, const char *key, const Options *o);
+
+/* Local (the rank that will write): a new temporary file beside path,
+ * "PATH.partial-PID" (or "PATH.partial-PID-N" if that name is taken),
+ * created empty with O_EXCL | O_NOFOLLOW, so that nothing already there (a
+ * file left by another run, a symbolic link) is truncated or followed; the
+ * name in tmp, registered with aptq_register_tmpfile. fd: the open
+ * descriptor (write only), or NULL to have it closed. 0 or one message. */
+int outpath_temp(const char *path, const char *key, char *tmp, size_t size, int *fd);
+
 /* Local (the rank that wrote tmp): rename tmp onto path as described above.
  * On failure tmp is removed and one message recorded. */
 int outpath_commit(const char *tmp, const char *path, const char *key, int overwrite);

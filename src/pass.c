@@ -407,7 +407,9 @@ static int block_end(Pass *P, int l) {
     for (int i = 0; i < n_layers * LIN_COUNT; i++) layer_error_pack(&P->err[i], P->stats + (size_t)i * LAYER_NSTATS);
     CHECK(checkpoint_save(P->ck, P->m, P->calib, l, P->X.f32, P->stats, P->comm));
   }
-  if (!aptq_stop_requested(P->comm)) return 0;
+  /* all blocks done: a stop asked during the last one lets the run finish
+   * and write its output (every rank has the same l, so all skip the check) */
+  if (l == n_layers - 1 || !aptq_stop_requested(P->comm)) return 0;
   int rc = P->ck ? aptq_error(
                        "stopped by SIGUSR1 after block %d of %d; the checkpoint in '%s' holds it: rerun with the same options and "
                        "resume = yes",

@@ -2,9 +2,11 @@
 
 #include <errno.h>
 #include <math.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,13 +15,41 @@
 #include "h5read.h"
 #include "outpath.h"
 #include "quant.h"
+#include "sha256.h"
 #include "tokens.h"
 
 void linear_layer_name(int layer, int kind, char *buf, int size) {
   snprintf(buf, (size_t)size, "model.layers.%d.%s", layer, linear_names[kind]);
 }
 
-static int h5fail(const char *what, const char *path) { return aptq_error("HDF5 failed to %s in '%s'", what, path); }
+/* Does the HDF5 error stack (which holds the MPI-IO layer's message) say
+ * the device is full or the file too large? */
+static herr_t find_no_space(unsigned n, const H5E_error2_t *e, void *data) {
+  (void)n;
+  int *found = data;
+  if (e->desc && (strstr(e->desc, "No space left") || strstr(e->desc, "ENOSPC") || strstr(e->desc, "quota") ||
+                  strstr(e->desc, "too large") || strstr(e->desc, "EFBIG")))
+    *found = 1;
+  return 0;
+}
+
+/* Is the device of the directory of path full (less than 64 KiB free)? */
+static int device_full(const char *path) {
+  char dir[OPT_PATH_MAX + 64];
+  snprintf(dir, sizeof dir, "%s", path);
+  struct statvfs st;
+  return statvfs(dirname(dir), &st) == 0 && (double)st.f_bavail * st.f_frsize < 65536.0;
+}
+
+/* A write that failed: "no space" when the error stack or the device says
+ * so (the usual cause), else which write. */
+static int h5fail(const QFileWriter *w, const char *what) {
+  int full = 0;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_no_space, &full);
+  if (full || errno == ENOSPC || errno == EFBIG || errno == EDQUOT || device_full(w->tmp))
+    return aptq_error("no space left on device writing %s '%s'; free space or choose another %s", w->key, w->path, w->key);
+  return aptq_error("HDF5 failed to %s in '%s' (temporary file of %s '%s')", what, w->tmp, w->key, w->path);
+}
 
 static hid_t open_group(hid_t file, const char *name) {
   if (H5Lexists(file, name, H5P_DEFAULT) > 0) return H5Gopen2(file, name, H5P_DEFAULT);
@@ -53,14 +83,17 @@ static int put_double(hid_t loc, const char *name, double v) { return put_attr(l
 
 int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrite, MPI_Comm comm) {
   memset(w, 0, sizeof *w);
+  w->file = -1;
   w->comm = comm;
   w->key = key;
   w->overwrite = overwrite;
   snprintf(w->path, sizeof w->path, "%s", path);
-  /* one temporary name for all ranks: rank 0's pid */
-  int pid = (int)getpid();
-  MPI_Bcast(&pid, 1, MPI_INT, 0, comm);
-  snprintf(w->tmp, sizeof w->tmp, "%s.partial-%d", path, pid);
+  /* one temporary name for all ranks: rank 0 creates it (outpath_temp), the
+   * file is then opened (truncated: it is new and empty) by all */
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  CHECK(aptq_agree(comm, rank == 0 ? outpath_temp(path, key, w->tmp, sizeof w->tmp, NULL) : 0));
+  MPI_Bcast(w->tmp, sizeof w->tmp, MPI_CHAR, 0, comm);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
@@ -73,11 +106,13 @@ int qfile_create(QFileWriter *w, const char *path, const char *key, int overwrit
   if (!ok) {
     if (w->file >= 0) H5Fclose(w->file);
     w->file = -1;
+    if (rank == 0) unlink(w->tmp);
+    aptq_unregister_tmpfile(w->tmp);
     return aptq_agree(
         comm,
         aptq_error("cannot create the output file '%s' (temporary '%s'); check that its directory exists and is writable", path, w->tmp));
   }
-  aptq_register_tmpfile(w->tmp);
+  if (rank != 0) aptq_register_tmpfile(w->tmp);
   w->dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE);
   return 0;
@@ -99,7 +134,9 @@ static int write_rows(QFileWriter *w, hid_t group, const char *name, hid_t type,
   H5Sclose(mspace);
   H5Sclose(fspace);
   if (d >= 0) H5Dclose(d);
-  return st < 0 ? h5fail(name, w->tmp) : 0;
+  char what[300];
+  snprintf(what, sizeof what, "write dataset '%s'", name);
+  return st < 0 ? h5fail(w, what) : 0;
 }
 
 /* A 1-D dataset written by rank 0 only (the others select nothing). */
@@ -115,13 +152,15 @@ static int write_vector(QFileWriter *w, hid_t group, const char *name, hid_t typ
   H5Sclose(mspace);
   H5Sclose(fspace);
   if (d >= 0) H5Dclose(d);
-  return st < 0 ? h5fail(name, w->tmp) : 0;
+  char what[300];
+  snprintf(what, sizeof what, "write dataset '%s'", name);
+  return st < 0 ? h5fail(w, what) : 0;
 }
 
 int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_t type, int rows, int cols, int r0, int r1,
                        const void *data) {
   hid_t g = open_group(w->file, group);
-  if (g < 0) return h5fail("create a group", w->tmp);
+  if (g < 0) return h5fail(w, "create a group");
   int rc = write_rows(w, g, name, type, rows, cols, r0, r1, data);
   H5Gclose(g);
   return rc;
@@ -129,7 +168,7 @@ int qfile_write_matrix(QFileWriter *w, const char *group, const char *name, hid_
 
 int qfile_write_vector(QFileWriter *w, const char *group, const char *name, hid_t type, int n, int mine, const void *data) {
   hid_t g = open_group(w->file, group);
-  if (g < 0) return h5fail("create a group", w->tmp);
+  if (g < 0) return h5fail(w, "create a group");
   int rc = write_vector(w, g, name, type, n, mine, data);
   H5Gclose(g);
   return rc;
@@ -139,12 +178,12 @@ int qfile_write_layer(QFileWriter *w, const QLayerSlab *s) {
   char gname[512];
   snprintf(gname, sizeof gname, "/layers/%s", s->name);
   hid_t g = open_group(w->file, gname);
-  if (g < 0) return h5fail("create a layer group", w->tmp);
+  if (g < 0) return h5fail(w, "create a layer group");
   int ng = quant_ngroups(s->cols, s->group_size), rank;
   MPI_Comm_rank(w->comm, &rank);
   int rc = put_int(g, "bits", s->bits) || put_int(g, "rows", s->rows) || put_int(g, "cols", s->cols) ||
            put_int(g, "group_size", s->group_size) || put_int(g, "sym", s->sym);
-  if (rc) rc = h5fail("write layer attributes", w->tmp);
+  if (rc) rc = h5fail(w, "write layer attributes");
   if (!rc) rc = write_rows(w, g, "qweight", H5T_NATIVE_UINT32, s->rows, quant_words_per_row(s->cols, s->bits), s->r0, s->r1, s->qweight);
   if (!rc) rc = write_rows(w, g, "scales", H5T_NATIVE_FLOAT, s->rows, ng, s->r0, s->r1, s->scales);
   if (!rc) rc = write_rows(w, g, "zeros", H5T_NATIVE_INT32, s->rows, ng, s->r0, s->r1, s->zeros);
@@ -156,7 +195,7 @@ int qfile_write_layer(QFileWriter *w, const QLayerSlab *s) {
 
 static int in_group(QFileWriter *w, const char *group, hid_t *g) {
   *g = open_group(w->file, group);
-  return *g < 0 ? h5fail("open a group", w->tmp) : 0;
+  return *g < 0 ? h5fail(w, "open a group") : 0;
 }
 
 /* An attribute value for put_int, put_double or put_string. */
@@ -173,7 +212,7 @@ static int write_attr(QFileWriter *w, const char *group, const char *name, const
   CHECK(in_group(w, group, &g));
   int rc = v->type == 'i' ? put_int(g, name, v->i) : v->type == 'd' ? put_double(g, name, v->d) : put_string(g, name, v->s);
   H5Gclose(g);
-  if (rc) return h5fail("write an attribute", w->tmp);
+  if (rc) return h5fail(w, "write an attribute");
   return w->tee ? write_attr(w->tee, group, name, v) : 0;
 }
 
@@ -201,7 +240,7 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
   hid_t root = w->file, meta, model;
   int rc = put_string(root, "format", "aptq-quantized-model") || put_int(root, "format_version", QFILE_FORMAT_VERSION) ||
            put_string(root, "aptq_version", APTQ_VERSION) || put_string(root, "created", stamp);
-  if (rc) return h5fail("write file attributes", w->tmp);
+  if (rc) return h5fail(w, "write file attributes");
   CHECK(in_group(w, "/meta", &meta));
   rc = put_string(meta, "method", method) || put_int(meta, "ranks", size) || put_string(meta, "model_fingerprint", m->fingerprint) ||
        put_string(meta, "model_source", m->source) || put_string(meta, "calib_sha256", calib_sha256 ? calib_sha256 : "");
@@ -212,7 +251,7 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
     rc = put_string(meta, aname, value);
   }
   H5Gclose(meta);
-  if (rc) return h5fail("write run metadata", w->tmp);
+  if (rc) return h5fail(w, "write run metadata");
   CHECK(in_group(w, "/model", &model));
   const ModelConfig *c = &m->cfg;
   char cfg[1024];
@@ -224,7 +263,7 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
        put_string(model, "full_precision_tensors",
                   "not stored: embed_tokens, norms and lm_head are read from model_source (checked by model_fingerprint)");
   H5Gclose(model);
-  return rc ? h5fail("write the model config", w->tmp) : 0;
+  return rc ? h5fail(w, "write the model config") : 0;
 }
 
 int qfile_commit(QFileWriter *w) {
@@ -235,7 +274,7 @@ int qfile_commit(QFileWriter *w) {
   int rank;
   MPI_Comm_rank(w->comm, &rank);
   int rc = 0;
-  if (!ok) rc = aptq_error("HDF5 failed to close '%s'", w->tmp);
+  if (!ok) rc = h5fail(w, "flush and close the file");
   else if (rank == 0) rc = outpath_commit(w->tmp, w->path, w->key, w->overwrite);
   if (rank == 0 && rc) unlink(w->tmp);
   aptq_unregister_tmpfile(w->tmp);
@@ -387,10 +426,11 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
 
 int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm comm) {
   int rc = qfile_open(r, path, comm);
-  if (!rc && strcmp(r->model_fingerprint, m->fingerprint))
-    rc =
-        aptq_error("'%s' was made from a different model (fingerprint %.12s..., this model %.12s...); give the model it was quantized from",
-                   path, r->model_fingerprint, m->fingerprint);
+  if (!rc && strcmp(r->model_fingerprint, m->fingerprint)) {
+    int n = sha256_hex_shown(r->model_fingerprint, m->fingerprint);
+    rc = aptq_error("'%s' was made from a different model (fingerprint %.*s..., this model %.*s...); give the model it was quantized from",
+                    path, n, r->model_fingerprint, n, m->fingerprint);
+  }
   return aptq_agree(comm, rc);
 }
 

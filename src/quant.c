@@ -86,7 +86,7 @@ void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int
     for (int g = 0; g < ng; g++) {
       float scale;
       int32_t zero;
-      int end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+      int end = quant_group_end(g * gs, gs, cols);
       quant_find_params(row + g * gs, end - g * gs, 1, bits, sym, &scale, &zero);
       scales[(int64_t)r * ng + g] = scale;
       zeros[(int64_t)r * ng + g] = zero;

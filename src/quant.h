@@ -38,8 +38,11 @@ static inline int32_t quant_code(float w, float scale, int32_t zero, int32_t max
 }
 static inline float quant_dequant(int32_t code, float scale, int32_t zero) { return scale * (float)(code - zero); }
 
-/* groups of group_size consecutive columns; the last may be shorter (as in GPTQ) */
-static inline int quant_ngroups(int cols, int group_size) { return group_size > 0 ? (cols + group_size - 1) / group_size : 1; }
+/* groups of group_size consecutive columns; the last may be shorter (as in
+ * GPTQ). Without int overflow for any group_size up to INT_MAX. */
+static inline int quant_ngroups(int cols, int group_size) { return group_size > 0 ? cols / group_size + (cols % group_size != 0) : 1; }
+/* The end of the group that starts at column `start`: min(start + group_size, cols). */
+static inline int quant_group_end(int start, int group_size, int cols) { return group_size < cols - start ? start + group_size : cols; }
 static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64_t)cols * bits + 31) / 32); }
 
 /* Round-to-nearest of rows × cols (row-major) with groups of group_size

@@ -13,9 +13,15 @@ int report_open(Report *r, const char *path, int overwrite, int rank) {
   if (!path[0] || rank != 0) return 0;
   r->overwrite = overwrite;
   snprintf(r->path, sizeof r->path, "%s", path);
-  snprintf(r->tmp, sizeof r->tmp, "%s.partial-%d", path, (int)getpid());
-  r->f = fopen(r->tmp, "w");
-  if (!r->f) return aptq_error("cannot create report '%s': %s", r->tmp, strerror(errno));
+  int fd;
+  CHECK(outpath_temp(path, "report", r->tmp, sizeof r->tmp, &fd));
+  r->f = fdopen(fd, "w");
+  if (!r->f) {
+    close(fd);
+    unlink(r->tmp);
+    aptq_unregister_tmpfile(r->tmp);
+    return aptq_error("cannot create report '%s': %s", r->tmp, strerror(errno));
+  }
   fputc('{', r->f);
   return 0;
 }
@@ -75,11 +81,12 @@ int report_close(Report *r) {
   if (!r->f) return 0;
   fputs("\n}\n", r->f);
   int bad = ferror(r->f);
+  int rc = 0;
   if (fclose(r->f) != 0 || bad) {
     unlink(r->tmp);
-    r->f = NULL;
-    return aptq_error("error writing report '%s'", r->tmp);
-  }
+    rc = aptq_error("error writing report '%s'", r->tmp);
+  } else rc = outpath_commit(r->tmp, r->path, "report", r->overwrite);
   r->f = NULL;
-  return outpath_commit(r->tmp, r->path, "report", r->overwrite);
+  aptq_unregister_tmpfile(r->tmp);
+  return rc;
 }

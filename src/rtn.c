@@ -10,8 +10,10 @@
 #include "solve.h"
 #include "tokens.h"
 
-/* RTN of rows [r0, r0 + n) of one layer, written collectively. */
-static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, const char *name, int r0, int n, LayerError *e) {
+/* RTN of rows [r0, r0 + n) of one layer, written collectively (a result
+ * that is not finite refused on every rank first). */
+static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, const char *name, int r0, int n, LayerError *e,
+                     MPI_Comm comm) {
   int rows = (int)t->rows, cols = (int)t->cols;
   Slab s;
   int32_t *g_idx = aptq_malloc(sizeof(int32_t) * (size_t)cols, "g_idx");
@@ -21,8 +23,10 @@ static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, c
     quant_rtn(s.W, n, cols, p->group_size, p->bits, p->sym, s.codes, s.scales, s.zeros, &e->err2);
     for (size_t i = 0; i < (size_t)n * cols; i++) e->norm2 += (double)s.W[i] * s.W[i];
     for (int j = 0; j < cols; j++) g_idx[j] = p->group_size ? j / p->group_size : 0;
-    rc = solve_write_rows(qw, p, name, rows, cols, r0, n, &s, g_idx);
   }
+  if (rc) aptq_fatal(comm);
+  rc = solve_check_finite(name, r0, n, quant_ngroups(cols, p->group_size), &s, comm);
+  if (!rc && solve_write_rows(qw, p, name, rows, cols, r0, n, &s, g_idx)) aptq_fatal(comm);
   slab_free(&s);
   aptq_free(g_idx);
   return rc;
@@ -40,7 +44,7 @@ int rtn_pass(QFileWriter *qw, const Plan *p, const Model *m, LayerError *err, do
       int r0, n;
       shard_range((int)t->rows, size, rank, &r0, &n);
       LayerError *e = &err[l * LIN_COUNT + k];
-      if (rtn_layer(qw, &p->gptq, t, name, r0, n, e)) aptq_fatal(comm);
+      CHECK(rtn_layer(qw, &p->gptq, t, name, r0, n, e, comm));
       MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm);
     }
     if (rank == 0) {

@@ -103,3 +103,10 @@ void sha256_hex(const void *data, size_t n, char hex[65]) {
   sha256_final(&s, d);
   sha256_digest_to_hex(d, hex);
 }
+
+int sha256_hex_shown(const char *a, const char *b) {
+  int i = 0;
+  while (a[i] && a[i] == b[i]) i++;
+  int n = (i / 12 + 1) * 12, la = (int)strlen(a), lb = (int)strlen(b), max = la > lb ? la : lb;
+  return n < max ? n : max;
+}

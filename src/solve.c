@@ -1,5 +1,6 @@
 #include "solve.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,17 @@ int solve_write_rows(QFileWriter *qw, const GptqParams *p, const char *name, int
   int rc = qfile_write_layer(qw, &slab);
   aptq_free(packed);
   return rc;
+}
+
+int solve_check_finite(const char *name, int r0, int n, int ngroups, const Slab *s, MPI_Comm comm) {
+  int rc = 0;
+  for (size_t i = 0; !rc && i < (size_t)n * ngroups; i++)
+    if (!isfinite(s->scales[i]))
+      rc = aptq_error(
+          "%s: quantization gave a non-finite scale in row %zu (the weights' range overflows float32); nothing written: "
+          "check the model's weights",
+          name, r0 + i / ngroups);
+  return aptq_agree(comm, rc);
 }
 
 /* The solve's attributes of a layer group in the file (docs/hdf5-schema.md). */
@@ -95,7 +107,15 @@ int solve_shared(QFileWriter *qw, const GptqLayer *L, HessianForm form, SolveLay
     phase_add(PH_SOLVE, t);
   }
   for (int k = 0; !rc && k < nl; k++) layer_error_add(lay[k].e, lay[k].W + (size_t)d.first[k] * cols, slab[k].Q, (size_t)d.count[k] * cols);
-  if (!rc && qw) {
+  if (rc) aptq_fatal(comm);
+  for (int k = 0; !rc && k < nl; k++)
+    rc = solve_check_finite(lay[k].name, d.first[k], d.count[k], quant_ngroups(cols, lay[k].p.group_size), &slab[k], comm);
+  if (rc) {
+    for (int k = 0; k < nl; k++) slab_free(&slab[k]);
+    rowdeal_free(&d);
+    return rc;
+  }
+  if (qw) {
     phase_sync(comm);
     double t = MPI_Wtime();
     for (int k = 0; !rc && k < nl; k++)
@@ -247,6 +267,10 @@ int solve_kron(QFileWriter *qw, const GptqParams *p, const KronHessian *h, const
     for (int j = 0; j < i; j++) distinct &= h->in[i] != h->in[j];
   CHECK(distinct ? kron_own_factors(&ks, e, comm) : kron_shared_factors(&ks, e, comm));
   layer_error_add(e, W + (size_t)h0 * dh * d, ks.s.Q, slab_n);
+  if (solve_check_finite(name, h0 * dh, mine * dh, quant_ngroups(d, p->group_size), &ks.s, comm)) {
+    kron_free(&ks);
+    return APTQ_ERR;
+  }
   if (qw) {
     phase_sync(comm);
     double t = MPI_Wtime();

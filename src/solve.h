@@ -27,6 +27,10 @@ typedef struct {
 int slab_alloc(Slab *s, size_t n, int cols, int ngroups, int with_q, size_t nloss);
 void slab_free(Slab *s);
 
+/* Collective: rows [r0, r0 + n) of layer `name` hold only finite scales
+ * (n × ngroups) on every rank; else one agreed error naming the layer and
+ * row. Called before anything of the layer is written. */
+int solve_check_finite(const char *name, int r0, int n, int ngroups, const Slab *s, MPI_Comm comm);
 /* Pack and write rows [r0, r0 + n) of a layer of rows × cols into the
  * output at the width and grid of p (collective; qw NULL: a measuring pass,
  * nothing written). */

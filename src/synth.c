@@ -73,8 +73,7 @@ static int write_text(const char *path, const char *text) {
  * (outpath_commit): the text, or the safetensors of k tensors w. */
 static int put_file(const char *path, const Options *o, const char *text, const StWriteTensor *w, int k) {
   char tmp[OPT_PATH_MAX + 96];
-  snprintf(tmp, sizeof tmp, "%s.partial-%d", path, (int)getpid());
-  aptq_register_tmpfile(tmp);
+  CHECK(outpath_temp(path, "output", tmp, sizeof tmp, NULL)); /* then rewritten: it is ours, new and empty */
   int rc = text ? write_text(tmp, text) : st_write(tmp, w, k);
   if (!rc) rc = outpath_commit(tmp, path, "output", o->overwrite);
   else unlink(tmp);

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Overwrite the first element of one F32/BF16 tensor in a safetensors file
-with NaN (for the bad-input tests)."""
+with NaN, or its first elements with the VALUEs given (for the bad-input
+tests).
+  poke_nan.py FILE TENSOR [VALUE ...]"""
 import json
 import struct
 import sys
@@ -11,4 +13,6 @@ with open(path, "r+b") as f:
     header = json.loads(f.read(n))
     t = header[name]
     f.seek(8 + n + t["data_offsets"][0])
-    f.write(struct.pack("<f", float("nan")) if t["dtype"] == "F32" else b"\xc0\x7f")
+    for v in [float(x) for x in sys.argv[3:]] or [float("nan")]:
+        b = struct.pack("<f", v)
+        f.write(b if t["dtype"] == "F32" else b[2:])  # BF16: the high half of the float32

@@ -29,6 +29,7 @@ import argparse
 import collections
 import json
 import os
+import hashlib
 import shutil
 import struct
 import sys
@@ -45,17 +46,55 @@ def fail(msg):
 
 
 # ------------------------------------------------------------- safetensors I/O
+DTYPE_SIZE = {"F32": 4, "F16": 2, "BF16": 2, "I32": 4, "F64": 8, "I64": 8, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
 def read_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
+    """A safetensors header, checked as aptq's reader checks it (src/safetensors.c):
+    its length within the file, a JSON object, known dtypes, and every
+    tensor's offsets inside the data and matching its shape."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                fail(f"{path}: shorter than a safetensors header; the checkpoint is damaged")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                fail(f"{path}: header length {n} runs past the end of the file ({size} bytes); the checkpoint is damaged")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        fail(f"{path}: cannot read it ({e.strerror}); give an intact checkpoint")
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        fail(f"{path}: the safetensors header is not valid JSON; the checkpoint is damaged")
+    if not isinstance(header, dict):
+        fail(f"{path}: the safetensors header is not a JSON object; the checkpoint is damaged")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(info, dict) and info.get("dtype") in DTYPE_SIZE and isinstance(info.get("shape"), list) \
+            and all(isinstance(d, int) and d >= 0 for d in info["shape"]) and isinstance(info.get("data_offsets"), list) \
+            and len(info["data_offsets"]) == 2 and all(isinstance(o, int) for o in info["data_offsets"])
+        if ok:
+            b, e = info["data_offsets"]
+            ok = 0 <= b <= e <= size - 8 - n and e - b == int(np.prod(info["shape"], dtype=np.int64)) * DTYPE_SIZE[info["dtype"]]
+        if not ok:
+            fail(f"{path}: tensor '{name}' has a bad dtype, shape or data_offsets; the checkpoint is damaged")
+    return header, 8 + n
 
 
 def source_tensors(model_dir):
     """{name: (dtype, shape, path, begin, end)} of a single or sharded checkpoint."""
+    if not os.path.isdir(model_dir):
+        fail(f"{model_dir}: not a directory; give the Hugging Face directory the file was made from")
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.exists(index):
-        files = sorted(set(json.load(open(index))["weight_map"].values()))
+        try:
+            files = sorted(set(json.load(open(index))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            fail(f"{index}: not a safetensors index with a weight_map; give an intact checkpoint")
+        if not all(isinstance(fn, str) and fn and "/" not in fn for fn in files):
+            fail(f"{index}: the weight_map names files outside the directory; give an intact checkpoint")
     elif os.path.exists(os.path.join(model_dir, "model.safetensors")):
         files = ["model.safetensors"]
     else:
@@ -157,46 +196,246 @@ def unpack_rows(p, bits, n):
 
 
 # ------------------------------------------------------------------ export
-def h5_layers(path):
-    import h5py
-    f = h5py.File(path, "r")
-    if f.attrs.get("format", b"") not in (b"aptq-quantized-model", "aptq-quantized-model"):
-        fail(f"{path}: not an aptq quantized-model file (no format attribute 'aptq-quantized-model')")
-    return f
+FORMAT_VERSION = 1  # QFILE_FORMAT_VERSION, src/qfile.h
 
 
 def attr_str(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def attr_int(obj, key, where):
+    v = obj.attrs.get(key)
+    if v is None or np.ndim(v) != 0 or not np.issubdtype(np.asarray(v).dtype, np.integer):
+        fail(f"{where}: attribute '{key}' is missing or not an integer; the file is damaged: quantize again")
+    return int(v)
+
+
+def h5_layers(path):
+    """The quantized file opened, with the checks eval makes (src/qfile.c
+    qfile_open): HDF5, format aptq-quantized-model, format_version 1, a
+    /meta model_fingerprint and a /layers group."""
+    import h5py
+    if not os.path.isfile(path):
+        fail(f"{path}: no such file; give the HDF5 file aptq quantize wrote")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        fail(f"'{path}' is not an HDF5 file (or is damaged)")
+    if attr_str(f.attrs.get("format", "")) != "aptq-quantized-model":
+        fail(f"{path}: not an aptq quantized-model file (no format attribute 'aptq-quantized-model')")
+    version = f.attrs.get("format_version")
+    if version is None or np.ndim(version) != 0 or not np.issubdtype(np.asarray(version).dtype, np.integer):
+        fail(f"{path}: no integer format_version attribute; the file is damaged: quantize again")
+    if int(version) != FORMAT_VERSION:
+        fail(f"'{path}' has format_version {int(version)}; this export reads version {FORMAT_VERSION}")
+    if not isinstance(f.get("meta"), h5py.Group) or "model_fingerprint" not in f["meta"].attrs:
+        fail(f"'{path}' has no /meta model_fingerprint")
+    if not isinstance(f.get("layers"), h5py.Group):
+        fail(f"{path}: no /layers group; the file is damaged: quantize again")
+    return f
+
+
+def model_config(model_dir):
+    """config.json read with aptq's defaults (src/model.c parse_config): the
+    fields of the fingerprint."""
+    path = os.path.join(model_dir, "config.json")
+    try:
+        cfg = json.load(open(path))
+    except OSError as e:
+        fail(f"{path}: cannot read the model config ({e.strerror}); give the Hugging Face directory the file was made from")
+    except ValueError:
+        fail(f"{path}: not valid JSON; give the Hugging Face directory the file was made from")
+
+    if not isinstance(cfg, dict):
+        fail(f"{path}: not a JSON object")
+
+    def num(key, default, integer=True, v=None):
+        v = cfg.get(key) if v is None else v
+        if v is None:
+            if default is None:
+                fail(f"{path}: missing required key '{key}'")
+            return default
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or v <= 0:
+            fail(f"{path}: '{key}' must be a positive {'integer' if integer else 'number'}")
+        return v
+
+    c = {k: num(k, None) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")}
+    c["num_key_value_heads"] = num("num_key_value_heads", c["num_attention_heads"])
+    c["max_position_embeddings"] = num("max_position_embeddings", 1 << 20)
+    c["head_dim"] = num("head_dim", c["hidden_size"] // c["num_attention_heads"])
+    c["rms_norm_eps"] = num("rms_norm_eps", 1e-6, integer=False)
+    theta = cfg.get("rope_theta")
+    if theta is None and isinstance(cfg.get("rope_parameters"), dict):
+        theta = cfg["rope_parameters"].get("rope_theta")
+    c["rope_theta"] = num("rope_theta", 10000.0, integer=False, v=theta)
+    c["tie_word_embeddings"] = cfg.get("tie_word_embeddings") is True
+    return c
+
+
+def model_fingerprint(c, src):
+    """src/model.c model_fingerprint: SHA-256 over model_config_json and, for
+    each tensor in aptq's order, "name dtype rows cols " and the SHA-256 of
+    its stored bytes."""
+    cfg = ('{"hidden_size": %d, "intermediate_size": %d, "num_hidden_layers": %d, "num_attention_heads": %d, '
+           '"num_key_value_heads": %d, "head_dim": %d, "vocab_size": %d, "max_position_embeddings": %d, '
+           '"rms_norm_eps": %.9g, "rope_theta": %.17g, "rope_interleaved": false, "tie_word_embeddings": %s}') % (
+        c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"],
+        c["head_dim"], c["vocab_size"], c["max_position_embeddings"], float(np.float32(c["rms_norm_eps"])), float(c["rope_theta"]),
+        "true" if c["tie_word_embeddings"] else "false")
+    D, V = c["hidden_size"], c["vocab_size"]
+    tensors = [("model.embed_tokens.weight", V, D)]
+    for l in range(c["num_hidden_layers"]):
+        tensors += [(f"model.layers.{l}.input_layernorm.weight", 1, D), (f"model.layers.{l}.post_attention_layernorm.weight", 1, D)]
+        tensors += [(f"model.layers.{l}.{k}.weight", r, cc) for k, (r, cc) in linear_shapes(c).items()]
+    tensors.append(("model.norm.weight", 1, D))
+    if not c["tie_word_embeddings"]:
+        tensors.append(("lm_head.weight", V, D))
+    h = hashlib.sha256(cfg.encode())
+    codes = {"F32": 0, "F16": 1, "BF16": 2}
+    for name, rows, cols in tensors:
+        if name not in src:
+            fail(f"{name} is not in the model directory; give the Hugging Face directory the file was made from")
+        dt, shape, path, b, e = src[name]
+        if dt not in codes or shape != ([cols] if rows == 1 else [rows, cols]):
+            fail(f"{path}: tensor '{name}' is {dt} {shape}, not what config.json implies; give the model the file was made from")
+        with open(path, "rb") as fh:
+            fh.seek(b)
+            digest = hashlib.sha256(fh.read(e - b)).digest()
+        h.update(f"{name} {codes[dt]} {rows} {cols} ".encode())
+        h.update(digest)
+    return h.hexdigest()
+
+
+def linear_shapes(c):
+    """{LINEAR name: (rows, cols)} (src/model.c linear_shape)."""
+    q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    D, F = c["hidden_size"], c["intermediate_size"]
+    return dict(zip(LINEAR, [(q, D), (kv, D), (kv, D), (D, q), (F, D), (F, D), (D, F)]))
+
+
+def first_difference(a, b):
+    """The two hex strings as far as their first difference, in steps of 12
+    characters (src/sha256.c sha256_hex_shown)."""
+    i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+    end = min(max(len(a), len(b)), (i // 12 + 1) * 12)
+    return a[:end], b[:end]
+
+
+def read_layer(g, name, rows, cols):
+    """One layer group checked as qfile_read_linear checks it, and more (the
+    GPTQ packing needs the zero points within the bit width): attributes,
+    dataset shapes, finite positive scales, zeros in [0, 2^bits), g_idx in
+    [0, ngroups). Returns (bits, group_size, sym, codes, scales, zeros, g_idx)."""
+    import h5py
+    where = f"layer {name}"
+    bits, grows, gcols = attr_int(g, "bits", where), attr_int(g, "rows", where), attr_int(g, "cols", where)
+    group_size, sym = attr_int(g, "group_size", where), attr_int(g, "sym", where)
+    if (grows, gcols) != (rows, cols):
+        fail(f"{where} is {grows} x {gcols} but the model needs {rows} x {cols}; wrong model for this file")
+    if bits not in (2, 3, 4, 8) or group_size < 0 or sym not in (0, 1):
+        fail(f"{where}: bits {bits}, group_size {group_size}, sym {sym} are not a valid quantization; the file is damaged: quantize again")
+    ng = cols // group_size + (cols % group_size != 0) if group_size else 1
+    wpr = (cols * bits + 31) // 32
+    data = {}
+    for d, shape, kind in (("qweight", (rows, wpr), "iu"), ("scales", (rows, ng), "f"), ("zeros", (rows, ng), "iu"), ("g_idx", (cols,), "iu")):
+        ds = g.get(d)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != shape or ds.dtype.kind not in kind:
+            fail(f"{where}: dataset '{d}' is missing or has the wrong shape or type (expected {' x '.join(map(str, shape))}); "
+                 "the file is damaged: quantize again")
+        data[d] = ds[()]
+    scales = data["scales"].astype(np.float32)
+    bad = np.argwhere(~(np.isfinite(scales) & (scales > 0)))
+    if len(bad):
+        fail(f"{where}: scale at row {bad[0][0]} group {bad[0][1]} is {scales[tuple(bad[0])]}, not a positive finite number; "
+             "the file is damaged: quantize again")
+    zeros = data["zeros"].astype(np.int64)
+    bad = np.argwhere((zeros < 0) | (zeros >= 1 << bits))
+    if len(bad):
+        fail(f"{where}: zero point at row {bad[0][0]} group {bad[0][1]} is {zeros[tuple(bad[0])]}, outside [0, {(1 << bits) - 1}] "
+             f"for {bits} bits; the file is damaged: quantize again")
+    g_idx = data["g_idx"].astype(np.int64)
+    bad = np.flatnonzero((g_idx < 0) | (g_idx >= ng))
+    if len(bad):
+        fail(f"{where}: g_idx[{bad[0]}] = {g_idx[bad[0]]} is outside [0, {ng}); the file is damaged: quantize again")
+    codes = unpack_h5_codes(data["qweight"].astype(np.uint32), bits, cols)
+    return bits, group_size, sym, codes, scales, zeros, g_idx.astype(np.int32)
+
+
+def check_inputs(f, a, src, c):
+    """What eval checks before it uses a file with a model (qfile_open_model,
+    qfile_read_linear), here for every layer at once: the fingerprint of
+    MODEL_DIR, and exactly the model's linear layers."""
+    want = attr_str(f["meta"].attrs["model_fingerprint"])
+    have = model_fingerprint(c, src)
+    if want != have:
+        w, h = first_difference(want, have)
+        fail(f"'{a.quantized}' was made from a different model (fingerprint {w}..., {a.model} {h}...); "
+             "give the model it was quantized from")
+    expected = {f"model.layers.{l}.{k}" for l in range(c["num_hidden_layers"]) for k in LINEAR}
+    names = set(f["layers"].keys())
+    if names - expected:
+        fail(f"{a.quantized}: /layers holds '{sorted(names - expected)[0]}', not a linear layer of the model; "
+             "the file is damaged: quantize again")
+    if expected - names:
+        fail(f"{a.quantized}: layer {sorted(expected - names)[0]} is missing (its fp16 weight would be exported unquantized); "
+             "the file is damaged: quantize again")
+
+
+def same_path(p, q):
+    try:
+        return os.path.samefile(p, q)
+    except OSError:
+        return os.path.realpath(p) == os.path.realpath(q)
+
+
+def check_output(a):
+    """OUT_DIR is a new directory (or, with --overwrite, an export directory
+    to replace), never an input or a directory holding one."""
+    out = os.path.realpath(a.out)
+    for what, p in (("the quantized file", a.quantized), ("the model directory", a.model)):
+        r = os.path.realpath(p)
+        if out == r or r.startswith(out + os.sep):
+            fail(f"output {a.out} is or holds {what} {p}; writing it would destroy the input: choose another output directory")
+    if os.path.lexists(a.out):
+        if not a.overwrite:
+            fail(f"{a.out} exists; remove it or give --overwrite")
+        if os.path.islink(a.out) or not os.path.isdir(a.out):
+            fail(f"{a.out} exists and is not a directory; the export replaces only a directory: choose another output")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        fail(f"directory {parent} for the output {a.out} does not exist or is not writable; create it first")
 
 
 def export(a):
     f = h5_layers(a.quantized)
     meta = {k: attr_str(v) for k, v in f["meta"].attrs.items()}
-    if os.path.exists(a.out) and not a.overwrite:
-        fail(f"{a.out} exists; remove it or give --overwrite")
+    check_output(a)
     if meta.get("option.scale_dtype", "fp32") != "fp16" and not a.allow_scale_rounding:
         fail(f"{a.quantized} has fp32 scales; the GPTQ format stores fp16, so the export would not be exact: "
              "quantize with --scale_dtype=fp16, or give --allow-scale-rounding")
     src = source_tensors(a.model)
+    c = model_config(a.model)
+    check_inputs(f, a, src, c)
+    shapes = linear_shapes(c)
     names = sorted(f["layers"].keys())
-    widths = collections.Counter(int(f["layers"][n].attrs["bits"]) for n in names)
+    layers = {}
+    for name in names:
+        rows, cols = shapes[name.split(".", 3)[3]]
+        layers[name] = read_layer(f["layers"][name], name, rows, cols)
+    widths = collections.Counter(layers[n][0] for n in names)
     base_bits = widths.most_common(1)[0][0]
-    group_sizes = {int(f["layers"][n].attrs["group_size"]) for n in names}
-    syms = {int(f["layers"][n].attrs["sym"]) for n in names}
+    group_sizes = {layers[n][1] for n in names}
+    syms = {layers[n][2] for n in names}
     if len(group_sizes) != 1 or len(syms) != 1:
         fail("layers differ in group_size or sym; the GPTQ format has one of each")
     group_size, sym = group_sizes.pop(), syms.pop()
     tensors, dynamic = [], {}
     for name in names:
-        g = f["layers"][name]
-        bits, rows, cols = int(g.attrs["bits"]), int(g.attrs["rows"]), int(g.attrs["cols"])
+        bits, _, _, codes, scales, zeros, g_idx = layers[name]
+        rows, cols = codes.shape
         per = 32 if bits == 3 else 32 // bits
         if cols % per or rows % per:
             fail(f"{name}: {rows} x {cols} at {bits} bits: the GPTQ packing needs both dimensions divisible by {per}")
-        codes = unpack_h5_codes(g["qweight"][()], bits, cols)      # [rows][cols]
-        zeros = g["zeros"][()].astype(np.int64)                     # [rows][ngroups]
-        scales = g["scales"][()].astype(np.float32)
-        g_idx = g["g_idx"][()].astype(np.int32)
         if a.format == "gptq":
             if (zeros == 0).any():
                 fail(f"{name}: a zero point of 0 cannot be stored in the GPTQ v1 format (zero − 1); export with --format gptq_v2")
@@ -210,8 +449,6 @@ def export(a):
                     (f"{name}.g_idx", "I32", g_idx.shape, g_idx.astype("<i4").tobytes())]
         if bits != base_bits:
             dynamic["+:" + name.replace(".", r"\.") + "$"] = {"bits": bits}
-        if f"{name}.weight" not in src:
-            fail(f"{name}.weight is not in {a.model}; give the model the file was made from")
     quantized = {f"{n}.weight" for n in names}
     for tname in sorted(src):
         if tname in quantized:
@@ -234,9 +471,13 @@ def export(a):
         cfg["quantization_config"] = qcfg
         json.dump(cfg, open(os.path.join(tmp, "config.json"), "w"), indent=2)
         json.dump(qcfg, open(os.path.join(tmp, "quantize_config.json"), "w"), indent=2)
-        if os.path.exists(a.out):
-            shutil.rmtree(a.out)
-        os.rename(tmp, a.out)
+        if os.path.lexists(a.out):  # an earlier export (check_output): moved aside, then removed
+            old = tmp + ".old"
+            os.rename(a.out, old)
+            os.rename(tmp, a.out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, a.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -344,4 +585,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # a malformed input no check above names: still one line, never a traceback
+        fail(f"cannot process the input ({type(e).__name__}: {e}); the file is damaged or not what it should be")
