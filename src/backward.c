@@ -22,13 +22,13 @@ static int gram_cheaper(int T, int rows, int cols) { return (double)T * T * (row
 
 double block_grad_bytes(const ModelConfig *c, int T) {
   double t = T, D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-  double scratch = (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * c->head_dim) * sizeof(float), largest = 0;
+  double largest = 0;
   for (int k = 0; k < LIN_COUNT; k++) {
     int rows, cols;
     lin_shape(c, k, &rows, &cols);
     if (!gram_cheaper(T, rows, cols) && (double)rows * cols > largest) largest = (double)rows * cols;
   }
-  return scratch + (3 * t * D + 4 * t * F + 2 * t * qd + 2 * t * kvd + 3 * t * t + largest + 1) * sizeof(float);
+  return (3 * t * D + 4 * t * F + 2 * t * qd + 2 * t * kvd + 3 * t * t + largest + 1) * sizeof(float);
 }
 
 int block_grad_alloc(const ModelConfig *c, int T, BlockGrad *g) {

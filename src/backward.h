@@ -49,7 +49,8 @@ typedef struct {
 /* 0, or APTQ_ERR (recorded; block_grad_free anyway). */
 int block_grad_alloc(const ModelConfig *c, int T, BlockGrad *g);
 void block_grad_free(BlockGrad *g);
-/* Bytes block_grad_alloc takes (for the memory plan). */
+/* Bytes block_grad_alloc takes beyond its BlockScratch (forward.h's
+ * scratch_alloc; for the memory plan). */
 double block_grad_bytes(const ModelConfig *c, int T);
 
 /* The intermediates of one block (weights w) from its input x (T × dim,

@@ -43,8 +43,10 @@ static int batch_size(const Options *o, const ModelConfig *c, int local_selected
 double fisher_backward_memory(const Options *o, const ModelConfig *c, int local_selected) {
   double TD = (double)o->seqlen * c->dim, f = sizeof(float);
   int b = batch_size(o, c, local_selected);
+  /* the batch's streams, the backward buffers beyond the forward scratch, the
+   * probabilities and the Head's logits and norm buffers */
   return (double)b * (c->n_layers + 1.0 + o->fisher_probes) * TD * f + block_grad_bytes(c, o->seqlen) +
-         (double)HEAD_CHUNK * c->vocab_size * f;
+         2.0 * HEAD_CHUNK * c->vocab_size * f + (double)HEAD_CHUNK * c->dim * f;
 }
 
 typedef struct {
