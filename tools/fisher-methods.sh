@@ -5,10 +5,12 @@
 # R = 0.5, trace and knapsack, per channel; calibration 128 x 256 Brown,
 # fisher_nseq 16, one probe / label set; perplexity on the first 100 x 256
 # tokens of WikiText-2 test). Then the cost at depth: the same on a 32-block
-# model of wt2-llama-s's shape (its blocks repeated, tools/deepen_model.py),
-# backward measured with the defaults, probes measured with fisher_nseq = 2
-# and scaled to 16 (its cost is proportional to the sequences).
-#   usage: tools/fisher-methods.sh [RANKS]   (default 2); WORK=dir keeps the files
+# model of wt2-llama-s's shape (its blocks repeated, tools/deepen_model.py)
+# at the defaults' ratio of Fisher sequences to calibration sequences (1/8)
+# with a quarter of both (4 of 32: every cost is proportional to its
+# sequences), probes measured with fisher_nseq = 2 and scaled to 4.
+#   usage: tools/fisher-methods.sh [RANKS]   (default 2); WORK=dir keeps the files and skips runs whose results exist;
+#   ALLOCS="trace knapsack" chooses the allocations
 set -euo pipefail
 ranks=${1:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,11 +22,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null > /dev/null; }
 calib=(--method=aptq --calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256 --R=0.5 --overwrite=yes)
 evalargs=(--model="$data/wt2-llama-s" --tokens="$data/text/wikitext2-test.llama2.u32" --nseq=100 --seqlen=256 --overwrite=yes)
-for alloc in trace knapsack; do
+for alloc in ${ALLOCS:-trace knapsack}; do
   for m in probes backward; do
     [ -s "$work/eval-$alloc-$m.json" ] && continue
     echo "# wt2-llama-s $alloc $m" >&2
-    run quantize --model="$data/wt2-llama-s" "${calib[@]}" --allocation=$alloc --fisher_method=$m \
+    [ -s "$work/$alloc-$m-R0.5.json" ] || run quantize --model="$data/wt2-llama-s" "${calib[@]}" --allocation=$alloc --fisher_method=$m \
       --output="$work/$alloc-$m-R0.5.h5" --report="$work/$alloc-$m-R0.5.json"
     run eval "${evalargs[@]}" --quantized="$work/$alloc-$m-R0.5.h5" --report="$work/eval-$alloc-$m.json"
   done
@@ -32,12 +34,12 @@ done
 deep=$work/wt2x32
 [ -s "$deep/config.json" ] || /usr/bin/python3 "$here/tools/deepen_model.py" "$data/wt2-llama-s" 32 "$deep" > /dev/null
 for m in backward probes; do
-  n=16; [ $m = probes ] && n=2
+  n=4; [ $m = probes ] && n=2
   [ -s "$work/deep-$m-R0.5.json" ] && continue
   echo "# 32 blocks $m fisher_nseq=$n" >&2
-  run quantize --model="$deep" "${calib[@]}" --fisher_method=$m --fisher_nseq=$n --output="$work/deep-$m-R0.5.h5" --report="$work/deep-$m-R0.5.json"
+  run quantize --model="$deep" "${calib[@]}" --nseq=32 --fisher_method=$m --fisher_nseq=$n --output="$work/deep-$m-R0.5.h5" --report="$work/deep-$m-R0.5.json"
 done
-/usr/bin/python3 - "$work" <<'PY'
+/usr/bin/python3 - "$work" ${ALLOCS:-trace knapsack} <<'PY'
 import json, math, sys
 w = sys.argv[1]
 J = lambda n: json.load(open("%s/%s.json" % (w, n)))
@@ -48,7 +50,7 @@ def spearman(a, b):
     return 1 - 6 * sum((ra[i] - rb[i]) ** 2 for i in range(n)) / (n * (n * n - 1))
 print("| model | allocation | fisher_method | Fisher s | pass s | Fisher / pass | R achieved | perplexity |")
 print("|---|---|---|---|---|---|---|---|")
-for alloc in ("trace", "knapsack"):
+for alloc in sys.argv[2:]:
     reps = {}
     for m in ("probes", "backward"):
         q = J("%s-%s-R0.5" % (alloc, m)); e = J("eval-%s-%s" % (alloc, m)); reps[m] = (q, e)
@@ -63,10 +65,10 @@ for alloc in ("trace", "knapsack"):
     sa = [l["allocation_sensitivity"] for l in qa["layers"]]; sb = [l["allocation_sensitivity"] for l in qb["layers"]]
     print("|  | %s | backward − probes | | | | %d of %d layers at another width | %+.3f ± %.3f (paired SE); sensitivities' rank correlation %.3f |"
           % (alloc, sum(x != y for x, y in zip(bits_a, bits_b)), len(bits_a), diff, se, spearman(sa, sb)))
-for m, n in (("backward", 16), ("probes", 2)):
+for m, n in (("backward", 4), ("probes", 2)):
     q = J("deep-%s-R0.5" % m)
     f, p = q["phase_seconds"]["fisher_sensitivity"], q["phase_seconds"]["quantize_write"]
-    scale = 16 / n
-    print("| 32 blocks (wt2-llama-s's repeated) | trace | %s%s | %.1f%s | %.1f | %.2f | | |"
-          % (m, "" if n == 16 else " (fisher_nseq 2, ×8)", f * scale, "" if n == 16 else " (%.1f measured)" % f, p, f * scale / p))
+    scale = 4 / n
+    print("| 32 blocks (wt2-llama-s's repeated), 4 of 32 sequences | trace | %s%s | %.1f%s | %.1f | %.2f | | |"
+          % (m, "" if n == 4 else " (fisher_nseq 2, ×2)", f * scale, "" if n == 4 else " (%.1f measured)" % f, p, f * scale / p))
 PY
