@@ -12,7 +12,10 @@
  *      one rank) and then over sequences in order: independent of the rank
  *      count.
  * Cost: Σ_l (L − l) block forwards of 7·probes streams per sequence plus as
- * many head products; block weights are loaded L(L+1)/2 times. */
+ * many head products; block weights are loaded L(L+1)/2 times.
+ *
+ * fisher_method = backward replaces 1 and 2 by fisher_backward_values
+ * (fisher_backward.c); 3 is shared. */
 #include "fisher.h"
 
 #include <math.h>
