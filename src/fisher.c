@@ -12,7 +12,10 @@
  *      one rank) and then over sequences in order: independent of the rank
  *      count.
  * Cost: Σ_l (L − l) block forwards of 7·probes streams per sequence plus as
- * many head products; block weights are loaded L(L+1)/2 times. */
+ * many head products; block weights are loaded L(L+1)/2 times.
+ *
+ * fisher_method = backward replaces 1 and 2 by fisher_backward_values
+ * (fisher_backward.c); 3 is shared. */
 #include "fisher.h"
 
 #include <math.h>
@@ -21,8 +24,11 @@
 #include <string.h>
 
 #include "error.h"
+#include "fisher_backward.h"
 #include "forward.h"
 #include "rng.h"
+
+static int use_backward(const Options *o) { return strcmp(o->fisher_method, "backward") == 0; }
 
 int fisher_selected(int nseq, int fisher_nseq, int j) {
   long long n = nseq, f = fisher_nseq < nseq ? fisher_nseq : nseq;
@@ -46,6 +52,7 @@ static double layer_rms(const float *w, size_t n) {
 }
 
 double fisher_memory(const Options *o, const ModelConfig *c, int local_selected) {
+  if (use_backward(o)) return fisher_backward_memory(o, c, local_selected);
   double TD = (double)o->seqlen * c->dim, f = sizeof(float);
   double streams = (double)local_selected * LIN_COUNT * o->fisher_probes;
   /* residual streams: block inputs and final outputs of the selected
@@ -119,6 +126,9 @@ static int fisher_work_alloc(FisherWork *f, const Options *o, const Model *m, co
   for (int i = 0; i < calib->count; i++)
     if (fisher_selected(calib->nseq, nsel, calib->first + i)) f->sel[f->ns++] = i;
   for (int j = 0, r = 0; j < calib->nseq; j++) f->sel_rank[j] = fisher_selected(calib->nseq, nsel, j) ? r++ : -1;
+  f->value = aptq_calloc((size_t)c->n_layers * LIN_COUNT * nsel, sizeof(double), "sensitivity values");
+  if (!f->value) return APTQ_ERR;
+  if (use_backward(o)) return 0; /* fisher_backward.c holds its own buffers */
   int ns = f->ns, S = ns * LIN_COUNT * o->fisher_probes;
   f->x = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity block inputs");
   f->xfinal = aptq_malloc(sizeof(float) * (ns ? ns : 1) * TD, "sensitivity final states");
@@ -127,8 +137,7 @@ static int fisher_work_alloc(FisherWork *f, const Options *o, const Model *m, co
   f->prob = aptq_malloc(sizeof(float) * HEAD_CHUNK * V, "reference probabilities");
   f->logits = aptq_malloc(sizeof(float) * HEAD_CHUNK * V, "probe logits");
   f->saved = aptq_malloc(sizeof(float) * (size_t)c->hidden_dim * c->dim, "saved layer");
-  f->value = aptq_calloc((size_t)c->n_layers * LIN_COUNT * nsel, sizeof(double), "sensitivity values");
-  if (!f->x || !f->xfinal || !f->stream || !f->ref || !f->prob || !f->logits || !f->saved || !f->value) return APTQ_ERR;
+  if (!f->x || !f->xfinal || !f->stream || !f->ref || !f->prob || !f->logits || !f->saved) return APTQ_ERR;
   CHECK(block_weights_alloc(c, &f->w));
   CHECK(scratch_alloc(c, calib->seqlen, &f->s));
   return head_load(m, &f->head);
@@ -212,26 +221,44 @@ static void fisher_head_block(const Options *o, const Model *m, const TokenShard
   }
 }
 
+/* 1 and 2: the reference forward, then the probes of every block (2a-2c)
+ * into f->value. Collective. */
+static int fisher_probes(const Options *o, const Model *m, const TokenShard *calib, FisherWork *f, int nsel, MPI_Comm comm) {
+  const ModelConfig *c = &m->cfg;
+  int L = c->n_layers;
+  size_t TD = (size_t)calib->seqlen * c->dim;
+  int S = f->ns * LIN_COUNT * o->fisher_probes; /* perturbed streams of one block */
+  int rc = fisher_reference(m, calib, f, comm);
+  for (int l = 0; !rc && l < L; l++) {
+    double sig2[LIN_COUNT];
+    rc = aptq_agree(comm, block_weights_load(m, l, &f->w));
+    if (!rc) fisher_perturb_block(o, m, calib, f, l, sig2);
+    /* 2b. the later blocks, full precision */
+    for (int b = l + 1; !rc && b < L; b++) {
+      rc = aptq_agree(comm, block_weights_load(m, b, &f->w));
+      for (int j = 0; !rc && j < S; j++) block_forward(c, &f->w, &f->s, f->stream + j * TD);
+    }
+    if (!rc) fisher_head_block(o, m, calib, f, l, sig2, nsel);
+  }
+  return rc;
+}
+
 int fisher_sensitivities(const Options *o, const Model *m, const TokenShard *calib, double *sens, double *stderr_out, MPI_Comm comm) {
   const ModelConfig *c = &m->cfg;
   int L = c->n_layers, T = calib->seqlen, P = o->fisher_probes;
   int nsel = o->fisher_nseq < calib->nseq ? o->fisher_nseq : calib->nseq;
   int nlin = L * LIN_COUNT;
-  size_t TD = (size_t)T * c->dim;
   FisherWork f;
   int rc = aptq_agree(comm, fisher_work_alloc(&f, o, m, calib, nsel));
-  if (!rc) rc = fisher_reference(m, calib, &f, comm);
-  int S = f.ns * LIN_COUNT * P; /* perturbed streams of one block */
-  for (int l = 0; !rc && l < L; l++) {
-    double sig2[LIN_COUNT];
-    rc = aptq_agree(comm, block_weights_load(m, l, &f.w));
-    if (!rc) fisher_perturb_block(o, m, calib, &f, l, sig2);
-    /* 2b. the later blocks, full precision */
-    for (int b = l + 1; !rc && b < L; b++) {
-      rc = aptq_agree(comm, block_weights_load(m, b, &f.w));
-      for (int j = 0; !rc && j < S; j++) block_forward(c, &f.w, &f.s, f.stream + j * TD);
-    }
-    if (!rc) fisher_head_block(o, m, calib, &f, l, sig2, nsel);
+  if (!rc && use_backward(o)) {
+    /* the sequences' places among all selected ones */
+    int *gsel = aptq_malloc(sizeof(int) * (size_t)(f.ns + 1), "selected sequences");
+    rc = aptq_agree(comm, !gsel);
+    for (int i = 0; !rc && i < f.ns; i++) gsel[i] = f.sel_rank[calib->first + f.sel[i]];
+    if (!rc) rc = fisher_backward_values(o, m, calib, f.sel, gsel, f.ns, nsel, f.value, comm);
+    aptq_free(gsel);
+  } else if (!rc) {
+    rc = fisher_probes(o, m, calib, &f, nsel, comm);
   }
   if (!rc) {
     /* 3. every value was made by one rank: the sum over ranks is exact */

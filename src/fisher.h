@@ -11,7 +11,13 @@
  * perturbation Δ with independent N(0, σ²) entries the logits move by δ_t,
  * and E[Σ_t δ_tᵀ (diag p_t − p_t p_tᵀ) δ_t] = σ² tr(G) to second order in σ
  * (δ_tᵀ(diag p − ppᵀ)δ_t is the variance of δ_t under p_t: no labels, no
- * backward pass). σ = FISHER_ALPHA · rms(W_l). */
+ * backward pass). σ = FISHER_ALPHA · rms(W_l). Their cost grows as the
+ * square of the depth: each block's probes run through every later block.
+ *
+ * fisher_method = backward (fisher_backward.h): the same trace, with the
+ * same normalisation, from squared weight gradients of the loss at labels
+ * drawn from p_t: one forward and one backward per sequence, linear in
+ * depth. */
 #ifndef APTQ_FISHER_H
 #define APTQ_FISHER_H
 

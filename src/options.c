@@ -61,7 +61,13 @@ static const OptSpec specs[] = {
      "uses (APTQ paper), from a 4-bit measuring pass"},
     {"fisher_nseq", T_INT, F(fisher_nseq), "16", NULL, 1, INT_MAX,
      "sensitivity = fisher: calibration sequences used (evenly spaced over the set; all if fewer)"},
-    {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024, "sensitivity = fisher: random probes per layer and sequence"},
+    {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024,
+     "sensitivity = fisher: random probes per layer and sequence (fisher_method = backward: label sets per sequence, one backward pass "
+     "each)"},
+    {"fisher_method", T_CHOICE, F(fisher_method), "probes", "probes|backward", 0, 0,
+     "sensitivity = fisher: how the trace is estimated: probes = Hutchinson weight perturbations through forward passes (cost grows as "
+     "the square of the depth); backward = squared weight gradients of the loss at labels sampled from the model (one forward and one "
+     "backward per sequence: linear in depth; same expectation)"},
     {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0,
      "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
     {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0", 0, 0,

@@ -30,6 +30,7 @@ typedef struct {
   char allocation[16];            /* trace | knapsack | random | blockwise */
   char sensitivity[16];           /* layer | fisher: what the allocation ranks by */
   int fisher_nseq, fisher_probes; /* sensitivity = fisher: sequences and probes per sequence */
+  char fisher_method[16];         /* sensitivity = fisher: probes | backward */
   char scale_dtype[8];            /* fp32 | fp16 */
   char checkpoint[OPT_PATH_MAX];  /* directory for checkpoints after every block ("" = none) */
   int resume;                     /* continue from the checkpoint */

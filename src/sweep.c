@@ -85,8 +85,12 @@ static int sensitivities(Sweep *s, const Options *o, const Plan *p, const Model 
     double t0 = MPI_Wtime();
     if (rank == 0) {
       int nsel = o->fisher_nseq < o->nseq ? o->fisher_nseq : o->nseq;
-      printf("aptq quantize: Fisher sensitivities (%d sequences, %d probe%s per layer and sequence)\n", nsel, o->fisher_probes,
-             o->fisher_probes > 1 ? "s" : "");
+      if (strcmp(o->fisher_method, "backward") == 0)
+        printf("aptq quantize: Fisher sensitivities by backward passes (%d sequences, %d label set%s per sequence)\n", nsel,
+               o->fisher_probes, o->fisher_probes > 1 ? "s" : "");
+      else
+        printf("aptq quantize: Fisher sensitivities (%d sequences, %d probe%s per layer and sequence)\n", nsel, o->fisher_probes,
+               o->fisher_probes > 1 ? "s" : "");
       fflush(stdout);
     }
     CHECK(fisher_sensitivities(o, m, calib, s->sens, s->sens_err, comm));

@@ -10,6 +10,14 @@ cross-entropy with respect to layer l's weights.
       sigma = 0.01 rms(W); the perturbed weights rounded to float32 as in C)
       in float64, and compares every layer's allocation_sensitivity in the
       report with it (--rtol).
+  fisher_ref.py backward --model M --tokens S.u32 --seqlen T --nseq N
+                      --fisher-nseq F --fisher-probes P --seed K --report R.json
+      fisher_method = backward: recomputes aptq's estimate with the same
+      sampled labels (splitmix64 streams seeded per sequence and label set,
+      inverse CDF) by an analytic float64 backward pass written here, and
+      checks that backward pass against central finite differences of the
+      loss along a random direction of every layer's weights; then compares
+      every layer's allocation_sensitivity in the report with it (--rtol).
   fisher_ref.py exact --model M --tokens S.u32 --seqlen T --nseq N --probes P
       The exact trace of every layer from the Jacobians of the logits with
       respect to the layer's outputs (central differences, every output
@@ -48,6 +56,26 @@ def probe_state(seed, layer, seq, probe):
         s = (s + GOLDEN) & M64
         s = mix(s) ^ key
     return s
+
+
+def label_state(seed, seq, probe):
+    """src/fisher_backward.c label_rng."""
+    s = seed ^ 0x2545F4914F6CDD1D
+    for key in (seq, probe):
+        s = (s + GOLDEN) & M64
+        s = mix(s) ^ key
+    return s
+
+
+def uniforms(state, n):
+    """rng_uniform n times from a splitmix64 state (src/rng.h), vectorised."""
+    with np.errstate(over="ignore"):
+        i = np.arange(1, n + 1, dtype=np.uint64)
+        z = np.uint64(state) + i * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 def normals(state, n):
@@ -128,6 +156,106 @@ def layer_input(c, W, tokens, l, name):
     return cap["input"]
 
 
+# ------------------------------------------------ analytic float64 backward
+def rmsnorm_backward(x, w, dy, eps):
+    """∂/∂x of Σ dy · rmsnorm(x, w), row by row."""
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    dot = np.sum(dy * w * x, axis=-1, keepdims=True)
+    return r * w * dy - x * r ** 3 * dot / x.shape[-1]
+
+
+def sampled_labels(p, state):
+    """A label per position from p [T, V]: inverse CDF of one uniform each."""
+    u = uniforms(state, p.shape[0])
+    cum = np.cumsum(p, axis=-1)
+    return np.array([min(int(np.searchsorted(cum[t], u[t] * cum[t, -1], side="right")), p.shape[1] - 1)
+                     for t in range(p.shape[0])])
+
+
+def loss_grads(c, W, tok, label_seed):
+    """Labels drawn from the model's own softmax (label_seed: the stream's
+    state) and {(layer, proj): ∂L/∂W} for L = Σ_t −log p_t(label_t)."""
+    T = len(tok)
+    H, KV, hd, eps = c["heads"], c["kv_heads"], c["head_dim"], c["eps"]
+    rep = H // KV
+    cos, sin = rope_tables(T, hd, c["theta"])
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    x = W["embed"][tok]
+    saved = []
+    for l in range(c["layers"]):
+        p = "model.layers.%d." % l
+        Wl = [W[p + n] for n in PROJS]
+        h = rmsnorm(x, W[p + "input_layernorm"], eps)
+        q = apply_rope((h @ Wl[0].T).reshape(T, H, hd).transpose(1, 0, 2), cos, sin, c["rope"])
+        k = np.repeat(apply_rope((h @ Wl[1].T).reshape(T, KV, hd).transpose(1, 0, 2), cos, sin, c["rope"]), rep, axis=0)
+        v = np.repeat((h @ Wl[2].T).reshape(T, KV, hd).transpose(1, 0, 2), rep, axis=0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        a = e / e.sum(axis=-1, keepdims=True)
+        z = (a @ v).transpose(1, 0, 2).reshape(T, H * hd)
+        xmid = x + z @ Wl[3].T
+        h2 = rmsnorm(xmid, W[p + "post_attention_layernorm"], eps)
+        g, u = h2 @ Wl[4].T, h2 @ Wl[5].T
+        sg = 1.0 / (1.0 + np.exp(-g))
+        act = g * sg * u
+        saved.append((x, h, q, k, v, a, z, xmid, h2, g, u, sg, act))
+        x = xmid + act @ Wl[6].T
+    logits = rmsnorm(x, W["norm"], eps) @ W["lm_head"].T
+    pr = probs(logits)
+    labels = sampled_labels(pr, label_seed)
+    dl = pr.copy()
+    dl[np.arange(T), labels] -= 1.0
+    dx = rmsnorm_backward(x, W["norm"], dl @ W["lm_head"], eps)
+    grads = {}
+    for l in reversed(range(c["layers"])):
+        p = "model.layers.%d." % l
+        Wl = [W[p + n] for n in PROJS]
+        x, h, q, k, v, a, z, xmid, h2, g, u, sg, act = saved[l]
+        grads[l, 6] = dx.T @ act
+        dact = dx @ Wl[6]
+        du, dg = dact * g * sg, dact * u * sg * (1.0 + g * (1.0 - sg))
+        grads[l, 4], grads[l, 5] = dg.T @ h2, du.T @ h2
+        dmid = dx + rmsnorm_backward(xmid, W[p + "post_attention_layernorm"], dg @ Wl[4] + du @ Wl[5], eps)
+        grads[l, 3] = dmid.T @ z
+        dz = (dmid @ Wl[3]).reshape(T, H, hd).transpose(1, 0, 2)
+        dv = (a.transpose(0, 2, 1) @ dz).reshape(KV, rep, T, hd).sum(axis=1)
+        da = dz @ v.transpose(0, 2, 1)
+        ds = a * (da - np.sum(a * da, axis=-1, keepdims=True)) / np.sqrt(hd)
+        dq = apply_rope(ds @ k, cos, -sin, c["rope"])
+        dk = apply_rope((ds.transpose(0, 2, 1) @ q).reshape(KV, rep, T, hd).sum(axis=1), cos, -sin, c["rope"])
+        dq, dk, dv = (m.transpose(1, 0, 2).reshape(T, -1) for m in (dq, dk, dv))
+        grads[l, 0], grads[l, 1], grads[l, 2] = dq.T @ h, dk.T @ h, dv.T @ h
+        dx = dmid + rmsnorm_backward(x, W[p + "input_layernorm"], dq @ Wl[0] + dk @ Wl[1] + dv @ Wl[2], eps)
+    return labels, grads
+
+
+def sampled_loss(logits, labels):
+    """Σ_t −log softmax(logits)_t[label_t] for logits [B, T, V]."""
+    m = logits.max(axis=-1, keepdims=True)
+    lse = np.log(np.sum(np.exp(logits - m), axis=-1)) + m[..., 0]
+    return np.sum(lse - np.take_along_axis(logits, labels[None, :, None], axis=-1)[..., 0], axis=-1)
+
+
+def fd_check(c, W, tok, labels, grads, seed):
+    """Largest relative difference, over the layers, between <∂L/∂W, V> and
+    the central difference of the loss along a random direction V."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for l in range(c["layers"]):
+        for kk, name in enumerate(PROJS):
+            w = W["model.layers.%d.%s" % (l, name)]
+            V = rng.standard_normal(w.shape)
+            eps = 1e-6 * np.sqrt(np.mean(w ** 2)) / np.sqrt(np.mean(V ** 2))
+            x = layer_input(c, W, tok, l, name)
+            d = eps * (x @ V.T)
+            out, _ = forward(c, W, tok, (l, name, np.stack([d, -d])))
+            lp, lm = sampled_loss(out, labels)
+            fd = (lp - lm) / (2 * eps)
+            an = float(np.sum(grads[l, kk] * V))
+            worst = max(worst, abs(fd - an) / max(abs(an), 1e-300))
+    return worst
+
+
 # ------------------------------------------------------------------- commands
 def setup(a):
     c, W = load_model(a.model)
@@ -170,6 +298,33 @@ def cmd_check(a):
           % ("PASS" if bad == 0 else "FAIL", len(aptq), "every layer within" if bad == 0 else "%d layers beyond" % bad, a.rtol))
     print("fisher check: max rel diff %.2e" % worst, file=sys.stderr)
     return 0 if bad == 0 else 1
+
+
+def cmd_backward(a):
+    c, W32, W64, seqs = setup(a)
+    rep = json.load(open(a.report))
+    aptq = [layer["allocation_sensitivity"] for layer in rep["layers"]]
+    sel = selected(a.nseq, a.fisher_nseq)
+    nl = c["layers"] * len(PROJS)
+    vals = np.zeros((len(sel), nl))
+    fd_worst = 0.0
+    for i, j in enumerate(sel):
+        for pr in range(a.fisher_probes):
+            labels, grads = loss_grads(c, W64, seqs[j], label_state(a.seed, j, pr))
+            for (l, kk), gw in grads.items():
+                vals[i, l * len(PROJS) + kk] += np.sum(gw * gw) / (a.fisher_probes * a.seqlen * gw.size)
+            if i == 0 and pr == 0:
+                fd_worst = fd_check(c, W64, seqs[j], labels, grads, a.seed)
+    mine = vals.mean(axis=0)
+    rel = np.abs(np.array(aptq) - mine) / np.abs(mine)
+    bad = int(np.sum(rel > a.rtol))
+    fd_ok = fd_worst < 1e-5
+    print("%s fisher backward: float64 backward pass against central differences of the loss along a random direction, %d layers: %s"
+          % ("PASS" if fd_ok else "FAIL", nl, "every layer within rtol 1e-05" if fd_ok else "max rel diff %.2e" % fd_worst))
+    print("%s fisher backward: %d layers, aptq's sampled-label estimate against float64 with the same labels: %s rtol %g"
+          % ("PASS" if bad == 0 else "FAIL", nl, "every layer within" if bad == 0 else "%d layers beyond" % bad, a.rtol))
+    print("fisher backward: finite differences max rel diff %.2e; aptq max rel diff %.2e" % (fd_worst, rel.max()), file=sys.stderr)
+    return 0 if bad == 0 and fd_ok else 1
 
 
 def cmd_exact(a):
@@ -222,14 +377,14 @@ def cmd_exact(a):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("check", "exact"):
+    for name in ("check", "backward", "exact"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
         p.add_argument("--tokens", required=True)
         p.add_argument("--seqlen", type=int, required=True)
         p.add_argument("--nseq", type=int, required=True)
         p.add_argument("--seed", type=int, default=1234)
-        if name == "check":
+        if name in ("check", "backward"):
             p.add_argument("--fisher-nseq", type=int, required=True)
             p.add_argument("--fisher-probes", type=int, required=True)
             p.add_argument("--report", required=True)
@@ -237,7 +392,7 @@ def main(argv=None):
         else:
             p.add_argument("--probes", type=int, default=32)
     a = ap.parse_args(argv)
-    return cmd_check(a) if a.cmd == "check" else cmd_exact(a)
+    return {"check": cmd_check, "backward": cmd_backward, "exact": cmd_exact}[a.cmd](a)
 
 
 if __name__ == "__main__":
