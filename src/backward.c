@@ -98,25 +98,6 @@ static double grad_sq(BlockGrad *g, int gram, const float *G, const float *X, in
   return s;
 }
 
-/* The transposed RoPE rotation (its inverse) of each head of a T × (nheads·hd)
- * gradient, in place: forward.c's rope with the angle negated. */
-static void rope_backward(const ModelConfig *c, const BlockScratch *s, float *m, int nheads) {
-  int hd = c->head_dim, half = hd / 2, ld = nheads * hd;
-  for (int p = 0; p < s->T; p++) {
-    const float *cs = s->cos + p * half, *sn = s->sin + p * half;
-    for (int h = 0; h < nheads; h++) {
-      float *v = m + (size_t)p * ld + h * hd;
-      for (int i = 0; i < half; i++) {
-        int a, b;
-        rope_pair(c, i, &a, &b);
-        float d0 = v[a], d1 = v[b];
-        v[a] = d0 * cs[i] + d1 * sn[i];
-        v[b] = -d0 * sn[i] + d1 * cs[i];
-      }
-    }
-  }
-}
-
 /* Attention: from dz (∂ of the o_proj input) to dq, dk (post-RoPE) and dv. */
 static void attention_backward(const ModelConfig *c, BlockGrad *g) {
   BlockScratch *s = &g->s;
@@ -146,8 +127,8 @@ static void attention_backward(const ModelConfig *c, BlockGrad *g) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dS, T, s->k + kv * hd, kvd, 0.0f, g->dq + h * hd, qd);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dS, T, s->q + h * hd, qd, 1.0f, g->dk + kv * hd, kvd);
   }
-  rope_backward(c, s, g->dq, c->n_heads);
-  rope_backward(c, s, g->dk, c->n_kv_heads);
+  rope_rotate(c, s, g->dq, c->n_heads, -1.0f); /* the inverse rotation */
+  rope_rotate(c, s, g->dk, c->n_kv_heads, -1.0f);
 }
 
 /* out (T × cols) (+)= dy (T × rows) · W (rows × cols): ∂ of a layer's input */

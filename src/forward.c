@@ -88,8 +88,7 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) 
   for (int i = 0; i < n; i++) out[i] = weight[i] * (x[i] * r);
 }
 
-/* Rotate each head of a T × (nheads·hd) matrix in place. */
-static void rope(const ModelConfig *c, const BlockScratch *s, float *m, int nheads) {
+void rope_rotate(const ModelConfig *c, const BlockScratch *s, float *m, int nheads, float sign) {
   int hd = c->head_dim, half = hd / 2, ld = nheads * hd;
   for (int p = 0; p < s->T; p++) {
     const float *cs = s->cos + p * half, *sn = s->sin + p * half;
@@ -98,9 +97,9 @@ static void rope(const ModelConfig *c, const BlockScratch *s, float *m, int nhea
       for (int i = 0; i < half; i++) {
         int a, b;
         rope_pair(c, i, &a, &b);
-        float x0 = v[a], x1 = v[b];
-        v[a] = x0 * cs[i] - x1 * sn[i];
-        v[b] = x0 * sn[i] + x1 * cs[i];
+        float x0 = v[a], x1 = v[b], sin = sign * sn[i]; /* exact: sign is ±1 */
+        v[a] = x0 * cs[i] - x1 * sin;
+        v[b] = x0 * sin + x1 * cs[i];
       }
     }
   }
@@ -147,8 +146,8 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
   linear(s->xn, w->w[LIN_Q], s->q, T, qd, D);
   linear(s->xn, w->w[LIN_K], s->k, T, kvd, D);
   linear(s->xn, w->w[LIN_V], s->v, T, kvd, D);
-  rope(c, s, s->q, c->n_heads);
-  rope(c, s, s->k, c->n_kv_heads);
+  rope_rotate(c, s, s->q, c->n_heads, 1.0f);
+  rope_rotate(c, s, s->k, c->n_kv_heads, 1.0f);
   for (int h = 0; h < c->n_heads; h++) {
     attention_probs(c, s, h);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, s->att, T, s->v + (h / group) * hd, kvd, 0.0f, s->z + h * hd,

@@ -84,6 +84,11 @@ static inline void rope_pair(const ModelConfig *c, int i, int *a, int *b) {
   *b = c->rope_interleaved ? 2 * i + 1 : i + c->head_dim / 2;
 }
 
+/* Rotate each head of a T × (nheads·hd) matrix in place by the angles of
+ * s->cos, s->sin: sign = 1 is RoPE, sign = -1 its inverse (the transposed
+ * rotation, for the backward pass). Local. */
+void rope_rotate(const ModelConfig *c, const BlockScratch *s, float *m, int nheads, float sign);
+
 void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 int embed_tokens(const Model *m, const uint32_t *ids, int T, float *x);
 

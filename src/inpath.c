@@ -6,7 +6,7 @@
 
 #include "error.h"
 
-static const char *kind(mode_t m) {
+const char *inpath_kind(mode_t m) {
   return S_ISDIR(m)    ? "a directory"
          : S_ISCHR(m)  ? "a character device"
          : S_ISBLK(m)  ? "a block device"
@@ -18,6 +18,6 @@ static const char *kind(mode_t m) {
 int inpath_check(const char *path, const char *what, const char *fix) {
   struct stat st;
   if (stat(path, &st) != 0) return aptq_error("cannot open %s '%s': %s; %s", what, path, strerror(errno), fix);
-  if (!S_ISREG(st.st_mode)) return aptq_error("%s '%s' is %s, not a regular file; %s", what, path, kind(st.st_mode), fix);
+  if (!S_ISREG(st.st_mode)) return aptq_error("%s '%s' is %s, not a regular file; %s", what, path, inpath_kind(st.st_mode), fix);
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "inpath.h"
 
 /* The paths this run writes, as checked so far (rank 0). */
 enum { WRITTEN_MAX = 1024 };
@@ -23,15 +24,6 @@ static struct {
 static int nwritten;
 
 void outpath_forget(void) { nwritten = 0; }
-
-static const char *kind(mode_t m) {
-  return S_ISDIR(m)    ? "a directory"
-         : S_ISCHR(m)  ? "a character device"
-         : S_ISBLK(m)  ? "a block device"
-         : S_ISFIFO(m) ? "a FIFO"
-         : S_ISSOCK(m) ? "a socket"
-                       : "not a regular file";
-}
 
 /* path made absolute, symbolic links resolved; a path that does not exist
  * yet: its directory resolved, its name kept. */
@@ -113,7 +105,7 @@ int outpath_check(const char *path, const char *key, int overwrite, const Option
   if (have && S_ISDIR(st.st_mode)) return aptq_error("%s '%s' is a directory; give a file name", key, path);
   if (have && !S_ISREG(st.st_mode))
     return aptq_error("%s '%s' exists and is %s; aptq replaces only regular files, even with overwrite = yes: choose another %s", key, path,
-                      kind(st.st_mode), key);
+                      inpath_kind(st.st_mode), key);
   if (link_only) return aptq_error("%s '%s' is a symbolic link to nothing; remove it or choose another %s", key, path, key);
   if (have) CHECK(not_an_input(path, key, &st, o));
   for (int i = 0; i < nwritten; i++)
@@ -181,7 +173,7 @@ int outpath_commit(const char *tmp, const char *path, const char *key, int overw
                            : aptq_error("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
   } else if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
     rc = aptq_error("%s '%s' is now %s; aptq replaces only regular files: this run's %s was discarded, choose another %s", key, path,
-                    kind(st.st_mode), key, key);
+                    inpath_kind(st.st_mode), key, key);
   } else if (stat(path, &st) != 0 && lstat(path, &st) == 0) {
     rc = aptq_error("%s '%s' is now a symbolic link to nothing; this run's %s was discarded: remove the link or choose another %s", key,
                     path, key, key);
