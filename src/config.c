@@ -1,5 +1,6 @@
 /* config.json reading (config.h). Followed: transformers'
  * models/llama/configuration_llama.py and models/mistral/configuration_mistral.py
+ * and models/qwen2/configuration_qwen2.py, models/qwen3/configuration_qwen3.py
  * (defaults), modeling_rope_utils.py (rope types, both spellings of the type
  * key), masking_utils.py (the sliding window); docs/models.md lists every
  * key read and every key refused. */
@@ -11,10 +12,11 @@
 #include "error.h"
 #include "json.h"
 
-enum { ARCH_LLAMA, ARCH_MISTRAL };
+enum { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3 };
 
-/* MistralConfig's defaults for keys absent from config.json */
-enum { MISTRAL_KV_HEADS = 8, MISTRAL_WINDOW = 4096 };
+/* MistralConfig's and Qwen2Config/Qwen3Config's defaults for keys absent
+ * from config.json */
+enum { MISTRAL_KV_HEADS = 8, MISTRAL_WINDOW = 4096, QWEN_KV_HEADS = 32, QWEN_MAX_WINDOW_LAYERS = 28, QWEN3_HEAD_DIM = 128 };
 
 static int cfg_int(const JsonValue *root, const char *key, int required, int def, int *out, const char *path) {
   const JsonValue *v = json_get(root, key);
@@ -71,11 +73,13 @@ static int read_arch(const JsonValue *root, const char *path, int *arch) {
   *arch = ARCH_LLAMA; /* absent: the LLaMA layout (older exports) */
   if (!mt) return 0;
   if (mt->type == JSON_STRING && !strcmp(mt->string, "llama")) return 0;
-  if (mt->type == JSON_STRING && !strcmp(mt->string, "mistral")) {
-    *arch = ARCH_MISTRAL;
-    return 0;
-  }
-  return aptq_error("%s: model_type '%s' is not supported (supported: llama, mistral; docs/models.md)", path,
+  static const char *const names[] = {"llama", "mistral", "qwen2", "qwen3"};
+  for (int a = 0; mt->type == JSON_STRING && a < (int)(sizeof names / sizeof *names); a++)
+    if (!strcmp(mt->string, names[a])) {
+      *arch = a;
+      return 0;
+    }
+  return aptq_error("%s: model_type '%s' is not supported (supported: llama, mistral, qwen2, qwen3; docs/models.md)", path,
                     mt->type == JSON_STRING ? mt->string : "?");
 }
 
@@ -169,8 +173,43 @@ static int read_rope(const JsonValue *root, const char *path, ModelConfig *c) {
   return 0;
 }
 
+/* Qwen2/Qwen3's layer types: Qwen2Config.__post_init__ keeps sliding_window
+ * only when use_sliding_window, and makes layer i "sliding_attention" when
+ * the window is kept and i >= max_window_layers (absent: 28), unless
+ * config.json lists layer_types itself. Every layer full: no window;
+ * any sliding layer is refused (per-layer windows are not implemented). */
+static int read_qwen_window(const JsonValue *root, const char *path, ModelConfig *c) {
+  c->sliding_window = 0;
+  const JsonValue *lt = json_get(root, "layer_types");
+  if (lt && lt->type != JSON_NULL) {
+    if (lt->type != JSON_ARRAY || lt->count != c->n_layers)
+      return aptq_error("%s: 'layer_types' must be a list of num_hidden_layers (%d) strings", path, c->n_layers);
+    for (int i = 0; i < lt->count; i++)
+      if (lt->items[i].type != JSON_STRING || strcmp(lt->items[i].string, "full_attention"))
+        return aptq_error("%s: layer_types[%d] is not \"full_attention\"; per-layer sliding windows are not supported", path, i);
+    return 0;
+  }
+  int use = 0, window = 0, max_layers = QWEN_MAX_WINDOW_LAYERS;
+  CHECK(cfg_bool(root, "use_sliding_window", 0, &use, path));
+  const JsonValue *w = json_get(root, "sliding_window"), *mw = json_get(root, "max_window_layers");
+  if (w && w->type != JSON_NULL) CHECK(cfg_int(root, "sliding_window", 0, 0, &window, path));
+  else if (!w) window = MISTRAL_WINDOW; /* Qwen2Config's default is 4096 too */
+  if (mw && mw->type != JSON_NULL) {
+    if (mw->type != JSON_NUMBER || !mw->is_integer || mw->integer < 0 || mw->integer > (1 << 30))
+      return aptq_error("%s: 'max_window_layers' must be a non-negative integer", path);
+    max_layers = (int)mw->integer;
+  }
+  if (use && window > 0 && max_layers < c->n_layers)
+    return aptq_error(
+        "%s: use_sliding_window is true and layers %d..%d (from max_window_layers %d) would attend through a window of %d; "
+        "per-layer sliding windows are not supported",
+        path, max_layers, c->n_layers - 1, max_layers, window);
+  return 0;
+}
+
 /* Mistral's window (absent: MistralConfig's 4096; null: none); LLaMA has none. */
 static int read_window(const JsonValue *root, int arch, const char *path, ModelConfig *c) {
+  if (arch == ARCH_QWEN2 || arch == ARCH_QWEN3) return read_qwen_window(root, path, c);
   const JsonValue *v = json_get(root, "sliding_window");
   CHECK(cfg_unset(root, "use_sliding_window", path, "transformers' LLaMA and Mistral do not read it; remove it"));
   CHECK(cfg_unset(root, "layer_types", path, "per-layer attention types are not supported"));
@@ -210,18 +249,41 @@ static int read_sizes(const JsonValue *root, int arch, const char *path, ModelCo
   CHECK(cfg_int(root, "num_hidden_layers", 1, 0, &c->n_layers, path));
   CHECK(cfg_int(root, "num_attention_heads", 1, 0, &c->n_heads, path));
   CHECK(cfg_int(root, "vocab_size", 1, 0, &c->vocab_size, path));
-  /* absent: LlamaConfig's None (= heads), MistralConfig's 8; null: heads */
-  int kv_def = arch == ARCH_MISTRAL && !json_get(root, "num_key_value_heads") ? MISTRAL_KV_HEADS : c->n_heads;
+  /* absent: LlamaConfig's None (= heads), MistralConfig's 8, Qwen2Config's
+   * and Qwen3Config's 32; null: heads */
+  int kv_absent = !json_get(root, "num_key_value_heads");
+  int kv_def = kv_absent && arch == ARCH_MISTRAL                         ? MISTRAL_KV_HEADS
+               : kv_absent && (arch == ARCH_QWEN2 || arch == ARCH_QWEN3) ? QWEN_KV_HEADS
+                                                                         : c->n_heads;
   CHECK(cfg_int(root, "num_key_value_heads", 0, kv_def, &c->n_kv_heads, path));
   CHECK(cfg_int(root, "max_position_embeddings", 0, 1 << 20, &c->max_seq_len, path));
   const JsonValue *hd = json_get(root, "head_dim");
-  if (c->dim % c->n_heads && (!hd || hd->type == JSON_NULL))
+  if (arch == ARCH_QWEN3) { /* Qwen3Config: head_dim = 128 when absent; Qwen3Attention cannot use a null one */
+    if (hd && hd->type == JSON_NULL) return aptq_error("%s: 'head_dim' is null; Qwen3 needs it (its default is 128)", path);
+    CHECK(cfg_int(root, "head_dim", 0, QWEN3_HEAD_DIM, &c->head_dim, path));
+  } else if (c->dim % c->n_heads && (!hd || hd->type == JSON_NULL))
     return aptq_error("%s: hidden_size %d is not divisible by num_attention_heads %d", path, c->dim, c->n_heads);
-  CHECK(cfg_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, path));
+  else CHECK(cfg_int(root, "head_dim", 0, c->dim / c->n_heads, &c->head_dim, path));
   if (c->head_dim % 2) return aptq_error("%s: head_dim %d must be even for RoPE", path, c->head_dim);
   if (c->n_heads % c->n_kv_heads)
     return aptq_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path, c->n_heads, c->n_kv_heads);
   return 0;
+}
+
+/* Biases and the q/k norms by architecture: Qwen2Attention's q/k/v_proj
+ * always carry a bias (attention_bias is not read; Qwen2MLP has none, so
+ * neither is mlp_bias); Qwen3Attention has q_norm/k_norm, and biases on
+ * q/k/v and o_proj only with attention_bias (refused: no o_proj bias here);
+ * LLaMA and Mistral read attention_bias and mlp_bias (refused when true). */
+static int read_biases(const JsonValue *root, int arch, const char *path, ModelConfig *c) {
+  c->qkv_bias = arch == ARCH_QWEN2;
+  c->qk_norm = arch == ARCH_QWEN3;
+  if (arch == ARCH_QWEN2) return 0;
+  CHECK(
+      cfg_false(root, "attention_bias", path,
+                arch == ARCH_QWEN3 ? "Qwen3 would then bias o_proj too, which is not supported" : "biased projections are not supported"));
+  if (arch == ARCH_QWEN3) return 0;
+  return cfg_false(root, "mlp_bias", path, "biased projections are not supported");
 }
 
 static int read_config(const JsonValue *root, const char *path, ModelConfig *c) {
@@ -230,14 +292,13 @@ static int read_config(const JsonValue *root, const char *path, ModelConfig *c) 
   CHECK(read_arch(root, path, &arch));
   const JsonValue *act = json_get(root, "hidden_act");
   if (act && act->type != JSON_NULL && (act->type != JSON_STRING || strcmp(act->string, "silu")))
-    return aptq_error("%s: hidden_act must be \"silu\" for LLaMA and Mistral", path);
+    return aptq_error("%s: hidden_act must be \"silu\" (the only activation implemented)", path);
   CHECK(read_sizes(root, arch, path, c));
   CHECK(read_eps(root, path, c));
   CHECK(read_rope(root, path, c));
   CHECK(read_window(root, arch, path, c));
   CHECK(cfg_unset(root, "quantization_config", path, "the checkpoint is already quantized; give the full-precision one"));
-  CHECK(cfg_false(root, "attention_bias", path, "biased projections are not LLaMA and not supported"));
-  CHECK(cfg_false(root, "mlp_bias", path, "biased projections are not LLaMA and not supported"));
+  CHECK(read_biases(root, arch, path, c));
   return cfg_bool(root, "tie_word_embeddings", 0, &c->tied_embeddings, path);
 }
 

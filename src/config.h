@@ -38,6 +38,13 @@ typedef struct {
    * attends to positions t-W+1 .. t (the last W, itself included), as
    * transformers' masking_utils.sliding_window_overlay (kv_idx > q_idx - W). */
   int sliding_window;
+  /* Qwen2 (docs/models.md): q_proj, k_proj and v_proj carry a bias, added
+   * after the product (nn.Linear(..., bias=True) in Qwen2Attention). */
+  int qkv_bias;
+  /* Qwen3: q and k are RMS-normalised per head (a weight of head_dim, eps
+   * rms_norm_eps) after the projection and before RoPE (Qwen3Attention's
+   * q_norm, k_norm). */
+  int qk_norm;
 } ModelConfig;
 
 /* The inverse frequency of RoPE pair i (i < head_dim/2): theta^(-2i/head_dim),

@@ -30,6 +30,13 @@ int block_weights_alloc(const ModelConfig *c, BlockWeights *w) {
     w->w[k] = aptq_malloc(sizeof(float) * (size_t)(lin_rows(c, k) * lin_cols(c, k)), linear_names[k]);
     if (!w->w[k]) return APTQ_ERR;
   }
+  for (int k = 0; c->qkv_bias && k < 3; k++)
+    if (!(w->bias[k] = aptq_malloc(sizeof(float) * (size_t)lin_rows(c, k), "q/k/v bias"))) return APTQ_ERR;
+  if (c->qk_norm) {
+    w->q_norm = aptq_malloc(sizeof(float) * (size_t)c->head_dim, "q norm");
+    w->k_norm = aptq_malloc(sizeof(float) * (size_t)c->head_dim, "k norm");
+    if (!w->q_norm || !w->k_norm) return APTQ_ERR;
+  }
   return 0;
 }
 
@@ -37,6 +44,9 @@ void block_weights_free(BlockWeights *w) {
   aptq_free(w->attn_norm);
   aptq_free(w->ffn_norm);
   for (int k = 0; k < LIN_COUNT; k++) aptq_free(w->w[k]);
+  for (int k = 0; k < 3; k++) aptq_free(w->bias[k]);
+  aptq_free(w->q_norm);
+  aptq_free(w->k_norm);
   memset(w, 0, sizeof *w);
 }
 
@@ -46,6 +56,11 @@ int block_weights_load(const Model *m, int layer, BlockWeights *w) {
   for (int k = 0; k < LIN_COUNT; k++) {
     CHECK(tensor_f32(&m->linear[layer][k], w->w[k]));
     model_release(m, &m->linear[layer][k]);
+  }
+  for (int k = 0; m->cfg.qkv_bias && k < 3; k++) CHECK(tensor_f32(&m->qkv_bias[layer][k], w->bias[k]));
+  if (m->cfg.qk_norm) {
+    CHECK(tensor_f32(&m->q_norm[layer], w->q_norm));
+    CHECK(tensor_f32(&m->k_norm[layer], w->k_norm));
   }
   return 0;
 }
@@ -131,6 +146,18 @@ void attention_probs(const ModelConfig *c, BlockScratch *s, int head) {
   }
 }
 
+/* m (T × rows) += bias in every row */
+static void add_bias(float *m, const float *bias, int T, int64_t rows) {
+  for (int t = 0; t < T; t++)
+    for (int64_t i = 0; i < rows; i++) m[(size_t)t * rows + i] += bias[i];
+}
+
+/* Qwen3's q_norm / k_norm: each head of a T × (nheads·hd) matrix
+ * RMS-normalised in place with weight (hd), Qwen3RMSNorm over head_dim. */
+static void head_rmsnorm(const ModelConfig *c, float *m, const float *weight, int T, int nheads) {
+  for (size_t r = 0; r < (size_t)T * nheads; r++) rmsnorm(m + r * c->head_dim, m + r * c->head_dim, weight, c->head_dim, c->norm_eps);
+}
+
 const LinearGroup linear_groups[4] = {
     {STOP_QKV_INPUT, LIN_Q, 3}, {STOP_O_INPUT, LIN_O, 1}, {STOP_MLP_INPUT, LIN_GATE, 2}, {STOP_DOWN_INPUT, LIN_DOWN, 1}};
 
@@ -146,6 +173,15 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
   linear(s->xn, w->w[LIN_Q], s->q, T, qd, D);
   linear(s->xn, w->w[LIN_K], s->k, T, kvd, D);
   linear(s->xn, w->w[LIN_V], s->v, T, kvd, D);
+  if (w->bias[LIN_Q]) {
+    add_bias(s->q, w->bias[LIN_Q], T, qd);
+    add_bias(s->k, w->bias[LIN_K], T, kvd);
+    add_bias(s->v, w->bias[LIN_V], T, kvd);
+  }
+  if (w->q_norm) {
+    head_rmsnorm(c, s->q, w->q_norm, T, c->n_heads);
+    head_rmsnorm(c, s->k, w->k_norm, T, c->n_kv_heads);
+  }
   rope_rotate(c, s, s->q, c->n_heads, 1.0f);
   rope_rotate(c, s, s->k, c->n_kv_heads, 1.0f);
   for (int h = 0; h < c->n_heads; h++) {

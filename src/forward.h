@@ -1,5 +1,7 @@
 /* The LLaMA decoder block forward pass for one sequence of T tokens:
- * RMSNorm, RoPE, causal GQA attention, SwiGLU MLP, matrix products by BLAS.
+ * RMSNorm, RoPE, causal GQA attention, SwiGLU MLP, matrix products by BLAS;
+ * Qwen2's q/k/v biases are added after the products, Qwen3's per-head q/k
+ * RMSNorm sits between the products and RoPE (docs/models.md).
  * The scratch keeps every intermediate a Hessian needs: the q/k/v input
  * (xn), post-RoPE q and k, v, the o_proj input (z), the gate/up input (xn2)
  * and the down_proj input (act). Attention probabilities are recomputed per
@@ -14,6 +16,8 @@
 typedef struct {
   float *attn_norm, *ffn_norm; /* [dim] */
   float *w[LIN_COUNT];         /* row-major [out][in], HF orientation */
+  float *bias[3];              /* q, k, v biases [rows]: cfg.qkv_bias only, else NULL */
+  float *q_norm, *k_norm;      /* [head_dim]: cfg.qk_norm only, else NULL */
 } BlockWeights;
 
 typedef struct {

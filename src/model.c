@@ -81,7 +81,14 @@ int model_alloc_layers(Model *m) {
   m->attn_norm = aptq_calloc((size_t)L, sizeof *m->attn_norm, "the tensor table");
   m->ffn_norm = aptq_calloc((size_t)L, sizeof *m->ffn_norm, "the tensor table");
   m->linear = aptq_calloc((size_t)L, sizeof *m->linear, "the tensor table");
-  return m->attn_norm && m->ffn_norm && m->linear ? 0 : APTQ_ERR;
+  if (!m->attn_norm || !m->ffn_norm || !m->linear) return APTQ_ERR;
+  if (m->cfg.qkv_bias && !(m->qkv_bias = aptq_calloc((size_t)L, sizeof *m->qkv_bias, "the tensor table"))) return APTQ_ERR;
+  if (m->cfg.qk_norm) {
+    m->q_norm = aptq_calloc((size_t)L, sizeof *m->q_norm, "the tensor table");
+    m->k_norm = aptq_calloc((size_t)L, sizeof *m->k_norm, "the tensor table");
+    if (!m->q_norm || !m->k_norm) return APTQ_ERR;
+  }
+  return 0;
 }
 
 static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t *cols) {
@@ -112,6 +119,24 @@ static void linear_shape(const ModelConfig *c, int kind, int64_t *rows, int64_t 
   }
 }
 
+/* Qwen2's q/k/v biases (1-D, the projection's rows) and Qwen3's q/k norm
+ * weights (head_dim) of layer l, where the config has them. */
+static int bind_attention_extras(Model *m, int l) {
+  const ModelConfig *c = &m->cfg;
+  char name[ST_NAME_MAX];
+  for (int k = 0; c->qkv_bias && k < 3; k++) {
+    int64_t rows, cols;
+    linear_shape(c, k, &rows, &cols);
+    snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, linear_names[k]);
+    CHECK(bind(m, name, 1, rows, &m->qkv_bias[l][k]));
+  }
+  if (!c->qk_norm) return 0;
+  snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+  CHECK(bind(m, name, 1, c->head_dim, &m->q_norm[l]));
+  snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+  return bind(m, name, 1, c->head_dim, &m->k_norm[l]);
+}
+
 static int bind_all(Model *m) {
   const ModelConfig *c = &m->cfg;
   char name[ST_NAME_MAX];
@@ -131,6 +156,7 @@ static int bind_all(Model *m) {
       snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linear_names[k]);
       CHECK(bind(m, name, rows, cols, &m->linear[l][k]));
     }
+    CHECK(bind_attention_extras(m, l));
   }
   return 0;
 }
@@ -331,6 +357,11 @@ void model_close(Model *m) {
   aptq_free(m->attn_norm);
   aptq_free(m->ffn_norm);
   aptq_free(m->linear);
+  aptq_free(m->qkv_bias);
+  aptq_free(m->q_norm);
+  aptq_free(m->k_norm);
+  m->qkv_bias = NULL;
+  m->q_norm = m->k_norm = NULL;
   m->files = NULL;
   m->map = NULL;
   m->attn_norm = m->ffn_norm = NULL;
@@ -368,19 +399,26 @@ void model_config_json(const ModelConfig *c, char *buf, int size) {
                   types[r->type], r->factor, r->low_freq_factor, r->high_freq_factor, r->original_max_position);
   if (n >= 0 && n < size && c->sliding_window > 0)
     n += snprintf(buf + n, (size_t)(size - n), ", \"sliding_window\": %d", c->sliding_window);
+  if (n >= 0 && n < size && c->qkv_bias) n += snprintf(buf + n, (size_t)(size - n), ", \"qkv_bias\": true");
+  if (n >= 0 && n < size && c->qk_norm) n += snprintf(buf + n, (size_t)(size - n), ", \"qk_norm\": true");
   if (n >= 0 && n < size) snprintf(buf + n, (size_t)(size - n), "}");
 }
 
-/* All tensors in a fixed order: embed, per layer (norms, q..down), final norm, lm_head. */
+/* All tensors in a fixed order: embed, per layer (norms, q..down, then
+ * the q/k/v biases and the q/k norms where the model has them), final
+ * norm, lm_head. */
 static int tensor_list(const Model *m, const TensorRef ***out) {
   int L = m->cfg.n_layers, n = 0;
-  const TensorRef **list = aptq_malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT)), "tensor list");
+  const TensorRef **list = aptq_malloc(sizeof *list * (size_t)(3 + L * (2 + LIN_COUNT + 5)), "tensor list");
   if (!list) return -1;
   list[n++] = &m->embed;
   for (int l = 0; l < L; l++) {
     list[n++] = &m->attn_norm[l];
     list[n++] = &m->ffn_norm[l];
     for (int k = 0; k < LIN_COUNT; k++) list[n++] = &m->linear[l][k];
+    for (int k = 0; m->qkv_bias && k < 3; k++) list[n++] = &m->qkv_bias[l][k];
+    if (m->q_norm) list[n++] = &m->q_norm[l];
+    if (m->k_norm) list[n++] = &m->k_norm[l];
   }
   list[n++] = &m->final_norm;
   if (!m->cfg.tied_embeddings) list[n++] = &m->lm_head;

@@ -29,6 +29,8 @@ typedef struct {
   TensorRef embed, final_norm, lm_head;
   TensorRef *attn_norm, *ffn_norm; /* [n_layers] */
   TensorRef (*linear)[LIN_COUNT];  /* [n_layers][LIN_COUNT] */
+  TensorRef (*qkv_bias)[3];        /* [n_layers][q, k, v], cfg.qkv_bias only (else NULL) */
+  TensorRef *q_norm, *k_norm;      /* [n_layers] of head_dim, cfg.qk_norm only (else NULL) */
   StFile *files;
   int nfiles;
   uint8_t *map; /* llama2.c file mapping */

@@ -228,6 +228,17 @@ int qfile_attr_string(QFileWriter *w, const char *group, const char *name, const
   return write_attr(w, group, name, &(AttrValue){.type = 's', .s = value});
 }
 
+/* What /model/full_precision_tensors says: the tensors eval and recon take
+ * from the model directory (the same for a LLaMA as before Qwen). */
+static const char *full_precision_note(const ModelConfig *c) {
+  if (c->qkv_bias)
+    return "not stored: embed_tokens, norms, lm_head and the q/k/v_proj biases are read from model_source (checked by model_fingerprint)";
+  if (c->qk_norm)
+    return "not stored: embed_tokens, norms (q_norm and k_norm included) and lm_head are read from model_source (checked by "
+           "model_fingerprint)";
+  return "not stored: embed_tokens, norms and lm_head are read from model_source (checked by model_fingerprint)";
+}
+
 int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const char *calib_sha256, const char *method) {
   int size;
   MPI_Comm_size(w->comm, &size);
@@ -260,8 +271,7 @@ int qfile_write_metadata(QFileWriter *w, const Options *o, const Model *m, const
        put_int(model, "intermediate_size", c->hidden_dim) || put_int(model, "num_hidden_layers", c->n_layers) ||
        put_int(model, "num_attention_heads", c->n_heads) || put_int(model, "num_key_value_heads", c->n_kv_heads) ||
        put_int(model, "head_dim", c->head_dim) || put_int(model, "vocab_size", c->vocab_size) ||
-       put_string(model, "full_precision_tensors",
-                  "not stored: embed_tokens, norms and lm_head are read from model_source (checked by model_fingerprint)");
+       put_string(model, "full_precision_tensors", full_precision_note(c));
   H5Gclose(model);
   return rc ? h5fail(w, "write the model config") : 0;
 }

@@ -5,6 +5,9 @@
  * (exact: o is linear in these weights). For v_proj the factored Kronecker
  * form (input factors summed over a group's heads, output factors averaged)
  * is compared with the exact form and its ratio printed and bounded.
+ * On a model with Qwen3's q/k norms only o_proj and v_proj are checked: the
+ * q and k forms do not carry the norm's Jacobian and quantize refuses them
+ * there (docs/aptq.md).
  * usage: test_golden MODEL TOKENS NSEQ SEQLEN [RATIO_MIN RATIO_MAX] */
 #include <cblas.h>
 #include <math.h>
@@ -346,6 +349,21 @@ static int golden_open(Golden *g, const char *model, const char *tokens) {
   return 0;
 }
 
+/* The o_proj and v_proj lines: 1 when all passed. */
+static int print_o_v(const Golden *g, const Figures *f, const char *model, double ratio_min, double ratio_max) {
+  const ModelConfig *c = &g->m.cfg;
+  double N = f->N, ratio = f->q_v / (f->e_v_exact / N);
+  int ok_o = rel(f->e_o / N, f->q_o) < 1e-6, ok_v = rel(f->e_v, f->e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
+  printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", model, g->nseq, g->T, c->n_heads, c->n_kv_heads);
+  printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", f->e_o / N, f->q_o, rel(f->e_o / N, f->q_o),
+         ok_o ? "PASSED" : "FAILED");
+  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", f->e_v / N, f->e_v_exact / N, rel(f->e_v, f->e_v_exact),
+         ok_v ? "PASSED" : "FAILED");
+  printf("v_proj: Kronecker form / exact = %.4f (bounds [%g, %g])  %s\n", ratio, ratio_min, ratio_max, ok_ratio ? "PASSED" : "FAILED");
+  if (c->qk_norm) printf("q_proj, k_proj: not checked (q_norm/k_norm: quantize refuses their attention-aware forms)\n");
+  return ok_o && ok_v && ok_ratio;
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   if (argc < 5) {
@@ -362,6 +380,7 @@ int main(int argc, char **argv) {
   int D = c->dim, dh = c->head_dim;
   Figures f = {0};
   if (check_o_v(&g, &f)) return 1;
+  if (c->qk_norm) return print_o_v(&g, &f, argv[1], ratio_min, ratio_max) ? 0 : 1;
   float *dQ = perturbation(g.w.w[LIN_Q], dh * D, &g.rng);
   if (check_q(&g, dQ, &f)) return 1;
   float *dK = perturbation(g.w.w[LIN_K], dh * D, &g.rng);
@@ -380,14 +399,7 @@ int main(int argc, char **argv) {
   int ok_qlin = rel(f.q_lin, f.q_exact) < 1e-4;
   int ok_k = fabs(k2 - 1) < 0.05 && fabs(k2 - 1) <= fabs(k1 - 1) + 1e-3;
 
-  double ratio = f.q_v / (f.e_v_exact / N);
-  int ok_o = rel(f.e_o / N, f.q_o) < 1e-6, ok_v = rel(f.e_v, f.e_v_exact) < 1e-6, ok_ratio = ratio >= ratio_min && ratio <= ratio_max;
-  printf("golden %s block 0, %d x %d tokens, %d heads / %d kv heads\n", argv[1], g.nseq, g.T, c->n_heads, c->n_kv_heads);
-  printf("o_proj: measured %.9e  GN quadratic %.9e  rel diff %.2e  %s\n", f.e_o / N, f.q_o, rel(f.e_o / N, f.q_o),
-         ok_o ? "PASSED" : "FAILED");
-  printf("v_proj: measured %.9e  exact GN %.9e  rel diff %.2e  %s\n", f.e_v / N, f.e_v_exact / N, rel(f.e_v, f.e_v_exact),
-         ok_v ? "PASSED" : "FAILED");
-  printf("v_proj: Kronecker form / exact = %.4f (bounds [%g, %g])  %s\n", ratio, ratio_min, ratio_max, ok_ratio ? "PASSED" : "FAILED");
+  int ok_ov = print_o_v(&g, &f, argv[1], ratio_min, ratio_max);
   printf("q_proj head 0: measured/GN at eps %.0e: %.4f, at eps %.0e: %.4f (-> 1 at second order)  %s\n", eps[0], r1, eps[1], r2,
          ok_q ? "PASSED" : "FAILED");
   printf("q_proj head 0: row-shared / exact GN = %.4f, Kronecker / exact GN = %.4f\n", rs_ratio, kron_ratio);
@@ -404,5 +416,5 @@ int main(int argc, char **argv) {
   aptq_free(dQ);
   aptq_free(dK);
   MPI_Finalize();
-  return ok_o && ok_v && ok_ratio && ok_q && ok_k && ok_fd && ok_qlin ? 0 : 1;
+  return ok_ov && ok_q && ok_k && ok_fd && ok_qlin ? 0 : 1;
 }

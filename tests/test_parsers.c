@@ -261,6 +261,21 @@ static void test_config_keys(void) {
   EXPECT(c.sliding_window == 0 && c.n_kv_heads == 2, "window null: full attention; kv heads null: heads");
   expect_ok(parse_with(", \"model_type\": \"mistral\", \"sliding_window\": 16, \"num_key_value_heads\": 1", &c), "config: mistral window");
   EXPECT(c.sliding_window == 16, "sliding_window read");
+  /* Qwen2Config/Qwen3Config: kv heads 32 when absent; the window kept only
+   * with use_sliding_window, and then on layers >= max_window_layers (28) */
+  expect_ok(parse_with(", \"model_type\": \"qwen2\", \"num_key_value_heads\": 1, \"sliding_window\": 16, \"attention_bias\": false", &c),
+            "config: qwen2, window without use_sliding_window");
+  EXPECT(c.qkv_bias && !c.qk_norm && c.sliding_window == 0 && c.n_kv_heads == 1, "qwen2: biases, no window");
+  expect_ok(parse_with(", \"model_type\": \"qwen2\", \"num_key_value_heads\": 1, \"use_sliding_window\": true", &c),
+            "config: qwen2, use_sliding_window but 1 layer < max_window_layers 28");
+  EXPECT(c.sliding_window == 0, "qwen2: no layer slides");
+  expect_ok(parse_with(", \"model_type\": \"qwen2\", \"num_key_value_heads\": 2, \"layer_types\": [\"full_attention\"]", &c),
+            "config: qwen2, layer_types all full");
+  expect_ok(parse_with(", \"model_type\": \"qwen3\", \"num_key_value_heads\": 2", &c), "config: qwen3, head_dim absent");
+  EXPECT(c.qk_norm && !c.qkv_bias && c.head_dim == 128, "qwen3: q/k norms, Qwen3Config's head_dim 128");
+  expect_ok(parse_with(", \"model_type\": \"qwen3\", \"num_key_value_heads\": 2, \"head_dim\": 6, \"tie_word_embeddings\": true", &c),
+            "config: qwen3, explicit head_dim");
+  EXPECT(c.head_dim == 6 && c.tied_embeddings, "qwen3: head_dim 6 (hidden 8 / 2 heads is 4), tied embeddings");
   expect_ok(parse_with(", \"rms_norm_eps\": 1e-5, \"layer_norm_eps\": 1e-5, \"partial_rotary_factor\": 1.0", &c),
             "config: equal eps spellings, partial_rotary_factor 1");
   static const struct {
@@ -283,7 +298,15 @@ static void test_config_keys(void) {
       {", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}, \"rope_parameters\": {\"rope_type\": \"default\"}", "disagree"},
       {", \"partial_rotary_factor\": 0.5", "partial_rotary_factor"},
       {", \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 0.25}", "partial_rotary_factor"},
-      {", \"model_type\": \"qwen2\"", "model_type 'qwen2'"},
+      {", \"model_type\": \"qwen2\"", "not a multiple of num_key_value_heads 32"}, /* Qwen2Config's default */
+      {", \"model_type\": \"gemma\"", "model_type 'gemma'"},
+      {", \"model_type\": \"qwen2\", \"num_key_value_heads\": 1, \"use_sliding_window\": true, \"max_window_layers\": 0",
+       "per-layer sliding windows"},
+      {", \"model_type\": \"qwen3\", \"num_key_value_heads\": 1, \"layer_types\": [\"sliding_attention\"]", "layer_types[0]"},
+      {", \"model_type\": \"qwen3\", \"num_key_value_heads\": 1, \"layer_types\": []", "'layer_types' must be a list"},
+      {", \"model_type\": \"qwen2\", \"num_key_value_heads\": 1, \"max_window_layers\": -1", "max_window_layers"},
+      {", \"model_type\": \"qwen3\", \"num_key_value_heads\": 1, \"head_dim\": null", "'head_dim' is null"},
+      {", \"model_type\": \"qwen3\", \"num_key_value_heads\": 1, \"attention_bias\": true", "o_proj"},
       {", \"sliding_window\": 16", "'sliding_window' is set"},
       {", \"model_type\": \"mistral\", \"num_key_value_heads\": 1, \"sliding_window\": 0", "sliding_window"},
       {", \"model_type\": \"mistral\", \"num_key_value_heads\": 1, \"use_sliding_window\": true", "use_sliding_window"},

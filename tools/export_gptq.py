@@ -7,7 +7,9 @@ checkpoint layout read by AutoGPTQ, GPTQModel and vLLM:
                                              <name>.scales  fp16  [ngroups][rows]
                                              <name>.g_idx   int32 [cols]
                            and every other tensor of the source checkpoint,
-                           byte for byte (embeddings, norms, lm_head)
+                           byte for byte (embeddings, norms, lm_head, and
+                           Qwen2's q/k/v_proj biases as <name>.bias, the name
+                           AutoGPTQ's QuantLinear loads its bias from)
   OUT/config.json          the source config + quantization_config
   OUT/quantize_config.json bits, group_size, desc_act, sym, checkpoint_format,
                            and "dynamic" per-layer bit widths (mixed precision)

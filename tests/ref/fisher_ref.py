@@ -259,6 +259,8 @@ def fd_check(c, W, tok, labels, grads, seed):
 # ------------------------------------------------------------------- commands
 def setup(a):
     c, W = load_model(a.model)
+    if c.get("qkv_bias") or c.get("qk_norm"):  # this batched forward is LLaMA/Mistral's
+        raise SystemExit("fisher_ref.py: Qwen2 biases and Qwen3 q/k norms are not implemented here")
     W32 = {k: v.astype(np.float32) for k, v in W.items()}
     W64 = {k: v.astype(np.float64) for k, v in W.items()}
     return c, W32, W64, load_tokens(a.tokens, a.seqlen, a.nseq)

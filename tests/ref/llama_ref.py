@@ -14,6 +14,10 @@ Supported checkpoints
     RoPE scaling (rope_scaling or rope_parameters: linear, llama3) and
     Mistral's sliding window (model_type mistral, sliding_window) as in
     transformers' modeling_rope_utils.py and masking_utils.py.
+    Qwen2 (model_type qwen2: q/k/v_proj biases, models/qwen2/modeling_qwen2.py)
+    and Qwen3 (model_type qwen3: q_norm/k_norm, an RMSNorm over head_dim of
+    each head after the projection and before RoPE, head_dim 128 when absent,
+    models/qwen3/modeling_qwen3.py); their sliding layers are refused.
   * llama2.c .bin checkpoint (Karpathy): interleaved RoPE (pairs (2i, 2i+1)),
     eps 1e-5, theta 10000.
 
@@ -88,18 +92,30 @@ def load_hf(path):
     if theta is None:
         rp = cfg.get("rope_parameters") or {}
         theta = rp.get("rope_theta", 10000.0)
-    mistral = cfg.get("model_type") == "mistral"
+    mt = cfg.get("model_type")
+    mistral = mt == "mistral"
+    qwen = mt in ("qwen2", "qwen3")
     # MistralConfig: sliding_window defaults to 4096 (null: none),
-    # num_key_value_heads to 8 when absent (null: the attention heads)
+    # num_key_value_heads to 8 when absent (null: the attention heads);
+    # Qwen2Config/Qwen3Config: num_key_value_heads 32 when absent, and the
+    # window only on layers >= max_window_layers with use_sliding_window
     window = cfg.get("sliding_window", 4096) if mistral else None
     kv_default = 8 if mistral and "num_key_value_heads" not in cfg else heads
+    if qwen and "num_key_value_heads" not in cfg:
+        kv_default = 32
+    if qwen and cfg.get("use_sliding_window") and cfg.get("sliding_window", 4096) \
+            and cfg.get("max_window_layers", 28) < cfg["num_hidden_layers"]:
+        raise SystemExit("reference: Qwen sliding layers not implemented")
+    head_dim = cfg.get("head_dim") or hidden // heads
+    if mt == "qwen3" and "head_dim" not in cfg:
+        head_dim = 128
     c = dict(
         hidden=hidden,
         inter=cfg["intermediate_size"],
         layers=cfg["num_hidden_layers"],
         heads=heads,
         kv_heads=cfg.get("num_key_value_heads") or kv_default,
-        head_dim=cfg.get("head_dim") or hidden // heads,
+        head_dim=head_dim,
         vocab=cfg["vocab_size"],
         eps=float(cfg.get("rms_norm_eps", 1e-6)),
         theta=float(theta),
@@ -107,6 +123,8 @@ def load_hf(path):
         rope="half",
         scaling=cfg.get("rope_scaling") or cfg.get("rope_parameters"),
         window=window,
+        qkv_bias=mt == "qwen2",
+        qk_norm=mt == "qwen3",
     )
     idx = os.path.join(path, "model.safetensors.index.json")
     t = {}
@@ -129,6 +147,12 @@ def load_hf(path):
         W[p + "post_attention_layernorm"] = t[p + "post_attention_layernorm.weight"]
         for q in PROJS:
             W[p + q] = t[p + q + ".weight"]
+        if c["qkv_bias"]:
+            for q in PROJS[:3]:
+                W[p + q + ".bias"] = t[p + q + ".bias"]
+        if c["qk_norm"]:
+            W[p + "self_attn.q_norm"] = t[p + "self_attn.q_norm.weight"]
+            W[p + "self_attn.k_norm"] = t[p + "self_attn.k_norm.weight"]
     return c, W
 
 
@@ -297,9 +321,13 @@ def forward(c, W64, tokens):
     for l in range(c["layers"]):
         p = "model.layers.%d." % l
         h = rmsnorm(x, W64[p + "input_layernorm"], eps)
-        q = (h @ W64[p + "self_attn.q_proj"].T).reshape(T, H, hd).transpose(1, 0, 2)
-        k = (h @ W64[p + "self_attn.k_proj"].T).reshape(T, KV, hd).transpose(1, 0, 2)
-        v = (h @ W64[p + "self_attn.v_proj"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        q, k, v = (h @ W64[p + n].T + W64.get(p + n + ".bias", 0.0) for n in PROJS[:3])
+        q = q.reshape(T, H, hd).transpose(1, 0, 2)
+        k = k.reshape(T, KV, hd).transpose(1, 0, 2)
+        v = v.reshape(T, KV, hd).transpose(1, 0, 2)
+        if c.get("qk_norm"):  # Qwen3Attention: q_norm(q_proj(x).view(..., head_dim))
+            q = rmsnorm(q, W64[p + "self_attn.q_norm"], eps)
+            k = rmsnorm(k, W64[p + "self_attn.k_norm"], eps)
         q = apply_rope(q, cos, sin, c["rope"])
         k = apply_rope(k, cos, sin, c["rope"])
         k = np.repeat(k, rep, axis=0)  # head i uses kv head i // rep
