@@ -148,11 +148,15 @@ int h5r_attr_string(const H5Src *s, hid_t file, const char *obj, const char *nam
   int rc = 0;
   if (n == 0 || n > size) rc = refuse(s, "attribute '%s' of '%s' is a string of %zu bytes, expected at most %zu", name, obj, n, size);
   if (!rc) {
+    /* read as a null-terminated string one byte longer where the buffer
+     * allows: a stored null-padded string of n characters (h5py's
+     * np.bytes_) keeps its last one */
+    size_t m = n < size ? n + 1 : size;
     hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, n);
+    H5Tset_size(mt, m);
     H5Tset_cset(mt, H5Tget_cset(t));
     if (H5Aread(a, mt, buf) < 0) rc = refuse(s, "cannot read attribute '%s' of '%s'", name, obj);
-    buf[n < size ? n : size - 1] = 0;
+    buf[m - 1] = 0;
     H5Tclose(mt);
   }
   H5Tclose(t);
