@@ -19,7 +19,8 @@ rows per int32 (3 bits: 32 rows in 3 words), qzeros packs along the output
 dimension. checkpoint_format "gptq" (v1) stores zero − 1, the AutoGPTQ
 convention (a zero point of 0 cannot be stored that way); "gptq_v2" stores
 the zeros as they are. The default (--format auto) is v1 for a symmetric
-file of one bit width, which every GPTQ loader reads, and v2 otherwise:
+file of one bit width (2, 4 or 8), which every GPTQ loader reads, and v2
+otherwise (resolve_format):
 GPTQModel refuses an asymmetric v1 checkpoint unless its meta.quantizer
 names gptqmodel >= 0.9.0 (gptqmodel/models/loader.py from_quantized,
 QuantizeConfig.is_quantized_by_v2), which an aptq export honestly cannot.
@@ -458,14 +459,17 @@ def pad_layer(layer, kind, width, group_size):
 
 
 def resolve_format(requested, sym, widths):
-    """--format auto: v1 ("gptq") for a symmetric file of one bit width, which
-    AutoGPTQ, GPTQModel, transformers and vLLM all read; v2 ("gptq_v2")
-    otherwise, because GPTQModel refuses asymmetric v1 unless made by
-    gptqmodel >= 0.9.0, and converts v1 zero points with the base bit width
-    only (gptqmodel/utils/model.py convert_gptq_v1_to_v2_format, cfg.bits)."""
+    """--format auto: v1 ("gptq") for a symmetric file of one bit width of 2,
+    4 or 8, which AutoGPTQ, GPTQModel, transformers and vLLM all read; v2
+    ("gptq_v2") otherwise, because GPTQModel refuses asymmetric v1 unless made
+    by gptqmodel >= 0.9.0, converts v1 zero points with the base bit width
+    only (gptqmodel/utils/model.py convert_gptq_v1_to_v2_format, cfg.bits),
+    and at 3 bits adds constants that are not +1 per zero point in AutoGPTQ's
+    3-bit layout (convert_gptq_v1_to_v2_format_module: 0x24924924 to word 0
+    of each 3-word group, whose zero points start at bits 0, 3, ...)."""
     if requested != "auto":
         return requested
-    return "gptq" if sym and len(widths) == 1 else "gptq_v2"
+    return "gptq" if sym and len(widths) == 1 and set(widths) <= {2, 4, 8} else "gptq_v2"
 
 
 def quantize_config(meta, version, fmt, base_bits, group_size, sym, dynamic):
