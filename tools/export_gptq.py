@@ -10,9 +10,12 @@ checkpoint layout read by AutoGPTQ, GPTQModel and vLLM:
                            byte for byte (embeddings, norms, lm_head, and
                            Qwen2's q/k/v_proj biases as <name>.bias, the name
                            AutoGPTQ's QuantLinear loads its bias from)
-  OUT/config.json          the source config + quantization_config
-  OUT/quantize_config.json bits, group_size, desc_act, sym, checkpoint_format,
-                           and "dynamic" per-layer bit widths (mixed precision)
+  OUT/config.json          the source config (intermediate_size padded, see
+                           below) + quantization_config
+  OUT/quantize_config.json the same quantization config (quantize_config):
+                           bits, group_size, desc_act, sym, checkpoint_format,
+                           meta.quantizer ["aptq:VERSION"], and "dynamic"
+                           per-layer bit widths (mixed precision)
 
 Packing follows AutoGPTQ's QuantLinear.pack: qweight packs 32/bits input
 rows per int32 (3 bits: 32 rows in 3 words), qzeros packs along the output
