@@ -280,10 +280,29 @@ def model_config(model_dir):
             fail(f"{path}: '{key}' must be a positive {'integer' if integer else 'number'}")
         return v
 
+    arch = cfg.get("model_type") or "llama"
+    if arch not in ("llama", "mistral", "qwen2", "qwen3"):
+        fail(f"{path}: model_type '{arch}' is not supported (supported: llama, mistral, qwen2, qwen3; docs/models.md)")
     c = {k: num(k, None) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")}
-    c["num_key_value_heads"] = num("num_key_value_heads", c["num_attention_heads"])
+    # src/config.c read_sizes: absent num_key_value_heads is MistralConfig's 8, Qwen's 32; null is the heads
+    kv_default = 8 if arch == "mistral" and "num_key_value_heads" not in cfg else \
+        32 if arch in ("qwen2", "qwen3") and "num_key_value_heads" not in cfg else c["num_attention_heads"]
+    c["num_key_value_heads"] = num("num_key_value_heads", kv_default)
     c["max_position_embeddings"] = num("max_position_embeddings", 1 << 20)
-    c["head_dim"] = num("head_dim", c["hidden_size"] // c["num_attention_heads"])
+    c["head_dim"] = num("head_dim", 128 if arch == "qwen3" else c["hidden_size"] // c["num_attention_heads"])
+    # read_biases: Qwen2's q/k/v biases, Qwen3's q/k norms
+    c["qkv_bias"], c["qk_norm"] = arch == "qwen2", arch == "qwen3"
+    # read_window: Mistral's window (absent: 4096, null: none); Qwen's is refused unless unused
+    c["sliding_window"] = 0
+    if arch == "mistral":
+        c["sliding_window"] = 4096 if "sliding_window" not in cfg else (cfg["sliding_window"] or 0)
+    # read_rope / read_scaling: rope_scaling, or rope_parameters, of type linear or llama3
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rtype = scaling.get("rope_type") or scaling.get("type") or "default"
+    c["rope_scaling"] = None if rtype == "default" else (
+        rtype, float(scaling.get("factor", 0)), float(scaling.get("low_freq_factor", 0)) if rtype == "llama3" else 0.0,
+        float(scaling.get("high_freq_factor", 0)) if rtype == "llama3" else 0.0,
+        int(scaling.get("original_max_position_embeddings", 0)) if rtype == "llama3" else 0)
     c["rms_norm_eps"] = num("rms_norm_eps", 1e-6, integer=False)
     theta = cfg.get("rope_theta")
     if theta is None and isinstance(cfg.get("rope_parameters"), dict):
@@ -303,11 +322,26 @@ def model_fingerprint(c, src):
         c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"],
         c["head_dim"], c["vocab_size"], c["max_position_embeddings"], float(np.float32(c["rms_norm_eps"])), float(c["rope_theta"]),
         "true" if c["tie_word_embeddings"] else "false")
+    cfg = cfg[:-1]  # model_config_json's optional keys, in its order
+    if c["rope_scaling"]:
+        cfg += (', "rope_scaling": {"rope_type": "%s", "factor": %.17g, "low_freq_factor": %.17g, "high_freq_factor": %.17g, '
+                '"original_max_position_embeddings": %d}') % c["rope_scaling"]
+    if c["sliding_window"] > 0:
+        cfg += ', "sliding_window": %d' % c["sliding_window"]
+    if c["qkv_bias"]:
+        cfg += ', "qkv_bias": true'
+    if c["qk_norm"]:
+        cfg += ', "qk_norm": true'
+    cfg += "}"
     D, V = c["hidden_size"], c["vocab_size"]
     tensors = [("model.embed_tokens.weight", V, D)]
     for l in range(c["num_hidden_layers"]):
         tensors += [(f"model.layers.{l}.input_layernorm.weight", 1, D), (f"model.layers.{l}.post_attention_layernorm.weight", 1, D)]
         tensors += [(f"model.layers.{l}.{k}.weight", r, cc) for k, (r, cc) in linear_shapes(c).items()]
+        if c["qkv_bias"]:  # src/model.c tensor_list: the q/k/v biases, then the q/k norms
+            tensors += [(f"model.layers.{l}.{k}.bias", 1, linear_shapes(c)[k][0]) for k in LINEAR[:3]]
+        if c["qk_norm"]:
+            tensors += [(f"model.layers.{l}.self_attn.{k}_norm.weight", 1, c["head_dim"]) for k in "qk"]
     tensors.append(("model.norm.weight", 1, D))
     if not c["tie_word_embeddings"]:
         tensors.append(("lm_head.weight", V, D))
