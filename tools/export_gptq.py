@@ -10,19 +10,37 @@ checkpoint layout read by AutoGPTQ, GPTQModel and vLLM:
                            byte for byte (embeddings, norms, lm_head, and
                            Qwen2's q/k/v_proj biases as <name>.bias, the name
                            AutoGPTQ's QuantLinear loads its bias from)
-  OUT/config.json          the source config + quantization_config
-  OUT/quantize_config.json bits, group_size, desc_act, sym, checkpoint_format,
-                           and "dynamic" per-layer bit widths (mixed precision)
+  OUT/config.json          the source config (intermediate_size padded, see
+                           below) + quantization_config
+  OUT/quantize_config.json the same quantization config (quantize_config):
+                           bits, group_size, desc_act, sym, checkpoint_format,
+                           meta.quantizer ["aptq:VERSION"], and "dynamic"
+                           per-layer bit widths (mixed precision)
 
 Packing follows AutoGPTQ's QuantLinear.pack: qweight packs 32/bits input
 rows per int32 (3 bits: 32 rows in 3 words), qzeros packs along the output
 dimension. checkpoint_format "gptq" (v1) stores zero − 1, the AutoGPTQ
-convention; a zero point of 0 cannot be stored that way, so such files need
---format gptq_v2 (zeros stored as they are). Scales are stored as fp16: the
-export is exact when the file was made with scale_dtype = fp16; otherwise
-it refuses unless --allow-scale-rounding.
+convention (a zero point of 0 cannot be stored that way); "gptq_v2" stores
+the zeros as they are. The default (--format auto) is v1 for a symmetric
+file of one bit width (2, 4 or 8), which every GPTQ loader reads, and v2
+otherwise (resolve_format):
+GPTQModel refuses an asymmetric v1 checkpoint unless its meta.quantizer
+names gptqmodel >= 0.9.0 (gptqmodel/models/loader.py from_quantized,
+QuantizeConfig.is_quantized_by_v2), which an aptq export honestly cannot.
+docs/operations.md has the table of which consumer loads which variant.
+Scales are stored as fp16: the export is exact when the file was made with
+scale_dtype = fp16; otherwise it refuses unless --allow-scale-rounding.
 
-usage: export_gptq.py QUANTIZED.h5 MODEL_DIR OUT_DIR [--format gptq|gptq_v2]
+GPTQ loaders size their buffers as qweight [in // 32 · bits][out] and
+qzeros [groups][out // 32 · bits] (AutoGPTQ QuantLinear, GPTQModel
+BaseQuantLinear.register_buffers), so every width must be a multiple of 32.
+An MLP width that is not (wt2-llama-s: 688) is padded with zeros to the next
+multiple of 32 and of group_size (704 for groups of 32): gate/up_proj get
+zero rows, down_proj zero columns (code = zero point: value exactly 0), and
+config.json's intermediate_size says the padded width; the model computes the
+same function. Other widths that are not multiples of 32 are refused.
+
+usage: export_gptq.py QUANTIZED.h5 MODEL_DIR OUT_DIR [--format auto|gptq|gptq_v2]
                       [--allow-scale-rounding] [--overwrite]
        export_gptq.py --check OUT_DIR QUANTIZED.h5   (round trip: dequantize
                       the export and compare with the HDF5 weights bit for bit)
@@ -32,6 +50,7 @@ import collections
 import json
 import os
 import hashlib
+import math
 import shutil
 import struct
 import sys
@@ -261,10 +280,29 @@ def model_config(model_dir):
             fail(f"{path}: '{key}' must be a positive {'integer' if integer else 'number'}")
         return v
 
+    arch = cfg.get("model_type") or "llama"
+    if arch not in ("llama", "mistral", "qwen2", "qwen3"):
+        fail(f"{path}: model_type '{arch}' is not supported (supported: llama, mistral, qwen2, qwen3; docs/models.md)")
     c = {k: num(k, None) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")}
-    c["num_key_value_heads"] = num("num_key_value_heads", c["num_attention_heads"])
+    # src/config.c read_sizes: absent num_key_value_heads is MistralConfig's 8, Qwen's 32; null is the heads
+    kv_default = 8 if arch == "mistral" and "num_key_value_heads" not in cfg else \
+        32 if arch in ("qwen2", "qwen3") and "num_key_value_heads" not in cfg else c["num_attention_heads"]
+    c["num_key_value_heads"] = num("num_key_value_heads", kv_default)
     c["max_position_embeddings"] = num("max_position_embeddings", 1 << 20)
-    c["head_dim"] = num("head_dim", c["hidden_size"] // c["num_attention_heads"])
+    c["head_dim"] = num("head_dim", 128 if arch == "qwen3" else c["hidden_size"] // c["num_attention_heads"])
+    # read_biases: Qwen2's q/k/v biases, Qwen3's q/k norms
+    c["qkv_bias"], c["qk_norm"] = arch == "qwen2", arch == "qwen3"
+    # read_window: Mistral's window (absent: 4096, null: none); Qwen's is refused unless unused
+    c["sliding_window"] = 0
+    if arch == "mistral":
+        c["sliding_window"] = 4096 if "sliding_window" not in cfg else (cfg["sliding_window"] or 0)
+    # read_rope / read_scaling: rope_scaling, or rope_parameters, of type linear or llama3
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rtype = scaling.get("rope_type") or scaling.get("type") or "default"
+    c["rope_scaling"] = None if rtype == "default" else (
+        rtype, float(scaling.get("factor", 0)), float(scaling.get("low_freq_factor", 0)) if rtype == "llama3" else 0.0,
+        float(scaling.get("high_freq_factor", 0)) if rtype == "llama3" else 0.0,
+        int(scaling.get("original_max_position_embeddings", 0)) if rtype == "llama3" else 0)
     c["rms_norm_eps"] = num("rms_norm_eps", 1e-6, integer=False)
     theta = cfg.get("rope_theta")
     if theta is None and isinstance(cfg.get("rope_parameters"), dict):
@@ -284,11 +322,26 @@ def model_fingerprint(c, src):
         c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"],
         c["head_dim"], c["vocab_size"], c["max_position_embeddings"], float(np.float32(c["rms_norm_eps"])), float(c["rope_theta"]),
         "true" if c["tie_word_embeddings"] else "false")
+    cfg = cfg[:-1]  # model_config_json's optional keys, in its order
+    if c["rope_scaling"]:
+        cfg += (', "rope_scaling": {"rope_type": "%s", "factor": %.17g, "low_freq_factor": %.17g, "high_freq_factor": %.17g, '
+                '"original_max_position_embeddings": %d}') % c["rope_scaling"]
+    if c["sliding_window"] > 0:
+        cfg += ', "sliding_window": %d' % c["sliding_window"]
+    if c["qkv_bias"]:
+        cfg += ', "qkv_bias": true'
+    if c["qk_norm"]:
+        cfg += ', "qk_norm": true'
+    cfg += "}"
     D, V = c["hidden_size"], c["vocab_size"]
     tensors = [("model.embed_tokens.weight", V, D)]
     for l in range(c["num_hidden_layers"]):
         tensors += [(f"model.layers.{l}.input_layernorm.weight", 1, D), (f"model.layers.{l}.post_attention_layernorm.weight", 1, D)]
         tensors += [(f"model.layers.{l}.{k}.weight", r, cc) for k, (r, cc) in linear_shapes(c).items()]
+        if c["qkv_bias"]:  # src/model.c tensor_list: the q/k/v biases, then the q/k norms
+            tensors += [(f"model.layers.{l}.{k}.bias", 1, linear_shapes(c)[k][0]) for k in LINEAR[:3]]
+        if c["qk_norm"]:
+            tensors += [(f"model.layers.{l}.self_attn.{k}_norm.weight", 1, c["head_dim"]) for k in "qk"]
     tensors.append(("model.norm.weight", 1, D))
     if not c["tie_word_embeddings"]:
         tensors.append(("lm_head.weight", V, D))
@@ -408,6 +461,80 @@ def check_output(a):
         fail(f"directory {parent} for the output {a.out} does not exist or is not writable; create it first")
 
 
+def padded_width(width, group_size):
+    """The next multiple of 32 and of group_size (0: per channel) at or above
+    width: GPTQ loaders need widths divisible by 32 (qweight rows
+    in // 32 · bits) and vLLM input widths divisible by group_size
+    (GPTQLinearMethod.create_weights)."""
+    step = 32 if group_size == 0 else 32 * group_size // math.gcd(32, group_size)
+    return -(-width // step) * step
+
+
+def pad_layer(layer, kind, width, group_size):
+    """Zero padding of one MLP layer to `width` hidden units: gate/up_proj
+    rows, down_proj columns. Added rows have scale 1, zero point and codes
+    2^(bits-1) (a valid v1 zero, and the zero point Marlin assumes for
+    symmetric files); added columns take the group col // group_size and, in
+    each row, the code equal to that group's zero point. Every added weight
+    dequantizes to exactly 0."""
+    bits, gs, sym, codes, scales, zeros, g_idx = layer
+    rows, cols = codes.shape
+    mid = 1 << (bits - 1)
+    if kind in ("mlp.gate_proj", "mlp.up_proj") and rows < width:
+        extra = width - rows
+        codes = np.vstack([codes, np.full((extra, cols), mid, dtype=codes.dtype)])
+        scales = np.vstack([scales, np.ones((extra, scales.shape[1]), dtype=scales.dtype)])
+        zeros = np.vstack([zeros, np.full((extra, zeros.shape[1]), mid, dtype=zeros.dtype)])
+    elif kind == "mlp.down_proj" and cols < width:
+        ng = -(-width // gs) if gs else 1
+        scales = np.hstack([scales, np.ones((rows, ng - scales.shape[1]), dtype=scales.dtype)])
+        zeros = np.hstack([zeros, np.full((rows, ng - zeros.shape[1]), mid, dtype=zeros.dtype)])
+        added = np.arange(cols, width) // gs if gs else np.zeros(width - cols, dtype=np.int64)
+        g_idx = np.concatenate([g_idx, added.astype(g_idx.dtype)])
+        codes = np.hstack([codes, zeros[:, added]])
+    return bits, gs, sym, codes, scales, zeros, g_idx
+
+
+def resolve_format(requested, sym, widths):
+    """--format auto: v1 ("gptq") for a symmetric file of one bit width of 2,
+    4 or 8, which AutoGPTQ, GPTQModel, transformers and vLLM all read; v2
+    ("gptq_v2") otherwise, because GPTQModel refuses asymmetric v1 unless made
+    by gptqmodel >= 0.9.0, converts v1 zero points with the base bit width
+    only (gptqmodel/utils/model.py convert_gptq_v1_to_v2_format, cfg.bits),
+    and at 3 bits adds constants that are not +1 per zero point in AutoGPTQ's
+    3-bit layout (convert_gptq_v1_to_v2_format_module: 0x24924924 to word 0
+    of each 3-word group, whose zero points start at bits 0, 3, ...)."""
+    if requested != "auto":
+        return requested
+    return "gptq" if sym and len(widths) == 1 and set(widths) <= {2, 4, 8} else "gptq_v2"
+
+
+def quantize_config(meta, version, fmt, base_bits, group_size, sym, dynamic):
+    """The quantization config, as GPTQModel writes it (QuantizeConfig.to_dict:
+    bits, dynamic, group_size, desc_act, lm_head, quant_method,
+    checkpoint_format, pack_dtype, meta, sym) plus the fields AutoGPTQ's
+    BaseQuantizeConfig reads (damp_percent, static_groups, true_sequential).
+    meta.quantizer is a list of "tool:version" strings, as GPTQModel writes
+    it (meta_set_versionable); it names aptq, never gptqmodel. damp_percent
+    goes to the top level only within (0, 1), the range AutoGPTQ, GPTQModel
+    and transformers' GPTQConfig accept; it is always in meta."""
+    damp = float(meta.get("option.damp", "0.01"))
+    static_groups = meta.get("option.static_groups", "no") == "yes"
+    true_sequential = meta.get("option.true_sequential", "yes") == "yes"
+    q = {"bits": base_bits, "group_size": group_size if group_size else -1,
+         "desc_act": meta.get("option.act_order", "no") == "yes", "sym": bool(sym), "lm_head": False,
+         "quant_method": "gptq", "checkpoint_format": fmt, "pack_dtype": "int32",
+         "true_sequential": true_sequential, "static_groups": static_groups}
+    if 0 < damp < 1:
+        q["damp_percent"] = damp
+    if dynamic:
+        q["dynamic"] = dynamic
+    q["meta"] = {"quantizer": [f"aptq:{version}"], "damp_percent": damp, "static_groups": static_groups,
+                 "true_sequential": true_sequential}
+    q["model_fingerprint"] = meta.get("model_fingerprint", "")
+    return q
+
+
 def export(a):
     f = h5_layers(a.quantized)
     meta = {k: attr_str(v) for k, v in f["meta"].attrs.items()}
@@ -431,14 +558,20 @@ def export(a):
     if len(group_sizes) != 1 or len(syms) != 1:
         fail("layers differ in group_size or sym; the GPTQ format has one of each")
     group_size, sym = group_sizes.pop(), syms.pop()
+    fmt = resolve_format(a.format, sym, widths)
+    F = c["intermediate_size"]
+    Fp = padded_width(F, group_size)
+    if Fp != F:
+        for name in names:
+            layers[name] = pad_layer(layers[name], name.split(".", 3)[3], Fp, group_size)
     tensors, dynamic = [], {}
     for name in names:
         bits, _, _, codes, scales, zeros, g_idx = layers[name]
         rows, cols = codes.shape
-        per = 32 if bits == 3 else 32 // bits
-        if cols % per or rows % per:
-            fail(f"{name}: {rows} x {cols} at {bits} bits: the GPTQ packing needs both dimensions divisible by {per}")
-        if a.format == "gptq":
+        if cols % 32 or rows % 32:
+            fail(f"{name}: {rows} x {cols}: GPTQ loaders need both widths divisible by 32 (AutoGPTQ and GPTQModel size "
+                 "qweight as in // 32 * bits rows), and only the MLP width can be padded; export to GGUF (aptq export) instead")
+        if fmt == "gptq":
             if (zeros == 0).any():
                 fail(f"{name}: a zero point of 0 cannot be stored in the GPTQ v1 format (zero − 1); export with --format gptq_v2")
             zeros = zeros - 1
@@ -459,17 +592,14 @@ def export(a):
         with open(path, "rb") as fh:
             fh.seek(b)
             tensors.append((tname, dt, shape, fh.read(e - b)))
-    qcfg = {"bits": base_bits, "group_size": group_size if group_size else -1, "desc_act": bool(int(meta.get("option.act_order", "no") == "yes")),
-            "sym": bool(sym), "true_sequential": meta.get("option.true_sequential", "yes") == "yes",
-            "damp_percent": float(meta.get("option.damp", "0.01")), "static_groups": meta.get("option.static_groups", "no") == "yes",
-            "checkpoint_format": a.format, "quant_method": "gptq", "quantizer": "aptq " + attr_str(f.attrs.get("aptq_version", "")),
-            "model_fingerprint": meta.get("model_fingerprint", "")}
-    if dynamic:
-        qcfg["dynamic"] = dynamic
+    qcfg = quantize_config(meta, attr_str(f.attrs.get("aptq_version", "")), fmt, base_bits, group_size, sym, dynamic)
+    if Fp != F:
+        qcfg["meta"]["intermediate_size_unpadded"] = F
     tmp = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(os.path.abspath(a.out)) or ".")
     try:
         write_safetensors(os.path.join(tmp, "model.safetensors"), tensors, {"format": "pt", "quantizer": "aptq"})
         cfg = json.load(open(os.path.join(a.model, "config.json")))
+        cfg["intermediate_size"] = Fp
         cfg["quantization_config"] = qcfg
         json.dump(cfg, open(os.path.join(tmp, "config.json"), "w"), indent=2)
         json.dump(qcfg, open(os.path.join(tmp, "quantize_config.json"), "w"), indent=2)
@@ -483,7 +613,9 @@ def export(a):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"export_gptq: {len(names)} layers ({dict(widths)} by bits), {len(tensors)} tensors, format {a.format}")
+    if Fp != F:
+        print(f"export_gptq: MLP width {F} padded with zeros to {Fp} (a multiple of 32 and of the group size; the same function)")
+    print(f"export_gptq: {len(names)} layers ({dict(widths)} by bits), {len(tensors)} tensors, format {fmt}")
     print(f"export_gptq: wrote {a.out}")
 
 
@@ -500,8 +632,11 @@ def check(a):
         bits = dyn.get(name, qcfg["bits"])
         if bits != int(g.attrs["bits"]):
             fail(f"{name}: export says {bits} bits, the file {int(g.attrs['bits'])}")
-        q = unpack_rows(t[f"{name}.qweight"][1].view(np.uint32), bits, cols)                 # [cols][rows]
-        z = unpack_rows(t[f"{name}.qzeros"][1].view(np.uint32).T.copy(), bits, rows).T       # [ngroups][rows]
+        # the export's own widths: the MLP may be padded (export: padded_width)
+        pcols = t[f"{name}.g_idx"][1].shape[0]
+        prows = t[f"{name}.scales"][1].shape[1]
+        q = unpack_rows(t[f"{name}.qweight"][1].view(np.uint32), bits, pcols)                # [cols][rows]
+        z = unpack_rows(t[f"{name}.qzeros"][1].view(np.uint32).T.copy(), bits, prows).T      # [ngroups][rows]
         if qcfg["checkpoint_format"] == "gptq":
             z = z + 1
         s = t[f"{name}.scales"][1].astype(np.float32)                                        # [ngroups][rows]
@@ -510,7 +645,11 @@ def check(a):
         codes = unpack_h5_codes(g["qweight"][()], int(g.attrs["bits"]), cols)
         sc, zr, gh = g["scales"][()].astype(np.float32), g["zeros"][()].astype(np.int64), g["g_idx"][()].astype(np.int64)
         w_h5 = sc[:, gh] * (codes - zr[:, gh]).astype(np.float32)
-        diff = np.abs(w_export - w_h5).max()
+        padding = w_export.copy()
+        padding[:rows, :cols] = 0
+        if (prows, pcols) != (rows, cols) and (prows < rows or pcols < cols or padding.any()):
+            fail(f"{name}: the export's padding ({rows} x {cols} -> {prows} x {pcols}) is not all zero")
+        diff = np.abs(w_export[:rows, :cols] - w_h5).max()
         worst = max(worst, diff)
         n += 1
     print(f"round trip: {n} layers, max |dequantized export - HDF5 weights| = {worst:.3g}")
@@ -568,7 +707,7 @@ def main():
     p.add_argument("--check", action="store_true")
     p.add_argument("--selftest", action="store_true", help="packing against AutoGPTQ's loop, and unpacking")
     p.add_argument("args", nargs="*")
-    p.add_argument("--format", choices=["gptq", "gptq_v2"], default="gptq")
+    p.add_argument("--format", choices=["auto", "gptq", "gptq_v2"], default="auto")
     p.add_argument("--allow-scale-rounding", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args()
