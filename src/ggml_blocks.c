@@ -73,7 +73,7 @@ static int kquant_fits(const char *name, const QLayerView *L, GgmlType t, int pa
                             b * KSUBS + g, (int)L->zeros[(int64_t)i * ng + b * KSUBS + g], gguf_type_name(t), zero, grid);
       if (kgrid_split(s, n, ksc_max(t), &d, sc))
         return aptq_error(
-            "layer %s row %d super-block %d: its 16 group scales are not d * sc (one fp16 d, integers sc up to %d), so %s "
+            "layer %s row %d super-block %d: its group scales are not d * sc (one fp16 d, integers sc up to %d), so %s "
             "cannot hold them: quantize with grid = %s",
             name, i, b, ksc_max(t), gguf_type_name(t), grid);
     }
