@@ -75,8 +75,9 @@ typedef struct {
   FILE *f;
   char tmp[OPT_PATH_MAX + 32];
   double q_bytes, q_params; /* the linear layers as llama.cpp stores them */
-  int ff;                   /* the MLP width in the file: hidden_dim, or padded to 32 (padded_mlp) */
-  int count[GGML_Q8_0 + 1];
+  int ff;                   /* the MLP width in the file: hidden_dim, or padded to block (padded_mlp) */
+  int block;                /* columns of the layers' ggml blocks: 32, or 256 (K-quants) */
+  int count[GGML_TYPE_END];
 } Export;
 
 /* Output row i of a q_proj/k_proj of heads of hd rows comes from this row:
@@ -98,16 +99,28 @@ static void file_shape(const Export *x, int k, int *rows, int *cols) {
   *cols = k == LIN_DOWN ? x->ff : (int)t->cols;
 }
 
-/* The MLP width not a multiple of ggml's 32-column blocks (wt2-llama-s:
- * 688) is padded with zeros to the next multiple: gate and up get zero
- * rows, down zero columns, so each added hidden unit is silu(0)·0 = 0 and
- * contributes 0 to the output: the same function, exactly, with every
+/* The MLP width not a multiple of ggml's blocks (32 columns; 256 for the
+ * K-quants' super-blocks, when the quantized file's layers are in groups of
+ * 16 at 3 or 6 bits: ggml_block_cols of layer 0's down_proj; wt2-llama-s:
+ * 688 -> 704, or 768) is padded with zeros to the next multiple: gate and up
+ * get zero rows, down zero columns, so each added hidden unit is silu(0)·0 =
+ * 0 and contributes 0 to the output: the same function, exactly, with every
  * layer in its block type (docs/gguf.md). The F32 export (no quantized
- * file) is padded too, so that llama.cpp's own quantizer can put every
- * layer of it in a block type. */
-static void padded_mlp(Export *x) {
+ * file) is padded to 32 too, so that llama.cpp's own quantizer can put
+ * every layer of it in a block type. */
+static int padded_mlp(Export *x) {
   int h = x->m->cfg.hidden_dim;
-  x->ff = h % GGUF_QBLOCK ? (h + GGUF_QBLOCK - 1) / GGUF_QBLOCK * GGUF_QBLOCK : h;
+  x->block = GGUF_QBLOCK;
+  if (x->r_open) {
+    char name[256];
+    StoredLayer s;
+    linear_layer_name(0, LIN_DOWN, name, sizeof name);
+    CHECK(stored_read(&x->r, name, (int)x->m->linear[0][LIN_DOWN].rows, (int)x->m->linear[0][LIN_DOWN].cols, &s));
+    x->block = ggml_block_cols(&s.v);
+    stored_free(&s);
+  }
+  x->ff = h % x->block ? (h + x->block - 1) / x->block * x->block : h;
+  return 0;
 }
 
 static int decide_types(Export *x) {
@@ -135,11 +148,12 @@ static void metadata(Export *x) {
   const char *base = strrchr(x->m->source, '/');
   char name[sizeof x->m->source];
   snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : x->m->source);
-  int q4_1 = 0, q8 = 0;
+  int n[GGML_TYPE_END] = {0};
   for (int l = 0; l < c->n_layers; l++)
-    for (int k = 0; k < LIN_COUNT; k++) q4_1 += x->type[l][k] == GGML_Q4_1, q8 += x->type[l][k] == GGML_Q8_0;
-  /* llama_ftype: ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7 */
-  uint32_t ftype = !x->r_open ? 0 : q8 ? 7 : q4_1 ? 3 : 2;
+    for (int k = 0; k < LIN_COUNT; k++) n[x->type[l][k]]++;
+  /* llama_ftype (llama.h): ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q3_K_S 11 (every layer Q3_K),
+   * MOSTLY_Q6_K 18 */
+  uint32_t ftype = !x->r_open ? 0 : n[GGML_Q6_K] ? 18 : n[GGML_Q3_K] ? 11 : n[GGML_Q8_0] ? 7 : n[GGML_Q4_1] ? 3 : 2;
   gguf_kv_string(w, "general.architecture", "llama");
   gguf_kv_string(w, "general.name", name);
   gguf_kv_string(w, "general.quantized_by", "aptq " APTQ_VERSION);
@@ -305,11 +319,11 @@ static int tokenizer_path(const Options *o, char *buf, size_t size) {
 
 static void print_summary(const Export *x) {
   printf("aptq export: GGUF v3, %d tensors, %.1f MB of tensor data; linear layers:", x->w.nt, (double)x->w.data_bytes / 1e6);
-  for (int t = 0; t <= GGML_Q8_0; t++)
+  for (int t = 0; t < GGML_TYPE_END; t++)
     if (x->count[t]) printf(" %d %s", x->count[t], gguf_type_name((GgmlType)t));
   printf(", %.4f bits per weight\n", 8.0 * x->q_bytes / x->q_params);
   if (x->ff != x->m->cfg.hidden_dim)
-    printf("  MLP width %d padded with zeros to %d (ggml blocks of 32; the same function)\n", x->m->cfg.hidden_dim, x->ff);
+    printf("  MLP width %d padded with zeros to %d (ggml blocks of %d; the same function)\n", x->m->cfg.hidden_dim, x->ff, x->block);
   printf("  output: %s\n", x->o->output);
 }
 
@@ -328,7 +342,7 @@ static int export_local(Export *x) {
   CHECK(spm_load(tok, &x->vocab));
   x->type = aptq_calloc((size_t)x->m->cfg.n_layers, sizeof *x->type, "layer types");
   if (!x->type) return APTQ_ERR;
-  padded_mlp(x);
+  CHECK(padded_mlp(x));
   CHECK(decide_types(x));
   metadata(x);
   CHECK(vocabulary(x));

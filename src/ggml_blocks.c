@@ -21,15 +21,84 @@ static int64_t first_misfit(const QLayerView *L, GgmlType t) {
   return -1;
 }
 
+/* ---- K-quants (ggml-common.h block_q6_K, block_q3_K) ---- */
+
+enum { KSUB = 16, KSUBS = GGUF_QK_K / KSUB }; /* sub-blocks of 16 columns, 16 per super-block */
+
+int ggml_block_cols(const QLayerView *L) { return L->group_size == KSUB && (L->bits == 3 || L->bits == 6) ? GGUF_QK_K : GGUF_QBLOCK; }
+
+static int ksc_max(GgmlType t) { return t == GGML_Q6_K ? 127 : 31; }
+
+/* The n scales s of a super-block as d * sc[g] exactly, d an fp16 value and
+ * sc[g] integers in [1, sc_max]: the largest sc for the largest scale
+ * first. 0, or -1 if there is none. */
+static int kgrid_split(const float *s, int n, int sc_max, float *d, int *sc) {
+  float smax = 0.0f;
+  for (int g = 0; g < n; g++) smax = s[g] > smax ? s[g] : smax;
+  for (int k = sc_max; k >= 1 && smax > 0.0f; k--) {
+    float dd = smax / (float)k;
+    int ok = is_f16(dd) && dd > 0.0f;
+    for (int g = 0; ok && g < n; g++) {
+      float r = rintf(s[g] / dd);
+      ok = r >= 1.0f && r <= (float)sc_max && dd * r == s[g];
+      sc[g] = (int)r;
+    }
+    if (ok) {
+      *d = dd;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Is the layer a K-quant layer of type t in rows of padded_cols? 0 if so,
+ * else APTQ_ERR naming the first misfit and the setting. */
+static int kquant_fits(const char *name, const QLayerView *L, GgmlType t, int padded_cols) {
+  int ng = quant_ngroups(L->cols, L->group_size), zero = 1 << (L->bits - 1);
+  const char *grid = t == GGML_Q6_K ? "q6_k" : "q3_k";
+  for (int j = 0; j < L->cols; j++)
+    if (L->g_idx[j] != j / KSUB)
+      return aptq_error(
+          "layer %s groups columns in act-order (g_idx[%d] = %d); ggml's K-quant sub-blocks are 16 consecutive columns: "
+          "quantize with grid = %s (static groups)",
+          name, j, L->g_idx[j], grid);
+  for (int i = 0; i < L->rows; i++)
+    for (int b = 0; b < padded_cols / GGUF_QK_K; b++) {
+      int n = ng - b * KSUBS < KSUBS ? ng - b * KSUBS : KSUBS, sc[KSUBS];
+      const float *s = L->scales + (int64_t)i * ng + b * KSUBS;
+      float d;
+      for (int g = 0; g < n; g++)
+        if (L->zeros[(int64_t)i * ng + b * KSUBS + g] != zero)
+          return aptq_error("layer %s row %d group %d has zero point %d; %s is symmetric (zero %d): quantize with grid = %s", name, i,
+                            b * KSUBS + g, (int)L->zeros[(int64_t)i * ng + b * KSUBS + g], gguf_type_name(t), zero, grid);
+      if (kgrid_split(s, n, ksc_max(t), &d, sc))
+        return aptq_error(
+            "layer %s row %d super-block %d: its group scales are not d * sc (one fp16 d, integers sc up to %d), so %s "
+            "cannot hold them: quantize with grid = %s",
+            name, i, b, ksc_max(t), gguf_type_name(t), grid);
+    }
+  return 0;
+}
+
 int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, GgmlType *type) {
+  if (ggml_block_cols(L) == GGUF_QK_K) {
+    if (padded_cols % GGUF_QK_K || quant_ngroups(L->cols, GGUF_QK_K) != padded_cols / GGUF_QK_K) {
+      *type = GGML_F32; /* super-blocks need whole rows of 256 */
+      return 0;
+    }
+    GgmlType t = L->bits == 6 ? GGML_Q6_K : GGML_Q3_K;
+    CHECK(kquant_fits(name, L, t, padded_cols));
+    *type = t;
+    return 0;
+  }
   if (padded_cols % GGUF_QBLOCK || quant_ngroups(L->cols, GGUF_QBLOCK) != padded_cols / GGUF_QBLOCK) {
     *type = GGML_F32; /* ggml blocks need whole rows of 32: our dequantized values, exactly */
     return 0;
   }
   if (L->bits != 4 && L->bits != 8)
     return aptq_error(
-        "layer %s is at %d bits; GGUF export maps 4 bits (Q4_0/Q4_1) and 8 bits (Q8_0) exactly: quantize at bits = 4 or 8 "
-        "(no mixed precision)",
+        "layer %s is at %d bits; GGUF export maps 4 bits (Q4_0/Q4_1), 8 bits (Q8_0) and, in groups of 16, 3 and 6 bits (Q3_K, "
+        "Q6_K) exactly: quantize with grid = q4_0, q4_1, q8_0, q3_k or q6_k (no mixed precision)",
         name, L->bits);
   if (L->group_size != GGUF_QBLOCK)
     return aptq_error("layer %s has group_size %d; ggml's Q4_0/Q4_1/Q8_0 blocks are 32 columns: quantize with group_size = 32", name,
@@ -66,7 +135,68 @@ int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, Ggml
       name, row, g, (double)(-s * (float)z));
 }
 
+/* Super-block b of row i (type Q6_K or Q3_K): its codes (the columns past
+ * cols: the zero point's), d and sub-block scales (0 past the groups). */
+static void kquant_block(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int b, uint8_t *c, float *d, int *sc) {
+  int ng = quant_ngroups(L->cols, L->group_size), n = ng - b * KSUBS < KSUBS ? ng - b * KSUBS : KSUBS;
+  for (int g = 0; g < KSUBS; g++) sc[g] = 0;
+  *d = 0.0f;
+  if (n > 0) kgrid_split(L->scales + (int64_t)i * ng + b * KSUBS, n, ksc_max(t), d, sc); /* checked by ggml_exact_type */
+  for (int j = 0; j < GGUF_QK_K; j++) {
+    int col = b * GGUF_QK_K + j;
+    c[j] = col < L->cols ? codes[col] : (uint8_t)(1 << (L->bits - 1));
+  }
+}
+
+/* quantize_row_q6_K_ref's packing: ql (low nibbles), qh (high 2 bits),
+ * int8 scales, d. */
+static void encode_q6_k(const uint8_t *c, float d, const int *sc, uint8_t *blk) {
+  uint8_t *ql = blk, *qh = blk + 128;
+  for (int j = 0; j < GGUF_QK_K; j += 128, ql += 64, qh += 32)
+    for (int l = 0; l < 32; l++) {
+      const uint8_t *L = c + j + l;
+      ql[l] = (uint8_t)((L[0] & 0xF) | (L[64] & 0xF) << 4);
+      ql[l + 32] = (uint8_t)((L[32] & 0xF) | (L[96] & 0xF) << 4);
+      qh[l] = (uint8_t)(L[0] >> 4 | (L[32] >> 4) << 2 | (L[64] >> 4) << 4 | (L[96] >> 4) << 6);
+    }
+  for (int g = 0; g < KSUBS; g++) blk[192 + g] = (uint8_t)(int8_t)sc[g];
+  uint16_t h = gguf_f32_to_f16(d);
+  memcpy(blk + 208, &h, 2);
+}
+
+/* quantize_row_q3_K_ref's packing: hmask (bit j / 32 of byte j % 32: the
+ * code's bit 2), qs (low 2 bits), 6-bit scales sc + 32 in 12 bytes, d. */
+static void encode_q3_k(const uint8_t *c, float d, const int *sc, uint8_t *blk) {
+  uint8_t *hmask = blk, *qs = blk + 32, *scales = blk + 96, L[GGUF_QK_K];
+  memset(blk, 0, GGUF_Q3_K_BYTES);
+  for (int j = 0; j < GGUF_QK_K; j++) {
+    L[j] = c[j] & 3;
+    if (c[j] > 3) hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+  }
+  for (int j = 0; j < GGUF_QK_K; j += 128)
+    for (int l = 0; l < 32; l++) qs[j / 4 + l] = (uint8_t)(L[j + l] | L[j + l + 32] << 2 | L[j + l + 64] << 4 | L[j + l + 96] << 6);
+  for (int j = 0; j < KSUBS; j++) {
+    int l = sc[j] + 32;
+    if (j < 8) scales[j] = (uint8_t)(l & 0xF);
+    else scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+    scales[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+  }
+  uint16_t h = gguf_f32_to_f16(d);
+  memcpy(blk + 108, &h, 2);
+}
+
 void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst) {
+  if (t == GGML_Q6_K || t == GGML_Q3_K) {
+    for (int b = 0; b < padded_cols / GGUF_QK_K; b++) {
+      uint8_t c[GGUF_QK_K];
+      float d;
+      int sc[KSUBS];
+      kquant_block(L, t, i, codes, b, c, &d, sc);
+      if (t == GGML_Q6_K) encode_q6_k(c, d, sc, dst + (size_t)b * GGUF_Q6_K_BYTES);
+      else encode_q3_k(c, d, sc, dst + (size_t)b * GGUF_Q3_K_BYTES);
+    }
+    return;
+  }
   int ng = quant_ngroups(L->cols, L->group_size);
   for (int b = 0; b < padded_cols / GGUF_QBLOCK; b++) {
     float s = L->scales[(int64_t)i * ng + b];
@@ -96,6 +226,47 @@ void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *code
   }
 }
 
+/* dequantize_row_q6_K, the same float operations in the same order. */
+static void decode_q6_k(const uint8_t *blk, float *y) {
+  uint16_t h;
+  memcpy(&h, blk + 208, 2);
+  const float d = gguf_f16_to_f32(h);
+  const uint8_t *ql = blk, *qh = blk + 128;
+  const int8_t *sc = (const int8_t *)(blk + 192);
+  for (int n = 0; n < GGUF_QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+    for (int l = 0; l < 32; l++) {
+      int is = l / 16;
+      const int8_t q1 = (int8_t)((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int8_t q2 = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int8_t q3 = (int8_t)((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int8_t q4 = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[l + 0] = d * sc[is + 0] * q1;
+      y[l + 32] = d * sc[is + 2] * q2;
+      y[l + 64] = d * sc[is + 4] * q3;
+      y[l + 96] = d * sc[is + 6] * q4;
+    }
+}
+
+/* dequantize_row_q3_K: the 6-bit scales unpacked as quantize_row_q3_K_ref
+ * reads them back, then d_all * (sc - 32) * (q - (hmask bit ? 0 : 4)). */
+static void decode_q3_k(const uint8_t *blk, float *y) {
+  uint16_t h;
+  memcpy(&h, blk + 108, 2);
+  const float d_all = gguf_f16_to_f32(h);
+  const uint8_t *hm = blk, *q = blk + 32, *s = blk + 96;
+  int scales[KSUBS];
+  for (int j = 0; j < KSUBS; j++) scales[j] = ((j < 8 ? s[j] & 0xF : s[j - 8] >> 4) | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4));
+  int is = 0;
+  uint8_t m = 1;
+  for (int n = 0; n < GGUF_QK_K; n += 128, q += 32)
+    for (int j = 0, shift = 0; j < 4; j++, shift += 2, m = (uint8_t)(m << 1)) {
+      float dl = d_all * (scales[is++] - 32);
+      for (int l = 0; l < 16; ++l) *y++ = dl * ((int8_t)((q[l + 0] >> shift) & 3) - ((hm[l + 0] & m) ? 0 : 4));
+      dl = d_all * (scales[is++] - 32);
+      for (int l = 0; l < 16; ++l) *y++ = dl * ((int8_t)((q[l + 16] >> shift) & 3) - ((hm[l + 16] & m) ? 0 : 4));
+    }
+}
+
 void ggml_decode_row(GgmlType t, const uint8_t *src, int n, float *y) {
   if (t == GGML_F32) {
     memcpy(y, src, sizeof(float) * (size_t)n);
@@ -106,6 +277,13 @@ void ggml_decode_row(GgmlType t, const uint8_t *src, int n, float *y) {
       uint16_t h;
       memcpy(&h, src + 2 * j, 2);
       y[j] = gguf_f16_to_f32(h);
+    }
+    return;
+  }
+  if (t == GGML_Q6_K || t == GGML_Q3_K) {
+    for (int b = 0; b < n / GGUF_QK_K; b++, y += GGUF_QK_K) {
+      if (t == GGML_Q6_K) decode_q6_k(src + (size_t)b * GGUF_Q6_K_BYTES, y);
+      else decode_q3_k(src + (size_t)b * GGUF_Q3_K_BYTES, y);
     }
     return;
   }

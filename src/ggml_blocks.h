@@ -13,7 +13,17 @@
  *   Q8_0: 8 bits, every zero 128 (sym).
  * The products d*(q-8), d*q and d*q + m (= d*(q - zero) with m = -d*zero)
  * have at most 15 significant bits, so ggml's float arithmetic gives our
- * float32 values bit for bit. Local. */
+ * float32 values bit for bit.
+ * The K-quants (super-blocks of 256 columns, 16 sub-blocks of 16;
+ * ggml-common.h block_q6_K, block_q3_K; dequantize_row_q6_K/q3_K) decode as
+ *   Q6_K: d * sc * (q - 32),  q in 0..63, sc int8, d fp16
+ *   Q3_K: d * sc * (q - 4),   q in 0..7, sc = 6-bit scale - 32, d fp16
+ * so a layer maps exactly when its groups are those 16-column sub-blocks,
+ * sym (zero 32 at 6 bits, 4 at 3 bits), and each super-block's scales are
+ * d * sc with one fp16 d and integers sc in [1, 127] (Q6_K) or [1, 31]
+ * (Q3_K), products exact in float (grid = q6_k | q3_k makes them so,
+ * quant_kgrid_row): then ggml's (d * sc) * (q - zero) is our
+ * scale * (q - zero). Local. */
 #ifndef APTQ_GGML_BLOCKS_H
 #define APTQ_GGML_BLOCKS_H
 
@@ -29,6 +39,10 @@ typedef struct {
   const int32_t *g_idx; /* cols */
 } QLayerView;
 
+/* Columns of the ggml block the layer's grid would take: 256 (a K-quant
+ * super-block) for groups of 16 at 3 or 6 bits, else 32. */
+int ggml_block_cols(const QLayerView *L);
+
 /* The ggml type that holds the layer exactly (Q4_0 before Q4_1) in rows of
  * padded_cols >= cols columns (the columns past cols hold exact zeros: the
  * code equal to the zero point), or F32 (our dequantized values, exact) when
@@ -37,10 +51,10 @@ typedef struct {
 int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, GgmlType *type);
 
 /* Row i of the layer as padded_cols / 32 blocks of type t (Q4_0, Q4_1,
- * Q8_0): codes are the row's unpacked codes (cols); the columns past cols
+ * Q8_0; Q3_K, Q6_K: padded_cols / 256 super-blocks): codes are the row's unpacked codes (cols); the columns past cols
  * get the zero point's code (value 0 exactly). */
 void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst);
-/* n values of a row of type t (F32, Q4_0, Q4_1, Q8_0) decoded as ggml's
+/* n values of a row of type t (F32, F16, Q4_0, Q4_1, Q8_0, Q3_K, Q6_K) decoded as ggml's
  * dequantize_row_* does. */
 void ggml_decode_row(GgmlType t, const uint8_t *src, int n, float *y);
 

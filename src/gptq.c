@@ -215,6 +215,8 @@ static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int ro
         int end = quant_group_end(g * gs, gs, cols);
         find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
       }
+  if (gs > 0 && p->static_groups) /* grid = q6_k | q3_k: each super-block's scales on d * sc before the sweep */
+    for (int r = 0; r < rows; r++) quant_kgrid_row(scales + (size_t)r * ng, ng, gs);
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
 }

@@ -237,6 +237,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   plan_init(&plan, o);
   quant_set_fp16_scales(plan.fp16_scales);
   quant_set_fp16_mins(plan.fp16_mins);
+  quant_set_kgrid(plan.kgrid_sc_max);
   int rank, size, kron = plan.layer_kron;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

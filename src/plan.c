@@ -43,7 +43,8 @@ void plan_init(Plan *p, const Options *o) {
   p->mixed = o->R[0] != 0;
   p->bf16_activations = options_choice(o, "activations") == 1;
   p->fp16_scales = options_choice(o, "scale_dtype") == 1;
-  p->fp16_mins = options_choice(o, "grid") == 2; /* minmax|q4_0|q4_1|q8_0 */
+  p->fp16_mins = options_choice(o, "grid") == 2; /* minmax|q4_0|q4_1|q8_0|q6_k|q3_k */
+  p->kgrid_sc_max = options_choice(o, "grid") == 4 ? 127 : options_choice(o, "grid") == 5 ? 31 : 0;
   p->true_sequential = o->true_sequential;
   p->mlp_resume = o->true_sequential && !p->bf16_activations;
   p->keep_attention = o->true_sequential && o->keep_attention;

@@ -4,10 +4,12 @@
 
 #include "gguf.h"
 
-static int fp16_scales, fp16_mins;
+static int fp16_scales, fp16_mins, kgrid_sc_max;
 
 void quant_set_fp16_scales(int on) { fp16_scales = on; }
 void quant_set_fp16_mins(int on) { fp16_mins = on; }
+void quant_set_kgrid(int sc_max) { kgrid_sc_max = sc_max; }
+int quant_kgrid(void) { return kgrid_sc_max; }
 
 /* Round a positive float to the nearest IEEE half, ties to even (portable:
  * no _Float16). Normal halves keep 10 of the float's 23 mantissa bits;
@@ -26,6 +28,28 @@ float quant_scale_round(float scale) {
   if (!fp16_scales) return scale;
   const float tiny = 5.9604645e-08f, huge = 65504.0f; /* smallest subnormal, largest finite half */
   return round_half(scale < tiny ? tiny : scale > huge ? huge : scale);
+}
+
+/* The fp16 value nearest x > 0, clamped to the positive finite halves. */
+static float half_of(float x) {
+  const float tiny = 5.9604645e-08f, huge = 65504.0f;
+  return gguf_f16_to_f32(gguf_f32_to_f16(x < tiny ? tiny : x > huge ? huge : x));
+}
+
+void quant_kgrid_row(float *scales, int ng, int group_size) {
+  if (!kgrid_sc_max || group_size <= 0) return;
+  int per = QUANT_QK_K / group_size;
+  for (int b = 0; b < ng; b += per) {
+    int n = ng - b < per ? ng - b : per;
+    float smax = 0.0f;
+    for (int g = 0; g < n; g++) smax = scales[b + g] > smax ? scales[b + g] : smax;
+    float d = half_of(smax / (float)kgrid_sc_max);
+    for (int g = 0; g < n; g++) {
+      float sc = rintf(scales[b + g] / d);
+      sc = sc < 1.0f ? 1.0f : sc > (float)kgrid_sc_max ? (float)kgrid_sc_max : sc;
+      scales[b + g] = d * sc;
+    }
+  }
 }
 
 static int is_half(float x) { return gguf_f16_to_f32(gguf_f32_to_f16(x)) == x; }
@@ -90,6 +114,12 @@ void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int
       quant_find_params(row + g * gs, end - g * gs, 1, bits, sym, &scale, &zero);
       scales[(int64_t)r * ng + g] = scale;
       zeros[(int64_t)r * ng + g] = zero;
+    }
+    quant_kgrid_row(scales + (int64_t)r * ng, ng, group_size);
+    for (int g = 0; g < ng; g++) {
+      float scale = scales[(int64_t)r * ng + g];
+      int32_t zero = zeros[(int64_t)r * ng + g];
+      int end = quant_group_end(g * gs, gs, cols);
       for (int j = g * gs; j < end; j++) {
         int32_t q = quant_code(row[j], scale, zero, maxq);
         codes[(int64_t)r * cols + j] = (uint8_t)q;

@@ -22,6 +22,23 @@ float quant_scale_round(float scale);
  * candidate (one always exists within 8 steps: any scale whose 11-bit
  * significand is a multiple of 16). Process-wide, set once per run. */
 void quant_set_fp16_mins(int on);
+/* grid = q6_k | q3_k (llama.cpp's K-quants, docs/gguf.md): the symmetric
+ * group scales of each super-block of 256 columns (QK_K, ggml-common.h:
+ * 16 groups of 16) become d * sc, d one fp16 value per super-block and sc an
+ * integer in [1, sc_max] (Q6_K: int8 scales, sc_max 127; Q3_K: 6-bit
+ * scales - 32, sc_max 31): d = fp16(max scale / sc_max), sc = round(scale /
+ * d) clamped to [1, sc_max]. d * sc is exact in float (at most 11 + 7
+ * significant bits), so scale * (q - zero) is ggml's d * sc * (q - zero)
+ * (dequantize_row_q6_K/q3_K) bit for bit. sc_max 0: off. Process-wide,
+ * set once per run. */
+enum { QUANT_QK_K = 256 }; /* columns of a K-quant super-block */
+void quant_set_kgrid(int sc_max);
+int quant_kgrid(void);
+/* A row's ng group scales (groups of group_size columns) moved onto that
+ * grid, one super-block of 256 / group_size groups at a time; nothing
+ * when off. */
+void quant_kgrid_row(float *scales, int ng, int group_size);
+
 /* The asymmetric zero point round(-xmin/scale) (GPTQ's), and with fp16 mins
  * the scale adjusted as described. */
 void quant_asym_zero(float xmin, int32_t maxq, float *scale, int32_t *zero);

@@ -178,6 +178,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   plan_init(&p, o);
   quant_set_fp16_scales(p.fp16_scales);
   quant_set_fp16_mins(p.fp16_mins);
+  quant_set_kgrid(p.kgrid_sc_max);
   aptq_install_signal_handlers();
 
   /* set-up: every input checked before any work */

@@ -48,11 +48,10 @@ def run(*cmd):
 def dequantize(g):
     """scale * (code - zero) in float32, as aptq's qfile_read_linear does."""
     bits, rows, cols = int(g.attrs["bits"]), int(g.attrs["rows"]), int(g.attrs["cols"])
-    qw = g["qweight"][...].astype(np.uint32)
-    assert 32 % bits == 0
-    per = 32 // bits
-    shifts = (np.arange(per, dtype=np.uint32) * bits)[None, None, :]
-    codes = ((qw[:, :, None] >> shifts) & ((1 << bits) - 1)).reshape(rows, -1)[:, :cols].astype(np.int32)
+    qw = np.ascontiguousarray(g["qweight"][...].astype("<u4"))
+    # codes packed LSB first across the row's 32-bit words (3 and 6 bits straddle words)
+    b = np.unpackbits(qw.view(np.uint8).reshape(rows, -1), axis=1, bitorder="little")[:, : cols * bits]
+    codes = (b.reshape(rows, cols, bits).astype(np.int32) << np.arange(bits, dtype=np.int32)).sum(axis=2)
     gi = g["g_idx"][...]
     s, z = g["scales"][...][:, gi], g["zeros"][...][:, gi]
     return s * (codes - z).astype(np.float32)

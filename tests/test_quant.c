@@ -1,7 +1,8 @@
 /* Quantizer unit tests: GPTQ quant.py semantics on hand-worked rows, the
  * bit packing round trip for every width, IEEE half conversion, and the
  * ggml grids (grid = q4_1's fp16 mins; Q4_0/Q4_1/Q8_0 blocks decoding to our
- * values exactly). */
+ * values exactly; grid = q6_k | q3_k: super-block scales d * sc, Q6_K and
+ * Q3_K blocks decoding to our values exactly). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +154,52 @@ int main(void) {
     ok = 1;
     for (int j = 0; j < 32; j++) ok &= y[j] == quant_dequant(codes[j], sc, z8);
     EXPECT(ok, "Q8_0 block");
+  }
+
+  /* grid = q6_k | q3_k: rows of 432 columns (a super-block and 11 of 16
+   * groups of the next) at amplitudes from 1e-7 (subnormal d) to 10 and with
+   * one group 1000 times smaller than the rest: every super-block's scales
+   * are d * sc (d fp16, sc in [1, sc_max]); ggml_exact_type takes the row
+   * padded to 512 as Q6_K/Q3_K, and the blocks decode to scale * (code -
+   * zero), zeros past column 432 */
+  for (int k = 0; k < 2; k++) {
+    int bits = k ? 3 : 6, sc_max = k ? 31 : 127, ng = 27, okgrid = 1, okdec = 1;
+    GgmlType want = k ? GGML_Q3_K : GGML_Q6_K;
+    quant_set_kgrid(sc_max);
+    for (int t = 0; t < 200; t++) {
+      float w[432], scales[27], y[512];
+      int32_t zeros[27], gi[432];
+      uint8_t codes[432], blk[2 * GGUF_Q6_K_BYTES];
+      double amp = exp(rng_uniform(&rng) * 18.4 - 16.1);
+      for (int j = 0; j < 432; j++) w[j] = (float)(amp * rng_normal(&rng) * (j / 16 == 5 ? 1e-3 : 1.0)), gi[j] = j / 16;
+      rtn_row(w, 432, 16, bits, 1, codes, scales, zeros);
+      for (int b = 0; b < 2; b++) {
+        float smax = 0.0f;
+        for (int g = b * 16; g < ng && g < b * 16 + 16; g++) smax = scales[g] > smax ? scales[g] : smax;
+        int found = 0;
+        for (int m = sc_max; m >= 1 && !found; m--) {
+          float d = smax / (float)m;
+          int ok = gguf_f16_to_f32(gguf_f32_to_f16(d)) == d;
+          for (int g = b * 16; ok && g < ng && g < b * 16 + 16; g++) {
+            float r = rintf(scales[g] / d);
+            ok = r >= 1.0f && r <= (float)sc_max && d * r == scales[g];
+          }
+          found = ok;
+        }
+        okgrid &= found;
+      }
+      QLayerView v = {.rows = 1, .cols = 432, .bits = bits, .group_size = 16, .scales = scales, .zeros = zeros, .g_idx = gi};
+      GgmlType type;
+      int rc = ggml_exact_type("test", &v, 512, &type);
+      okgrid &= !rc && type == want;
+      if (rc) continue;
+      ggml_encode_row(&v, type, 0, codes, 512, blk);
+      ggml_decode_row(type, blk, 512, y);
+      for (int j = 0; j < 512; j++) okdec &= y[j] == (j < 432 ? quant_dequant(codes[j], scales[j / 16], zeros[j / 16]) : 0.0f);
+    }
+    quant_set_kgrid(0);
+    EXPECT(okgrid, "grid %s: scales not d * sc per super-block, or not taken as %s", k ? "q3_k" : "q6_k", gguf_type_name(want));
+    EXPECT(okdec, "%s blocks do not decode to scale * (code - zero)", gguf_type_name(want));
   }
 
   printf("%d checks, %d failed\n", checks, failures);
