@@ -267,7 +267,9 @@ static int write_linear(Export *x, int l, int k) {
   float *W = aptq_malloc(sizeof(float) * (size_t)rows * cols, "dequantized layer"), *y = aptq_malloc(sizeof(float) * (size_t)fcols, "row");
   uint8_t *codes = aptq_malloc((size_t)rows * cols, "codes"), *out = aptq_calloc((size_t)rb, (size_t)frows, "GGUF tensor");
   int rc = !W || !y || !codes || !out;
-  if (!rc) rc = x->r_open ? qfile_read_linear(&x->r, name, rows, cols, W) : tensor_f32(t, W);
+  if (!rc && x->r_open) /* the layer already read and checked by stored_read */
+    qlayer_dequantize(&s.b, rows, cols, s.v.bits, quant_ngroups(cols, s.v.group_size), codes, W);
+  else if (!rc) rc = tensor_f32(t, W);
   if (!rc && type != GGML_F32) stored_codes(&s, codes);
   for (int i = 0; !rc && i < frows; i++) { /* rows past rows: all zero bytes, d = 0 */
     int src = i < rows ? source_row(x->m, k, i) : -1;

@@ -392,7 +392,7 @@ static int read_layer_rows(const H5Src *s, hid_t file, const char *g, int rows, 
   return h5r_read(s, file, d, H5T_NATIVE_INT32, 0, cols, 0, 1, dxpl, b->g_idx);
 }
 
-static void dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int ng, uint8_t *codes, float *W) {
+void qlayer_dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int ng, uint8_t *codes, float *W) {
   int wpr = quant_words_per_row(cols, bits);
   for (int i = 0; i < rows; i++) {
     quant_unpack_row(b->qweight + (size_t)i * wpr, cols, bits, codes);
@@ -428,7 +428,7 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
   int rc = qfile_read_stored(r, name, rows, cols, &b, &bits, &gs);
   uint8_t *codes = rc ? NULL : aptq_malloc((size_t)cols, "codes of a row");
   if (!rc && !codes) rc = APTQ_ERR;
-  if (!rc) dequantize(&b, rows, cols, bits, quant_ngroups(cols, gs), codes, W);
+  if (!rc) qlayer_dequantize(&b, rows, cols, bits, quant_ngroups(cols, gs), codes, W);
   qlayer_buffers_free(&b);
   aptq_free(codes);
   return rc;

@@ -93,6 +93,9 @@ int qfile_read_linear(QFileReader *r, const char *name, int rows, int cols, floa
  * same checks as qfile_read_linear; *bits and *group_size (a group_size
  * past cols given as cols). Local. */
 int qfile_read_stored(QFileReader *r, const char *name, int rows, int cols, QLayerBuffers *b, int *bits, int *group_size);
+/* The weights (rows × cols) of a stored layer b of ng groups, as
+ * qfile_read_linear gives them; codes: cols bytes of scratch. Local. */
+void qlayer_dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int ng, uint8_t *codes, float *W);
 void qfile_close(QFileReader *r);
 /* Collective: qfile_open of a file that must have been made from model m
  * (the same fingerprint); agreed, 0 or APTQ_ERR on every rank. */
