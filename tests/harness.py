@@ -6,6 +6,10 @@ and lines starting with # are ignored. Settings (unindented):
     ranks:   rank counts to run at (CTest registers one test per count;
              tests/CMakeLists.txt reads this line with a regex, so it must
              start the line)
+    heavy:   rank counts (a subset of ranks:) whose test repeats what another
+             count already checks and costs minutes: CTest labels them
+             "heavy", and the sanitized run (tools/run-sanitized.sh) leaves
+             them out to keep CI inside its time (the plain run keeps them)
     filter:  regular expression; only stdout lines matching it are compared
              (the lines of same: steps are always compared)
     output:  expected output file under tests/output/ (compared line by
@@ -80,7 +84,7 @@ import tempfile
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 VARIABLE = re.compile(r"\$\{(\w+)\}")
 VARIANT = re.compile(r"\{\{(.*?)\}\}")
-SETTINGS = ("ranks", "filter", "output", "rtol", "atol", "error", "timeout", "absent")
+SETTINGS = ("ranks", "heavy", "filter", "output", "rtol", "atol", "error", "timeout", "absent")
 STEPS = ("run", "serial", "shell", "same", "same_as_1_rank")
 MOVED_TO_NP1 = ("output", "report", "logits", "checkpoint")  # keys of the files a rerun writes
 H5DIFF_VALUE_OPTIONS = ("-d", "-p", "-n")  # h5diff options whose value is the next word
@@ -261,6 +265,8 @@ def expand_case(path, env):
         raise CaseError(f"{COMMON_VARS}: only set: lines belong here")
     nodes, _ = parse_block(read_lines(path), 0, 0)
     walk(common + nodes, env, [], True)
+    if not set(case.get("heavy", "").split()) <= set(case.get("ranks", "").split()):
+        raise CaseError(f"{path}: heavy: names a rank count that ranks: does not list")
     return case, steps
 
 
