@@ -7,6 +7,10 @@ OUT/model.safetensors written here (a JSON header and the raw tensors).
       model_type qwen2; SRC's tensors unchanged, plus nonzero biases
       model.layers.N.self_attn.{q,k,v}_proj.bias (seeded, half of
       the projection's typical output for q and k, 0.3 of it for v).
+  make_qwen.py SRC OUT qwen2 tied
+      the same with tie_word_embeddings true and no lm_head.weight tensor,
+      as small Qwen2.5 checkpoints (0.5B, 1.5B, 3B) ship: the output
+      projection is model.embed_tokens.weight (SRC's input embeddings).
   make_qwen.py SRC OUT qwen3 HEAD_DIM
       model_type qwen3 with an explicit head_dim (HEAD_DIM > SRC's, so that
       it differs from hidden_size / num_attention_heads): each head of q, k
@@ -109,6 +113,12 @@ def qwen2(cfg, t, rng):
             t[p + "self_attn." + proj + ".bias"] = from_f32(b, dtype)
 
 
+def tie(cfg, t):
+    """Qwen2.5's small checkpoints: no lm_head tensor, the embedding reused."""
+    cfg["tie_word_embeddings"] = True
+    del t["lm_head.weight"]
+
+
 def widen_heads(w, nheads, hd, new, rng, scale, axis):
     """Rows (axis 0) or columns (axis 1) of each head: [lo half, extra, hi half, extra]."""
     if axis == 1:
@@ -150,7 +160,8 @@ def qwen3(cfg, t, rng, new):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[2] not in ("qwen2", "qwen3") or (argv[2] == "qwen3") != (len(argv) == 4):
+    tied = argv[2:] == ["qwen2", "tied"]
+    if len(argv) < 3 or argv[2] not in ("qwen2", "qwen3") or (argv[2] == "qwen3" or tied) != (len(argv) == 4):
         raise SystemExit(__doc__)
     src, out, family = argv[0], argv[1], argv[2]
     cfg = json.load(open(os.path.join(src, "config.json")))
@@ -158,6 +169,8 @@ def main(argv):
     rng = np.random.default_rng(2018)
     if family == "qwen2":
         qwen2(cfg, t, rng)
+        if tied:
+            tie(cfg, t)
     else:
         qwen3(cfg, t, rng, int(argv[3]))
     os.makedirs(out, exist_ok=True)
