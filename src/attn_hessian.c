@@ -114,7 +114,8 @@ int qhessian_init(QHessian *q, const ModelConfig *c, int T) {
   q->Y = aptq_malloc(sizeof(float) * (size_t)T * dh2, "N_t^T P");
   q->Mf = aptq_malloc(sizeof(float) * dh2, "M_t");
   q->M = aptq_malloc(sizeof(double) * dh2, "M_t");
-  if (!q->out || !q->seq || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w || !q->Y || !q->Mf || !q->M) return APTQ_ERR;
+  q->nw = aptq_malloc(sizeof(double) * 3 * (size_t)q->dh, "q norm Jacobian");
+  if (!q->nw || !q->out || !q->seq || !q->P || !q->VK || !q->NT || !q->KB || !q->Xw || !q->w || !q->Y || !q->Mf || !q->M) return APTQ_ERR;
   return hessian_init(&q->in, q->d);
 }
 
@@ -131,6 +132,7 @@ void qhessian_free(QHessian *q) {
   aptq_free(q->Y);
   aptq_free(q->Mf);
   aptq_free(q->M);
+  aptq_free(q->nw);
   memset(q, 0, sizeof *q);
 }
 
@@ -140,7 +142,10 @@ void qhessian_reset(QHessian *q) {
   q->tokens = 0;
 }
 
-void qhessian_set_output(QHessian *q, const float *Wo) { wo_grams_f32(Wo, q->d, q->heads, q->dh, q->P, q->M); }
+void qhessian_set_output(QHessian *q, const float *Wo, const float *norm) {
+  wo_grams_f32(Wo, q->d, q->heads, q->dh, q->P, q->M);
+  q->norm = norm;
+}
 
 /* M ← R_tᵀ M R_t for the RoPE rotation of position t (forward.h's rope_pair) */
 static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, double *M) {
@@ -161,6 +166,34 @@ static void rotate_both(const ModelConfig *c, const BlockScratch *s, int t, doub
       M[b * dh + col] = -si * x + co * y;
     }
   }
+}
+
+/* M ← J_nᵀ M J_n for Qwen3's per-head RMSNorm y = g ⊙ u / r,
+ * r = sqrt(mean(u²) + eps) (transformers' Qwen3RMSNorm: normalised in
+ * float32, the weight applied after; forward.c's rmsnorm), at its input u
+ * (dh): J_n = diag(g)/r · (I − u uᵀ/(dh r²)) = D (I − v vᵀ) with D = diag(g)/r,
+ * v = u/(r √dh). Jᵀ M J = A (D M D) A, A = I − v vᵀ symmetric: O(dh²).
+ * work: 3·dh doubles. Returns the trace of the result. */
+static double norm_both(const float *u, const float *g, int dh, float eps, double *M, double *work) {
+  double ss = 0, *v = work, *Mv = work + dh, *dg = work + 2 * dh, vMv = 0, tr = 0;
+  for (int a = 0; a < dh; a++) ss += (double)u[a] * u[a];
+  double r = sqrt(ss / dh + eps);
+  for (int a = 0; a < dh; a++) {
+    v[a] = u[a] / (r * sqrt((double)dh));
+    dg[a] = g[a] / r;
+  }
+  for (int a = 0; a < dh; a++)
+    for (int b = 0; b < dh; b++) M[a * dh + b] *= dg[a] * dg[b];
+  for (int a = 0; a < dh; a++) { /* M symmetric: vᵀM = (M v)ᵀ */
+    double acc = 0;
+    for (int b = 0; b < dh; b++) acc += M[a * dh + b] * v[b];
+    Mv[a] = acc;
+    vMv += v[a] * acc;
+  }
+  for (int a = 0; a < dh; a++)
+    for (int b = 0; b < dh; b++) M[a * dh + b] += -v[a] * Mv[b] - Mv[a] * v[b] + v[a] * vMv * v[b];
+  for (int a = 0; a < dh; a++) tr += M[a * dh + a];
+  return tr;
 }
 
 /* The golden check's sums for one token x (d) of the diagnosed head, whose
@@ -218,8 +251,10 @@ void qhessian_add(QHessian *q, const ModelConfig *c, BlockScratch *s, const floa
       double tr = 0;
       for (int a = 0; a < dh; a++) tr += Mf[a * dh + a];
       for (int k = 0; k < dh2; k++) M[k] = Mf[k];
-      q->w[t] += (float)(tr / ((double)dh * dh));
       rotate_both(c, s, t, M);
+      /* q_norm between q_proj and RoPE: G_t → G_t J_n(u_t) at the head's pre-norm q */
+      if (q->norm) tr = norm_both(s->qpre + (size_t)t * qd + h * dh, q->norm, dh, c->norm_eps, M, q->nw);
+      q->w[t] += (float)(tr / ((double)dh * dh));
       if (diag && diag->head == h) qdiag_add(diag, M, tr, X + (size_t)t * d, d, dh);
       for (int k = 0; k < dh2; k++) out[k] += M[k] / dh;
     }
@@ -257,14 +292,18 @@ int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron) {
   k->ws = aptq_malloc(sizeof(double) * (size_t)T, "token weights");
   k->avec = aptq_malloc(sizeof(double) * (size_t)T, "v P v");
   k->M = aptq_malloc(sizeof(double) * (size_t)k->dh * k->dh, "B_s");
-  if (!k->P || !k->VP || !k->C || !k->Xw || !k->w || !k->ws || !k->avec || !k->M) return APTQ_ERR;
+  k->nw = aptq_malloc(sizeof(double) * 3 * (size_t)k->dh, "k norm Jacobian");
+  if (!k->nw || !k->P || !k->VP || !k->C || !k->Xw || !k->w || !k->ws || !k->avec || !k->M) return APTQ_ERR;
+  size_t dh2 = (size_t)k->dh * k->dh;
   if (kron) {
-    size_t dh2 = (size_t)k->dh * k->dh;
     k->out = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
     k->seq = aptq_calloc((size_t)c->n_kv_heads * dh2, sizeof(double), "k_proj output factors");
+    if (!k->out || !k->seq) return APTQ_ERR;
+  }
+  if (kron || c->qk_norm) { /* the per-key factors B_s: Kronecker, or k_norm's Jacobian in the row-shared weights */
     k->QQ = aptq_malloc(sizeof(float) * (size_t)T * dh2, "q q^T");
     k->CS = aptq_malloc(sizeof(float) * (size_t)T * dh2, "k_proj per-key factors");
-    if (!k->out || !k->seq || !k->QQ || !k->CS) return APTQ_ERR;
+    if (!k->QQ || !k->CS) return APTQ_ERR;
   }
   return hessian_init(&k->in, k->d);
 }
@@ -283,6 +322,7 @@ void khessian_free(KHessian *k) {
   aptq_free(k->seq);
   aptq_free(k->QQ);
   aptq_free(k->CS);
+  aptq_free(k->nw);
   memset(k, 0, sizeof *k);
 }
 
@@ -292,11 +332,15 @@ void khessian_reset(KHessian *k) {
   k->tokens = 0;
 }
 
-void khessian_set_output(KHessian *k, const float *Wo) { wo_grams_f32(Wo, k->d, k->heads, k->dh, k->P, k->M); }
+void khessian_set_output(KHessian *k, const float *Wo, const float *norm) {
+  wo_grams_f32(Wo, k->d, k->heads, k->dh, k->P, k->M);
+  k->norm = norm;
+}
 
 void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg) {
   int T = s->T, d = k->d, dh = k->dh, kvd = c->n_kv_heads * dh, qd = k->heads * dh, groups = c->n_kv_heads;
   double *ws = k->ws, *avec = k->avec;
+  int full = k->kron || k->norm; /* the per-key factors B_s are formed */
   memset(ws, 0, sizeof(double) * (size_t)T);
   if (wg) memset(wg, 0, sizeof(double) * (size_t)T * groups);
   if (k->kron) memset(k->seq, 0, sizeof(double) * (size_t)groups * dh * dh);
@@ -326,14 +370,16 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
       float *crow = k->C + (size_t)t * T;
       for (int j = 0; j <= t; j++) {
         double cts = avec[j] - 2.0 * crow[j] + bt, contrib = (double)arow[j] * arow[j] * cts * qn / ((double)dh * dh);
-        ws[j] += contrib;
-        if (wg) wg[(size_t)j * groups + g] += contrib;
-        if (k->kron) crow[j] = (float)((double)arow[j] * arow[j] * cts); /* C becomes A∘A∘c */
+        if (!k->norm) { /* with k_norm the weights are traces of the normed B_s, below */
+          ws[j] += contrib;
+          if (wg) wg[(size_t)j * groups + g] += contrib;
+        }
+        if (full) crow[j] = (float)((double)arow[j] * arow[j] * cts); /* C becomes A∘A∘c */
       }
-      if (k->kron)
+      if (full)
         for (int j = t + 1; j < T; j++) crow[j] = 0.0f;
     }
-    if (k->kron) {
+    if (full) {
       int dh2 = dh * dh;
       for (int t = 0; t < T; t++) {
         const float *q = Q + (size_t)t * qd;
@@ -342,11 +388,17 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
       }
       /* CS row s = Σ_t (A∘A∘c)_ts q_t q_tᵀ */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh2, T, 1.0f, k->C, T, k->QQ, dh2, 0.0f, k->CS, dh2);
-      double *M = k->M, *out = k->seq + (size_t)g * dh2;
+      double *M = k->M, *out = k->kron ? k->seq + (size_t)g * dh2 : NULL;
       for (int j = 0; j < T; j++) {
         for (int a = 0; a < dh2; a++) M[a] = k->CS[(size_t)j * dh2 + a];
         rotate_both(c, s, j, M);
-        for (int a = 0; a < dh2; a++) out[a] += M[a] / dh;
+        if (k->norm) { /* k_norm between k_proj and RoPE: B_s → J_n(u_s)ᵀ B_s J_n(u_s), u_s the group's pre-norm k */
+          double tr = norm_both(s->kpre + (size_t)j * kvd + g * dh, k->norm, dh, c->norm_eps, M, k->nw) / ((double)dh * dh);
+          ws[j] += tr;
+          if (wg) wg[(size_t)j * groups + g] += tr;
+        }
+        if (out)
+          for (int a = 0; a < dh2; a++) out[a] += M[a] / dh;
       }
     }
   }

@@ -48,12 +48,20 @@ typedef struct {
   float *VK, *NT, *KB, *Xw, *w; /* scratch */
   float *Y, *Mf;                /* scratch: N_tᵀ P for all tokens (T × dh²), one M_t (dh²) */
   double *M;                    /* scratch: one M_t in float64 (dh²) */
+  const float *norm;            /* q_norm's weight (dh, the caller's) or NULL: see qhessian_set_output */
+  double *nw;                   /* scratch: 3·dh for the norm's Jacobian */
 } QHessian;
 
 int qhessian_init(QHessian *q, const ModelConfig *c, int T);
 void qhessian_free(QHessian *q);
 void qhessian_reset(QHessian *q);
-void qhessian_set_output(QHessian *q, const float *Wo);
+/* Output factors from W_O; norm: Qwen3's q_norm weight (dh) or NULL.
+ * With a norm, q_t = R_t n(u_t), u_t = W_Q^h x_t (s->qpre), so
+ * δq_t = R_t J_n(u_t) Δ x_t with the RMSNorm Jacobian
+ * J_n(u) = diag(g)/r (I − u uᵀ/(dh r²)), r = sqrt(mean(u²) + eps): every
+ * M_t above becomes J_nᵀ R_tᵀ M_t R_t J_n and the row-shared weight its
+ * trace / dh² (pre-norm coordinates). norm must stay valid while adding. */
+void qhessian_set_output(QHessian *q, const float *Wo, const float *norm);
 /* Golden-check diagnostics for a perturbation delta (dh × d) of one head's
  * rows of W_Q, accumulated over tokens: the exact Gauss–Newton form
  * Σ_t u_tᵀ G_tᵀG_t u_t (u_t = Δ x_t), the row-shared form
@@ -85,7 +93,9 @@ typedef struct {
   float *P;               /* heads × dh × dh */
   float *VP, *C, *Xw, *w; /* scratch */
   double *ws, *avec, *M;  /* scratch: token weights and v_jᵀ P v_j (T each), one B_s (dh²) */
-  float *QQ, *CS;         /* kron scratch: q_t q_tᵀ and C_s, T × dh² each */
+  float *QQ, *CS;         /* kron or k norm scratch: q_t q_tᵀ and C_s, T × dh² each */
+  const float *norm;      /* k_norm's weight (dh, the caller's) or NULL */
+  double *nw;             /* scratch: 3·dh */
   int64_t tokens;
 } KHessian;
 
@@ -96,7 +106,12 @@ typedef struct {
 int khessian_init(KHessian *k, const ModelConfig *c, int T, int kron);
 void khessian_free(KHessian *k);
 void khessian_reset(KHessian *k);
-void khessian_set_output(KHessian *k, const float *Wo);
+/* norm: Qwen3's k_norm weight (dh) or NULL. With a norm every B_s^h becomes
+ * J_n(u_s)ᵀ B_s^h J_n(u_s) (u_s the group's pre-norm k, s->kpre; J_n as
+ * for q) and the row-shared weight w_s = Σ_h tr(that)/dh²: J_n is not
+ * orthogonal, so w_s needs the B_s (T²·dh² per head, the Kronecker form's
+ * cost) and they are formed for either form. */
+void khessian_set_output(KHessian *k, const float *Wo, const float *norm);
 void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg);
 /* Collective: in scaled by 2/N; out (kron) averaged over tokens. */
 int khessian_finish(KHessian *k, MPI_Comm comm);

@@ -70,6 +70,25 @@ void rmsnorm_backward(float *dx, const float *x, const float *weight, const floa
   for (int i = 0; i < n; i++) dx[i] += (float)(r * weight[i] * dy[i] - c * x[i]);
 }
 
+/* Qwen3's q_norm/k_norm (forward.c's head_rmsnorm) backward, in place:
+ * each head of d (T × nheads·hd, ∂ of the normed, un-rotated q or k)
+ * becomes J_nᵀ d, the ∂ of the projection's output u (pre, s->qpre or
+ * s->kpre), with the Jacobian J_n = diag(g)/r (I − u uᵀ/(hd r²)) that
+ * rmsnorm_backward takes; the norm weight's own gradient is not needed. */
+static void head_norm_backward(const ModelConfig *c, float *d, const float *pre, const float *weight, int T, int nheads) {
+  int hd = c->head_dim;
+  for (size_t row = 0; row < (size_t)T * nheads; row++) {
+    float *dy = d + row * hd;
+    const float *u = pre + row * hd;
+    float ss = 0.0f; /* r as forward.c's rmsnorm computes it, as rmsnorm_backward */
+    for (int i = 0; i < hd; i++) ss += u[i] * u[i];
+    double r = 1.0f / sqrtf(ss / (float)hd + c->norm_eps), dot = 0;
+    for (int i = 0; i < hd; i++) dot += (double)dy[i] * weight[i] * u[i];
+    double k = r * r * r * dot / hd;
+    for (int i = 0; i < hd; i++) dy[i] = (float)(r * weight[i] * dy[i] - k * u[i]);
+  }
+}
+
 void block_grad_recompute(const ModelConfig *c, const BlockWeights *w, BlockGrad *g, const float *x) {
   int T = g->s.T, D = c->dim, F = c->hidden_dim;
   memcpy(g->xmid, x, sizeof(float) * (size_t)T * D);
@@ -98,7 +117,8 @@ static double grad_sq(BlockGrad *g, int gram, const float *G, const float *X, in
   return s;
 }
 
-/* Attention: from dz (∂ of the o_proj input) to dq, dk (post-RoPE) and dv. */
+/* Attention: from dz (∂ of the o_proj input) to dq, dk (before RoPE: after
+ * the inverse rotation) and dv. */
 static void attention_backward(const ModelConfig *c, BlockGrad *g) {
   BlockScratch *s = &g->s;
   int T = s->T, hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
@@ -165,6 +185,10 @@ void block_grad_backward(const ModelConfig *c, const BlockWeights *w, BlockGrad 
   sq[LIN_O] += grad_sq(g, g->use_gram[LIN_O], g->dmid, s->z, T, D, qd);
   linear_backward(g->dmid, w->w[LIN_O], g->dz, T, D, qd, 0.0f);
   attention_backward(c, g);
+  if (w->q_norm) { /* q_norm/k_norm sit between the projections and RoPE */
+    head_norm_backward(c, g->dq, s->qpre, w->q_norm, T, c->n_heads);
+    head_norm_backward(c, g->dk, s->kpre, w->k_norm, T, c->n_kv_heads);
+  }
   sq[LIN_Q] += grad_sq(g, g->use_gram[LIN_Q], g->dq, s->xn, T, qd, D);
   sq[LIN_K] += grad_sq(g, g->use_gram[LIN_K], g->dk, s->xn, T, kvd, D);
   sq[LIN_V] += grad_sq(g, g->use_gram[LIN_V], g->dv, s->xn, T, kvd, D);

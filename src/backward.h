@@ -10,7 +10,8 @@
  * forward.c's own calls (same bits as the forward), then the gradient of
  * the block output is taken back through the SwiGLU MLP, its RMSNorm,
  * o_proj, the causal softmax attention (GQA: a kv head's gradient sums its
- * query heads), the inverse RoPE rotation, q/k/v and the first RMSNorm, to
+ * query heads), the inverse RoPE rotation, Qwen3's per-head q/k RMSNorm
+ * (its Jacobian transposed), q/k/v and the first RMSNorm, to
  * the gradient of the block input. For a layer y = W x, ∂L/∂W = Σ_t g_t x_tᵀ
  * (g_t = ∂L/∂y_t): its squared norm is formed either from the matrix
  * (rows·cols·T flops) or from the token Grams, ‖GᵀX‖² = Σ_ts (G Gᵀ)_ts

@@ -76,6 +76,11 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
     *bufs[i] = aptq_malloc(sizes[i] * sizeof(float), "activations");
     if (!*bufs[i]) return APTQ_ERR;
   }
+  if (c->qk_norm) {
+    s->qpre = aptq_malloc(t * qd * sizeof(float), "activations");
+    s->kpre = aptq_malloc(t * kvd * sizeof(float), "activations");
+    if (!s->qpre || !s->kpre) return APTQ_ERR;
+  }
   /* RoPE tables: angle = pos · inv_freq_i, theta^(-2i/head_dim) scaled as
    * the config says (config.h's rope_inv_freq) */
   int half = c->head_dim / 2;
@@ -93,6 +98,8 @@ int scratch_alloc(const ModelConfig *c, int T, BlockScratch *s) {
 void scratch_free(BlockScratch *s) {
   float *bufs[] = {s->xn, s->xn2, s->tmp, s->q, s->z, s->k, s->v, s->att, s->gate, s->act, s->cos, s->sin};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) aptq_free(bufs[i]);
+  aptq_free(s->qpre);
+  aptq_free(s->kpre);
   memset(s, 0, sizeof *s);
 }
 
@@ -179,6 +186,8 @@ void block_forward_until(const ModelConfig *c, const BlockWeights *w, BlockScrat
     add_bias(s->v, w->bias[LIN_V], T, kvd);
   }
   if (w->q_norm) {
+    memcpy(s->qpre, s->q, sizeof(float) * (size_t)T * qd);
+    memcpy(s->kpre, s->k, sizeof(float) * (size_t)T * kvd);
     head_rmsnorm(c, s->q, w->q_norm, T, c->n_heads);
     head_rmsnorm(c, s->k, w->k_norm, T, c->n_kv_heads);
   }

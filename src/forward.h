@@ -3,7 +3,7 @@
  * Qwen2's q/k/v biases are added after the products, Qwen3's per-head q/k
  * RMSNorm sits between the products and RoPE (docs/models.md).
  * The scratch keeps every intermediate a Hessian needs: the q/k/v input
- * (xn), post-RoPE q and k, v, the o_proj input (z), the gate/up input (xn2)
+ * (xn), post-RoPE q and k (and, with q/k norms, q and k before them), v, the o_proj input (z), the gate/up input (xn2)
  * and the down_proj input (act). Attention probabilities are recomputed per
  * head from q and k when needed (attention_probs). */
 #ifndef APTQ_FORWARD_H
@@ -25,6 +25,7 @@ typedef struct {
   float *xn, *xn2, *tmp; /* T × dim */
   float *q, *z;          /* T × n_heads·head_dim */
   float *k, *v;          /* T × n_kv_heads·head_dim */
+  float *qpre, *kpre;    /* cfg.qk_norm only (else NULL): q and k before q_norm/k_norm (the Jacobians' points) */
   float *att;            /* T × T, one head at a time */
   float *gate, *act;     /* T × hidden_dim */
   float *cos, *sin;      /* T × head_dim/2 */

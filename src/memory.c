@@ -90,7 +90,7 @@ static void plan_rtn(MemPlan *p, const Plan *pl, const ModelConfig *c) {
 }
 
 /* block_weights_alloc: norms and the seven projections; scratch_alloc: xn,
- * xn2, tmp, q, z, k, v, att, gate, act, cos, sin */
+ * xn2, tmp, q, z, k, v, att, gate, act, cos, sin (and qpre, kpre with q/k norms) */
 static double block_weights_bytes(const ModelConfig *c) {
   double block = 2.0 * c->dim;
   for (int k = 0; k < LIN_COUNT; k++) block += lin_rows(c, k) * lin_cols(c, k);
@@ -98,7 +98,8 @@ static double block_weights_bytes(const ModelConfig *c) {
 }
 static double scratch_bytes(const ModelConfig *c, double t) {
   double D = c->dim, F = c->hidden_dim, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-  return (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * c->head_dim) * sizeof(float);
+  double pre = c->qk_norm ? t * (qd + kvd) : 0; /* qpre, kpre */
+  return (3 * t * D + 2 * t * qd + 2 * t * kvd + t * t + 2 * t * F + t * c->head_dim + pre) * sizeof(float);
 }
 double memplan_block_bytes(const ModelConfig *c, int T) { return block_weights_bytes(c) + scratch_bytes(c, T); }
 
@@ -139,9 +140,10 @@ static void plan_hessians(MemPlan *p, const Plan *pl, const ModelConfig *c, int 
     memplan_add(p, "APTQ q_proj statistics",
                 Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 3 * t * dh2 * f + t * dh * f + t * D * f + t * f + dh2 * (f + dbl),
                 0);
-  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init: P, VP, C, Xw, w, ws, avec, M; kron: out, seq, QQ, CS */
+  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init: P, VP, C, Xw, w, ws, avec, M; kron: out, seq; kron or q/k norms: QQ, CS */
     double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f + 2 * t * dbl + dh2 * dbl;
-    if (pl->form[LIN_K] == FORM_KRON) kb += 2 * c->n_kv_heads * dh2 * dbl + 2 * t * dh2 * f;
+    if (pl->form[LIN_K] == FORM_KRON) kb += 2 * c->n_kv_heads * dh2 * dbl;
+    if (pl->form[LIN_K] == FORM_KRON || c->qk_norm) kb += 2 * t * dh2 * f; /* QQ, CS: Kronecker, or k_norm's row-shared weights */
     memplan_add(p, "APTQ k_proj statistics", kb, 0);
   }
 }

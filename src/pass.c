@@ -161,11 +161,11 @@ static int block_begin(Pass *P, int l) {
   if (a->v) vhessian_reset(&a->vh);
   if (a->q) {
     qhessian_reset(&a->qh);
-    qhessian_set_output(&a->qh, P->w.w[LIN_O]);
+    qhessian_set_output(&a->qh, P->w.w[LIN_O], P->w.q_norm);
   }
   if (a->k) {
     khessian_reset(&a->kh);
-    khessian_set_output(&a->kh, P->w.w[LIN_O]);
+    khessian_set_output(&a->kh, P->w.w[LIN_O], P->w.k_norm);
   }
   return 0;
 }

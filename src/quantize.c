@@ -109,19 +109,6 @@ static int load_inputs(const Options *o, const Plan *p, Model *m, TokenShard *ca
   int rank;
   MPI_Comm_rank(comm, &rank);
   CHECK(aptq_agree(comm, model_open(o->model, m)));
-  /* Qwen3's q_norm/k_norm sit between q/k_proj and RoPE: the attention-aware
-   * q and k Hessians (attn_hessian.c) do not carry the norm's Jacobian */
-  if (m->cfg.qk_norm && (p->form[LIN_Q] != FORM_GPTQ || p->form[LIN_K] != FORM_GPTQ))
-    CHECK(aptq_agree(comm,
-                     aptq_error("model '%s' normalises q and k per head before RoPE (Qwen3's q_norm, k_norm), which the attention-aware "
-                                "q and k Hessians do not include; set q_form = gptq and k_form = gptq (v_form may stay kron; "
-                                "docs/aptq.md)",
-                                o->model)));
-  /* nor does the backward pass of fisher_method = backward (backward.c) */
-  if (m->cfg.qk_norm && o->R[0] && !strcmp(o->sensitivity, "fisher") && !strcmp(o->fisher_method, "backward"))
-    CHECK(aptq_agree(comm, aptq_error("model '%s' normalises q and k per head before RoPE (Qwen3's q_norm, k_norm), which the backward "
-                                      "pass of fisher_method = backward does not include; set fisher_method = probes",
-                                      o->model)));
   if (rank == 0) note_partial_groups(m, o->group_size);
   CHECK(model_fingerprint(m, comm));
   *calib = (TokenShard){0};
