@@ -124,6 +124,9 @@ def forward(c, W, tokens, hook=None):
         q = np.broadcast_to(q, (B,) + q.shape[1:]).reshape(B, T, H, hd).transpose(0, 2, 1, 3)
         k = np.broadcast_to(k, (B,) + k.shape[1:]).reshape(B, T, KV, hd).transpose(0, 2, 1, 3)
         v = np.broadcast_to(v, (B,) + v.shape[1:]).reshape(B, T, KV, hd).transpose(0, 2, 1, 3)
+        if c.get("qk_norm"):  # Qwen3Attention: q_norm(q_proj(x).view(..., head_dim)) before RoPE
+            q = rmsnorm(q, W[p + "self_attn.q_norm"], eps)
+            k = rmsnorm(k, W[p + "self_attn.k_norm"], eps)
         q = apply_rope(q, cos, sin, c["rope"])
         k = np.repeat(apply_rope(k, cos, sin, c["rope"]), H // KV, axis=1)
         v = np.repeat(v, H // KV, axis=1)
@@ -174,7 +177,10 @@ def sampled_labels(p, state):
 
 def loss_grads(c, W, tok, label_seed):
     """Labels drawn from the model's own softmax (label_seed: the stream's
-    state) and {(layer, proj): ∂L/∂W} for L = Σ_t −log p_t(label_t)."""
+    state) and {(layer, proj): ∂L/∂W} for L = Σ_t −log p_t(label_t).
+    Qwen3's q_norm/k_norm (per head, before RoPE): their backward is
+    rmsnorm_backward at the projection's output, the weights' own gradients
+    are not needed."""
     T = len(tok)
     H, KV, hd, eps = c["heads"], c["kv_heads"], c["head_dim"], c["eps"]
     rep = H // KV
@@ -186,8 +192,14 @@ def loss_grads(c, W, tok, label_seed):
         p = "model.layers.%d." % l
         Wl = [W[p + n] for n in PROJS]
         h = rmsnorm(x, W[p + "input_layernorm"], eps)
-        q = apply_rope((h @ Wl[0].T).reshape(T, H, hd).transpose(1, 0, 2), cos, sin, c["rope"])
-        k = np.repeat(apply_rope((h @ Wl[1].T).reshape(T, KV, hd).transpose(1, 0, 2), cos, sin, c["rope"]), rep, axis=0)
+        qpre = (h @ Wl[0].T).reshape(T, H, hd).transpose(1, 0, 2)
+        kpre = (h @ Wl[1].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        qn, kn = qpre, kpre
+        if c.get("qk_norm"):
+            qn = rmsnorm(qpre, W[p + "self_attn.q_norm"], eps)
+            kn = rmsnorm(kpre, W[p + "self_attn.k_norm"], eps)
+        q = apply_rope(qn, cos, sin, c["rope"])
+        k = np.repeat(apply_rope(kn, cos, sin, c["rope"]), rep, axis=0)
         v = np.repeat((h @ Wl[2].T).reshape(T, KV, hd).transpose(1, 0, 2), rep, axis=0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
         e = np.exp(s - s.max(axis=-1, keepdims=True))
@@ -198,7 +210,7 @@ def loss_grads(c, W, tok, label_seed):
         g, u = h2 @ Wl[4].T, h2 @ Wl[5].T
         sg = 1.0 / (1.0 + np.exp(-g))
         act = g * sg * u
-        saved.append((x, h, q, k, v, a, z, xmid, h2, g, u, sg, act))
+        saved.append((x, h, q, k, v, a, z, xmid, h2, g, u, sg, act, qpre, kpre))
         x = xmid + act @ Wl[6].T
     logits = rmsnorm(x, W["norm"], eps) @ W["lm_head"].T
     pr = probs(logits)
@@ -210,7 +222,7 @@ def loss_grads(c, W, tok, label_seed):
     for l in reversed(range(c["layers"])):
         p = "model.layers.%d." % l
         Wl = [W[p + n] for n in PROJS]
-        x, h, q, k, v, a, z, xmid, h2, g, u, sg, act = saved[l]
+        x, h, q, k, v, a, z, xmid, h2, g, u, sg, act, qpre, kpre = saved[l]
         grads[l, 6] = dx.T @ act
         dact = dx @ Wl[6]
         du, dg = dact * g * sg, dact * u * sg * (1.0 + g * (1.0 - sg))
@@ -223,6 +235,9 @@ def loss_grads(c, W, tok, label_seed):
         ds = a * (da - np.sum(a * da, axis=-1, keepdims=True)) / np.sqrt(hd)
         dq = apply_rope(ds @ k, cos, -sin, c["rope"])
         dk = apply_rope((ds.transpose(0, 2, 1) @ q).reshape(KV, rep, T, hd).sum(axis=1), cos, -sin, c["rope"])
+        if c.get("qk_norm"):  # the norms' Jacobians transposed
+            dq = rmsnorm_backward(qpre, W[p + "self_attn.q_norm"], dq, eps)
+            dk = rmsnorm_backward(kpre, W[p + "self_attn.k_norm"], dk, eps)
         dq, dk, dv = (m.transpose(1, 0, 2).reshape(T, -1) for m in (dq, dk, dv))
         grads[l, 0], grads[l, 1], grads[l, 2] = dq.T @ h, dk.T @ h, dv.T @ h
         dx = dmid + rmsnorm_backward(x, W[p + "input_layernorm"], dq @ Wl[0] + dk @ Wl[1] + dv @ Wl[2], eps)
@@ -259,8 +274,8 @@ def fd_check(c, W, tok, labels, grads, seed):
 # ------------------------------------------------------------------- commands
 def setup(a):
     c, W = load_model(a.model)
-    if c.get("qkv_bias") or c.get("qk_norm"):  # this batched forward is LLaMA/Mistral's
-        raise SystemExit("fisher_ref.py: Qwen2 biases and Qwen3 q/k norms are not implemented here")
+    if c.get("qkv_bias"):  # this batched forward is LLaMA/Mistral's and Qwen3's
+        raise SystemExit("fisher_ref.py: Qwen2 biases are not implemented here")
     W32 = {k: v.astype(np.float32) for k, v in W.items()}
     W64 = {k: v.astype(np.float64) for k, v in W.items()}
     return c, W32, W64, load_tokens(a.tokens, a.seqlen, a.nseq)
