@@ -46,7 +46,11 @@
  *     every 2-D tensor (with "all" every tensor) decoded to float32 by
  *     ggml's own to_float (ggml_get_type_traits(type)->to_float,
  *     ggml-quants.c) into OUTDIR/NAME.f32, and OUTDIR/types.txt: "NAME TYPE
- *     ROWS COLS" lines. */
+ *     ROWS COLS" lines.
+ *   gguf_logprobs bpw MODEL.gguf
+ *     bits per weight of the linear layers (the blk.* matrices, norms left
+ *     out) as the file stores them (bytes over elements, block scales
+ *     included) and the count of each type: "4.5000 q4_0:28". */
 #define _POSIX_C_SOURCE 200809L /* strndup */
 #include <math.h>
 #include <stdio.h>
@@ -66,6 +70,13 @@ static void quiet(enum ggml_log_level level, const char *text, void *user) {
 static bool no_progress(float progress, void *user) {
   (void)progress, (void)user;
   return true;
+}
+
+/* CPU threads of a llama.cpp context: LLAMA_THREADS, default 2 (1 is faster
+ * on an oversubscribed machine: ggml's threads wait for each other spinning) */
+static int threads(void) {
+  const char *t = getenv("LLAMA_THREADS");
+  return t && atoi(t) > 0 ? atoi(t) : 2;
 }
 
 static int logprobs(const char *model_path, const char *tokens_path, int nseq, int T, const char *out_path) {
@@ -89,7 +100,7 @@ static int logprobs(const char *model_path, const char *tokens_path, int nseq, i
   cp.n_batch = (uint32_t)T;
   cp.n_ubatch = (uint32_t)T;
   cp.n_seq_max = 1;
-  cp.n_threads = cp.n_threads_batch = 2;
+  cp.n_threads = cp.n_threads_batch = threads();
   cp.no_perf = true;
   struct llama_context *ctx = llama_init_from_model(model, cp);
   if (!ctx) {
@@ -242,7 +253,7 @@ static int imatrix(const char *model_path, const char *tokens_path, int nseq, in
   struct llama_context_params cp = llama_context_default_params();
   cp.n_ctx = cp.n_batch = cp.n_ubatch = (uint32_t)T; /* one sequence per ubatch: every matrix sees its T rows at once */
   cp.n_seq_max = 1;
-  cp.n_threads = cp.n_threads_batch = 2;
+  cp.n_threads = cp.n_threads_batch = threads();
   cp.no_perf = true;
   cp.cb_eval = collect;
   cp.cb_eval_user_data = &im;
@@ -310,7 +321,7 @@ static struct llama_model_imatrix_data *imatrix_load(const char *path, struct gg
 
 static int quantize(const char *in, const char *out, int ftype, const char *imatrix_path, int pure) {
   llama_model_quantize_params qp = llama_model_quantize_default_params();
-  qp.nthread = 2;
+  qp.nthread = threads();
   qp.ftype = (enum llama_ftype)ftype;
   qp.token_embedding_type = GGML_TYPE_F32;
   qp.output_tensor_type = GGML_TYPE_F32;
@@ -393,6 +404,34 @@ static int tensors(const char *model_path, const char *dir, int all) {
   return rc;
 }
 
+/* bits per weight of the blk.* matrices (the linear layers) as llama.cpp
+ * stores them, and the count of each type: "BPW TYPE:N ..." */
+static int bpw(const char *model_path) {
+  struct gguf_init_params ip = {.no_alloc = true, .ctx = NULL};
+  struct gguf_context *gf = gguf_init_from_file(model_path, ip);
+  if (!gf) {
+    fprintf(stderr, "gguf_logprobs: ggml cannot read %s\n", model_path);
+    return 1;
+  }
+  double bytes = 0, n = 0;
+  int count[GGML_TYPE_COUNT] = {0};
+  for (int64_t i = 0; i < gguf_get_n_tensors(gf); i++) {
+    const char *name = gguf_get_tensor_name(gf, i);
+    if (strncmp(name, "blk.", 4) || strstr(name, "_norm")) continue; /* the linear layers only */
+    enum ggml_type t = gguf_get_tensor_type(gf, i);
+    size_t sz = gguf_get_tensor_size(gf, i);
+    bytes += (double)sz;
+    n += (double)sz / ggml_type_size(t) * ggml_blck_size(t);
+    count[t]++;
+  }
+  printf("%.4f", 8.0 * bytes / n);
+  for (int t = 0; t < GGML_TYPE_COUNT; t++)
+    if (count[t]) printf(" %s:%d", ggml_type_name((enum ggml_type)t), count[t]);
+  printf("\n");
+  gguf_free(gf);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 7 && !strcmp(argv[1], "logprobs")) {
     llama_log_set(quiet, NULL);
@@ -423,10 +462,11 @@ int main(int argc, char **argv) {
     llama_backend_free();
     return rc;
   }
+  if (argc == 3 && !strcmp(argv[1], "bpw")) return bpw(argv[2]);
   if ((argc == 4 || argc == 5) && !strcmp(argv[1], "tensors")) return tensors(argv[2], argv[3], argc == 5 && !strcmp(argv[4], "all"));
   fprintf(stderr,
           "usage: gguf_logprobs logprobs MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.f64 | tokenize MODEL.gguf TEXT NLINES OUT.u32 | "
           "quantize IN.gguf OUT.gguf FTYPE [IMATRIX.gguf|-] [pure] | imatrix MODEL.gguf TOKENS.u32 NSEQ SEQLEN OUT.gguf | tensors "
-          "MODEL.gguf OUTDIR [all]\n");
+          "MODEL.gguf OUTDIR [all] | bpw MODEL.gguf\n");
   return 2;
 }
