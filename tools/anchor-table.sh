@@ -11,7 +11,9 @@
 # not accept (grid = q4_k, q2_k before the K-quants with mins land) gets its
 # llama.cpp columns and a note instead of aptq's; the mixtures Q4_K_M, Q3_K_M
 # and Q2_K (llama.cpp's default for those ftypes) follow. About 40 minutes on
-# 2 busy cores (each perplexity 1-2 minutes).
+# 2 busy cores (each perplexity 1-2 minutes; 33 minutes on 2026-12-03). Results
+# are cached in WORKDIR: a rerun redoes only what is missing. After the table,
+# paired differences (per-sequence mean NLL, 100 sequences) with standard errors.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: tools/anchor-table.sh WORKDIR [RANKS] [TYPES]}
@@ -83,4 +85,16 @@ for mix in Q4_K_M:15 Q3_K_M:12 Q2_K:10; do # llama.cpp's own per-tensor mixtures
     llama_q "llama-$n-im.gguf" "$ft" 256 imatrix-256.gguf
     echo "| llama.cpp's mixture $n ($(bpw "llama-$n.gguf"): $($L bpw "llama-$n.gguf" | cut -d' ' -f2- | sed 's/ /, /g')) | $(mb "llama-$n-im.gguf") | | | $(ppl "llama-$n.gguf") | $(ppl "llama-$n-im.gguf") |"
 done
+paired() { # A B: mean NLL per token of A minus B over the 100 sequences, and its standard error (paired by sequence)
+    /usr/bin/python3 -c "
+import numpy as np
+d = np.fromfile('$1.lp').reshape(100, -1).mean(1) - np.fromfile('$2.lp').reshape(100, -1).mean(1)
+print('paired: %s - %s: %+.4f nats per token (standard error %.4f over 100 sequences), perplexity ratio %.4f'
+      % ('$1', '$2', -d.mean(), d.std(ddof=1) / 10, np.exp(-d.mean())))"
+}
+for g in $types; do
+    [ -s "gptq-$g.gguf.lp" ] || continue
+    for b in "llama-$g.gguf" "llama-$g-im.gguf" "aptq-$g.gguf"; do paired "gptq-$g.gguf" "$b"; done
+done
+for g in $types; do paired "llama-$g-im.gguf" "llama-$g.gguf"; done
 for n in "${notes[@]}"; do echo "anchor-table: $n" >&2; done
