@@ -10,8 +10,8 @@
 # TYPES (default "q4_0 q4_k q3_k q2_k"): a type whose grid aptq quantize does
 # not accept (grid = q4_k, q2_k before the K-quants with mins land) gets its
 # llama.cpp columns and a note instead of aptq's; the mixtures Q4_K_M, Q3_K_M
-# and Q2_K (llama.cpp's default for those ftypes) follow. About 40 minutes on
-# 2 busy cores (each perplexity 1-2 minutes; 33 minutes on 2026-12-03). Results
+# and Q2_K (llama.cpp's default for those ftypes) follow. 33 minutes on 2
+# busy cores on 2026-12-03 (each perplexity 1-2 minutes). Results
 # are cached in WORKDIR: a rerun redoes only what is missing. After the table,
 # paired differences (per-sequence mean NLL, 100 sequences) with standard errors.
 set -euo pipefail
