@@ -106,11 +106,17 @@ static void file_shape(const Export *x, int k, int *rows, int *cols) {
  * get zero rows, down zero columns, so each added hidden unit is silu(0)·0 =
  * 0 and contributes 0 to the output: the same function, exactly, with every
  * layer in its block type (docs/gguf.md). The F32 export (no quantized
- * file) is padded to 32 too, so that llama.cpp's own quantizer can put
- * every layer of it in a block type. */
+ * file) is padded to 32 too (mlp_block = auto | 32), or to 256 (mlp_block =
+ * 256), so that llama.cpp's own quantizer can put every layer of it in a
+ * block type, or in a K-quant. With a quantized file the layers' block
+ * decides and an explicit mlp_block is refused. */
 static int padded_mlp(Export *x) {
   int h = x->m->cfg.hidden_dim;
-  x->block = GGUF_QBLOCK;
+  const char *mb = x->o->mlp_block;
+  x->block = !strcmp(mb, "256") ? 256 : GGUF_QBLOCK;
+  if (x->r_open && strcmp(mb, "auto"))
+    return aptq_error("mlp_block = %s applies to the full-precision export only; leave it out with quantized (the layers' block decides)",
+                      mb);
   if (x->r_open) {
     char name[256];
     StoredLayer s;

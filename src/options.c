@@ -39,6 +39,9 @@ static const OptSpec specs[] = {
     {"tokenizer", T_PATH, F(tokenizer), "", NULL, 0, 0,
      "export: the SentencePiece tokenizer.model (default: the one in the model directory)"},
     {"format", T_CHOICE, F(format), "auto", "auto|gguf", 0, 0, "export: output format; auto = from the output's extension (.gguf)"},
+    {"mlp_block", T_CHOICE, F(mlp_block), "auto", "auto|32|256", 0, 0,
+     "export without quantized (F32): pad the MLP width with zeros to a multiple of this (auto = 32; 256 lets llama.cpp's quantizer put "
+     "every layer in a K-quant); with quantized the layers' own block decides"},
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
     {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
     {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
