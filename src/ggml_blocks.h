@@ -53,7 +53,8 @@ typedef struct {
 } QLayerView;
 
 /* Columns of the ggml block the layer's grid would take: 256 (a K-quant
- * super-block) for groups of 16 at 3 or 6 bits, else 32. */
+ * super-block) for groups of 16 at 3 or 6 bits and for layers with mins,
+ * else 32. */
 int ggml_block_cols(const QLayerView *L);
 
 /* The ggml type that holds the layer exactly (Q4_0 before Q4_1) in rows of
