@@ -51,6 +51,7 @@ static int stored_read(QFileReader *r, const char *name, int rows, int cols, Sto
   v->scales = s->b.scales;
   v->zeros = s->b.zeros;
   v->g_idx = s->b.g_idx;
+  v->mins = s->b.mins;
   if (rc) stored_free(s);
   return rc;
 }
@@ -157,9 +158,17 @@ static void metadata(Export *x) {
   int n[GGML_TYPE_END] = {0};
   for (int l = 0; l < c->n_layers; l++)
     for (int k = 0; k < LIN_COUNT; k++) n[x->type[l][k]]++;
-  /* llama_ftype (llama.h): ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q3_K_S 11 (every layer Q3_K),
-   * MOSTLY_Q6_K 18 */
-  uint32_t ftype = !x->r_open ? 0 : n[GGML_Q6_K] ? 18 : n[GGML_Q3_K] ? 11 : n[GGML_Q8_0] ? 7 : n[GGML_Q4_1] ? 3 : 2;
+  /* llama_ftype (llama.h): ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q2_K 10, MOSTLY_Q3_K_S 11 (every
+   * layer Q3_K), MOSTLY_Q4_K_S 14, MOSTLY_Q5_K_S 16 (every layer Q4_K, Q5_K), MOSTLY_Q6_K 18 */
+  uint32_t ftype = !x->r_open     ? 0
+                   : n[GGML_Q6_K] ? 18
+                   : n[GGML_Q5_K] ? 16
+                   : n[GGML_Q4_K] ? 14
+                   : n[GGML_Q3_K] ? 11
+                   : n[GGML_Q2_K] ? 10
+                   : n[GGML_Q8_0] ? 7
+                   : n[GGML_Q4_1] ? 3
+                                  : 2;
   gguf_kv_string(w, "general.architecture", "llama");
   gguf_kv_string(w, "general.name", name);
   gguf_kv_string(w, "general.quantized_by", "aptq " APTQ_VERSION);
@@ -284,7 +293,7 @@ static int write_linear(Export *x, int l, int k) {
     else if (src >= 0) ggml_encode_row(&s.v, type, src, codes + (size_t)src * cols, fcols, dst);
     ggml_decode_row(type, dst, fcols, y);
     for (int j = 0; !rc && j < fcols; j++) {
-      float want = src >= 0 && j < cols ? W[(size_t)src * cols + j] : 0.0f;
+      float want = src < 0 ? 0.0f : j < cols ? W[(size_t)src * cols + j] : type == GGML_F32 ? 0.0f : ggml_pad_value(&s.v, src, j);
       if (y[j] != want)
         rc = aptq_error("internal: layer %s row %d column %d decodes as %.9g in %s, not %.9g", name, src, j, (double)y[j],
                         gguf_type_name(type), (double)want);

@@ -17,7 +17,10 @@ const char *gguf_type_name(GgmlType t) {
     case GGML_Q4_0: return "q4_0";
     case GGML_Q4_1: return "q4_1";
     case GGML_Q8_0: return "q8_0";
+    case GGML_Q2_K: return "q2_K";
     case GGML_Q3_K: return "q3_K";
+    case GGML_Q4_K: return "q4_K";
+    case GGML_Q5_K: return "q5_K";
     case GGML_Q6_K: return "q6_K";
   }
   return "?";
@@ -30,7 +33,10 @@ uint64_t gguf_row_bytes(GgmlType t, int64_t n) {
     case GGML_Q4_0: return (uint64_t)n / GGUF_QBLOCK * GGUF_Q4_0_BYTES;
     case GGML_Q4_1: return (uint64_t)n / GGUF_QBLOCK * GGUF_Q4_1_BYTES;
     case GGML_Q8_0: return (uint64_t)n / GGUF_QBLOCK * GGUF_Q8_0_BYTES;
+    case GGML_Q2_K: return (uint64_t)n / GGUF_QK_K * GGUF_Q2_K_BYTES;
     case GGML_Q3_K: return (uint64_t)n / GGUF_QK_K * GGUF_Q3_K_BYTES;
+    case GGML_Q4_K: return (uint64_t)n / GGUF_QK_K * GGUF_Q4_K_BYTES;
+    case GGML_Q5_K: return (uint64_t)n / GGUF_QK_K * GGUF_Q5_K_BYTES;
     case GGML_Q6_K: return (uint64_t)n / GGUF_QK_K * GGUF_Q6_K_BYTES;
   }
   return 0;

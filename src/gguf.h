@@ -11,7 +11,18 @@
 #include <stdio.h>
 
 /* ggml_type values (ggml.h) of the types this writer knows */
-typedef enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_Q3_K = 11, GGML_Q6_K = 14 } GgmlType;
+typedef enum {
+  GGML_F32 = 0,
+  GGML_F16 = 1,
+  GGML_Q4_0 = 2,
+  GGML_Q4_1 = 3,
+  GGML_Q8_0 = 8,
+  GGML_Q2_K = 10,
+  GGML_Q3_K = 11,
+  GGML_Q4_K = 12,
+  GGML_Q5_K = 13,
+  GGML_Q6_K = 14
+} GgmlType;
 enum { GGML_TYPE_END = GGML_Q6_K + 1 }; /* past the largest value above */
 
 enum { GGUF_ALIGNMENT = 32, GGUF_QBLOCK = 32 /* elements per Q4_0/Q4_1/Q8_0 block */ };
@@ -20,9 +31,11 @@ enum { GGUF_ALIGNMENT = 32, GGUF_QBLOCK = 32 /* elements per Q4_0/Q4_1/Q8_0 bloc
  * Q8_0 (d, 32 int8) block: ggml-common.h block_q4_0, block_q4_1, block_q8_0. */
 enum { GGUF_Q4_0_BYTES = 18, GGUF_Q4_1_BYTES = 20, GGUF_Q8_0_BYTES = 34 };
 /* K-quants: super-blocks of QK_K = 256 elements; block_q3_K (hmask[32],
- * qs[64], scales[12], d) and block_q6_K (ql[128], qh[64], scales[16], d),
+ * qs[64], scales[12], d), block_q6_K (ql[128], qh[64], scales[16], d),
+ * block_q2_K (scales[16], qs[64], d, dmin), block_q4_K (d, dmin,
+ * scales[12], qs[128]), block_q5_K (d, dmin, scales[12], qh[32], qs[128]),
  * ggml-common.h. */
-enum { GGUF_QK_K = 256, GGUF_Q3_K_BYTES = 110, GGUF_Q6_K_BYTES = 210 };
+enum { GGUF_QK_K = 256, GGUF_Q3_K_BYTES = 110, GGUF_Q6_K_BYTES = 210, GGUF_Q2_K_BYTES = 84, GGUF_Q4_K_BYTES = 144, GGUF_Q5_K_BYTES = 176 };
 
 typedef struct {
   char *name;

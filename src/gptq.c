@@ -197,8 +197,8 @@ static void sweep_work_free(SweepWork *w) {
  * weights, before dead columns are zeroed; dead columns zeroed; static
  * groups' grids; the rows permuted into solve order in Wp. W: rows × cols,
  * scales and zeros rows × groups; row_scale and row_zero: [rows]. */
-static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int rows, float *scales, int32_t *zeros, float *row_scale,
-                       int32_t *row_zero, float *Wp) {
+static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int rows, float *scales, int32_t *zeros, float *mins,
+                       float *row_scale, int32_t *row_zero, float *Wp) {
   int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs);
   if (gs == 0)
     for (int r = 0; r < rows; r++) {
@@ -213,10 +213,16 @@ static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int ro
     for (int r = 0; r < rows; r++)
       for (int g = 0; g < ng; g++) {
         int end = quant_group_end(g * gs, gs, cols);
-        find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[(size_t)r * ng + g], &zeros[(size_t)r * ng + g]);
+        size_t k = (size_t)r * ng + g;
+        if (mins) { /* grid = q4_k | q5_k | q2_k: scale * code - min */
+          quant_find_params_min(W + (size_t)r * cols + g * gs, end - g * gs, 1, p->bits, &scales[k], &mins[k]);
+          zeros[k] = 0;
+        } else find_params(p, W + (size_t)r * cols + g * gs, end - g * gs, &scales[k], &zeros[k]);
       }
-  if (gs > 0 && p->static_groups) /* grid = q6_k | q3_k: each super-block's scales on d * sc before the sweep */
-    for (int r = 0; r < rows; r++) quant_kgrid_row(scales + (size_t)r * ng, ng, gs);
+  /* the K-quant grids: each super-block's scales on d * sc (and mins on dmin * m) before the sweep */
+  for (int r = 0; gs > 0 && p->static_groups && r < rows; r++)
+    if (mins) quant_kgrid_row_mins(scales + (size_t)r * ng, mins + (size_t)r * ng, ng, gs);
+    else quant_kgrid_row(scales + (size_t)r * ng, ng, gs);
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];
 }
@@ -238,7 +244,7 @@ static void rows_end(const GptqLayer *L, int rows, const SweepWork *w, uint8_t *
  * in Wp (gptq.py takes it from W, which the current block has not updated
  * yet). scales and zeros: the slab's, rows × groups. */
 static void column_grid(const GptqLayer *L, const GptqParams *p, int k, const float *Wp, int r0, int n, float *scales, int32_t *zeros,
-                        float *scale, int32_t *zero) {
+                        const float *mins, float *scale, int32_t *zero, float *min) {
   int cols = L->cols, gs = p->group_size, ng = quant_ngroups(cols, gs);
   int g = p->static_groups ? L->perm[k] / gs : k / gs;
   for (int r = 0; r < n; r++) {
@@ -249,6 +255,7 @@ static void column_grid(const GptqLayer *L, const GptqParams *p, int k, const fl
     }
     scale[r] = scales[sg];
     zero[r] = zeros[sg];
+    min[r] = mins ? mins[sg] : 0.0f; /* mins: static groups only (their grid is made in rows_begin) */
   }
 }
 
@@ -267,6 +274,7 @@ typedef struct {
   uint8_t *codes; /* outputs, original order */
   float *Q, *scales;
   int32_t *zeros;
+  float *mins; /* NULL, or the grid's mins (quant_kgrid_mins) */
   SweepWork w; /* the chunk's rows of the work space, solve order */
   float row_scale[GPTQ_ROW_CHUNK];
   int32_t row_zero[GPTQ_ROW_CHUNK];
@@ -275,7 +283,7 @@ typedef struct {
 
 static void chunk_begin(const GptqLayer *L, Chunk *ch) {
   memset(ch->row_loss, 0, sizeof ch->row_loss);
-  rows_begin(L, ch->p, ch->W, ch->rows, ch->scales, ch->zeros, ch->row_scale, ch->row_zero, ch->w.Wp);
+  rows_begin(L, ch->p, ch->W, ch->rows, ch->scales, ch->zeros, ch->mins, ch->row_scale, ch->row_zero, ch->w.Wp);
 }
 
 /* Rows [r0, r0 + LANES) of the chunk (those past its end are padding)
@@ -291,25 +299,26 @@ static void chunk_lanes(const GptqLayer *L, Chunk *ch, int i1, int count, int r0
   const SweepWork *w = &ch->w;
   for (int i = 0; i < count; i++)
     for (int r = 0; r < LANES; r++) blk[i * LANES + r] = r < nr ? w->Wp[(size_t)(r0 + r) * cols + i1 + i] : 0.0f;
-  float scale[LANES], zero[LANES], e[LANES];
+  float scale[LANES], zero[LANES], mn[LANES], e[LANES];
   for (int r = 0; r < LANES; r++) {
     scale[r] = r < nr && gs == 0 ? ch->row_scale[r0 + r] : 1.0f;
     zero[r] = r < nr && gs == 0 ? (float)ch->row_zero[r0 + r] : 0.0f;
+    mn[r] = 0.0f; /* without mins: w + 0 and q - 0 are w and q (the same bits) */
   }
   for (int i = 0; i < count; i++) {
     int k = i1 + i;
     if (gs > 0) {
       int32_t zero_code[LANES];
-      column_grid(L, p, k, w->Wp, r0, nr, ch->scales, ch->zeros, scale, zero_code);
+      column_grid(L, p, k, w->Wp, r0, nr, ch->scales, ch->zeros, ch->mins, scale, zero_code, mn);
       for (int r = 0; r < nr; r++) zero[r] = (float)zero_code[r];
     }
     const float *urow = Ublk + (size_t)i * cols;
     float d = urow[k], *col = blk + i * LANES;
     for (int r = 0; r < LANES; r++) {
-      float wv = col[r], c = rintf(wv / scale[r]) + zero[r];
+      float wv = col[r], c = rintf((wv + mn[r]) / scale[r]) + zero[r];
       c = c < 0.0f ? 0.0f : c > (float)maxq ? (float)maxq : c;
-      float q = scale[r] * (c - zero[r]);
-      col[r] = q; /* the column is done: keep q, the codes follow from it below */
+      float t = scale[r] * (c - zero[r]), q = t - mn[r]; /* quant_dequant_min */
+      col[r] = q;                                        /* the column is done: keep q, the codes follow from it below */
       e[r] = (wv - q) / d;
       code_col[r] = (uint8_t)c;
     }
@@ -366,7 +375,8 @@ static Chunk *make_chunks(const GptqSlab *slabs, int nslabs, int cols, int B, co
                       .codes = sl->codes + off,
                       .Q = sl->Q + off,
                       .scales = sl->scales + (size_t)r0 * ng,
-                      .zeros = sl->zeros + (size_t)r0 * ng};
+                      .zeros = sl->zeros + (size_t)r0 * ng,
+                      .mins = sl->mins ? sl->mins + (size_t)r0 * ng : NULL};
       if (work)
         ch[c].w = (SweepWork){
             .Wp = work->Wp + before * cols, .Qp = work->Qp + before * cols, .Err = work->Err + before * B, .Cp = work->Cp + before * cols};
@@ -471,7 +481,7 @@ int gptq_solve_slabs(const GptqLayer *L, const GptqSlab *slabs, int nslabs) {
 
 int gptq_solve(const GptqLayer *L, const GptqParams *p, float *W, int rows, uint8_t *codes, float *Q, float *scales, int32_t *zeros,
                double *chunk_loss) {
-  GptqSlab slab = {p, W, rows, codes, Q, scales, zeros, chunk_loss};
+  GptqSlab slab = {p, W, rows, codes, Q, scales, zeros, chunk_loss, NULL};
   return gptq_solve_slabs(L, &slab, 1);
 }
 
@@ -488,7 +498,7 @@ int gptq_output_factor(const double *H_out, int dh, double damp, float *U_out, d
  * W1 (dh × B) of the block's columns. */
 typedef struct {
   SweepWork w;
-  float *row_scale, *e, *et, *W1;
+  float *row_scale, *row_min, *e, *et, *W1;
   int32_t *row_zero;
 } HeadWork;
 
@@ -497,16 +507,18 @@ static int head_work_alloc(HeadWork *hw, int dh, int cols, int B) {
   int rc = sweep_work_alloc(&hw->w, (size_t)dh, cols, B);
   hw->row_scale = aptq_malloc(sizeof(float) * (size_t)dh, "head grid scales");
   hw->row_zero = aptq_malloc(sizeof(int32_t) * (size_t)dh, "head grid zeros");
+  hw->row_min = aptq_malloc(sizeof(float) * (size_t)dh, "head grid mins");
   hw->e = aptq_malloc(sizeof(float) * (size_t)dh, "head errors");
   hw->et = aptq_malloc(sizeof(float) * (size_t)dh, "head error vector");
   hw->W1 = aptq_malloc(sizeof(float) * (size_t)dh * B, "head block");
-  return rc || !hw->row_scale || !hw->row_zero || !hw->e || !hw->et || !hw->W1 ? APTQ_ERR : 0;
+  return rc || !hw->row_scale || !hw->row_zero || !hw->row_min || !hw->e || !hw->et || !hw->W1 ? APTQ_ERR : 0;
 }
 
 static void head_work_free(HeadWork *hw) {
   sweep_work_free(&hw->w);
   aptq_free(hw->row_scale);
   aptq_free(hw->row_zero);
+  aptq_free(hw->row_min);
   aptq_free(hw->e);
   aptq_free(hw->et);
   aptq_free(hw->W1);
@@ -518,16 +530,18 @@ static void head_work_free(HeadWork *hw) {
  * then the column's error vector U_outᵀ e updates the rest of the block.
  * loss += the column's Σ e²/2. */
 static void head_column(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, int k, int i, int count, float *scales,
-                        int32_t *zeros, HeadWork *hw, double *loss) {
+                        int32_t *zeros, const float *mins, HeadWork *hw, double *loss) {
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, i1 = k - i;
   int32_t maxq = (1 << p->bits) - 1;
   const float *urow = L->U + (size_t)k * cols;
   float uin = urow[k], *W1 = hw->W1, *e = hw->e, *et = hw->et;
-  if (p->group_size > 0) column_grid(L, p, k, hw->w.Wp, 0, dh, scales, zeros, hw->row_scale, hw->row_zero);
+  if (p->group_size > 0) column_grid(L, p, k, hw->w.Wp, 0, dh, scales, zeros, mins, hw->row_scale, hw->row_zero, hw->row_min);
   for (int r = 0; r < dh; r++) {
     float w = W1[(size_t)r * B + i];
-    int32_t c = quant_code(w, hw->row_scale[r], hw->row_zero[r], maxq);
-    float q = quant_dequant(c, hw->row_scale[r], hw->row_zero[r]);
+    int32_t c = mins ? quant_code_min(w, hw->row_scale[r], hw->row_zero[r], hw->row_min[r], maxq)
+                     : quant_code(w, hw->row_scale[r], hw->row_zero[r], maxq);
+    float q = mins ? quant_dequant_min(c, hw->row_scale[r], hw->row_zero[r], hw->row_min[r])
+                   : quant_dequant(c, hw->row_scale[r], hw->row_zero[r]);
     hw->w.Cp[(size_t)r * cols + k] = (uint8_t)c;
     hw->w.Qp[(size_t)r * cols + k] = q;
     float d = uin * Uo[r * dh + r];
@@ -550,15 +564,15 @@ static void head_column(const GptqLayer *L, const GptqParams *p, const float *Uo
 /* One head (dh rows) of the Kronecker solve: the sweep of gptq_solve with
  * a head's rows quantized together (head_column). */
 static double solve_head(const GptqLayer *L, const GptqParams *p, const float *Uo, int dh, float *W, uint8_t *codes, float *Q,
-                         float *scales, int32_t *zeros, HeadWork *hw) {
+                         float *scales, int32_t *zeros, float *mins, HeadWork *hw) {
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols;
-  rows_begin(L, p, W, dh, scales, zeros, hw->row_scale, hw->row_zero, hw->w.Wp);
+  rows_begin(L, p, W, dh, scales, zeros, mins, hw->row_scale, hw->row_zero, hw->w.Wp);
   double loss = 0.0;
   /* the block works on a copy (W1): group grids read Wp as the previous blocks left it, as in gptq.py */
   for (int i1 = 0; i1 < cols; i1 += B) {
     int i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
     for (int r = 0; r < dh; r++) memcpy(hw->W1 + (size_t)r * B, hw->w.Wp + (size_t)r * cols + i1, sizeof(float) * (size_t)count);
-    for (int i = 0; i < count; i++) head_column(L, p, Uo, dh, i1 + i, i, count, scales, zeros, hw, &loss);
+    for (int i = 0; i < count; i++) head_column(L, p, Uo, dh, i1 + i, i, count, scales, zeros, mins, hw, &loss);
     if (i2 < cols)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dh, cols - i2, count, -1.0f, hw->w.Err, B, L->U + (size_t)i1 * cols + i2, cols,
                   1.0f, hw->w.Wp + i2, cols);
@@ -568,7 +582,7 @@ static double solve_head(const GptqLayer *L, const GptqParams *p, const float *U
 }
 
 int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const *U_out, int dh, float *W, int nheads, uint8_t *codes,
-                    float *Q, float *scales, int32_t *zeros, double *losses) {
+                    float *Q, float *scales, int32_t *zeros, float *mins, double *losses) {
   if (!L->U) return aptq_error("internal: the Kronecker solve needs a replicated factor");
   int cols = L->cols, B = p->block_size < cols ? p->block_size : cols, ng = quant_ngroups(cols, p->group_size), failed = 0;
   int blas_threads = openblas_get_num_threads();
@@ -581,8 +595,9 @@ int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const 
 #pragma omp for schedule(dynamic)
       for (int h = 0; h < nheads; h++) {
         size_t off = (size_t)h * dh * cols;
+        size_t goff = (size_t)h * dh * ng;
         losses[h] =
-            solve_head(L, p, U_out[h], dh, W + off, codes + off, Q + off, scales + (size_t)h * dh * ng, zeros + (size_t)h * dh * ng, &hw);
+            solve_head(L, p, U_out[h], dh, W + off, codes + off, Q + off, scales + goff, zeros + goff, mins ? mins + goff : NULL, &hw);
       }
     }
     head_work_free(&hw);

@@ -75,6 +75,7 @@ typedef struct {
   float *Q, *scales;
   int32_t *zeros;
   double *chunk_loss;
+  float *mins; /* rows × ngroups with the K-quant grids with mins (quant_kgrid_mins, static groups), else NULL */
 } GptqSlab;
 /* gptq_solve of several layers' slabs that share the factor L, in one sweep:
  * with the factor on the grid each block of U is fetched once for all of
@@ -92,9 +93,10 @@ double gptq_solve_work_bytes(int rows, int cols, int block_size, int threads, in
  * (head-wise simultaneous quantization); the column's error vector U_outᵀ e
  * then updates the later columns. rows = nheads · dh; heads are independent
  * given the factors, so callers split the rows by heads. losses[i]: head i's
- * Σ (w − q)²/(U_in,jj U_out,rr)²/2. With U_out = I this is gptq_solve. */
+ * Σ (w − q)²/(U_in,jj U_out,rr)²/2. With U_out = I this is gptq_solve.
+ * mins: as GptqSlab's (NULL: none). */
 int gptq_solve_kron(const GptqLayer *L, const GptqParams *p, const float *const *U_out, int dh, float *W, int nheads, uint8_t *codes,
-                    float *Q, float *scales, int32_t *zeros, double *losses);
+                    float *Q, float *scales, int32_t *zeros, float *mins, double *losses);
 
 /* The upper factor of (H_out + λI)⁻¹ in float32, λ = damp·mean(diag), with
  * the same retry as factor_inverse_cholesky (LAPACK, local). */

@@ -148,7 +148,7 @@ static int solve_kron_heads(LayerJob *J, const GptqParams *p, MPI_Comm comm) {
     rc = gptq_output_factor(Hh, dh, o->damp, Uo + (size_t)i * dh * dh, &J->damp_out);
     Uh[i] = Uo + (size_t)i * dh * dh;
   }
-  if (!rc) rc = gptq_solve_kron(&J->L, p, Uh, dh, J->s.W, nh, J->s.codes, J->s.Q, J->s.scales, J->s.zeros, J->s.loss + h0);
+  if (!rc) rc = gptq_solve_kron(&J->L, p, Uh, dh, J->s.W, nh, J->s.codes, J->s.Q, J->s.scales, J->s.zeros, J->s.mins, J->s.loss + h0);
   aptq_free(Hout);
   aptq_free(Uo);
   aptq_free(Uh);
@@ -200,7 +200,8 @@ static int write_layer(const LayerJob *J, int kron, MPI_Comm comm) {
       qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r1, J->codes32) ||
       qfile_write_matrix(&w, "/", "scales", H5T_NATIVE_FLOAT, rows, ng, r0, r1, J->s.scales) ||
       qfile_write_matrix(&w, "/", "zeros", H5T_NATIVE_INT32, rows, ng, r0, r1, J->s.zeros) ||
-      qfile_write_vector(&w, "/", "g_idx", H5T_NATIVE_INT32, cols, rank == 0, J->L.g_idx))
+      qfile_write_vector(&w, "/", "g_idx", H5T_NATIVE_INT32, cols, rank == 0, J->L.g_idx) ||
+      (J->s.mins && qfile_write_matrix(&w, "/", "mins", H5T_NATIVE_FLOAT, rows, ng, r0, r1, J->s.mins)))
     aptq_fatal(comm);
   return qfile_commit(&w);
 }
@@ -238,6 +239,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   quant_set_fp16_scales(plan.fp16_scales);
   quant_set_fp16_mins(plan.fp16_mins);
   quant_set_kgrid(plan.kgrid_sc_max);
+  quant_set_kgrid_mins(plan.kgrid_m_max);
   int rank, size, kron = plan.layer_kron;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -252,7 +254,8 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   t[2] = MPI_Wtime();
   if (!rc && kron) rc = solve_kron_heads(&J, &p, comm);
   if (!rc && !kron) {
-    rc = aptq_agree(comm, gptq_solve(&J.L, &p, J.s.W, J.n, J.s.codes, J.s.Q, J.s.scales, J.s.zeros, J.s.loss));
+    GptqSlab slab = {&p, J.s.W, J.n, J.s.codes, J.s.Q, J.s.scales, J.s.zeros, J.s.loss, J.s.mins};
+    rc = aptq_agree(comm, gptq_solve_slabs(&J.L, &slab, 1));
     if (!rc) J.loss = rowdeal_layer_loss(J.s.loss, J.rows, comm);
   }
   if (!rc) J.loss /= J.scale; /* the loss of the H as given (hessian_scale) */

@@ -73,10 +73,12 @@ static const OptSpec specs[] = {
      "backward per sequence: linear in depth; same expectation)"},
     {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0,
      "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
-    {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0|q6_k|q3_k", 0, 0,
+    {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0|q6_k|q3_k|q4_k|q5_k|q2_k", 0, 0,
      "quantization grid: minmax (GPTQ's), or the grid llama.cpp decodes (docs/gguf.md): q4_0 = 4-bit symmetric, q8_0 = 8-bit symmetric, "
      "q4_1 = 4-bit with fp16 min = -scale*zero (each sets group_size 32 and fp16 scales); the K-quants q6_k = 6-bit, q3_k = 3-bit "
-     "symmetric, group scales d*sc per 256-column super-block (each sets group_size 16 and static groups)"},
+     "symmetric, group scales d*sc per 256-column super-block (each sets group_size 16 and static groups); q4_k = 4-bit, q5_k = "
+     "5-bit (groups of 32), q2_k = 2-bit (groups of 16): scale * code - min with scales d*sc and mins dmin*m per super-block "
+     "(static groups)"},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
      "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
     {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,
@@ -117,7 +119,7 @@ static const OptSpec specs[] = {
     {"nb", T_INT, F(nb), "64", NULL, 1, 4096, "ScaLAPACK block size"},
     {"seqlen", T_INT, F(seqlen), "256", NULL, 2, 1 << 20, "tokens per sequence"},
     {"nseq", T_INT, F(nseq), "", NULL, 1, INT_MAX, "number of sequences"},
-    {"bits", T_INT, F(bits), "4", "2|3|4|6|8", 2, 8, "bit width of the quantized weights (6: grid = q6_k)"},
+    {"bits", T_INT, F(bits), "4", "2|3|4|5|6|8", 2, 8, "bit width of the quantized weights (6: grid = q6_k, 5: grid = q5_k)"},
     {"group_size", T_INT, F(group_size), "0", NULL, 0, INT_MAX, "columns per quantization group; 0 = one group per row"},
     {"sym", T_BOOL, F(sym), "no", NULL, 0, 0, "symmetric quantization grid"},
     {"overwrite", T_BOOL, F(overwrite), "no", NULL, 0, 0, "replace an existing output file"},
@@ -227,18 +229,16 @@ static int apply(Options *o, const char *key, const char *value, const char *whe
   return 0;
 }
 
-/* grid = q4_0 | q4_1 | q8_0 | q6_k | q3_k: the settings of llama.cpp's
+/* grid = q4_0 | q4_1 | q8_0 | q6_k | q3_k | q4_k | q5_k | q2_k: the settings of llama.cpp's
  * block type (docs/gguf.md), set unless given otherwise (then refused). The
  * K-quants' scales are d * sc (quant_kgrid_row), fixed per super-block
  * before the sweep: static groups. */
 static int apply_grid(Options *o) {
   static const struct {
     const char *grid, *bits, *group_size, *sym, *scale_dtype, *static_groups;
-  } g[] = {{"q4_0", "4", "32", "yes", "fp16", NULL},
-           {"q4_1", "4", "32", "no", "fp16", NULL},
-           {"q8_0", "8", "32", "yes", "fp16", NULL},
-           {"q6_k", "6", "16", "yes", "fp32", "yes"},
-           {"q3_k", "3", "16", "yes", "fp32", "yes"}};
+  } g[] = {{"q4_0", "4", "32", "yes", "fp16", NULL},  {"q4_1", "4", "32", "no", "fp16", NULL},   {"q8_0", "8", "32", "yes", "fp16", NULL},
+           {"q6_k", "6", "16", "yes", "fp32", "yes"}, {"q3_k", "3", "16", "yes", "fp32", "yes"}, {"q4_k", "4", "32", "no", "fp32", "yes"},
+           {"q5_k", "5", "32", "no", "fp32", "yes"},  {"q2_k", "2", "16", "no", "fp32", "yes"}};
   for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
     if (strcmp(o->grid, g[i].grid)) continue;
     const char *key[5] = {"bits", "group_size", "sym", "scale_dtype", "static_groups"},
@@ -257,6 +257,9 @@ static int apply_grid(Options *o) {
     if (o->R[0])
       return aptq_error("grid = %s is one %s-bit type for every layer, but R asks for mixed precision; drop R or the grid", o->grid,
                         g[i].bits);
+    if (o->mse && i >= 5)
+      return aptq_error(
+          "grid = %s fixes each super-block's scales and mins from the group ranges; mse = yes searches another grid: drop mse", o->grid);
     if (o->act_order && !o->static_groups)
       return aptq_error("grid = %s needs groups of %s consecutive columns, but act_order regroups them: add static_groups = yes", o->grid,
                         g[i].group_size);

@@ -43,8 +43,10 @@ void plan_init(Plan *p, const Options *o) {
   p->mixed = o->R[0] != 0;
   p->bf16_activations = options_choice(o, "activations") == 1;
   p->fp16_scales = options_choice(o, "scale_dtype") == 1;
-  p->fp16_mins = options_choice(o, "grid") == 2; /* minmax|q4_0|q4_1|q8_0|q6_k|q3_k */
-  p->kgrid_sc_max = options_choice(o, "grid") == 4 ? 127 : options_choice(o, "grid") == 5 ? 31 : 0;
+  int grid = options_choice(o, "grid"); /* minmax|q4_0|q4_1|q8_0|q6_k|q3_k|q4_k|q5_k|q2_k */
+  p->fp16_mins = grid == 2;
+  p->kgrid_sc_max = grid == 4 ? 127 : grid == 5 ? 31 : 0;
+  p->kgrid_m_max = grid == 6 || grid == 7 ? 63 : grid == 8 ? 15 : 0;
   p->true_sequential = o->true_sequential;
   p->mlp_resume = o->true_sequential && !p->bf16_activations;
   p->keep_attention = o->true_sequential && o->keep_attention;

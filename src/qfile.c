@@ -188,6 +188,7 @@ int qfile_write_layer(QFileWriter *w, const QLayerSlab *s) {
   if (!rc) rc = write_rows(w, g, "scales", H5T_NATIVE_FLOAT, s->rows, ng, s->r0, s->r1, s->scales);
   if (!rc) rc = write_rows(w, g, "zeros", H5T_NATIVE_INT32, s->rows, ng, s->r0, s->r1, s->zeros);
   if (!rc) rc = write_vector(w, g, "g_idx", H5T_NATIVE_INT32, s->cols, rank == 0, s->g_idx);
+  if (!rc && s->mins) rc = write_rows(w, g, "mins", H5T_NATIVE_FLOAT, s->rows, ng, s->r0, s->r1, s->mins);
   H5Gclose(g);
   if (!rc && w->tee) rc = qfile_write_layer(w->tee, s);
   return rc;
@@ -353,6 +354,9 @@ int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, in
     if (b->zeros[i] < 0 || b->zeros[i] > maxq)
       return aptq_error("%s '%s': layer %s zeros[%zu][%zu] = %d is outside [0, %d] (%d bits); %s", s->what, s->path, name, i / ng, i % ng,
                         b->zeros[i], maxq, bits, s->fix);
+    if (b->mins && !isfinite(b->mins[i]))
+      return aptq_error("%s '%s': layer %s mins[%zu][%zu] = %g; a min must be finite; %s", s->what, s->path, name, i / ng, i % ng,
+                        b->mins[i], s->fix);
   }
   for (int i = 0; pad && i < n; i++)
     if (b->qweight[(size_t)i * wpr + wpr - 1] & pad)
@@ -389,7 +393,14 @@ static int read_layer_rows(const H5Src *s, hid_t file, const char *g, int rows, 
   snprintf(d, sizeof d, "%s/zeros", g);
   CHECK(h5r_read(s, file, d, H5T_NATIVE_INT32, rows, ng, r0, r0 + n, dxpl, b->zeros));
   snprintf(d, sizeof d, "%s/g_idx", g);
-  return h5r_read(s, file, d, H5T_NATIVE_INT32, 0, cols, 0, 1, dxpl, b->g_idx);
+  CHECK(h5r_read(s, file, d, H5T_NATIVE_INT32, 0, cols, 0, 1, dxpl, b->g_idx));
+  int has_mins; /* optional: rows × groups, float (grid = q4_k | q5_k | q2_k) */
+  snprintf(d, sizeof d, "%s/mins", g);
+  CHECK(h5r_exists(s, file, d, &has_mins));
+  if (!has_mins) return 0;
+  b->mins = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "mins");
+  if (!b->mins) return APTQ_ERR;
+  return h5r_read(s, file, d, H5T_NATIVE_FLOAT, rows, ng, r0, r0 + n, dxpl, b->mins);
 }
 
 void qlayer_dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int ng, uint8_t *codes, float *W) {
@@ -398,7 +409,9 @@ void qlayer_dequantize(const QLayerBuffers *b, int rows, int cols, int bits, int
     quant_unpack_row(b->qweight + (size_t)i * wpr, cols, bits, codes);
     for (int j = 0; j < cols; j++) {
       int gi = b->g_idx[j];
-      W[(size_t)i * cols + j] = quant_dequant(codes[j], b->scales[(size_t)i * ng + gi], b->zeros[(size_t)i * ng + gi]);
+      size_t k = (size_t)i * ng + gi;
+      W[(size_t)i * cols + j] =
+          b->mins ? quant_dequant_min(codes[j], b->scales[k], b->zeros[k], b->mins[k]) : quant_dequant(codes[j], b->scales[k], b->zeros[k]);
     }
   }
 }
@@ -499,6 +512,7 @@ int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_
   b->scales = aptq_malloc(sizeof(float) * ((size_t)n * ng + 1), "scales");
   b->zeros = aptq_malloc(sizeof(int32_t) * ((size_t)n * ng + 1), "zeros");
   b->g_idx = aptq_malloc(sizeof(int32_t) * ((size_t)cols + 1), "g_idx");
+  b->mins = NULL;
   return b->qweight && b->scales && b->zeros && b->g_idx ? 0 : APTQ_ERR;
 }
 
@@ -507,6 +521,7 @@ void qlayer_buffers_free(QLayerBuffers *b) {
   aptq_free(b->scales);
   aptq_free(b->zeros);
   aptq_free(b->g_idx);
+  aptq_free(b->mins);
   memset(b, 0, sizeof *b);
 }
 
@@ -522,7 +537,7 @@ int qlayer_read_rows(const H5Src *s, hid_t f, const char *name, int rows, int co
   CHECK(qlayer_buffers_alloc(b, n, cols, bits, gs > cols ? cols : gs));
   CHECK(read_layer_rows(s, f, g, rows, cols, bits, ng, r0, n, H5P_DEFAULT, b));
   CHECK(qlayer_check(s, name, n, cols, bits, ng, b));
-  *slab = (QLayerSlab){name, rows, cols, bits, gs, sym, r0, r0 + n, b->qweight, b->scales, b->zeros, b->g_idx};
+  *slab = (QLayerSlab){name, rows, cols, bits, gs, sym, r0, r0 + n, b->qweight, b->scales, b->zeros, b->g_idx, b->mins};
   return 0;
 }
 

@@ -33,6 +33,7 @@ typedef struct {
   const float *scales;     /* (r1-r0) × ngroups */
   const int32_t *zeros;    /* (r1-r0) × ngroups */
   const int32_t *g_idx;    /* cols; only rank 0's copy is written */
+  const float *mins;       /* (r1-r0) × ngroups, or NULL: no mins dataset (grid = q4_k | q5_k | q2_k) */
 } QLayerSlab;
 
 /* A row slab's stored form, for n rows of cols columns at `bits` bits in
@@ -42,8 +43,9 @@ typedef struct {
   uint32_t *qweight;
   float *scales;
   int32_t *zeros, *g_idx;
+  float *mins; /* n × groups, or NULL: the layer has no mins (allocated by the reader when it has) */
 } QLayerBuffers;
-/* 0, or APTQ_ERR (out of memory, recorded; free anyway). Local. */
+/* 0, or APTQ_ERR (out of memory, recorded; free anyway); mins NULL. Local. */
 int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size);
 void qlayer_buffers_free(QLayerBuffers *b);
 
@@ -107,7 +109,8 @@ int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w);
 
 /* The values of n stored rows of layer NAME (cols columns, bits, ng
  * groups) a reader may use: g_idx in [0, ng), every scale finite and
- * positive, every zero point in [0, 2^bits), the padding bits of each
+ * positive, every zero point in [0, 2^bits), every min (if any) finite,
+ * the padding bits of each
  * row's last qweight word (past cols·bits) zero. 0, or one error naming
  * the first bad value (s: the file, for the message). Local. */
 int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, int ng, const QLayerBuffers *b);

@@ -4,12 +4,14 @@
 
 #include "gguf.h"
 
-static int fp16_scales, fp16_mins, kgrid_sc_max;
+static int fp16_scales, fp16_mins, kgrid_sc_max, kgrid_m_max;
 
 void quant_set_fp16_scales(int on) { fp16_scales = on; }
 void quant_set_fp16_mins(int on) { fp16_mins = on; }
 void quant_set_kgrid(int sc_max) { kgrid_sc_max = sc_max; }
 int quant_kgrid(void) { return kgrid_sc_max; }
+void quant_set_kgrid_mins(int m_max) { kgrid_m_max = m_max; }
+int quant_kgrid_mins(void) { return kgrid_m_max; }
 
 /* Round a positive float to the nearest IEEE half, ties to even (portable:
  * no _Float16). Normal halves keep 10 of the float's 23 mantissa bits;
@@ -50,6 +52,35 @@ void quant_kgrid_row(float *scales, int ng, int group_size) {
       scales[b + g] = d * sc;
     }
   }
+}
+
+/* The n values v (n <= 16) on d * k, d = fp16(largest / kmax), k = round(v / d) in [lo, kmax]. */
+static void onto_grid(float *v, int n, int stride, int lo, int kmax) {
+  float vmax = 0.0f;
+  for (int g = 0; g < n; g++) vmax = v[g * stride] > vmax ? v[g * stride] : vmax;
+  float d = half_of(vmax / (float)kmax);
+  for (int g = 0; g < n; g++) {
+    float k = rintf(v[g * stride] / d);
+    k = k < (float)lo ? (float)lo : k > (float)kmax ? (float)kmax : k;
+    v[g * stride] = d * k;
+  }
+}
+
+void quant_kgrid_row_mins(float *scales, float *mins, int ng, int group_size) {
+  if (!kgrid_m_max || group_size <= 0) return;
+  int per = QUANT_QK_K / group_size;
+  for (int b = 0; b < ng; b += per) {
+    int n = ng - b < per ? ng - b : per;
+    onto_grid(scales + b, n, 1, 1, kgrid_m_max);
+    onto_grid(mins + b, n, 1, 0, kgrid_m_max);
+  }
+}
+
+void quant_find_params_min(const float *w, int n, int stride, int bits, float *scale, float *min) {
+  float xmin, xmax;
+  quant_range(w, n, stride, 0, &xmin, &xmax);
+  *scale = (xmax - xmin) / (float)((1 << bits) - 1);
+  *min = -xmin;
 }
 
 static int is_half(float x) { return gguf_f16_to_f32(gguf_f32_to_f16(x)) == x; }
@@ -160,4 +191,29 @@ void quant_unpack_row(const uint32_t *words, int cols, int bits, uint8_t *codes)
     if ((bit % 32) + bits > 32) v |= (uint64_t)words[bit / 32 + 1] << (32 - bit % 32);
     codes[j] = (uint8_t)(v & mask);
   }
+}
+
+void quant_rtn_mins(const float *W, int rows, int cols, int group_size, int bits, uint8_t *codes, float *scales, int32_t *zeros,
+                    float *mins, double *err2) {
+  int32_t maxq = (1 << bits) - 1;
+  int gs = group_size > 0 ? group_size : cols, ng = quant_ngroups(cols, group_size);
+  double e = 0.0;
+  for (int r = 0; r < rows; r++) {
+    const float *row = W + (int64_t)r * cols;
+    float *s = scales + (int64_t)r * ng, *m = mins + (int64_t)r * ng;
+    for (int g = 0; g < ng; g++) {
+      int end = quant_group_end(g * gs, gs, cols);
+      quant_find_params_min(row + g * gs, end - g * gs, 1, bits, &s[g], &m[g]);
+      zeros[(int64_t)r * ng + g] = 0;
+    }
+    quant_kgrid_row_mins(s, m, ng, group_size);
+    for (int j = 0; j < cols; j++) {
+      int g = j / gs;
+      int32_t q = quant_code_min(row[j], s[g], 0, m[g], maxq);
+      codes[(int64_t)r * cols + j] = (uint8_t)q;
+      double d = (double)row[j] - (double)quant_dequant_min(q, s[g], 0, m[g]);
+      e += d * d;
+    }
+  }
+  *err2 += e;
 }

@@ -38,6 +38,26 @@ int quant_kgrid(void);
  * grid, one super-block of 256 / group_size groups at a time; nothing
  * when off. */
 void quant_kgrid_row(float *scales, int ng, int group_size);
+/* grid = q4_k | q5_k | q2_k (llama.cpp's K-quants with a min per sub-block,
+ * docs/gguf.md): a group's value is scale * code - min (code in [0, maxq],
+ * zero point 0), decoded by ggml as d * sc * q - dmin * m
+ * (dequantize_row_q4_K/q5_K/q2_K). m_max: the largest m and sc (63 for
+ * Q4_K/Q5_K's 6-bit scales and mins, 15 for Q2_K's 4-bit ones); 0: off.
+ * Process-wide, set once per run. */
+void quant_set_kgrid_mins(int m_max);
+int quant_kgrid_mins(void);
+/* A group's scale and min from its n values w[0], w[stride], ...: GPTQ's
+ * asymmetric range [min(w, 0), max(w, 0)] (quant_range), scale =
+ * (xmax - xmin) / maxq, min = -xmin. */
+void quant_find_params_min(const float *w, int n, int stride, int bits, float *scale, float *min);
+/* A row's ng group scales and mins moved onto that grid, one super-block
+ * of 256 / group_size groups at a time: scales d * sc, d = fp16(largest
+ * scale / m_max), sc = round(scale / d) in [1, m_max]; mins dmin * m,
+ * dmin = fp16(largest min / m_max), m = round(min / dmin) in [0, m_max].
+ * The products are exact in float (11 + 6 significant bits), and so is
+ * scale * code (at most 22 bits): scale * code - min rounds once, as ggml's
+ * d1 * q - m1 does. */
+void quant_kgrid_row_mins(float *scales, float *mins, int ng, int group_size);
 
 /* The asymmetric zero point round(-xmin/scale) (GPTQ's), and with fp16 mins
  * the scale adjusted as described. */
@@ -54,6 +74,15 @@ static inline int32_t quant_code(float w, float scale, int32_t zero, int32_t max
   return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int32_t)q;
 }
 static inline float quant_dequant(int32_t code, float scale, int32_t zero) { return scale * (float)(code - zero); }
+/* With a min (a layer with mins, docs/hdf5-schema.md): the code nearest
+ * (w + min) / scale + zero, and the value scale * (code - zero) - min. */
+static inline int32_t quant_code_min(float w, float scale, int32_t zero, float min, int32_t maxq) {
+  return quant_code(w + min, scale, zero, maxq);
+}
+static inline float quant_dequant_min(int32_t code, float scale, int32_t zero, float min) {
+  float t = scale * (float)(code - zero);
+  return t - min;
+}
 
 /* groups of group_size consecutive columns; the last may be shorter (as in
  * GPTQ). Without int overflow for any group_size up to INT_MAX. */
@@ -68,6 +97,10 @@ static inline int quant_words_per_row(int cols, int bits) { return (int)(((int64
  * (cols not a multiple) gets its own grid, as in the GPTQ reference. */
 void quant_rtn(const float *W, int rows, int cols, int group_size, int bits, int sym, uint8_t *codes, float *scales, int32_t *zeros,
                double *err2);
+/* The same on the grid with mins (quant_kgrid_mins on): zeros 0, mins
+ * rows × ngroups. */
+void quant_rtn_mins(const float *W, int rows, int cols, int group_size, int bits, uint8_t *codes, float *scales, int32_t *zeros,
+                    float *mins, double *err2);
 
 /* The error of q against w (n values), accumulated in float64 in index
  * order: err2 += Σ (w − q)², and norm2 += Σ w² unless norm2 is NULL. */

@@ -166,6 +166,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
   quant_set_fp16_scales(p.fp16_scales);
   quant_set_fp16_mins(p.fp16_mins);
   quant_set_kgrid(p.kgrid_sc_max);
+  quant_set_kgrid_mins(p.kgrid_m_max);
   aptq_install_signal_handlers();
 
   /* set-up: every input checked before any work */

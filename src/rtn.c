@@ -20,7 +20,8 @@ static int rtn_layer(QFileWriter *qw, const GptqParams *p, const TensorRef *t, c
   int rc = slab_alloc(&s, (size_t)n, cols, quant_ngroups(cols, p->group_size), 0, 0) || !g_idx;
   if (!rc) rc = tensor_rows_f32(t, r0, r0 + n, s.W);
   if (!rc) {
-    quant_rtn(s.W, n, cols, p->group_size, p->bits, p->sym, s.codes, s.scales, s.zeros, &e->err2);
+    if (s.mins) quant_rtn_mins(s.W, n, cols, p->group_size, p->bits, s.codes, s.scales, s.zeros, s.mins, &e->err2);
+    else quant_rtn(s.W, n, cols, p->group_size, p->bits, p->sym, s.codes, s.scales, s.zeros, &e->err2);
     for (size_t i = 0; i < (size_t)n * cols; i++) e->norm2 += (double)s.W[i] * s.W[i];
     for (int j = 0; j < cols; j++) g_idx[j] = p->group_size ? j / p->group_size : 0;
   }

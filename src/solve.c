@@ -18,8 +18,9 @@ int slab_alloc(Slab *s, size_t n, int cols, int ngroups, int with_q, size_t nlos
   if (with_q) s->Q = aptq_malloc(sizeof(float) * nc, "quantized slab");
   s->scales = aptq_malloc(sizeof(float) * ng, "scales");
   s->zeros = aptq_malloc(sizeof(int32_t) * ng, "zeros");
+  if (quant_kgrid_mins()) s->mins = aptq_malloc(sizeof(float) * ng, "mins");
   if (nloss) s->loss = aptq_calloc(nloss, sizeof(double), "losses");
-  if (!s->W || !s->codes || (with_q && !s->Q) || !s->scales || !s->zeros || (nloss && !s->loss)) {
+  if (!s->W || !s->codes || (with_q && !s->Q) || !s->scales || !s->zeros || (quant_kgrid_mins() && !s->mins) || (nloss && !s->loss)) {
     slab_free(s);
     return APTQ_ERR;
   }
@@ -32,6 +33,7 @@ void slab_free(Slab *s) {
   aptq_free(s->codes);
   aptq_free(s->scales);
   aptq_free(s->zeros);
+  aptq_free(s->mins);
   aptq_free(s->loss);
   *s = (Slab){0};
 }
@@ -43,7 +45,7 @@ int solve_write_rows(QFileWriter *qw, const GptqParams *p, const char *name, int
   uint32_t *packed = aptq_malloc(sizeof(uint32_t) * ((size_t)n * wpr + 1), "packed codes");
   if (!packed) return APTQ_ERR;
   for (int i = 0; i < n; i++) quant_pack_row(s->codes + (size_t)i * cols, cols, p->bits, packed + (size_t)i * wpr);
-  QLayerSlab slab = {name, rows, cols, p->bits, p->group_size, p->sym, r0, r0 + n, packed, s->scales, s->zeros, g_idx};
+  QLayerSlab slab = {name, rows, cols, p->bits, p->group_size, p->sym, r0, r0 + n, packed, s->scales, s->zeros, g_idx, s->mins};
   int rc = qfile_write_layer(qw, &slab);
   aptq_free(packed);
   return rc;
@@ -52,7 +54,7 @@ int solve_write_rows(QFileWriter *qw, const GptqParams *p, const char *name, int
 int solve_check_finite(const char *name, int r0, int n, int ngroups, const Slab *s, MPI_Comm comm) {
   int rc = 0;
   for (size_t i = 0; !rc && i < (size_t)n * ngroups; i++)
-    if (!isfinite(s->scales[i]))
+    if (!isfinite(s->scales[i]) || (s->mins && !isfinite(s->mins[i])))
       rc = aptq_error(
           "%s: quantization gave a non-finite scale in row %zu (the weights' range overflows float32); nothing written: "
           "check the model's weights",
@@ -88,7 +90,7 @@ static int shared_slabs(const RowDeal *d, const SolveLayer *lay, int cols, Slab 
       continue;
     }
     memcpy(slab[k].W, lay[k].W + (size_t)d->first[k] * cols, sizeof(float) * n * cols);
-    gs[k] = (GptqSlab){&lay[k].p, slab[k].W, (int)n, slab[k].codes, slab[k].Q, slab[k].scales, slab[k].zeros, slab[k].loss};
+    gs[k] = (GptqSlab){&lay[k].p, slab[k].W, (int)n, slab[k].codes, slab[k].Q, slab[k].scales, slab[k].zeros, slab[k].loss, slab[k].mins};
   }
   return rc;
 }
@@ -171,7 +173,7 @@ static int kron_head(KronSolve *ks, const GptqLayer *L, int i) {
   int rc = gptq_output_factor(h->out + (size_t)i * dh * dh, dh, ks->p->damp, ks->Uo, &ks->damp_out);
   t = phase_add(PH_FACTOR, t);
   rc = rc || gptq_solve_kron(L, ks->p, &uo, dh, ks->s.W + off, 1, ks->s.codes + off, ks->s.Q + off, ks->s.scales + goff, ks->s.zeros + goff,
-                             &ks->s.loss[i]);
+                             ks->s.mins ? ks->s.mins + goff : NULL, &ks->s.loss[i]);
   phase_add(PH_SOLVE, t);
   return rc;
 }

@@ -21,6 +21,7 @@ typedef struct {
   uint8_t *codes; /* n × cols */
   float *scales;  /* n × ngroups */
   int32_t *zeros; /* n × ngroups */
+  float *mins;    /* n × ngroups with the K-quant grids with mins (quant_kgrid_mins), else NULL */
   double *loss;   /* nloss: per chunk or per head (NULL if nloss = 0) */
 } Slab;
 /* Records an error and returns it if out of memory (nothing left allocated). */

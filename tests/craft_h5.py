@@ -99,6 +99,10 @@ QFILE = {
     "negative_g_idx": bad_value(Q + "/g_idx", 7, -1),
     "padding": set_bit31,
     "bits": attr(Q, "bits", np.int32(9)),
+    # the optional mins (grid = q4_k | q5_k | q2_k): a NaN, and the wrong shape
+    "nan_min": lambda f, out: f.create_dataset(Q + "/mins", data=np.where(np.arange(256 * 8).reshape(256, 8) == 3 * 8 + 2, np.nan,
+                                                                              0.0).astype(np.float32)),
+    "mins_dims": lambda f, out: f.create_dataset(Q + "/mins", data=np.zeros((256, 9), np.float32)),
 }
 
 

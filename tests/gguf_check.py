@@ -46,7 +46,8 @@ def run(*cmd):
 
 
 def dequantize(g):
-    """scale * (code - zero) in float32, as aptq's qfile_read_linear does."""
+    """scale * (code - zero) in float32, minus the min in layers with mins (grid = q4_k | q5_k | q2_k), as aptq's
+    qlayer_dequantize does."""
     bits, rows, cols = int(g.attrs["bits"]), int(g.attrs["rows"]), int(g.attrs["cols"])
     qw = np.ascontiguousarray(g["qweight"][...].astype("<u4"))
     # codes packed LSB first across the row's 32-bit words (3 and 6 bits straddle words)
@@ -54,7 +55,25 @@ def dequantize(g):
     codes = (b.reshape(rows, cols, bits).astype(np.int32) << np.arange(bits, dtype=np.int32)).sum(axis=2)
     gi = g["g_idx"][...]
     s, z = g["scales"][...][:, gi], g["zeros"][...][:, gi]
-    return s * (codes - z).astype(np.float32)
+    w = s * (codes - z).astype(np.float32)
+    return w - g["mins"][...][:, gi] if "mins" in g else w
+
+
+def padding(g, cols):
+    """What the columns past the layer's own decode to in rows padded to `cols` (export.c, ggml_pad_value): 0, except
+    in a layer with mins, where the last group's sub-block holds the code nearest 0, scale * code - min (those columns
+    of down_proj multiply padded hidden units, which gate/up's zero rows make exactly 0)."""
+    rows, c, gs, bits = int(g.attrs["rows"]), int(g.attrs["cols"]), int(g.attrs["group_size"]), int(g.attrs["bits"])
+    y = np.zeros((rows, cols - c), dtype=np.float32)
+    if "mins" not in g:
+        return y
+    s, m = g["scales"][...], g["mins"][...]
+    for j in range(c, cols):
+        k = j // gs
+        if k < s.shape[1]:
+            code = np.clip(np.rint(m[:, k] / s[:, k]), 0, (1 << bits) - 1).astype(np.float32)
+            y[:, j - c] = s[:, k] * code - m[:, k]
+    return y
 
 
 def permute(w, n_head):
@@ -99,7 +118,8 @@ def check_tensors(a):
             count += 1
             # an MLP width padded to 32 (export.c padded_mlp): our weights, then zeros
             r, c = w.shape
-            same = rows >= r and cols >= c and np.array_equal(y[:r, :c], w) and not y[r:].any() and not y[:, c:].any()
+            same = (rows >= r and cols >= c and np.array_equal(y[:r, :c], w) and not y[r:].any()
+                    and np.array_equal(y[:r, c:], padding(g, cols) if typ != "f32" else np.zeros((r, cols - c), np.float32)))
             equal += same
             if not same:
                 d = np.abs(y[:r, :c] - w).max() if rows >= r and cols >= c else float("inf")

@@ -435,7 +435,7 @@ static void test_options(void) {
     const char *line, *want;
   } bad[] = {
       {"colour = blue\n", "unknown key 'colour'"},
-      {"bits = 5\n", "expected one of 2|3|4|6|8"},
+      {"bits = 7\n", "expected one of 2|3|4|5|6|8"},
       {"bits = four\n", "bad value 'four'"},
       {"nseq = 0\n", "bad value '0' for 'nseq'"},
       {"just words\n", "expected 'key = value'"},

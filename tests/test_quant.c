@@ -20,6 +20,24 @@ static void rtn_row(const float *w, int cols, int gs, int bits, int sym, uint8_t
   quant_rtn(w, 1, cols, gs, bits, sym, codes, scales, zeros, &e);
 }
 
+/* Are the n values v[g] d * k[g] exactly, d an fp16 value and k[g] integers
+ * in [lo, kmax] (all 0 for lo 0: d = 0)? */
+static int kgrid_of(const float *v, int n, int lo, int kmax, float *d) {
+  float vmax = 0.0f;
+  for (int g = 0; g < n; g++) vmax = v[g] > vmax ? v[g] : vmax;
+  if (vmax == 0.0f) return lo == 0;
+  for (int m = kmax; m >= 1; m--) {
+    *d = vmax / (float)m;
+    int ok = gguf_f16_to_f32(gguf_f32_to_f16(*d)) == *d;
+    for (int g = 0; ok && g < n; g++) {
+      float r = rintf(v[g] / *d);
+      ok = r >= (float)lo && r <= (float)kmax && *d * r == v[g];
+    }
+    if (ok) return 1;
+  }
+  return 0;
+}
+
 int main(void) {
   uint8_t c[16];
   float s[4];
@@ -200,6 +218,54 @@ int main(void) {
     quant_set_kgrid(0);
     EXPECT(okgrid, "grid %s: scales not d * sc per super-block, or not taken as %s", k ? "q3_k" : "q6_k", gguf_type_name(want));
     EXPECT(okdec, "%s blocks do not decode to scale * (code - zero)", gguf_type_name(want));
+  }
+
+  /* grid = q4_k | q5_k | q2_k: rows of 688 columns (down_proj of
+   * wt2-llama-s: 2 super-blocks and 5.5 sub-blocks of 32, 11 of 16) at
+   * amplitudes from 1e-7 to 10, some rows all positive (mins 0), one group
+   * 1000 times smaller: every super-block's scales are d * sc (sc in
+   * [1, max]) and its mins dmin * m (m in [0, max]), d and dmin fp16;
+   * ggml_exact_type takes the row padded to 768 as Q4_K/Q5_K/Q2_K, the
+   * blocks decode to scale * code - min and past column 688 to
+   * ggml_pad_value (0 past the last group); a min moved by one float step
+   * is refused. */
+  for (int k = 0; k < 3; k++) {
+    int bits = k == 2 ? 2 : 4 + k, gs = k == 2 ? 16 : 32, mmax = k == 2 ? 15 : 63, ng = quant_ngroups(688, gs), per = 256 / gs;
+    int okgrid = 1, okdec = 1, okref = 1;
+    GgmlType want = k == 0 ? GGML_Q4_K : k == 1 ? GGML_Q5_K : GGML_Q2_K;
+    quant_set_kgrid_mins(mmax);
+    for (int t = 0; t < 200; t++) {
+      float w[688], scales[43], mins[43], y[768];
+      int32_t zeros[43], gi[688];
+      uint8_t codes[688], blk[3 * GGUF_Q5_K_BYTES];
+      double amp = exp(rng_uniform(&rng) * 18.4 - 16.1), shift = t % 4 == 0 ? 3.0 : 0.0;
+      for (int j = 0; j < 688; j++) w[j] = (float)(amp * (rng_normal(&rng) + shift) * (j / gs == 5 ? 1e-3 : 1.0)), gi[j] = j / gs;
+      double e = 0.0;
+      quant_rtn_mins(w, 1, 688, gs, bits, codes, scales, zeros, mins, &e);
+      for (int b = 0; b * per < ng; b++) {
+        float d, dmin;
+        int n = ng - b * per < per ? ng - b * per : per;
+        okgrid &= kgrid_of(scales + b * per, n, 1, mmax, &d) && kgrid_of(mins + b * per, n, 0, mmax, &dmin);
+      }
+      QLayerView v = {.rows = 1, .cols = 688, .bits = bits, .group_size = gs, .scales = scales, .zeros = zeros, .g_idx = gi, .mins = mins};
+      GgmlType type;
+      int rc = ggml_exact_type("test", &v, 768, &type);
+      okgrid &= !rc && type == want;
+      if (rc) continue;
+      ggml_encode_row(&v, type, 0, codes, 768, blk);
+      ggml_decode_row(type, blk, 768, y);
+      for (int j = 0; j < 768; j++)
+        okdec &= y[j] == (j < 688 ? quant_dequant_min(codes[j], scales[j / gs], 0, mins[j / gs]) : ggml_pad_value(&v, 0, j));
+      for (int j = 688; j < 768; j++) okdec &= j / gs < ng || y[j] == 0.0f;
+      int g = (int)(rng_uniform(&rng) * ng);
+      mins[g] = nextafterf(mins[g], INFINITY);
+      okref &= ggml_exact_type("test", &v, 768, &type) != 0;
+    }
+    quant_set_kgrid_mins(0);
+    EXPECT(okgrid, "grid %s: scales and mins not d * sc, dmin * m per super-block, or not taken as %s", gguf_type_name(want),
+           gguf_type_name(want));
+    EXPECT(okdec, "%s blocks do not decode to scale * code - min", gguf_type_name(want));
+    EXPECT(okref, "%s: a min off the grid was not refused", gguf_type_name(want));
   }
 
   printf("%d checks, %d failed\n", checks, failures);

@@ -539,6 +539,11 @@ def export(a):
     f = h5_layers(a.quantized)
     meta = {k: attr_str(v) for k, v in f["meta"].attrs.items()}
     check_output(a)
+    with_mins = [n for n in sorted(f["layers"].keys()) if "mins" in f["layers"][n]]
+    if with_mins:
+        fail(f"{a.quantized}: layer {with_mins[0]} has mins (scale * code - min, grid = q4_k | q5_k | q2_k), which the GPTQ "
+             "format's scale * (code - zero) with an integer zero cannot hold: export it to GGUF (aptq export), or quantize with "
+             "another grid")
     if meta.get("option.scale_dtype", "fp32") != "fp16" and not a.allow_scale_rounding:
         fail(f"{a.quantized} has fp32 scales; the GPTQ format stores fp16, so the export would not be exact: "
              "quantize with --scale_dtype=fp16, or give --allow-scale-rounding")

@@ -3,11 +3,15 @@
 # grids) against llama.cpp's own quantizer (llama_model_quantize from a
 # full-precision GGUF), perplexity computed by llama.cpp (node-llama-cpp
 # 3.21.1, tools/llama-cpp.sh) on WikiText-2 test, 100 x 256 tokens.
-#   tools/gguf-table.sh WORKDIR [RANKS]      (about 5 minutes on 2 cores)
+#   tools/gguf-table.sh WORKDIR [RANKS] [FTYPES]   (about 5 minutes on 2 cores)
+# FTYPES: the llama_ftype values of the rows (default "2 3 7": q4_0, q4_1,
+# q8_0; 14, 16, 10: q4_k, q5_k, q2_k, llama.cpp's Q4_K_S, Q5_K_S and Q2_K
+# mixtures, which put some tensors in a larger type).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: tools/gguf-table.sh WORKDIR [RANKS]}
 np=${2:-2}
+ftypes=${3:-2 3 7}
 data=${APTQ_DATA:-$here/../shared/data}
 aptq=$here/build/aptq
 model=$data/wt2-llama-s
@@ -30,8 +34,8 @@ run export --model="$model" "$tok" --output=f32.gguf --overwrite=yes
 echo "| file | perplexity (llama.cpp) | size (MB) |"
 echo "|---|---|---|"
 row "full precision (F32)" f32.gguf
-ftype=([2]=q4_0 [3]=q4_1 [7]=q8_0)
-for ft in 2 3 7; do
+ftype=([2]=q4_0 [3]=q4_1 [7]=q8_0 [14]=q4_k [16]=q5_k [10]=q2_k)
+for ft in $ftypes; do
     g=${ftype[$ft]}
     run quantize --model="$model" --method=gptq --grid="$g" --act_order=yes --static_groups=yes \
         --calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256 --output="gptq-$g.h5" --overwrite=yes
