@@ -52,6 +52,10 @@ static const OptSpec specs[] = {
     {"R", T_PATH, F(R), "", NULL, 0, 0,
      "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per "
      "value); bits is then ignored"},
+    {"avg_bits", T_PATH, F(avg_bits), "", NULL, 0, 0,
+     "mixed precision (recommended; the default of quantize without method): a budget in average code bits per weight (scales and zeros "
+     "not counted), each layer at 2, 3, 4 or 8 bits chosen by the knapsack (Fisher sensitivity x squared RTN error); comma-separated "
+     "list = a sweep, one output per value; bits and allocation are then not used"},
     {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0,
      "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted "
      "loss; random (seed); blockwise = whole blocks, first first"},
@@ -64,7 +68,7 @@ static const OptSpec specs[] = {
     {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024,
      "sensitivity = fisher: random probes per layer and sequence (fisher_method = backward: label sets per sequence, one backward pass "
      "each)"},
-    {"fisher_method", T_CHOICE, F(fisher_method), "probes", "probes|backward", 0, 0,
+    {"fisher_method", T_CHOICE, F(fisher_method), "backward", "probes|backward", 0, 0,
      "sensitivity = fisher: how the trace is estimated: probes = Hutchinson weight perturbations through forward passes (cost grows as "
      "the square of the depth); backward = squared weight gradients of the loss at labels sampled from the model (one forward and one "
      "backward per sequence: linear in depth; same expectation)"},
@@ -251,9 +255,9 @@ static int apply_grid(Options *o) {
                           raw[index], key[k]);
       CHECK(apply(o, key[k], want[k], "grid", FROM_GRID));
     }
-    if (o->R[0])
-      return aptq_error("grid = %s is one %s-bit type for every layer, but R asks for mixed precision; drop R or the grid", o->grid,
-                        g[i].bits);
+    if (o->R[0] || o->avg_bits[0])
+      return aptq_error("grid = %s is one %s-bit type for every layer, but %s asks for mixed precision; drop %s or the grid", o->grid,
+                        g[i].bits, o->R[0] ? "R" : "avg_bits", o->R[0] ? "R" : "avg_bits");
     if (o->act_order && !o->static_groups)
       return aptq_error("grid = %s needs groups of %s consecutive columns, but act_order regroups them: add static_groups = yes", o->grid,
                         g[i].group_size);
