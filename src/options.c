@@ -40,7 +40,8 @@ static const OptSpec specs[] = {
      "export: the SentencePiece tokenizer.model (default: the one in the model directory)"},
     {"format", T_CHOICE, F(format), "auto", "auto|gguf", 0, 0, "export: output format; auto = from the output's extension (.gguf)"},
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
-    {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
+    {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0,
+     "quantization method (quantize without method: aptq, at avg_bits = 3.5 unless bits, R, avg_bits or grid is given)"},
     {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
      "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, "
      "gptq = layer inputs"},
