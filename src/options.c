@@ -62,7 +62,7 @@ static const OptSpec specs[] = {
      "loss; random (seed); blockwise = whole blocks, first first"},
     {"sensitivity", T_CHOICE, F(sensitivity), "fisher", "fisher|layer", 0, 0,
      "mixed precision: what trace and knapsack rank layers by: fisher = mean trace of the Gauss-Newton Hessian of the model's loss w.r.t. "
-     "the layer (Hutchinson probes through forward passes, full-precision model); layer = mean trace of the Hessian each layer's solve "
+     "the layer (full-precision model; estimated as fisher_method says); layer = mean trace of the Hessian each layer's solve "
      "uses (APTQ paper), from a 4-bit measuring pass"},
     {"fisher_nseq", T_INT, F(fisher_nseq), "16", NULL, 1, INT_MAX,
      "sensitivity = fisher: calibration sequences used (evenly spaced over the set; all if fewer)"},
