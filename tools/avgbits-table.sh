@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # avg_bits against uniform widths (issue 16, docs/results.md#mixed-precision-at-equal-bits)
 # on wt2-llama-s (or MODEL=stories260K: calibration and evaluation tokens
-# sampled from the model itself, seeds 1, 2 (valid) and 3 (test)): APTQ with avg_bits (knapsack over {2, 3, 4, 8} bits, Fisher
+# sampled from the model itself, seeds 1, 2 (valid) and 3 (test); or
+# MODEL=default: the embedded default's model and calibration, 32 x 128,
+# made by tools/run-default.sh, evaluated on 100 x 128 tokens sampled with
+# seeds 4 (valid) and 5 (test)): APTQ with avg_bits (knapsack over {2, 3, 4, 8} bits, Fisher
 # sensitivities by backward passes, one sweep run per group setting) against
 # uniform GPTQ and APTQ at 3 bits and APTQ at 2 bits (the uniform widths that
 # fit a budget of 3 or 3.5 bits), each calibrated on the first CALIB x 256
@@ -36,7 +39,22 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 mname=${MODEL:-wt2-llama-s}
-if [ "$mname" = stories260K ]; then
+seqlen=256
+if [ "$mname" = default ]; then
+  [ -s "$here/build/default/calib.u32" ] || { echo "avgbits-table.sh: MODEL=default needs tools/run-default.sh first" >&2; exit 1; }
+  model=(--model="$here/build/default/model")
+  p=default-
+  seqlen=128
+  ncalib=32
+  for s in 4:valid 5:test; do
+    f="$work/default-${s#*:}.u32"
+    [ -s "$f" ] || run generate "${model[@]}" --nseq="$nseq" --seqlen=$seqlen --seed="${s%:*}" --output="$f" --overwrite=yes > /dev/null
+  done
+  calib=(--calib="$here/build/default/calib.u32" --nseq="$ncalib" --seqlen=$seqlen)
+  tokens=$work/default-$set_.u32
+  tokdesc="tokens sampled from the model (seed $([ "$set_" = valid ] && echo 4 || echo 5))"
+  calibdesc="tokens sampled by tools/run-default.sh (seed 1)"
+elif [ "$mname" = stories260K ]; then
   model=(--model="$data/stories260K/stories260K.bin")
   p=stories-
   for s in 1:calib 2:valid 3:test; do
@@ -78,7 +96,7 @@ for g in $groups; do
     r="${f%.h5}-$set_-n$nseq.json"
     [ -s "$r" ] && continue
     echo "# eval $(basename "$f") on $set_" >&2
-    run eval "${model[@]}" --tokens="$tokens" --nseq="$nseq" --seqlen=256 --quantized="$f" \
+    run eval "${model[@]}" --tokens="$tokens" --nseq="$nseq" --seqlen=$seqlen --quantized="$f" \
       --report="$r" > /dev/null
   done
 done
@@ -104,7 +122,7 @@ for g in groups:
     bits = {x: json.load(open(f"{work}/{p}avg-g{g}-c{nc}-b{x}.json"))["average_bits"] for x in avg}
     r0 = next(iter(mix.values()))
     print(f"\n#### {mname}, {gs}, {tokdesc}, {nseq} x {r0['seqlen']} tokens "
-          f"(full precision: perplexity {r0['full_precision_perplexity']:.4f}); calibration {nc} x 256 {calibdesc}\n")
+          f"(full precision: perplexity {r0['full_precision_perplexity']:.4f}); calibration {nc} x {r0['seqlen']} {calibdesc}\n")
     print("| model | average code bits | perplexity | mean KLD ± stderr | top-1 agreement |")
     print("|---|---|---|---|---|")
     for name, (r, b) in uni.items():
