@@ -30,6 +30,28 @@ int ratio_parse(const char *text, double *R, int *n) {
   return 0;
 }
 
+int avg_bits_parse(const char *text, double *X, int *n) {
+  *n = 0;
+  const char *p = text;
+  while (*p) {
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p || (*end && *end != ','))
+      return aptq_error("avg_bits: '%s' is not a comma-separated list of numbers; give average bits per weight, e.g. avg_bits = 3,3.5",
+                        text);
+    if (!(v >= 2.0 && v <= 8.0))
+      return aptq_error("avg_bits: value %g is outside [2, 8]; the widths are 2, 3, 4 and 8 bits, so give an average between 2 and 8", v);
+    for (int i = 0; i < *n; i++)
+      if (X[i] == v) return aptq_error("avg_bits: value %g is given twice; list each budget once", v);
+    if (*n == RATIO_MAX) return aptq_error("avg_bits: more than %d values; split the sweep into several runs", RATIO_MAX);
+    X[(*n)++] = v;
+    p = *end ? end + 1 : end;
+    if (*end && !*p) return aptq_error("avg_bits: '%s' ends with a comma; remove it", text);
+  }
+  if (*n == 0) return aptq_error("avg_bits: empty list; give average bits per weight, e.g. avg_bits = 3.5");
+  return 0;
+}
+
 static long long gcd(long long a, long long b) {
   while (b) {
     long long t = a % b;
@@ -62,8 +84,9 @@ static int by_key_desc(const void *a, const void *b) {
   return i - j; /* ties: earlier layer first, deterministic */
 }
 
-/* Exact 0/1-choice knapsack: minimise Σ cost over layers with Σ b·P ≤ B. */
-static int knapsack(int n, const long long *params, const double *sens, const double *err, double R, int *bits) {
+/* Exact 0/1-choice knapsack: minimise Σ cost over layers with Σ b·P ≤ B,
+ * B = avg·Σ P. */
+int allocate_knapsack(int n, const long long *params, const double *sens, const double *err, double avg, int *bits) {
   long long total = 0, unit = 0;
   for (int i = 0; i < n; i++) {
     total += params[i];
@@ -71,7 +94,7 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   }
   /* budget in parameter-bits, expressed in units of gcd(P_i); the bit widths
    * are integers, so every layer's cost is an integer number of units */
-  long double budget_bits = (long double)(4 * R + 2 * (1 - R)) * total;
+  long double budget_bits = (long double)avg * total;
   long long cap = (long long)floorl(budget_bits / unit * (1 + 1e-12L));
   /* keep the table bounded: coarser units round costs up and the budget down
    * (still never over budget, no longer exactly optimal) */
@@ -108,7 +131,7 @@ static int knapsack(int n, const long long *params, const double *sens, const do
   }
   int rc = 0;
   if (best[W - 1] == INFINITY) {
-    rc = aptq_error("knapsack: no allocation fits the budget of R = %g", R);
+    rc = aptq_error("knapsack: no allocation fits the budget of %g average bits; give at least 2", avg);
   } else {
     size_t w = W - 1;
     for (int i = n - 1; i >= 0; i--) {
@@ -125,7 +148,7 @@ static int knapsack(int n, const long long *params, const double *sens, const do
 
 int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits) {
-  if (allocation == ALLOC_KNAPSACK) return knapsack(n, params, sens, err, R, bits);
+  if (allocation == ALLOC_KNAPSACK) return allocate_knapsack(n, params, sens, err, 4 * R + 2 * (1 - R), bits);
   int *order = aptq_malloc(sizeof(int) * (size_t)n + 1, "allocation order");
   if (!order) return APTQ_ERR;
   for (int i = 0; i < n; i++) order[i] = i;

@@ -16,6 +16,10 @@ extern const int knapsack_bits[KNAP_CHOICES];
 /* "0.5,0.75,1" → R[0..n): each in [0, 1], at most RATIO_MAX, no repeats. */
 int ratio_parse(const char *text, double *R, int *n);
 
+/* "3,3.5" → X[0..n): average bits per weight, each in [2, 8], at most
+ * RATIO_MAX, no repeats (avg_bits). */
+int avg_bits_parse(const char *text, double *X, int *n);
+
 /* bits[i] for layer i (n layers, params[i] weights each, per_block layers per
  * decoder block in order):
  *   trace:     layers by descending sens, 4 bits while the budget allows
@@ -28,6 +32,12 @@ int ratio_parse(const char *text, double *R, int *n);
  * Returns 0, or an error if the allocation is unknown. */
 int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits);
+
+/* The knapsack under a budget of avg bits per weight on average (code bits:
+ * Σ b_i·params_i ≤ avg·Σ params_i): b_i ∈ {2,3,4,8} minimising
+ * Σ sens_i·err[i][b]. allocate_bits's knapsack is this with
+ * avg = 4R + 2(1 − R). Returns 0, or an error if nothing fits (avg < 2). */
+int allocate_knapsack(int n, const long long *params, const double *sens, const double *err, double avg, int *bits);
 
 /* Σ bits·params / Σ params, and the fraction of parameters above 2 bits. */
 double allocation_average_bits(int n, const long long *params, const int *bits);

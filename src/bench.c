@@ -298,8 +298,9 @@ int cmd_bench(const Options *o_in, MPI_Comm comm) {
   int rc = options_require(&o, "output") || options_require(&o, "nseq") || (o.max_memory[0] && memory_parse(o.max_memory, &limit));
   if (!rc && options_choice(&o, "method") == METHOD_RTN)
     rc = aptq_error("bench measures the calibrated pass: method = gptq or aptq (rtn has no forward, Hessian or factor phase)");
-  if (!rc && o.R[0])
-    rc = aptq_error("bench measures one pass at one bit width (bits); R (mixed precision) needs quantize on a model, so drop R here");
+  if (!rc && (o.R[0] || o.avg_bits[0]))
+    rc = aptq_error("bench measures one pass at one bit width (bits); %s (mixed precision) needs quantize on a model, so drop it here",
+                    o.R[0] ? "R" : "avg_bits");
   CHECK(aptq_agree(comm, rc));
   CHECK(output_check(o.output, "output", o.overwrite, &o, comm));
   if (o.report[0]) CHECK(output_check(o.report, "report", o.overwrite, &o, comm));

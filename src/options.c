@@ -43,7 +43,8 @@ static const OptSpec specs[] = {
      "export without quantized (F32): pad the MLP width with zeros to a multiple of this (auto = 32; 256 lets llama.cpp's quantizer put "
      "every layer in a K-quant); with quantized the layers' own block decides"},
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
-    {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0, "quantization method"},
+    {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0,
+     "quantization method (quantize without method: aptq, at avg_bits = 3.5 unless bits, R, avg_bits or grid is given)"},
     {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
      "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, "
      "gptq = layer inputs"},
@@ -55,19 +56,23 @@ static const OptSpec specs[] = {
     {"R", T_PATH, F(R), "", NULL, 0, 0,
      "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per "
      "value); bits is then ignored"},
+    {"avg_bits", T_PATH, F(avg_bits), "", NULL, 0, 0,
+     "mixed precision (recommended; the default of quantize without method): a budget in average code bits per weight (scales and zeros "
+     "not counted), each layer at 2, 3, 4 or 8 bits chosen by the knapsack (Fisher sensitivity x squared RTN error); comma-separated "
+     "list = a sweep, one output per value; bits and allocation are then not used"},
     {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0,
      "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted "
      "loss; random (seed); blockwise = whole blocks, first first"},
     {"sensitivity", T_CHOICE, F(sensitivity), "fisher", "fisher|layer", 0, 0,
      "mixed precision: what trace and knapsack rank layers by: fisher = mean trace of the Gauss-Newton Hessian of the model's loss w.r.t. "
-     "the layer (Hutchinson probes through forward passes, full-precision model); layer = mean trace of the Hessian each layer's solve "
+     "the layer (full-precision model; estimated as fisher_method says); layer = mean trace of the Hessian each layer's solve "
      "uses (APTQ paper), from a 4-bit measuring pass"},
     {"fisher_nseq", T_INT, F(fisher_nseq), "16", NULL, 1, INT_MAX,
      "sensitivity = fisher: calibration sequences used (evenly spaced over the set; all if fewer)"},
     {"fisher_probes", T_INT, F(fisher_probes), "1", NULL, 1, 1024,
      "sensitivity = fisher: random probes per layer and sequence (fisher_method = backward: label sets per sequence, one backward pass "
      "each)"},
-    {"fisher_method", T_CHOICE, F(fisher_method), "probes", "probes|backward", 0, 0,
+    {"fisher_method", T_CHOICE, F(fisher_method), "backward", "probes|backward", 0, 0,
      "sensitivity = fisher: how the trace is estimated: probes = Hutchinson weight perturbations through forward passes (cost grows as "
      "the square of the depth); backward = squared weight gradients of the loss at labels sampled from the model (one forward and one "
      "backward per sequence: linear in depth; same expectation)"},
@@ -254,9 +259,9 @@ static int apply_grid(Options *o) {
                           raw[index], key[k]);
       CHECK(apply(o, key[k], want[k], "grid", FROM_GRID));
     }
-    if (o->R[0])
-      return aptq_error("grid = %s is one %s-bit type for every layer, but R asks for mixed precision; drop R or the grid", o->grid,
-                        g[i].bits);
+    if (o->R[0] || o->avg_bits[0])
+      return aptq_error("grid = %s is one %s-bit type for every layer, but %s asks for mixed precision; drop %s or the grid", o->grid,
+                        g[i].bits, o->R[0] ? "R" : "avg_bits", o->R[0] ? "R" : "avg_bits");
     if (o->mse && i >= 5)
       return aptq_error(
           "grid = %s fixes each super-block's scales and mins from the group ranges; mse = yes searches another grid: drop mse", o->grid);

@@ -28,6 +28,7 @@ typedef struct {
   char q_form[16];                /* aptq: rowshared | kron | gptq */
   char k_form[16];                /* aptq: rowshared | kron | gptq */
   char R[256];                    /* mixed precision: comma-separated fractions at 4 bits */
+  char avg_bits[256];             /* mixed precision: comma-separated budgets in average bits per weight */
   char allocation[16];            /* trace | knapsack | random | blockwise */
   char sensitivity[16];           /* layer | fisher: what the allocation ranks by */
   int fisher_nseq, fisher_probes; /* sensitivity = fisher: sequences and probes per sequence */

@@ -30,7 +30,12 @@ static void print_summary(const Options *o, const Plan *p, const Model *m, const
   double err2, norm2, peak = 0;
   long long params;
   totals(m, err, &err2, &norm2, &params);
-  if (p->mixed)
+  if (p->avg_budget)
+    printf(
+        "aptq quantize: method %s, avg_bits %g (achieved %.6f average code bits per weight), knapsack allocation, group_size %d%s, %d "
+        "ranks\n",
+        o->method, info->R, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
+  else if (p->mixed)
     printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, group_size %d%s, %d ranks\n", o->method,
            info->R, info->R_achieved, o->allocation, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
   else
@@ -38,6 +43,11 @@ static void print_summary(const Options *o, const Plan *p, const Model *m, const
            size);
   printf("  layers           : %d linear layers, %lld parameters\n", m->cfg.n_layers * LIN_COUNT, params);
   printf("  relative error   : ||W-Q||/||W|| = %.6f over all layers\n", layer_error_relative(err2, norm2));
+  for (int l = 0; p->avg_budget && l < m->cfg.n_layers; l++) {
+    printf("  bits, block %-5d:", l);
+    for (int k = 0; k < LIN_COUNT; k++) printf(" %s %d", strrchr(linear_names[k], '.') + 1, err[l * LIN_COUNT + k].bits);
+    printf("\n");
+  }
   if (p->mixed)
     printf("  time             : load %.2f s, sensitivities %.2f s + measuring pass %.2f s (shared), this pass + write %.2f s\n",
            info->t_load, info->t_sensitivity, info->t_measure, info->t_pass + info->t_write);
@@ -75,7 +85,12 @@ static void report_settings(Report *rep, const Options *o, const Plan *p, const 
     for (int k = 0; k < LIN_COUNT; k++) report_str(rep, linear_names[k], plan_form_name(p->form[k]));
     report_end(rep, '}');
   }
-  if (p->mixed) {
+  if (p->avg_budget) {
+    report_str(rep, "allocation", "knapsack");
+    report_str(rep, "sensitivity", o->sensitivity);
+    report_num(rep, "avg_bits", info->R);
+    report_str(rep, "avg_bits_sweep", o->avg_bits);
+  } else if (p->mixed) {
     report_str(rep, "allocation", o->allocation);
     if (plan_ranks_by_sensitivity(p)) report_str(rep, "sensitivity", o->sensitivity);
     report_num(rep, "R", info->R);
@@ -165,8 +180,11 @@ static void write_metadata(QFileWriter *qw, const Options *o, const Plan *p, con
   int n = m->cfg.n_layers * LIN_COUNT;
   if (qfile_write_metadata(qw, o, m, o->calib[0] ? calib->sha256 : NULL, o->method) ||
       qfile_attr_double(qw, "/meta", "seconds_quantize", seconds) || qfile_attr_double(qw, "/meta", "average_bits", info->average_bits) ||
-      (p->mixed && (qfile_attr_double(qw, "/meta", "R", info->R) || qfile_attr_double(qw, "/meta", "R_achieved", info->R_achieved) ||
-                    qfile_attr_string(qw, "/meta", "allocation", o->allocation))))
+      (p->avg_budget &&
+       (qfile_attr_double(qw, "/meta", "avg_bits", info->R) || qfile_attr_string(qw, "/meta", "allocation", "knapsack"))) ||
+      (p->mixed && !p->avg_budget &&
+       (qfile_attr_double(qw, "/meta", "R", info->R) || qfile_attr_double(qw, "/meta", "R_achieved", info->R_achieved) ||
+        qfile_attr_string(qw, "/meta", "allocation", o->allocation))))
     aptq_fatal(comm);
   if (info->alloc_sens && qfile_attr_string(qw, "/meta", "sensitivity", o->sensitivity)) aptq_fatal(comm);
   for (int i = 0; info->alloc_sens && i < n; i++) {

@@ -40,7 +40,9 @@ void plan_init(Plan *p, const Options *o) {
   p->reduce = (HessianReduce)options_choice(o, "hessian_reduce");
   p->allocation = (Allocation)options_choice(o, "allocation");
   p->sensitivity = (SensitivityKind)options_choice(o, "sensitivity");
-  p->mixed = o->R[0] != 0;
+  p->avg_budget = o->avg_bits[0] != 0;
+  p->mixed = o->R[0] != 0 || p->avg_budget;
+  if (p->avg_budget) p->allocation = ALLOC_KNAPSACK;
   p->bf16_activations = options_choice(o, "activations") == 1;
   p->fp16_scales = options_choice(o, "scale_dtype") == 1;
   int grid = options_choice(o, "grid"); /* minmax|q4_0|q4_1|q8_0|q6_k|q3_k|q4_k|q5_k|q2_k */

@@ -31,7 +31,8 @@ typedef struct {
   HessianReduce reduce;
   Allocation allocation;
   SensitivityKind sensitivity;
-  int mixed;            /* R was given */
+  int mixed;            /* R or avg_bits was given */
+  int avg_budget;       /* avg_bits: the sweep's values are average bits, allocated by the knapsack */
   int bf16_activations; /* calibration activations kept in bf16 */
   int fp16_scales;      /* scales rounded to fp16 as they are made */
   int fp16_mins;        /* grid = q4_1: -scale*zero an fp16 value too */

@@ -33,11 +33,12 @@ static void note_partial_groups(const Model *m, int group_size) {
   }
 }
 
-/* OUT.h5 → OUT-R0.75.h5 for one value of a sweep (the extension kept). */
-static void sweep_path(const char *path, double R, char *out, size_t size) {
+/* OUT.h5 → OUT-R0.75.h5 (avg_bits: OUT-b3.5.h5) for one value of a sweep
+ * (the extension kept). */
+static void sweep_path(const char *path, const char *tag, double R, char *out, size_t size) {
   const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
   if (!dot || (slash && dot < slash)) dot = path + strlen(path);
-  snprintf(out, size, "%.*s-R%g%s", (int)(dot - path), path, R, dot);
+  snprintf(out, size, "%.*s-%s%g%s", (int)(dot - path), path, tag, R, dot);
 }
 
 /* The checkpoint's pages resident at once: the embedding (rows touched by
@@ -52,9 +53,10 @@ static double mapped_bytes(const Model *m) {
   return b + block;
 }
 
-/* The run's outputs (and reports): one, or one per value of R. */
+/* The run's outputs (and reports): one, or one per value of R (or of
+ * avg_bits). */
 typedef struct {
-  double R[RATIO_MAX];
+  double R[RATIO_MAX]; /* the values of R, or of avg_bits */
   int nR, n;
   char (*out)[OPT_PATH_MAX], (*rep)[OPT_PATH_MAX];
 } Outputs;
@@ -66,14 +68,24 @@ static int plan_outputs(const Options *o, const Plan *p, Outputs *w, MPI_Comm co
   CHECK(aptq_agree(
       comm, options_require(o, "model") || options_require(o, "output") || (o->max_memory[0] && memory_parse(o->max_memory, &limit))));
   w->nR = 0;
+  const char *key = p->avg_budget ? "avg_bits" : "R";
+  if (o->R[0] && o->avg_bits[0])
+    CHECK(aptq_agree(comm, aptq_error("R and avg_bits both given: give avg_bits (a budget in average bits, widths 2/3/4/8) or R (the "
+                                      "paper's fraction at 4 bits), not both")));
+  if (p->avg_budget && options_given("allocation") && p->allocation != (Allocation)options_choice(o, "allocation"))
+    CHECK(aptq_agree(comm, aptq_error("avg_bits is allocated by the knapsack, but allocation = %s was given; drop allocation, or use R "
+                                      "for the %s allocation",
+                                      o->allocation, o->allocation)));
   if (p->mixed) {
-    CHECK(aptq_agree(comm, ratio_parse(o->R, w->R, &w->nR)));
+    CHECK(aptq_agree(comm, p->avg_budget ? avg_bits_parse(o->avg_bits, w->R, &w->nR) : ratio_parse(o->R, w->R, &w->nR)));
     if (p->method == METHOD_RTN)
-      CHECK(aptq_agree(comm, aptq_error("R (mixed precision) needs method = gptq or aptq: the allocation and the solve use calibration "
-                                        "Hessians; add --method=aptq and calib")));
+      CHECK(aptq_agree(comm, aptq_error("%s (mixed precision) needs method = gptq or aptq: the allocation and the solve use calibration "
+                                        "Hessians; add --method=aptq and calib",
+                                        key)));
     if (o->checkpoint[0] || o->resume)
-      CHECK(aptq_agree(comm, aptq_error("checkpoint with R is not supported: run one R per job (jobs/sweep-R.sbatch --array) without "
-                                        "checkpoint, or quantize at fixed bits with checkpoint")));
+      CHECK(aptq_agree(comm, aptq_error("checkpoint with %s is not supported: run one value per job (jobs/sweep-R.sbatch --array) "
+                                        "without checkpoint, or quantize at fixed bits with checkpoint",
+                                        key)));
   }
   w->n = p->mixed ? w->nR : 1;
   w->out = aptq_malloc(sizeof *w->out * (size_t)w->n, "output paths");
@@ -81,8 +93,8 @@ static int plan_outputs(const Options *o, const Plan *p, Outputs *w, MPI_Comm co
   CHECK(aptq_agree(comm, !w->out || !w->rep));
   for (int j = 0; j < w->n; j++) {
     if (w->nR > 1) {
-      sweep_path(o->output, w->R[j], w->out[j], OPT_PATH_MAX);
-      if (o->report[0]) sweep_path(o->report, w->R[j], w->rep[j], OPT_PATH_MAX);
+      sweep_path(o->output, p->avg_budget ? "b" : "R", w->R[j], w->out[j], OPT_PATH_MAX);
+      if (o->report[0]) sweep_path(o->report, p->avg_budget ? "b" : "R", w->R[j], w->rep[j], OPT_PATH_MAX);
       else w->rep[j][0] = 0;
     } else {
       snprintf(w->out[j], OPT_PATH_MAX, "%s", o->output);
@@ -93,9 +105,9 @@ static int plan_outputs(const Options *o, const Plan *p, Outputs *w, MPI_Comm co
   for (int j = 0; j < w->n; j++)
     for (int i = 0; i < j; i++)
       if (!strcmp(w->out[i], w->out[j]))
-        CHECK(aptq_agree(comm, aptq_error("R: values %.17g and %.17g both name output '%s'; give values that differ in the first 6 "
+        CHECK(aptq_agree(comm, aptq_error("%s: values %.17g and %.17g both name output '%s'; give values that differ in the first 6 "
                                           "significant digits",
-                                          w->R[i], w->R[j], w->out[j])));
+                                          key, w->R[i], w->R[j], w->out[j])));
   for (int j = 0; j < w->n; j++) {
     CHECK(output_check(w->out[j], "output", o->overwrite, o, comm));
     if (w->rep[j][0]) CHECK(output_check(w->rep[j], "report", o->overwrite, o, comm));
@@ -156,11 +168,32 @@ static int single_output(const Options *o, const Plan *p, const Model *m, const 
   return rc;
 }
 
-int cmd_quantize(const Options *o, MPI_Comm comm) {
+/* quantize without method: APTQ, and without bits, R, avg_bits or grid
+ * the recommended mixed precision, avg_bits = QUANTIZE_DEFAULT_AVG_BITS
+ * (docs/mixed.md#avg_bits). Both need calibration tokens. */
+#define QUANTIZE_DEFAULT_AVG_BITS "3.5"
+static int default_method(const Options *o_in, Options *o) {
+  *o = *o_in;
+  if (options_given("method")) return 0;
+  snprintf(o->method, sizeof o->method, "aptq");
+  int width = options_given("bits") || options_given("R") || options_given("avg_bits") || options_given("grid");
+  if (!width) snprintf(o->avg_bits, sizeof o->avg_bits, "%s", QUANTIZE_DEFAULT_AVG_BITS);
+  if (!o->calib[0])
+    return aptq_error(
+        "quantize without method is APTQ%s, which needs calibration tokens: give calib and nseq, or method = rtn "
+        "for round to nearest without calibration",
+        width ? "" : " at avg_bits = " QUANTIZE_DEFAULT_AVG_BITS);
+  return 0;
+}
+
+int cmd_quantize(const Options *o_in, MPI_Comm comm) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   double t_start = MPI_Wtime(), baseline = memory_peak_rss();
+  Options o_def;
+  CHECK(aptq_agree(comm, default_method(o_in, &o_def)));
+  const Options *o = &o_def;
   Plan p;
   plan_init(&p, o);
   quant_set_fp16_scales(p.fp16_scales);
@@ -195,7 +228,7 @@ int cmd_quantize(const Options *o, MPI_Comm comm) {
     rc = sweep_run(o, &p, &m, &calib, w.R, w.nR, w.out, w.rep, &info, t_start, comm);
   }
   if (rank == 0 && w.nR > 1) {
-    printf("aptq quantize: sweep of %d values of R done in %.2f s\n", w.nR, MPI_Wtime() - t_start);
+    printf("aptq quantize: sweep of %d values of %s done in %.2f s\n", w.nR, p.avg_budget ? "avg_bits" : "R", MPI_Wtime() - t_start);
     fflush(stdout);
   }
   aptq_free(w.out);

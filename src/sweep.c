@@ -115,20 +115,24 @@ static int sensitivities(Sweep *s, const Options *o, const Plan *p, const Model 
   return 0;
 }
 
-/* The widths for one value of R, then its output. */
+/* The widths for one value of R (or of avg_bits), then its output. */
 static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m, const TokenShard *calib, double R, const char *out,
                       const char *rep, OutputInfo *info, double t_start, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
-  CHECK(aptq_agree(comm, allocate_bits(p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
+  if (p->avg_budget) CHECK(aptq_agree(comm, allocate_knapsack(s->n, s->params, s->sens, s->rtn_err, R, s->bits)));
+  else
+    CHECK(aptq_agree(comm, allocate_bits(p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
   info->output = out;
   info->report = rep;
   info->R = R;
   info->R_achieved = allocation_fraction_high(s->n, s->params, s->bits);
   info->average_bits = allocation_average_bits(s->n, s->params, s->bits);
   if (rank == 0) {
-    printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R, o->allocation,
-           info->R_achieved, info->average_bits);
+    if (p->avg_budget) printf("aptq quantize: avg_bits = %g: knapsack allocation, average %.4f bits\n", R, info->average_bits);
+    else
+      printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R, o->allocation,
+             info->R_achieved, info->average_bits);
     fflush(stdout);
   }
   return quantize_output(o, p, m, calib, s->bits, info, s->err, NULL, t_start, comm);

@@ -106,6 +106,41 @@ int main(void) {
     }
     EXPECT(fabs(got - best) <= 1e-12 * best, "trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
   }
+  /* the avg_bits knapsack: budgets of X average bits in [2, 8] (8-bit
+   * layers enter above 4), against brute force; nothing fits below 2 */
+  for (int trial = 0; trial < 40; trial++) {
+    enum { NK = 6 };
+    long long pk[NK];
+    double sk[NK], ek[NK * KNAP_CHOICES];
+    int bk[NK];
+    for (int i = 0; i < NK; i++) {
+      pk[i] = 1024 * (1 + (long long)(rng_uniform(&rng) * 8));
+      sk[i] = rng_uniform(&rng);
+      double base = 1 + rng_uniform(&rng);
+      for (int c = 0; c < KNAP_CHOICES; c++) ek[i * KNAP_CHOICES + c] = base * pow(4.0, -knapsack_bits[c]) * (1 + 0.3 * rng_uniform(&rng));
+    }
+    double X = 2 + 6 * rng_uniform(&rng), total = 0, got = 0, best = INFINITY;
+    for (int i = 0; i < NK; i++) total += (double)pk[i];
+    EXPECT(!allocate_knapsack(NK, pk, sk, ek, X, bk), "avg_bits knapsack");
+    for (int i = 0; i < NK; i++) got += sk[i] * ek[i * KNAP_CHOICES + (bk[i] == 2 ? 0 : bk[i] == 3 ? 1 : bk[i] == 4 ? 2 : 3)];
+    EXPECT(allocation_average_bits(NK, pk, bk) <= X * (1 + 1e-12), "avg_bits over budget: %g > %g", allocation_average_bits(NK, pk, bk), X);
+    for (int code = 0; code < 4096; code++) {
+      int bb[NK];
+      double v = 0;
+      for (int i = 0, x = code; i < NK; i++, x /= 4) {
+        bb[i] = knapsack_bits[x % 4];
+        v += sk[i] * ek[i * KNAP_CHOICES + x % 4];
+      }
+      if (used_bits(NK, pk, bb) <= X * total * (1 + 1e-12) && v < best) best = v;
+    }
+    EXPECT(fabs(got - best) <= 1e-12 * best, "avg_bits trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
+    if (trial == 0) EXPECT(allocate_knapsack(NK, pk, sk, ek, 1.9, bk), "avg_bits 1.9: nothing fits, refused");
+  }
+  double X[RATIO_MAX];
+  int nX;
+  EXPECT(!avg_bits_parse("3,3.5,8", X, &nX) && nX == 3 && X[1] == 3.5, "avg_bits_parse list");
+  EXPECT(avg_bits_parse("1.5", X, &nX) && avg_bits_parse("3,3", X, &nX) && avg_bits_parse("3,", X, &nX) && avg_bits_parse("x", X, &nX),
+         "avg_bits_parse refusals");
   printf("allocate: %d checks, %d failures\n", checks, failures);
   return failures != 0;
 }

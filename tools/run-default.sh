@@ -19,5 +19,5 @@ mkdir -p build/default
 "${mpi[@]}" quantize input/default.deck
 "${mpi[@]}" eval --model=build/default/model --tokens=build/default/eval.u32 --nseq=16 --seqlen=128 --report=build/default/eval-fp.json
 "${mpi[@]}" eval --model=build/default/model --tokens=build/default/eval.u32 --nseq=16 --seqlen=128 \
-  --quantized=build/default/model-gptq4.h5 --report=build/default/eval-gptq4.json
-echo "default job done: build/default/model-gptq4.h5 (report build/default/quantize.json)"
+  --quantized=build/default/model-aptq.h5 --report=build/default/eval-aptq.json
+echo "default job done: build/default/model-aptq.h5 (report build/default/quantize.json)"
