@@ -97,6 +97,9 @@ static const OptSpec specs[] = {
      "128/384, vocab 512)"},
     {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024,
      "bench: number of synthetic decoder blocks; synth: decoder blocks (default: the shape's)"},
+    {"shard_size", T_PATH, F(shard_size), "5GB", NULL, 0, 0,
+     "synth with shape: largest safetensors shard (transformers' max_shard_size: 5GB = 5e9 bytes; KB/MB/GB powers of 1000, KiB/MiB/GiB "
+     "of 1024)"},
     {"vocab", T_INT, F(vocab), "", NULL, 2, INT_MAX, "synth: vocabulary size (default: the shape's)"},
     {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
     {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},

@@ -41,6 +41,7 @@ typedef struct {
   char shape[16];                 /* bench, synth: 7b | 13b | 70b | tiny | 8b */
   int blocks;                     /* bench, synth: decoder blocks */
   int vocab;                      /* synth: vocabulary size */
+  char shard_size[32];            /* synth: largest shard, "5GB" */
   int act_order, static_groups, mse, true_sequential;
   int keep_attention; /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
   double damp;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,9 +20,21 @@
 #include "safetensors.h"
 #include "synth.h"
 
-/* huggingface_hub's split_torch_state_dict_into_shards with transformers'
- * default max_shard_size "5GB" (5 * 10^9 bytes) */
-#define SHARD_BYTES 5e9
+/* shard_size as transformers' max_shard_size (huggingface_hub's
+ * parse_size_to_int): a number of bytes with KB/MB/GB/TB (powers of 1000)
+ * or KiB/MiB/GiB/TiB (powers of 1024). Local. */
+static int parse_shard_size(const char *text, double *bytes) {
+  char *end;
+  double v = strtod(text, &end);
+  static const char *const units[] = {"", "B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"};
+  static const double scale[] = {1, 1, 1e3, 1e6, 1e9, 1e12, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0};
+  for (size_t i = 0; end != text && v >= 1 && i < sizeof units / sizeof *units; i++)
+    if (!strcasecmp(end, units[i]) && (i < 6 || !strcmp(end, units[i]))) {
+      *bytes = v * scale[i];
+      return 0;
+    }
+  return aptq_error("shard_size '%s' is not a size; give e.g. 5GB (5e9 bytes), 500MB or 2GiB", text);
+}
 
 void synth_shape(int shape, ModelConfig *c) {
   memset(c, 0, sizeof *c);
@@ -104,7 +117,7 @@ static void hub_add(HubModel *h, const char *name, int64_t rows, int64_t cols, d
 /* The tensors in transformers' state_dict order, dealt into shards as
  * huggingface_hub does: a tensor that does not fit the current shard
  * starts the next one. Local: 0 or APTQ_ERR. */
-static int hub_tensors(const ModelConfig *c, uint64_t seed, HubModel *h) {
+static int hub_tensors(const ModelConfig *c, uint64_t seed, double shard_bytes, HubModel *h) {
   memset(h, 0, sizeof *h);
   h->seed = seed;
   h->t = aptq_calloc(3 + (size_t)c->n_layers * 9, sizeof *h->t, "synth tensors");
@@ -128,7 +141,7 @@ static int hub_tensors(const ModelConfig *c, uint64_t seed, HubModel *h) {
   double in_shard = 0;
   for (int i = 0; i < h->n; i++) {
     double bytes = 2.0 * (double)h->t[i].rows * (double)h->t[i].cols;
-    if (in_shard > 0 && in_shard + bytes > SHARD_BYTES) {
+    if (in_shard > 0 && in_shard + bytes > shard_bytes) {
       h->nshards++;
       in_shard = 0;
     }
@@ -254,8 +267,10 @@ int synth_hub(const Options *o, int shape, const ModelConfig *c, MPI_Comm comm) 
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  HubModel h;
-  int rc = hub_tensors(c, (uint64_t)o->seed, &h);
+  HubModel h = {0};
+  double shard_bytes = 0;
+  CHECK(aptq_agree(comm, parse_shard_size(o->shard_size, &shard_bytes)));
+  int rc = hub_tensors(c, (uint64_t)o->seed, shard_bytes, &h);
   if (!rc && rank == 0) rc = hub_prepare(o, &h);
   rc = aptq_agree(comm, rc);
   for (int s = rank; !rc && s < h.nshards; s += size) {
