@@ -6,7 +6,9 @@
 #   synth -> quantize (APTQ, mixed 2/4-bit with the backward Fisher estimate)
 #   -> eval (perplexity and KL divergence against the full-precision model)
 #   -> export to GGUF (where the result can be exported; else the reason)
-# Per phase it prints the wall time, the peak resident memory of each rank
+# Per phase it prints the wall time, the CPU time of all ranks (user +
+# system: on a shared machine the figure that does not depend on the other
+# jobs), the peak resident memory of each rank
 # (ru_maxrss from wait4, i.e. the kernel's VmHWM at exit) against the memory
 # plan's prediction (the predicted_peak_bytes of quantize's and eval's
 # reports), and the disk I/O of all ranks (/proc/PID/io after the rank is
@@ -36,7 +38,8 @@ if pid == 0:
 _, status, ru = os.wait4(pid, 0)
 io = dict(l.split(": ") for l in open("/proc/self/io").read().split("\n") if l)  # the reaped child's counts are in ours
 with open(sys.argv[1], "w") as f:
-    f.write(f"{ru.ru_maxrss * 1024} {io['read_bytes']} {io['write_bytes']} {io['rchar']} {io['wchar']}\n")
+    cpu_ms = round((ru.ru_utime + ru.ru_stime) * 1000)
+    f.write(f"{ru.ru_maxrss * 1024} {io['read_bytes']} {io['write_bytes']} {io['rchar']} {io['wchar']} {cpu_ms}\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 EOF
 fi
@@ -80,7 +83,7 @@ trap cleanup EXIT
 model=$work/model
 printf 'fullsize.sh: %s shape%s, %s ranks, calibration %s x %s tokens, eval %s x %s tokens, %s\n' "$shape" \
   "${blocks:+, $blocks blocks}" "$ranks" "$nseq" "$seqlen" "$eval_nseq" "$seqlen" "$(date -u '+%Y-%m-%d %H:%M UTC')"
-printf '%-10s %9s %14s %14s %12s %12s %12s %12s  %s\n' phase wall_s peak_rss_max predicted read_bytes write_bytes rchar wchar \
+printf '%-10s %9s %9s %14s %14s %12s %12s %12s %12s  %s\n' phase wall_s cpu_s peak_rss_max predicted read_bytes write_bytes rchar wchar \
   "peak_rss per rank"
 t0=$(date +%s.%N)
 
@@ -103,7 +106,8 @@ if report != "-" and os.path.exists(report):
         pred = gb(mem["predicted_peak_bytes"])
 peak = max(r[0] for r in rows) if rows else 0
 sums = [sum(r[i] for r in rows) for i in range(1, 5)]
-print(f"{name:<10} {end - start:9.1f} {gb(peak):>14} {pred:>14} " + " ".join(f"{gb(s):>12}" for s in sums) + "  " +
+cpu = sum(r[5] for r in rows if len(r) > 5) / 1000
+print(f"{name:<10} {end - start:9.1f} {cpu:9.1f} {gb(peak):>14} {pred:>14} " + " ".join(f"{gb(s):>12}" for s in sums) + "  " +
       " ".join(gb(r[0]) for r in rows), flush=True)
 EOF
   if [ $rc -ne 0 ]; then
