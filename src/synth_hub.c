@@ -269,29 +269,34 @@ int synth_hub(const Options *o, int shape, const ModelConfig *c, MPI_Comm comm) 
   MPI_Comm_size(comm, &size);
   HubModel h = {0};
   double shard_bytes = 0;
-  CHECK(aptq_agree(comm, parse_shard_size(o->shard_size, &shard_bytes)));
-  int rc = hub_tensors(c, (uint64_t)o->seed, shard_bytes, &h);
+  int rc = parse_shard_size(o->shard_size, &shard_bytes);
+  if (!rc) rc = hub_tensors(c, (uint64_t)o->seed, shard_bytes, &h);
   if (!rc && rank == 0) rc = hub_prepare(o, &h);
-  rc = aptq_agree(comm, rc);
-  for (int s = rank; !rc && s < h.nshards; s += size) {
-    char file[64];
-    shard_name(&h, s, file, sizeof file);
-    rc = hub_put(o->output, file, o, NULL, &h, s);
+  rc = aptq_agree(comm, rc); /* each failure agreed once: one error line */
+  if (!rc) {
+    for (int s = rank; !rc && s < h.nshards; s += size) {
+      char file[64];
+      shard_name(&h, s, file, sizeof file);
+      rc = hub_put(o->output, file, o, NULL, &h, s);
+    }
+    rc = aptq_agree(comm, rc);
   }
-  rc = aptq_agree(comm, rc);
-  if (!rc && rank == 0) {
-    char *index = hub_index(&h), cfg[4096];
-    rc = index ? hub_put(o->output, "model.safetensors.index.json", o, index, &h, 0) : APTQ_ERR;
-    aptq_free(index);
-    hub_config(c, shape, cfg, sizeof cfg);
-    if (!rc) rc = hub_put(o->output, "config.json", o, cfg, &h, 0);
+  if (!rc) {
+    if (rank == 0) { /* last: a directory with a config.json is complete */
+      char *index = hub_index(&h), cfg[4096];
+      rc = index ? hub_put(o->output, "model.safetensors.index.json", o, index, &h, 0) : APTQ_ERR;
+      aptq_free(index);
+      hub_config(c, shape, cfg, sizeof cfg);
+      if (!rc) rc = hub_put(o->output, "config.json", o, cfg, &h, 0);
+    }
+    rc = aptq_agree(comm, rc);
   }
-  rc = aptq_agree(comm, rc);
+  static const char *const names[] = {"7b", "13b", "70b", "tiny", "8b"};
   if (!rc && rank == 0)
     printf(
         "aptq synth: wrote a %d-layer %s-shaped LLaMA checkpoint (hidden %d, intermediate %d, %d heads, %d kv heads, vocab %d, BF16, "
         "%d shard%s, seed %d) to %s\n",
-        c->n_layers, o->shape, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size, h.nshards, h.nshards > 1 ? "s" : "",
+        c->n_layers, names[shape], c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size, h.nshards, h.nshards > 1 ? "s" : "",
         o->seed, o->output);
   aptq_free(h.t);
   return rc;
