@@ -31,31 +31,16 @@
 
 enum { BENCH_VOCAB = 512 };
 
-/* shape: the index of the option's value in 7b|13b|70b|tiny */
-enum { SHAPE_7B, SHAPE_13B, SHAPE_70B, SHAPE_TINY };
+/* shape: the index of the option's value (synth.h's SHAPE_*): its widths
+ * and heads, with blocks blocks, the vocabulary cut to BENCH_VOCAB and
+ * plain RoPE (only the blocks are measured) */
 static ModelConfig bench_config(int shape, int blocks, int seqlen) {
-  ModelConfig c = {
-      .n_layers = blocks, .vocab_size = BENCH_VOCAB, .max_seq_len = seqlen, .norm_eps = 1e-5f, .rope_theta = 10000.0, .head_dim = 128};
-  if (shape == SHAPE_13B) {
-    c.dim = 5120;
-    c.hidden_dim = 13824;
-    c.n_heads = c.n_kv_heads = 40;
-  } else if (shape == SHAPE_70B) {
-    c.dim = 8192;
-    c.hidden_dim = 28672;
-    c.n_heads = 64;
-    c.n_kv_heads = 8;
-  } else if (shape == SHAPE_TINY) {
-    c.dim = 128;
-    c.hidden_dim = 384;
-    c.n_heads = 8;
-    c.n_kv_heads = 4;
-    c.head_dim = 16;
-  } else {
-    c.dim = 4096;
-    c.hidden_dim = 11008;
-    c.n_heads = c.n_kv_heads = 32;
-  }
+  ModelConfig c;
+  synth_shape(shape, &c);
+  c.n_layers = blocks;
+  c.vocab_size = BENCH_VOCAB;
+  c.max_seq_len = seqlen;
+  c.rope_theta = 10000.0;
   return c;
 }
 

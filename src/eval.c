@@ -17,46 +17,64 @@
 #include "commands.h"
 #include "error.h"
 #include "forward.h"
+#include "heap.h"
 #include "kld.h"
+#include "memory.h"
 #include "model.h"
 #include "outpath.h"
 #include "qfile.h"
 #include "report.h"
 #include "tokens.h"
 
-static int write_logits(const char *path, int overwrite, const float *logits, int first, int count, int T, int V, MPI_Comm comm) {
-  /* under a temporary name (rank 0's pid), renamed when complete */
+/* logits = FILE: [nseq][seqlen][vocab] float32, written a chunk of the
+ * head at a time as it is made (no rank holds more than one chunk), under
+ * a temporary name (rank 0's pid) renamed when complete. */
+typedef struct {
+  MPI_File fh;
+  int open, ok;
   char tmp[OPT_PATH_MAX + 64];
+} LogitsFile;
+
+/* Collective: rank 0 creates the temporary file new and empty
+ * (outpath_temp: nothing there is truncated or followed); every rank opens it. */
+static int logits_open(const char *path, LogitsFile *lf, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
-  /* rank 0 creates it new and empty (outpath_temp: nothing there is truncated or followed) */
-  CHECK(aptq_agree(comm, rank == 0 ? outpath_temp(path, "logits", tmp, sizeof tmp, NULL) : 0));
-  MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, comm);
-  MPI_File fh;
-  int opened = MPI_File_open(comm, tmp, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh) == MPI_SUCCESS;
-  int ok = aptq_all_ok(comm, opened);
-  if (!ok) {
-    if (opened) MPI_File_close(&fh);
-    if (rank == 0) unlink(tmp);
-    aptq_unregister_tmpfile(tmp);
-    return aptq_agree(comm, aptq_error("cannot open the temporary logits file '%s' on every rank; check the file system", tmp));
-  }
-  if (rank != 0) aptq_register_tmpfile(tmp);
-  MPI_Offset per_seq = (MPI_Offset)T * V * (MPI_Offset)sizeof(float);
-  /* one write per sequence keeps each count below 2^31 */
-  int maxcount;
-  MPI_Allreduce(&count, &maxcount, 1, MPI_INT, MPI_MAX, comm);
-  ok = 1;
-  for (int i = 0; i < maxcount; i++) {
-    const float *buf = i < count ? logits + (size_t)i * T * V : logits;
-    int n = i < count ? T * V : 0;
-    ok &= MPI_File_write_at_all(fh, (MPI_Offset)(first + i) * per_seq, buf, n, MPI_FLOAT, MPI_STATUS_IGNORE) == MPI_SUCCESS;
-  }
-  ok &= MPI_File_close(&fh) == MPI_SUCCESS;
-  ok = aptq_all_ok(comm, ok);
-  int rc = !ok ? aptq_error("error writing logits file '%s'", tmp) : rank == 0 ? outpath_commit(tmp, path, "logits", overwrite) : 0;
-  if (rank == 0 && rc) unlink(tmp);
-  aptq_unregister_tmpfile(tmp);
+  lf->ok = 1;
+  CHECK(aptq_agree(comm, rank == 0 ? outpath_temp(path, "logits", lf->tmp, sizeof lf->tmp, NULL) : 0));
+  MPI_Bcast(lf->tmp, sizeof lf->tmp, MPI_CHAR, 0, comm);
+  lf->open = MPI_File_open(comm, lf->tmp, MPI_MODE_WRONLY, MPI_INFO_NULL, &lf->fh) == MPI_SUCCESS;
+  if (rank != 0) aptq_register_tmpfile(lf->tmp);
+  if (aptq_all_ok(comm, lf->open)) return 0;
+  if (lf->open) MPI_File_close(&lf->fh);
+  lf->open = 0;
+  if (rank == 0) unlink(lf->tmp);
+  aptq_unregister_tmpfile(lf->tmp);
+  return aptq_agree(comm, aptq_error("cannot open the temporary logits file '%s' on every rank; check the file system", lf->tmp));
+}
+
+/* Local: rows [row, row + n) of the whole [nseq × seqlen] set (independent
+ * I/O: ranks hold different numbers of sequences); a failure shows at close. */
+static void logits_write(LogitsFile *lf, const float *rows, size_t row, int n, int V) {
+  MPI_Offset at = (MPI_Offset)row * V * (MPI_Offset)sizeof(float);
+  lf->ok &= MPI_File_write_at(lf->fh, at, rows, n * V, MPI_FLOAT, MPI_STATUS_IGNORE) == MPI_SUCCESS;
+}
+
+/* Collective: closed, and renamed onto path when every rank wrote all it
+ * had and commit is set; otherwise removed. */
+static int logits_close(const char *path, int overwrite, LogitsFile *lf, int commit, MPI_Comm comm) {
+  if (!lf->open) return 0;
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  lf->ok &= MPI_File_close(&lf->fh) == MPI_SUCCESS;
+  lf->open = 0;
+  int ok = aptq_all_ok(comm, lf->ok);
+  int rc = !ok         ? aptq_error("error writing logits file '%s'", lf->tmp)
+           : !commit   ? 0
+           : rank == 0 ? outpath_commit(lf->tmp, path, "logits", overwrite)
+                       : 0;
+  if (rank == 0 && (rc || !commit)) unlink(lf->tmp);
+  aptq_unregister_tmpfile(lf->tmp);
   return aptq_agree(comm, rc);
 }
 
@@ -88,8 +106,9 @@ typedef struct {
   BlockWeights w;
   BlockScratch s;
   Head head;
-  double *e;     /* [vocab]: exp(z − max z) of the reference row */
-  float *logits; /* NULL unless logits = FILE */
+  double *e;        /* [vocab]: exp(z − max z) of the reference row */
+  LogitsFile *lf;   /* NULL unless logits = FILE */
+  size_t first_row; /* this rank's first sequence × seqlen (the logits file's rows) */
 } EvalBuffers;
 
 static void eval_model_free(EvalModel *d, int own_logits) {
@@ -105,7 +124,6 @@ static void eval_buffers_free(EvalBuffers *b) {
   scratch_free(&b->s);
   head_free(&b->head);
   aptq_free(b->e);
-  aptq_free(b->logits);
   memset(b, 0, sizeof *b);
 }
 
@@ -132,7 +150,7 @@ static int eval_model_alloc(EvalModel *d, const ModelConfig *c, const TokenShard
 /* qf, qc: the quantized and compare files (closed when not given), ref a
  * closed reader (the checkpoint's projections). Local: 0, or APTQ_ERR. */
 static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *tok, QFileReader *qf, QFileReader *qc, QFileReader *ref,
-                              int with_logits) {
+                              LogitsFile *lf) {
   const ModelConfig *c = &m->cfg;
   int T = tok->seqlen;
   memset(b, 0, sizeof *b);
@@ -149,10 +167,8 @@ static int eval_buffers_alloc(EvalBuffers *b, const Model *m, const TokenShard *
   CHECK(head_load(m, &b->head));
   b->mod[EV_MAIN].logits = b->head.buf; /* not freed with the model */
   if (b->kl && !(b->e = aptq_malloc(sizeof(double) * (size_t)c->vocab_size, "reference probabilities"))) return APTQ_ERR;
-  if (with_logits) {
-    b->logits = aptq_malloc(sizeof(float) * (size_t)(tok->count ? tok->count : 1) * T * c->vocab_size, "logits");
-    if (!b->logits) return APTQ_ERR;
-  }
+  b->lf = lf;
+  b->first_row = (size_t)tok->first * T;
   return 0;
 }
 
@@ -168,10 +184,10 @@ static void eval_head_sequence(const ModelConfig *c, EvalBuffers *b, const uint3
     int n = T - t0 < HEAD_CHUNK ? T - t0 : HEAD_CHUNK;
     for (int k = 0; k < EV_MODELS; k++) {
       if (!b->active[k]) continue;
-      float *lg = k == EV_MAIN && b->logits ? b->logits + ((size_t)i * T + t0) * V : b->mod[k].logits;
-      head_logits(c, &b->head, b->mod[k].x + ((size_t)i * T + t0) * D, n, lg);
-      rows[k] = lg;
+      head_logits(c, &b->head, b->mod[k].x + ((size_t)i * T + t0) * D, n, b->mod[k].logits);
+      rows[k] = b->mod[k].logits;
     }
+    if (b->lf) logits_write(b->lf, rows[EV_MAIN], b->first_row + (size_t)i * T + t0, n, V);
     for (int r = 0; r < n && t0 + r + 1 < T; r++) {
       size_t at = (size_t)i * (T - 1) + t0 + r;
       for (int k = 0; k < EV_MODELS; k++) {
@@ -334,7 +350,7 @@ static void report_compare(Report *rep, const Options *o, const EvalBuffers *b, 
 
 /* This rank's part of the report (rank 0 writes it): 0 or an error. */
 static int eval_report(const Options *o, const Model *m, const TokenShard *tok, const EvalBuffers *b, const EvalResult *e, int rank,
-                       int size) {
+                       int size, const double mem[4]) {
   int T = tok->seqlen;
   Report rep;
   int rrc = report_open(&rep, o->report, o->overwrite, rank);
@@ -361,10 +377,37 @@ static int eval_report(const Options *o, const Model *m, const TokenShard *tok, 
   report_num(&rep, "load", e->t_loaded - e->t_start);
   report_num(&rep, "forward", e->t_forward - e->t_loaded);
   report_end(&rep, '}');
+  report_begin(&rep, "memory", '{');
+  report_num(&rep, "predicted_peak_bytes", mem[0]);
+  report_num(&rep, "peak_rss_bytes", mem[1]);
+  report_end(&rep, '}');
+  memory_report_heap(&rep, mem[2], mem[3]);
   /* per sequence, for paired comparisons of two models (tools/mixed-table.sh) */
   report_nll_per_sequence(&rep, b->mod[EV_MAIN].nll, o->nseq);
   if (!rrc) rrc = report_close(&rep);
   return rrc;
+}
+
+/* Collective: the peak memory per rank predicted from the shapes (printed,
+ * refused above max_memory) before the buffers are allocated; *heap: its
+ * heap part (the heap audit's bound). */
+static int eval_predict(const Options *o, const Model *m, const TokenShard *tok, const QFileReader *qf, const QFileReader *qc,
+                        double baseline, double *predicted, double *heap, MPI_Comm comm) {
+  int size, models = 1 + (qf->file >= 0) + (qc->file >= 0);
+  MPI_Comm_size(comm, &size);
+  MemPlan plan;
+  memplan_eval(&plan, &m->cfg, tok->seqlen, (tok->nseq + size - 1) / size, tok->nseq, models, qf->file >= 0);
+  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", memplan_mapped_bytes(m));
+  *heap = memplan_heap_peak(&plan);
+  return memory_check(&plan, baseline, o, comm, predicted);
+}
+
+static void eval_print_memory(double predicted, double rss) {
+  char a[32], b[32];
+  memory_format(predicted, a, sizeof a);
+  memory_format(rss, b, sizeof b);
+  printf("  memory         : peak per rank %s (predicted %s)\n", b, a);
+  fflush(stdout);
 }
 
 int cmd_eval(const Options *o, MPI_Comm comm) {
@@ -372,6 +415,7 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   EvalResult e = {.t_start = MPI_Wtime()};
+  double baseline = memory_peak_rss();
   int rc = options_require(o, "model") || options_require(o, "tokens") || options_require(o, "nseq");
   if (!rc && o->compare[0] && !o->quantized[0])
     rc = aptq_error("compare needs quantized: give the first file as quantized = FILE and the one to compare with it as compare = FILE");
@@ -393,20 +437,29 @@ int cmd_eval(const Options *o, MPI_Comm comm) {
   if (o->compare[0]) CHECK(qfile_open_model(&qc, o->compare, &m, comm));
   e.t_loaded = MPI_Wtime();
 
+  double predicted, predicted_heap;
+  CHECK(eval_predict(o, &m, &tok, &qf, &qc, baseline, &predicted, &predicted_heap, comm));
+  heap_audit_mark(); /* the model's metadata and the token shard are the base */
   EvalBuffers b;
-  rc = aptq_agree(comm, eval_buffers_alloc(&b, &m, &tok, &qf, &qc, &ref, o->logits[0] != 0));
+  LogitsFile lf = {0};
+  rc = aptq_agree(comm, eval_buffers_alloc(&b, &m, &tok, &qf, &qc, &ref, o->logits[0] ? &lf : NULL));
+  if (!rc && o->logits[0]) rc = logits_open(o->logits, &lf, comm);
   if (!rc) rc = eval_forward(&m, &tok, &b, comm);
   if (!rc) {
     e.t_forward = MPI_Wtime();
     rc = aptq_agree(comm, eval_figures(&b, o->nseq, (long long)o->nseq * (T - 1), &e));
   }
   if (!rc) {
-    if (b.logits) rc = write_logits(o->logits, o->overwrite, b.logits, tok.first, tok.count, T, c->vocab_size, comm);
+    if (lf.open) rc = logits_close(o->logits, o->overwrite, &lf, 1, comm);
     e.t_end = MPI_Wtime();
     if (!rc && rank == 0) eval_print(o, &tok, &b, &e, size);
-    int rrc = eval_report(o, &m, &tok, &b, &e, rank, size);
+    double rss = memory_peak_rss(), heap_peak = memory_heap_peak_max(comm);
+    MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_DOUBLE, MPI_MAX, comm);
+    if (rank == 0) eval_print_memory(predicted, rss);
+    int rrc = eval_report(o, &m, &tok, &b, &e, rank, size, (double[]){predicted, rss, heap_peak, predicted_heap});
     rc = aptq_agree(comm, rc || rrc);
   }
+  if (lf.open) logits_close(o->logits, o->overwrite, &lf, 0, comm);
   eval_buffers_free(&b);
   if (qc.file >= 0) qfile_close(&qc);
   if (qf.file >= 0) qfile_close(&qf);

@@ -241,6 +241,7 @@ int head_load(const Model *m, Head *h) {
   if (!h->final_norm || !h->lm_head_f32 || !h->buf || !h->xf) return APTQ_ERR;
   CHECK(tensor_f32(&m->final_norm, h->final_norm));
   CHECK(tensor_f32(&m->lm_head, h->lm_head_f32));
+  model_release(m, &m->lm_head); /* converted: its mapped pages leave the resident set (memory.h) */
   return 0;
 }
 

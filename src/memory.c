@@ -223,6 +223,35 @@ void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, i
   plan_solves(p, pl, c, scattered, gather);
 }
 
+double memplan_mapped_bytes(const Model *m) {
+  double b = (double)(m->embed.rows * m->embed.cols) * dtype_size(m->embed.dtype), block = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    double x = 0;
+    for (int k = 0; k < LIN_COUNT; k++) x += (double)(m->linear[l][k].rows * m->linear[l][k].cols) * dtype_size(m->linear[l][k].dtype);
+    block = x > block ? x : block;
+  }
+  return b + block;
+}
+
+void memplan_head(MemPlan *p, const ModelConfig *c) {
+  double D = c->dim, V = c->vocab_size, f = sizeof(float);
+  memplan_add(p, "lm_head in float32 (vocab x hidden), final norm", V * D * f + D * f + (double)HEAD_CHUNK * D * f, 0);
+  memplan_add(p, "logits of one chunk of tokens (HEAD_CHUNK x vocab)", (double)HEAD_CHUNK * V * f, 0);
+}
+
+void memplan_eval(MemPlan *p, const ModelConfig *c, int T, int local_seqs, int nseq, int models, int kl) {
+  double t = T, D = c->dim, V = c->vocab_size, f = sizeof(float), dbl = sizeof(double);
+  double mine = (double)local_seqs * (t - 1) + 1, all = (double)nseq * (t - 1);
+  memset(p, 0, sizeof *p);
+  memplan_add(p, "residual streams (each model's, this rank's sequences)", models * (double)local_seqs * t * D * f, 0);
+  memplan_add(p, "block weights (float32) and forward scratch", memplan_block_bytes(c, T), 0);
+  memplan_head(p, c);
+  if (models > 1) memplan_add(p, "logits of one chunk, each further model", (models - 1) * (double)HEAD_CHUNK * V * f, 0);
+  double figs = models * ((double)local_seqs + 1 + nseq) * dbl;
+  if (kl) figs += models * (mine + all) * dbl + (models - 1) * (mine + all) * (dbl + 1) + V * dbl;
+  memplan_add(p, kl ? "NLL, KL divergence per prediction; reference probabilities" : "NLL per sequence", figs, 0);
+}
+
 int memory_parse(const char *text, double *bytes) {
   char *end;
   double v = strtod(text, &end);

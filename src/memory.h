@@ -39,6 +39,18 @@ double memplan_heap_peak(const MemPlan *p);
  * calibration sequences of T tokens, on pl->size ranks. */
 void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, int local_seqs);
 
+/* The checkpoint's pages resident at once: the embedding (rows touched by
+ * the tokens, all of it at worst) and one block being converted (the
+ * lm_head's are dropped once converted, forward.h's head_load). */
+double memplan_mapped_bytes(const Model *m);
+/* The head (forward.h's head_load): lm_head in float32, the final norm,
+ * and one chunk of HEAD_CHUNK tokens' logits, never seqlen × vocab. */
+void memplan_head(MemPlan *p, const ModelConfig *c);
+/* aptq eval on one rank holding local_seqs of nseq sequences of T tokens:
+ * `models` models run side by side (1; 2 with quantized, the full-precision
+ * reference; 3 with compare), kl: the per-prediction figures (eval.c). */
+void memplan_eval(MemPlan *p, const ModelConfig *c, int T, int local_seqs, int nseq, int models, int kl);
+
 /* One block's float32 weights and forward scratch for sequences of T
  * tokens (forward.h's block_weights_alloc and scratch_alloc). */
 double memplan_block_bytes(const ModelConfig *c, int T);

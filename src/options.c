@@ -101,10 +101,16 @@ static const OptSpec specs[] = {
      "the pass; each block's output is rounded to bf16"},
     {"max_memory", T_PATH, F(max_memory), "", NULL, 0, 0,
      "quantize, bench: refuse to start when the predicted peak memory per rank exceeds this (e.g. 8G, 512M)"},
-    {"shape", T_CHOICE, F(shape), "7b", "7b|13b|70b|tiny", 0, 0,
-     "bench: LLaMA shape of the synthetic blocks (7b: 4096/11008/32 heads; 13b: 5120/13824/40; 70b: 8192/28672/64 heads, 8 kv heads; tiny: "
-     "the embedded default's 128/384)"},
-    {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024, "bench: number of synthetic decoder blocks"},
+    {"shape", T_CHOICE, F(shape), "7b", "7b|13b|70b|tiny|8b", 0, 0,
+     "bench, synth: LLaMA shape of the synthetic blocks or checkpoint (7b: 4096/11008/32 heads, vocab 32000; 13b: 5120/13824/40; 70b: "
+     "8192/28672/64 heads, 8 kv heads; 8b: Llama 3.1 8B, 4096/14336/32 heads, 8 kv heads, vocab 128256; tiny: the embedded default's "
+     "128/384, vocab 512)"},
+    {"blocks", T_INT, F(blocks), "1", NULL, 1, 1024,
+     "bench: number of synthetic decoder blocks; synth: decoder blocks (default: the shape's)"},
+    {"shard_size", T_PATH, F(shard_size), "5GB", NULL, 0, 0,
+     "synth with shape: largest safetensors shard (transformers' max_shard_size: 5GB = 5e9 bytes; KB/MB/GB powers of 1000, KiB/MiB/GiB "
+     "of 1024)"},
+    {"vocab", T_INT, F(vocab), "", NULL, 2, INT_MAX, "synth: vocabulary size (default: the shape's)"},
     {"act_order", T_BOOL, F(act_order), "no", NULL, 0, 0, "GPTQ: solve columns in order of descending diag(H)"},
     {"static_groups", T_BOOL, F(static_groups), "no", NULL, 0, 0, "GPTQ: group grids from the unquantized weights, fixed before the solve"},
     {"mse", T_BOOL, F(mse), "no", NULL, 0, 0, "grid search for the clipping range (quant.py mse)"},

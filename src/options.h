@@ -40,8 +40,10 @@ typedef struct {
   int stream_tokens;              /* hessian_reduce = stream: tokens buffered between flushes */
   char activations[16];           /* float32 | bf16 */
   char max_memory[32];            /* refuse a run predicted to exceed this per rank ("" = no limit) */
-  char shape[16];                 /* bench: 7b | 13b | 70b | tiny */
-  int blocks;                     /* bench: decoder blocks */
+  char shape[16];                 /* bench, synth: 7b | 13b | 70b | tiny | 8b */
+  int blocks;                     /* bench, synth: decoder blocks */
+  int vocab;                      /* synth: vocabulary size */
+  char shard_size[32];            /* synth: largest shard, "5GB" */
   int act_order, static_groups, mse, true_sequential;
   int keep_attention; /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
   double damp;

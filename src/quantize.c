@@ -41,18 +41,6 @@ static void sweep_path(const char *path, const char *tag, double R, char *out, s
   snprintf(out, size, "%.*s-%s%g%s", (int)(dot - path), path, tag, R, dot);
 }
 
-/* The checkpoint's pages resident at once: the embedding (rows touched by
- * the calibration tokens, all of it at worst) and one block being converted. */
-static double mapped_bytes(const Model *m) {
-  double b = (double)(m->embed.rows * m->embed.cols) * dtype_size(m->embed.dtype), block = 0;
-  for (int l = 0; l < m->cfg.n_layers; l++) {
-    double x = 0;
-    for (int k = 0; k < LIN_COUNT; k++) x += (double)(m->linear[l][k].rows * m->linear[l][k].cols) * dtype_size(m->linear[l][k].dtype);
-    block = x > block ? x : block;
-  }
-  return b + block;
-}
-
 /* The run's outputs (and reports): one, or one per value of R (or of
  * avg_bits). */
 typedef struct {
@@ -136,7 +124,7 @@ static int predict_memory(const Options *o, const Plan *p, const Model *m, doubl
   int size = p->size;
   MemPlan plan;
   memplan_quantize(&plan, p, &m->cfg, o->seqlen, p->method != METHOD_RTN ? (o->nseq + size - 1) / size : 0);
-  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", mapped_bytes(m));
+  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", memplan_mapped_bytes(m));
   if (p->mixed && p->sensitivity == SENSITIVITY_FISHER && plan_ranks_by_sensitivity(p)) {
     /* before the pass and freed when it starts: its streams and head
      * buffers, the lm_head in float32, its own block weights and scratch */

@@ -215,16 +215,15 @@ const StTensor *st_find(const StFile *f, const char *name) {
   return NULL;
 }
 
-int st_write(const char *path, const StWriteTensor *tensors, int n) {
-  /* header first: offsets are known from the shapes */
+/* The header: offsets are known from the shapes. Returns its padded
+ * length, or 0 (error recorded). *out: aptq_malloc'd. */
+static size_t st_header(const StWriteTensor *tensors, int n, char **out) {
   size_t cap = 256 + (size_t)n * 512, len = 0, offset = 0;
-  char *header = aptq_malloc(cap, "safetensors header");
-  if (!header) return APTQ_ERR;
+  char *header = *out = aptq_malloc(cap, "safetensors header");
+  if (!header) return 0;
   len += (size_t)snprintf(header + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
   for (int i = 0; i < n; i++) {
-    size_t numel = 1;
-    for (int d = 0; d < tensors[i].ndim; d++) numel *= (size_t)tensors[i].shape[d];
-    size_t bytes = numel * dtype_size(tensors[i].dtype);
+    size_t bytes = st_write_numel(&tensors[i]) * dtype_size(tensors[i].dtype);
     len += (size_t)snprintf(header + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", tensors[i].name,
                             tensors[i].dtype == DT_F32 ? "F32" : "BF16");
     for (int d = 0; d < tensors[i].ndim; d++)
@@ -234,28 +233,55 @@ int st_write(const char *path, const StWriteTensor *tensors, int n) {
   }
   len += (size_t)snprintf(header + len, cap - len, "}");
   while (len % 8) header[len++] = ' '; /* keep tensor data 8-byte aligned */
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    aptq_free(header);
-    return aptq_error("cannot create '%s': %s", path, strerror(errno));
-  }
-  uint8_t lenbytes[8];
-  for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)len >> (8 * i));
-  int ok = fwrite(lenbytes, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
-  aptq_free(header);
-  for (int i = 0; ok && i < n; i++) {
-    size_t numel = 1;
-    for (int d = 0; d < tensors[i].ndim; d++) numel *= (size_t)tensors[i].shape[d];
-    for (size_t j = 0; ok && j < numel; j++) {
-      if (tensors[i].dtype == DT_F32) ok = fwrite(&tensors[i].data[j], 4, 1, f) == 1;
-      else {
-        uint16_t h = f32_to_bf16(tensors[i].data[j]);
-        uint8_t b[2] = {(uint8_t)h, (uint8_t)(h >> 8)};
-        ok = fwrite(b, 1, 2, f) == 2;
-      }
-    }
-  }
-  if (fclose(f) != 0) ok = 0;
-  if (!ok) return aptq_error("error writing '%s': %s", path, strerror(errno));
-  return 0;
+  return len;
 }
+
+size_t st_write_numel(const StWriteTensor *t) {
+  size_t numel = 1;
+  for (int d = 0; d < t->ndim; d++) numel *= (size_t)t->shape[d];
+  return numel;
+}
+
+/* Tensor i's elements in chunks of ST_CHUNK: from its data or fill, as
+ * little-endian F32 or BF16 bytes. 1 when all were written. */
+enum { ST_CHUNK = 1 << 20 };
+static int st_write_data(FILE *f, const StWriteTensor *t, int i, StFill fill, void *ctx, float *vals, uint8_t *bytes) {
+  size_t numel = st_write_numel(t), es = dtype_size(t->dtype);
+  for (size_t j = 0; j < numel; j += ST_CHUNK) {
+    size_t m = numel - j < ST_CHUNK ? numel - j : ST_CHUNK;
+    const float *v = t->data ? t->data + j : vals;
+    if (!t->data) fill(ctx, i, j, m, vals);
+    for (size_t e = 0; e < m; e++) {
+      uint32_t u;
+      if (t->dtype == DT_F32) memcpy(&u, &v[e], 4);
+      else u = f32_to_bf16(v[e]);
+      for (size_t b = 0; b < es; b++) bytes[e * es + b] = (uint8_t)(u >> (8 * b));
+    }
+    if (fwrite(bytes, es, m, f) != m) return 0;
+  }
+  return 1;
+}
+
+int st_write_stream(const char *path, const StWriteTensor *tensors, int n, StFill fill, void *ctx) {
+  char *header;
+  size_t len = st_header(tensors, n, &header);
+  if (!len) return APTQ_ERR;
+  float *vals = aptq_malloc(sizeof(float) * ST_CHUNK, "safetensors write buffer");
+  uint8_t *bytes = aptq_malloc(4 * (size_t)ST_CHUNK, "safetensors write buffer");
+  FILE *f = vals && bytes ? fopen(path, "wb") : NULL;
+  int rc = !vals || !bytes ? APTQ_ERR : !f ? aptq_error("cannot create '%s': %s", path, strerror(errno)) : 0;
+  if (f) {
+    uint8_t lenbytes[8];
+    for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    int ok = fwrite(lenbytes, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
+    for (int i = 0; ok && i < n; i++) ok = st_write_data(f, &tensors[i], i, fill, ctx, vals, bytes);
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) rc = aptq_error("error writing '%s': %s", path, strerror(errno));
+  }
+  aptq_free(header);
+  aptq_free(vals);
+  aptq_free(bytes);
+  return rc;
+}
+
+int st_write(const char *path, const StWriteTensor *tensors, int n) { return st_write_stream(path, tensors, n, NULL, NULL); }

@@ -43,9 +43,15 @@ typedef struct {
   DType dtype; /* DT_F32 or DT_BF16 */
   int ndim;
   int64_t shape[ST_MAX_DIMS];
-  const float *data; /* converted on write */
+  const float *data; /* converted on write; NULL: made by the fill of st_write_stream */
 } StWriteTensor;
 
 int st_write(const char *path, const StWriteTensor *tensors, int n);
+/* Elements of tensor `tensor` first .. first + n - 1 into out (float32). */
+typedef void (*StFill)(void *ctx, int tensor, size_t first, size_t n, float *out);
+/* The same, streamed: a tensor without data is made by fill, in order, a
+ * chunk of 2^20 elements at a time (the file is never held in memory). */
+int st_write_stream(const char *path, const StWriteTensor *tensors, int n, StFill fill, void *ctx);
+size_t st_write_numel(const StWriteTensor *t);
 
 #endif

@@ -1,7 +1,8 @@
 /* aptq synth: the embedded default model. Writes a small LLaMA-architecture
  * checkpoint in the real Hugging Face layout (config.json, two safetensors
  * shards, one BF16 and one F32, and the index), with GQA and seeded weights,
- * so the whole pipeline runs with no download. */
+ * so the whole pipeline runs with no download. With shape, blocks, vocab or
+ * shard_size a checkpoint of a real shape instead (synth_hub.c). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -180,5 +181,12 @@ int cmd_synth(const Options *o, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
   CHECK(aptq_agree(comm, options_require(o, "output")));
-  return aptq_agree(comm, rank == 0 ? synth(o) : 0);
+  if (!options_given("shape") && !options_given("blocks") && !options_given("vocab") && !options_given("shard_size"))
+    return aptq_agree(comm, rank == 0 ? synth(o) : 0);
+  int shape = options_given("shape") ? options_choice(o, "shape") : SHAPE_TINY;
+  ModelConfig c;
+  synth_shape(shape, &c);
+  if (options_given("blocks")) c.n_layers = o->blocks;
+  if (options_given("vocab")) c.vocab_size = o->vocab;
+  return synth_hub(o, shape, &c, comm);
 }
