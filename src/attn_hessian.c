@@ -37,8 +37,9 @@ static void reduce_token_mean(double *out, size_t n, int64_t tokens, MPI_Comm co
   for (size_t k = 0; k < n; k++) out[k] /= (double)total;
 }
 
-int vhessian_init(VHessian *v, const ModelConfig *c, int T) {
+int vhessian_init(VHessian *v, const ModelConfig *c, int T, int relaxed) {
   memset(v, 0, sizeof *v);
+  v->relaxed = relaxed;
   v->d = c->dim;
   v->dh = c->head_dim;
   v->groups = c->n_kv_heads;
@@ -79,6 +80,11 @@ void vhessian_add(VHessian *v, const ModelConfig *c, BlockScratch *s, const floa
 void vhessian_set_output(VHessian *v, const float *Wo) {
   int d = v->d, dh = v->dh, ld = v->groups * v->heads_per_group * dh;
   memset(v->out, 0, sizeof(double) * (size_t)v->groups * dh * dh);
+  if (v->relaxed) { /* H_out = I: each kv head's rows with one d × d Hessian */
+    for (int g = 0; g < v->groups; g++)
+      for (int a = 0; a < dh; a++) v->out[(size_t)g * dh * dh + a * dh + a] = 1.0;
+    return;
+  }
   for (int g = 0; g < v->groups; g++) {
     double *out = v->out + (size_t)g * dh * dh;
     for (int k = 0; k < v->heads_per_group; k++) wo_gram_add(Wo, d, ld, g * v->heads_per_group + k, dh, out);
@@ -88,8 +94,9 @@ void vhessian_set_output(VHessian *v, const float *Wo) {
 
 int vhessian_finish(VHessian *v, MPI_Comm comm) {
   for (int g = 0; g < v->groups; g++) {
-    /* per head the tokens were counted once; the factor is a sum over the group's heads, normalised per token */
-    v->in[g].tokens /= v->heads_per_group;
+    /* per head the tokens were counted once; the factor is a sum over the group's heads, normalised per token
+       (relaxed: the mean over the group's heads, so the count stays) */
+    if (!v->relaxed) v->in[g].tokens /= v->heads_per_group;
     CHECK(hessian_finish(&v->in[g], comm));
   }
   return 0;
@@ -416,4 +423,85 @@ void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const floa
 int khessian_finish(KHessian *k, MPI_Comm comm) {
   if (k->kron) reduce_token_mean(k->out, (size_t)(k->heads / k->hpg) * k->dh * k->dh, k->tokens, comm);
   return hessian_finish(&k->in, comm);
+}
+
+/* ---- the relaxed (BoA/aespa) q_proj and k_proj forms -------------------- */
+
+int relaxed_init(RelaxedQK *r, const ModelConfig *c, int T) {
+  memset(r, 0, sizeof *r);
+  r->dh = c->head_dim;
+  r->heads = c->n_heads;
+  r->groups = c->n_kv_heads;
+  r->hpg = c->n_heads / c->n_kv_heads;
+  r->T = T;
+  size_t dh2 = (size_t)r->dh * r->dh;
+  r->kk = aptq_calloc((size_t)r->groups, sizeof *r->kk, "key covariances");
+  r->qq = aptq_calloc((size_t)r->heads, sizeof *r->qq, "query covariances");
+  r->buf = aptq_malloc(sizeof(float) * (size_t)T * r->dh, "head vectors");
+  r->qout = aptq_malloc(sizeof(double) * (size_t)r->heads * dh2, "q_proj output factors");
+  r->kout = aptq_malloc(sizeof(double) * (size_t)r->groups * dh2, "k_proj output factors");
+  r->M = aptq_malloc(sizeof(double) * 2 * dh2, "rotated covariance");
+  if (!r->kk || !r->qq || !r->buf || !r->qout || !r->kout || !r->M) return APTQ_ERR;
+  for (int g = 0; g < r->groups; g++) CHECK(hessian_init(&r->kk[g], r->dh));
+  for (int h = 0; h < r->heads; h++) CHECK(hessian_init(&r->qq[h], r->dh));
+  return 0;
+}
+
+void relaxed_free(RelaxedQK *r) {
+  for (int g = 0; r->kk && g < r->groups; g++) hessian_free(&r->kk[g]);
+  for (int h = 0; r->qq && h < r->heads; h++) hessian_free(&r->qq[h]);
+  aptq_free(r->kk);
+  aptq_free(r->qq);
+  aptq_free(r->buf);
+  aptq_free(r->qout);
+  aptq_free(r->kout);
+  aptq_free(r->M);
+  memset(r, 0, sizeof *r);
+}
+
+void relaxed_reset(RelaxedQK *r) {
+  for (int g = 0; g < r->groups; g++) hessian_reset(&r->kk[g]);
+  for (int h = 0; h < r->heads; h++) hessian_reset(&r->qq[h]);
+}
+
+/* Σ v vᵀ of one head's columns [off, off + dh) of V (T × ld) into H. */
+static void head_cov_add(Hessian *H, float *buf, const float *V, int T, int ld, int off, int dh) {
+  for (int t = 0; t < T; t++) memcpy(buf + (size_t)t * dh, V + (size_t)t * ld + off, sizeof(float) * (size_t)dh);
+  hessian_add(H, buf, T);
+}
+
+void relaxed_add(RelaxedQK *r, const ModelConfig *c, const BlockScratch *s) {
+  int T = s->T, dh = r->dh, kvd = c->n_kv_heads * dh, qd = c->n_heads * dh;
+  for (int g = 0; g < r->groups; g++) head_cov_add(&r->kk[g], r->buf, s->k, T, kvd, g * dh, dh);
+  for (int h = 0; h < r->heads; h++) head_cov_add(&r->qq[h], r->buf, s->q, T, qd, h * dh, dh);
+}
+
+/* out = mean_l R_lᵀ C R_l over the T positions of s's RoPE tables (dh × dh). */
+static void unrotate_mean(const ModelConfig *c, const BlockScratch *s, int T, const double *C, double *M, double *out) {
+  size_t dh2 = (size_t)c->head_dim * c->head_dim;
+  memset(out, 0, sizeof(double) * dh2);
+  for (int l = 0; l < T; l++) {
+    memcpy(M, C, sizeof(double) * dh2);
+    rotate_both(c, s, l, M);
+    for (size_t k = 0; k < dh2; k++) out[k] += M[k];
+  }
+  for (size_t k = 0; k < dh2; k++) out[k] /= T;
+}
+
+int relaxed_finish(RelaxedQK *r, const ModelConfig *c, const BlockScratch *s, MPI_Comm comm) {
+  size_t dh2 = (size_t)r->dh * r->dh;
+  for (int g = 0; g < r->groups; g++) CHECK(hessian_finish(&r->kk[g], comm));
+  for (int h = 0; h < r->heads; h++) CHECK(hessian_finish(&r->qq[h], comm));
+  /* q_proj head h: its kv head's key covariance (the released code expands
+     C_K over the heads of a group) */
+  for (int h = 0; h < r->heads; h++) unrotate_mean(c, s, r->T, r->kk[h / r->hpg].sum, r->M, r->qout + (size_t)h * dh2);
+  /* k_proj kv head g: the mean of its query heads' covariances */
+  double *C = r->M + dh2;
+  for (int g = 0; g < r->groups; g++) {
+    memset(C, 0, sizeof(double) * dh2);
+    for (int j = 0; j < r->hpg; j++)
+      for (size_t k = 0; k < dh2; k++) C[k] += r->qq[g * r->hpg + j].sum[k] / r->hpg;
+    unrotate_mean(c, s, r->T, C, r->M, r->kout + (size_t)g * dh2);
+  }
+  return 0;
 }

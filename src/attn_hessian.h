@@ -1,7 +1,12 @@
 /* Attention-aware Hessian factors (docs/aptq.md). v_proj, per kv group g:
  * H_in^g = Σ_{h∈g} Σ_t y_t^h y_t^hᵀ with Y^h = A^h X (attention-mixed block
  * inputs) and H_out^g = mean_{h∈g} W_O^hᵀ W_O^h. Sums are unnormalised and
- * reduced across ranks like the GPTQ Hessians. */
+ * reduced across ranks like the GPTQ Hessians.
+ * Relaxed (BoA/aespa) v_proj (v_form = relaxed): the value objective of
+ * aespa Eq. (17), ‖ΔW_V X Aᵀ‖²_F, reconstructing each head's attention
+ * output before W_O: H_in^g = mean_{h∈g} 2/N Σ_t y_t^h y_t^hᵀ (the released
+ * code's mean over the heads that share a kv head) and H_out^g = I, i.e.
+ * one d × d Hessian for the rows of each kv head. */
 #ifndef APTQ_ATTN_HESSIAN_H
 #define APTQ_ATTN_HESSIAN_H
 
@@ -12,14 +17,16 @@
 #include "hessian.h"
 
 typedef struct {
-  int d, dh, groups, heads_per_group;
+  int d, dh, groups, heads_per_group, relaxed;
   Hessian *in; /* [groups], d × d */
   double *out; /* groups × dh × dh */
   float *Y;    /* T × d scratch: A^h X */
   int T;
 } VHessian;
 
-int vhessian_init(VHessian *v, const ModelConfig *c, int T);
+/* relaxed: v_form = relaxed (above): the input factors become the mean over
+ * a group's heads and vhessian_set_output sets H_out = I. */
+int vhessian_init(VHessian *v, const ModelConfig *c, int T, int relaxed);
 void vhessian_free(VHessian *v);
 void vhessian_reset(VHessian *v);
 /* One sequence: s holds q, k (post-RoPE) from block_forward_until(STOP_O_INPUT)
@@ -115,5 +122,37 @@ void khessian_set_output(KHessian *k, const float *Wo, const float *norm);
 void khessian_add(KHessian *k, const ModelConfig *c, BlockScratch *s, const float *X, double *wg);
 /* Collective: in scaled by 2/N; out (kron) averaged over tokens. */
 int khessian_finish(KHessian *k, MPI_Comm comm);
+
+/* The relaxed (BoA/aespa) q_proj and k_proj forms (q_form, k_form =
+ * relaxed; docs/aptq.md): the softmax Jacobian is dropped and the error of
+ * the pre-softmax scores S = Q Kᵀ bounded instead (aespa Eqs. (21), (22);
+ * BoA's relaxed Hessian), so that H = H_in ⊗ H_out with H_in the layer
+ * inputs' 2/N Σ x xᵀ and
+ *   q_proj head h:    H_out = mean_l R_lᵀ C_K^{g(h)} R_l,
+ *   k_proj kv head g: H_out = mean_l R_lᵀ (mean_{h∈g} C_Q^h) R_l,
+ * C_K^g = 2/N Σ_s k_s k_sᵀ and C_Q^h = 2/N Σ_t q_t q_tᵀ the covariances of
+ * the post-RoPE keys and queries over all tokens, R_l the RoPE rotation of
+ * position l, the mean over the positions 0..T−1 of a sequence (as the
+ * released code, SamsungLabs/aespa quantize.py and SamsungLabs/TurboBoA
+ * quantize.py, compute_Hessian). Cost: T·dh² per head, like q kᵀ. */
+typedef struct {
+  int dh, heads, groups, hpg, T;
+  Hessian *kk;  /* [groups]: Σ k kᵀ (dh × dh); 2/N-scaled after finish */
+  Hessian *qq;  /* [heads]: Σ q qᵀ */
+  float *buf;   /* T × dh: one head's vectors, contiguous */
+  double *qout; /* heads × dh²: q_proj's output factors (after finish) */
+  double *kout; /* groups × dh²: k_proj's */
+  double *M;    /* 2·dh² scratch */
+} RelaxedQK;
+
+int relaxed_init(RelaxedQK *r, const ModelConfig *c, int T);
+void relaxed_free(RelaxedQK *r);
+void relaxed_reset(RelaxedQK *r);
+/* One sequence: s after block_forward_until(STOP_O_INPUT) or later (q, k
+ * post-RoPE). */
+void relaxed_add(RelaxedQK *r, const ModelConfig *c, const BlockScratch *s);
+/* Collective: the covariances reduced and scaled by 2/N, then the output
+ * factors (un-rotated with s's RoPE tables of T positions). */
+int relaxed_finish(RelaxedQK *r, const ModelConfig *c, const BlockScratch *s, MPI_Comm comm);
 
 #endif

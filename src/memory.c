@@ -134,13 +134,18 @@ static void plan_hessians(MemPlan *p, const Plan *pl, const ModelConfig *c, int 
   memplan_add(p, nstream ? "layer-input Hessians (4 groups; streamed ones as pieces + buffers)" : "layer-input Hessians (4 groups)", hess,
               0);
   double Dh = D * D * (dbl + f);
-  if (pl->form[LIN_V] == FORM_KRON) /* vhessian_init: one input factor per kv group, output factors, Y */
+  int v_own = pl->form[LIN_V] == FORM_KRON || pl->form[LIN_V] == FORM_RELAXED;
+  if (v_own) /* vhessian_init: one input factor per kv group, output factors, Y */
     memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
-  if (pl->form[LIN_Q] != FORM_GPTQ) /* qhessian_init */
+  if (pl->form[LIN_Q] == FORM_ROWSHARED || pl->form[LIN_Q] == FORM_KRON) /* qhessian_init */
     memplan_add(p, "APTQ q_proj statistics",
                 Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 3 * t * dh2 * f + t * dh * f + t * D * f + t * f + dh2 * (f + dbl),
                 0);
-  if (pl->form[LIN_K] != FORM_GPTQ) { /* khessian_init: P, VP, C, Xw, w, ws, avec, M; kron: out, seq; kron or q/k norms: QQ, CS */
+  if (pl->form[LIN_Q] == FORM_RELAXED || pl->form[LIN_K] == FORM_RELAXED) /* relaxed_init: kk, qq (float64 + float32 chunk), buf, outs, M */
+    memplan_add(p, "APTQ relaxed q/k covariances",
+                (c->n_kv_heads + c->n_heads) * dh2 * (dbl + f) + t * dh * f + (c->n_heads + c->n_kv_heads + 2) * dh2 * dbl, 0);
+  if (pl->form[LIN_K] == FORM_ROWSHARED ||
+      pl->form[LIN_K] == FORM_KRON) { /* khessian_init: P, VP, C, Xw, w, ws, avec, M; kron: out, seq; kron or q/k norms: QQ, CS */
     double kb = Dh + c->n_heads * dh2 * f + t * dh * f + t * t * f + t * D * f + t * f + 2 * t * dbl + dh2 * dbl;
     if (pl->form[LIN_K] == FORM_KRON) kb += 2 * c->n_kv_heads * dh2 * dbl;
     if (pl->form[LIN_K] == FORM_KRON || c->qk_norm) kb += 2 * t * dh2 * f; /* QQ, CS: Kronecker, or k_norm's row-shared weights */
@@ -203,7 +208,8 @@ static void plan_solves(MemPlan *p, const Plan *pl, const ModelConfig *c, double
     memplan_add(p, "factor on the grid: pieces + moving the sum in", scattered * scattered * dbl / size + gather, 1);
     memplan_add(p, "factor on the grid: streamed solve, largest set of layers", grid, 1);
   }
-  if (pl->form[LIN_V] == FORM_KRON) { /* solve_kron of v_proj: the column-order matrix and its head slabs */
+  if (pl->form[LIN_V] == FORM_KRON ||
+      pl->form[LIN_V] == FORM_RELAXED) { /* solve_kron of v_proj: the column-order matrix and its head slabs */
     double v = D * D * dbl + (kvd / size + dh) * D * (2 * f + 1);
     slab = v > slab ? v : slab;
   }

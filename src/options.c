@@ -45,14 +45,15 @@ static const OptSpec specs[] = {
     {"input", T_PATH, F(input), "", NULL, 0, 0, "layer: HDF5 file with datasets W (rows x cols) and H (cols x cols)"},
     {"method", T_CHOICE, F(method), "rtn", "rtn|gptq|aptq", 0, 0,
      "quantization method (quantize without method: aptq, at avg_bits = 3.5 unless bits, R, avg_bits or grid is given)"},
-    {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq", 0, 0,
+    {"q_form", T_CHOICE, F(q_form), "rowshared", "rowshared|kron|gptq|relaxed", 0, 0,
      "aptq: q_proj Hessian through the softmax Jacobian: rowshared = token-weighted input Hessian, kron = input x per-head output factor, "
-     "gptq = layer inputs"},
-    {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq", 0, 0,
+     "gptq = layer inputs, relaxed = BoA/aespa: input x the head's un-rotated key covariance (score error)"},
+    {"k_form", T_CHOICE, F(k_form), "rowshared", "rowshared|kron|gptq|relaxed", 0, 0,
      "aptq: k_proj Hessian through the softmax Jacobian (s = s' terms): rowshared = token-weighted input Hessian, kron = input x "
-     "per-kv-group output factor, gptq = layer inputs"},
-    {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq", 0, 0,
-     "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs"},
+     "per-kv-group output factor, gptq = layer inputs, relaxed = BoA/aespa: input x the group's un-rotated query covariance"},
+    {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq|relaxed", 0, 0,
+     "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs, relaxed = BoA/aespa: the "
+     "attention-mixed inputs' covariance per kv group (mean over its heads), one Hessian per head's rows"},
     {"R", T_PATH, F(R), "", NULL, 0, 0,
      "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per "
      "value); bits is then ignored"},

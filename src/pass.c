@@ -16,13 +16,15 @@
 #include "solve.h"
 
 /* APTQ's statistics for the q/k/v forms of their own (docs/aptq.md),
- * gathered by the q/k/v group's forward: v_proj's Kronecker factors, q's
- * and k's token-weighted input Hessians and output factors. */
+ * gathered by the q/k/v group's forward: v_proj's Kronecker (or relaxed)
+ * factors, q's and k's token-weighted input Hessians and output factors,
+ * the relaxed forms' query and key covariances. */
 typedef struct {
-  int v, q, k; /* which are gathered */
+  int v, q, k, r; /* which are gathered */
   VHessian vh;
   QHessian qh;
   KHessian kh;
+  RelaxedQK rq;
 } AttnStats;
 
 /* A group's layer-input Hessian: a whole or partial sum (Hessian), or
@@ -63,17 +65,19 @@ typedef struct {
 /* ---- set-up ------------------------------------------------------------- */
 
 static int attn_stats_init(AttnStats *a, const Plan *p, const ModelConfig *c, int T) {
-  a->v = p->form[LIN_V] == FORM_KRON;
-  a->q = p->form[LIN_Q] != FORM_GPTQ;
-  a->k = p->form[LIN_K] != FORM_GPTQ;
-  return (a->v && vhessian_init(&a->vh, c, T)) || (a->q && qhessian_init(&a->qh, c, T)) ||
-         (a->k && khessian_init(&a->kh, c, T, p->form[LIN_K] == FORM_KRON));
+  a->v = p->form[LIN_V] == FORM_KRON || p->form[LIN_V] == FORM_RELAXED;
+  a->q = p->form[LIN_Q] == FORM_ROWSHARED || p->form[LIN_Q] == FORM_KRON;
+  a->k = p->form[LIN_K] == FORM_ROWSHARED || p->form[LIN_K] == FORM_KRON;
+  a->r = p->form[LIN_Q] == FORM_RELAXED || p->form[LIN_K] == FORM_RELAXED;
+  return (a->v && vhessian_init(&a->vh, c, T, p->form[LIN_V] == FORM_RELAXED)) || (a->q && qhessian_init(&a->qh, c, T)) ||
+         (a->k && khessian_init(&a->kh, c, T, p->form[LIN_K] == FORM_KRON)) || (a->r && relaxed_init(&a->rq, c, T));
 }
 
 static void attn_stats_free(AttnStats *a) {
   if (a->v) vhessian_free(&a->vh);
   if (a->q) qhessian_free(&a->qh);
   if (a->k) khessian_free(&a->kh);
+  if (a->r) relaxed_free(&a->rq);
 }
 
 /* Every rank creates the streamed sums' grids (collective); the status is
@@ -167,6 +171,7 @@ static int block_begin(Pass *P, int l) {
     khessian_reset(&a->kh);
     khessian_set_output(&a->kh, P->w.w[LIN_O], P->w.k_norm);
   }
+  if (a->r) relaxed_reset(&a->rq);
   return 0;
 }
 
@@ -217,6 +222,7 @@ static void accumulate(Pass *P, int g) {
   if (a->v) vhessian_add(&a->vh, P->c, &P->s, P->s.xn);
   if (a->q) qhessian_add(&a->qh, P->c, &P->s, P->s.xn, NULL);
   if (a->k) khessian_add(&a->kh, P->c, &P->s, P->s.xn, NULL);
+  if (a->r) relaxed_add(&a->rq, P->c, &P->s);
 }
 
 /* Collect group g's statistics (g < 0: every group's, from one forward of
@@ -261,17 +267,20 @@ static int reduce(Pass *P, int g) {
   }
   if (g == 0 && a->q) CHECK(aptq_agree(comm, qhessian_finish(&a->qh, comm)));
   if (g == 0 && a->k) CHECK(aptq_agree(comm, khessian_finish(&a->kh, comm)));
+  if (g == 0 && a->r) CHECK(aptq_agree(comm, relaxed_finish(&a->rq, P->c, &P->s, comm)));
   phase_add(PH_REDUCE, t);
   return 0;
 }
 
 /* A Kronecker solve whose heads all use the layer-input Hessian H0 as
- * their input factor (K-FAC: q's per head, k's per kv group). */
-static int solve_kron_layer_input(Pass *P, const GptqParams *p, const double *out, int heads, const char *name, float *W, LayerError *e) {
+ * their input factor (K-FAC: q's per head, k's per kv group; form
+ * FORM_KRON or FORM_RELAXED). */
+static int solve_kron_layer_input(Pass *P, const GptqParams *p, const double *out, int heads, HessianForm form, const char *name, float *W,
+                                  LayerError *e) {
   const double **in = aptq_malloc(sizeof(double *) * (size_t)heads, "input factors");
   CHECK(aptq_agree(P->comm, !in));
   for (int h = 0; h < heads; h++) in[h] = P->gh[0].H.sum;
-  KronHessian kh = {in, NULL, out, heads, P->c->head_dim, P->c->dim};
+  KronHessian kh = {in, NULL, out, heads, P->c->head_dim, P->c->dim, form};
   int rc = solve_kron(P->qw, p, &kh, name, W, e, P->comm);
   aptq_free(in);
   return rc;
@@ -289,7 +298,7 @@ static int solve_v_kron(Pass *P, const GptqParams *p, const char *name, float *W
     in[gr] = vh->in[gr].sum;
     for (size_t i = 0; i < D * D; i++) order[i] += vh->in[gr].sum[i];
   }
-  KronHessian kh = {in, order, vh->out, vh->groups, vh->dh, (int)D};
+  KronHessian kh = {in, order, vh->out, vh->groups, vh->dh, (int)D, vh->relaxed ? FORM_RELAXED : FORM_KRON};
   int rc = solve_kron(P->qw, p, &kh, name, W, e, P->comm);
   aptq_free(order);
   aptq_free(in);
@@ -318,8 +327,11 @@ static int solve_own_form(Pass *P, int l, int k, const GptqParams *p, const char
   float *W = P->w.w[k];
   if (k == LIN_V) return solve_v_kron(P, p, name, W, e);
   if (form == FORM_ROWSHARED) return solve_rowshared(P, l, k, p, name, e);
-  if (k == LIN_K) return solve_kron_layer_input(P, p, P->a.kh.out, P->c->n_kv_heads, name, W, e);
-  return solve_kron_layer_input(P, p, P->a.qh.out, P->c->n_heads, name, W, e);
+  if (form == FORM_RELAXED)
+    return k == LIN_K ? solve_kron_layer_input(P, p, P->a.rq.kout, P->c->n_kv_heads, form, name, W, e)
+                      : solve_kron_layer_input(P, p, P->a.rq.qout, P->c->n_heads, form, name, W, e);
+  if (k == LIN_K) return solve_kron_layer_input(P, p, P->a.kh.out, P->c->n_kv_heads, form, name, W, e);
+  return solve_kron_layer_input(P, p, P->a.qh.out, P->c->n_heads, form, name, W, e);
 }
 
 /* The group's layer-input factor, and the layers that share it solved

@@ -22,8 +22,8 @@ GptqParams gptq_params_from_options(const Options *o) {
 
 /* APTQ's form of q, k or v from its option */
 static HessianForm form_of(const Options *o, const char *key) {
-  /* q_form, k_form: rowshared|kron|gptq; v_form: kron|gptq */
-  static const HessianForm qk[] = {FORM_ROWSHARED, FORM_KRON, FORM_GPTQ}, v[] = {FORM_KRON, FORM_GPTQ};
+  /* q_form, k_form: rowshared|kron|gptq|relaxed; v_form: kron|gptq|relaxed */
+  static const HessianForm qk[] = {FORM_ROWSHARED, FORM_KRON, FORM_GPTQ, FORM_RELAXED}, v[] = {FORM_KRON, FORM_GPTQ, FORM_RELAXED};
   int i = options_choice(o, key);
   return key[0] == 'v' ? v[i] : qk[i];
 }
@@ -64,7 +64,7 @@ void plan_init(Plan *p, const Options *o) {
  * ScaLAPACK grid (gptq_prepare_partial)? Not where the factor runs on
  * LAPACK, nor group 0 when a Kronecker q or k form reads it whole. */
 static int scattered(const Plan *p, int g, int d, int size) {
-  int kron_reads_whole = p->form[LIN_Q] == FORM_KRON || p->form[LIN_K] == FORM_KRON;
+  int kron_reads_whole = plan_kron_input(p, LIN_Q) || plan_kron_input(p, LIN_K);
   return p->reduce != REDUCE_ALLREDUCE && factor_uses_scalapack(p->gptq.factor_path, d, size) && !(g == 0 && kron_reads_whole);
 }
 
@@ -96,7 +96,7 @@ void plan_shape(Plan *p, const ModelConfig *c, int size) {
 }
 
 const char *plan_form_name(HessianForm f) {
-  static const char *const names[] = {"gptq", "rowshared", "kron"};
+  static const char *const names[] = {"gptq", "rowshared", "kron", "relaxed"};
   return names[f];
 }
 

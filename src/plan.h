@@ -19,8 +19,11 @@
 typedef enum { METHOD_RTN, METHOD_GPTQ, METHOD_APTQ } Method;
 /* The Hessian a projection's solve uses (docs/aptq.md): the group's
  * layer-input Hessian (GPTQ), APTQ's token-weighted input Hessian
- * (row-shared) or a Kronecker product with an output factor per head. */
-typedef enum { FORM_GPTQ, FORM_ROWSHARED, FORM_KRON } HessianForm;
+ * (row-shared), a Kronecker product with an output factor per head, or
+ * BoA/aespa's relaxed form (q, k: Kronecker with score-covariance output
+ * factors; v: one attention-mixed input Hessian per kv group), solved
+ * through the Kronecker path. */
+typedef enum { FORM_GPTQ, FORM_ROWSHARED, FORM_KRON, FORM_RELAXED } HessianForm;
 typedef enum { REDUCE_AUTO, REDUCE_ALLREDUCE, REDUCE_SCATTER, REDUCE_STREAM } HessianReduce;
 typedef enum { SENSITIVITY_FISHER, SENSITIVITY_LAYER } SensitivityKind;
 enum { GROUP_COUNT = 4 }; /* linear_groups: q/k/v, o, gate/up, down */
@@ -64,7 +67,7 @@ void plan_init(Plan *p, const Options *o);
 /* The decisions that depend on the block's shapes and the rank count:
  * in_dim, scattered, streamed. */
 void plan_shape(Plan *p, const ModelConfig *c, int size);
-/* "gptq", "rowshared", "kron": the form's name in files and reports. */
+/* "gptq", "rowshared", "kron", "relaxed": the form's name in files and reports. */
 const char *plan_form_name(HessianForm f);
 /* Both at once. */
 Plan plan_make(const Options *o, const ModelConfig *c, int size);
@@ -72,6 +75,9 @@ Plan plan_make(const Options *o, const ModelConfig *c, int size);
 /* Is layer k (LinearKind) solved with its group's layer-input factor,
  * together with the group's other such layers (solve_shared)? */
 static inline int plan_shares_factor(const Plan *p, int k) { return p->form[k] == FORM_GPTQ; }
+/* Is layer k (q or k) solved as a Kronecker product whose input factor is
+ * the group's whole layer-input Hessian (kron and relaxed forms)? */
+static inline int plan_kron_input(const Plan *p, int k) { return p->form[k] == FORM_KRON || p->form[k] == FORM_RELAXED; }
 /* The solve's parameters of a layer at `bits` (mixed precision). */
 GptqParams plan_layer_params(const Plan *p, int bits);
 /* Do the allocation's layers need sensitivities (trace, knapsack)? */

@@ -109,6 +109,12 @@ static int load_inputs(const Options *o, const Plan *p, Model *m, TokenShard *ca
   int rank;
   MPI_Comm_rank(comm, &rank);
   CHECK(aptq_agree(comm, model_open(o->model, m)));
+  /* the relaxed q/k forms (BoA/aespa) bound the score error of the projection
+   * output itself: Qwen3's per-head q/k norms between them are not in it */
+  if (m->cfg.qk_norm && p->method == METHOD_APTQ && (p->form[LIN_Q] == FORM_RELAXED || p->form[LIN_K] == FORM_RELAXED))
+    CHECK(aptq_agree(comm, aptq_error("model '%s' normalises q and k per head before RoPE (Qwen3's q_norm, k_norm), which the relaxed q "
+                                      "and k forms leave out; set q_form and k_form to rowshared, kron or gptq (v_form = relaxed may stay)",
+                                      o->model)));
   if (rank == 0) note_partial_groups(m, o->group_size);
   CHECK(model_fingerprint(m, comm));
   *calib = (TokenShard){0};

@@ -68,7 +68,7 @@ static void write_solve_attrs(QFileWriter *qw, const GptqParams *p, const char *
   if (!qw) return;
   char group[300];
   snprintf(group, sizeof group, "/layers/%s", name);
-  int kron = form == FORM_KRON;
+  int kron = form == FORM_KRON || form == FORM_RELAXED;
   if (qfile_attr_double(qw, group, "gptq_loss", e->loss) || qfile_attr_double(qw, group, "sensitivity", e->sensitivity) ||
       qfile_attr_double(qw, group, "damp", e->damp_used) || qfile_attr_int(qw, group, "damp_retries", e->retries) ||
       qfile_attr_int(qw, group, "act_order", p->act_order) || qfile_attr_int(qw, group, "static_groups", p->static_groups) ||
@@ -288,7 +288,7 @@ int solve_kron(QFileWriter *qw, const GptqParams *p, const KronHessian *h, const
   phase_add(PH_REDUCE, t);
   e->loss = 0;
   for (int i = 0; i < heads; i++) e->loss += ks.s.loss[i];
-  write_solve_attrs(qw, p, name, e, FORM_KRON, ks.damp_out, comm);
+  write_solve_attrs(qw, p, name, e, h->form == FORM_RELAXED ? FORM_RELAXED : FORM_KRON, ks.damp_out, comm);
   kron_free(&ks);
   return 0;
 }

@@ -59,12 +59,15 @@ int solve_shared(QFileWriter *qw, const GptqLayer *L, HessianForm form, SolveLay
  * head i has the input factor in[i] (d × d) and the output factor
  * out + i·dh² (dh × dh). Heads sharing one input factor (the same pointer)
  * share one factorization; one column order for the whole layer, from the
- * diagonal of `order` (NULL: of in[0]), so that it keeps one g_idx. */
+ * diagonal of `order` (NULL: of in[0]), so that it keeps one g_idx.
+ * form: FORM_KRON, or FORM_RELAXED for BoA/aespa's factors (recorded in the
+ * file; the solve is the same). */
 typedef struct {
   const double *const *in;
   const double *order;
   const double *out;
   int heads, dh, d;
+  HessianForm form;
 } KronHessian;
 /* Collective: whole heads solved per rank, written and exchanged. */
 int solve_kron(QFileWriter *qw, const GptqParams *p, const KronHessian *h, const char *name, float *W, LayerError *e, MPI_Comm comm);

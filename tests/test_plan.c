@@ -27,9 +27,9 @@ static void choices(void) {
   EXPECT(plan_of("--method=rtn", NULL, NULL).method == METHOD_RTN, "rtn");
   EXPECT(plan_of("--method=gptq", NULL, NULL).method == METHOD_GPTQ, "gptq");
   EXPECT(plan_of("--method=aptq", NULL, NULL).method == METHOD_APTQ, "aptq");
-  const char *qk[] = {"rowshared", "kron", "gptq"};
-  const HessianForm qkf[] = {FORM_ROWSHARED, FORM_KRON, FORM_GPTQ};
-  for (int i = 0; i < 3; i++) {
+  const char *qk[] = {"rowshared", "kron", "gptq", "relaxed"};
+  const HessianForm qkf[] = {FORM_ROWSHARED, FORM_KRON, FORM_GPTQ, FORM_RELAXED};
+  for (int i = 0; i < 4; i++) {
     char q[64], k[64];
     snprintf(q, sizeof q, "--q_form=%s", qk[i]);
     snprintf(k, sizeof k, "--k_form=%s", qk[i]);
@@ -41,6 +41,8 @@ static void choices(void) {
   }
   EXPECT(plan_of("--method=aptq", "--v_form=kron", NULL).form[LIN_V] == FORM_KRON, "v_form kron");
   EXPECT(plan_of("--method=aptq", "--v_form=gptq", NULL).form[LIN_V] == FORM_GPTQ, "v_form gptq");
+  EXPECT(plan_of("--method=aptq", "--v_form=relaxed", NULL).form[LIN_V] == FORM_RELAXED, "v_form relaxed");
+  EXPECT(!strcmp(plan_form_name(FORM_RELAXED), "relaxed"), "relaxed form's name");
   Plan d = plan_of("--method=aptq", NULL, NULL); /* the defaults: rowshared q, k; kron v */
   EXPECT(d.form[LIN_Q] == FORM_ROWSHARED && d.form[LIN_K] == FORM_ROWSHARED && d.form[LIN_V] == FORM_KRON && d.attention_stats,
          "aptq defaults");
@@ -90,6 +92,9 @@ static void policies(void) {
   p = plan_of("--method=aptq", "--q_form=kron", NULL);
   plan_shape(&p, &c, 4);
   EXPECT(!p.scattered[0] && p.scattered[1], "a Kronecker q form reads the q/k/v Hessian whole");
+  p = plan_of("--method=aptq", "--q_form=gptq", "--k_form=relaxed");
+  plan_shape(&p, &c, 4);
+  EXPECT(!p.scattered[0] && p.scattered[1] && p.attention_stats, "a relaxed k form reads the q/k/v Hessian whole");
   p = plan_of("--method=gptq", "--hessian_reduce=stream", NULL);
   plan_shape(&p, &c, 4);
   for (int g = 0; g < GROUP_COUNT; g++) EXPECT(p.streamed[g], "stream: every scattered group streamed (group %d)", g);

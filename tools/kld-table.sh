@@ -11,6 +11,10 @@
 # more conservative one over sequences (per-sequence means).
 #   usage: tools/kld-table.sh [RANKS]   (default 2)
 #   BITS="4 3" widths; GROUP=0 group size; SET=valid|test; NSEQ=100;
+#   NCAL=128 calibration sequences; PAIRS="gptq:aptq rtn:gptq" the
+#   (A, B) pairs, each one eval pass, of the methods rtn, gptq, aptq
+#   (default forms) and relaxed (aptq with q_form = k_form = v_form =
+#   relaxed, BoA/aespa; tools/relaxed-table.sh);
 #   APTQ=path a binary other than build/aptq; WORK=dir keeps the files
 #   there and skips the runs whose results exist (a rerun continues).
 set -euo pipefail
@@ -22,6 +26,8 @@ bits=${BITS:-4 3}
 group=${GROUP:-0}
 set_=${SET:-valid}
 nseq=${NSEQ:-100}
+ncal=${NCAL:-128}
+pairs=${PAIRS:-gptq:aptq rtn:gptq}
 if [ -n "${WORK:-}" ]; then
   work=$WORK
   mkdir -p "$work"
@@ -32,32 +38,44 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
 model=(--model="$data/wt2-llama-s")
-calib=(--calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256)
+calib=(--calib="$data/text/brown.llama2.u32" --nseq="$ncal" --seqlen=256)
+# the files keep the calibration size in their names unless it is the default 128
+cal=""; [ "$ncal" != 128 ] && cal="-c$ncal"
+methods=$(for p in $pairs; do echo "${p%%:*}"; echo "${p##*:}"; done | awk '!seen[$0]++' | tr '\n' ' ')
 for b in $bits; do
-  for m in rtn gptq aptq; do
-    f="$work/$m$b-g$group.h5"
+  for m in $methods; do
+    f="$work/$m$b-g$group$cal.h5"
     [ -s "$f" ] && continue
-    extra=(); [ "$m" != rtn ] && extra=("${calib[@]}")
+    case $m in
+      rtn) args=(--method=rtn) ;;
+      gptq | aptq) args=(--method=$m "${calib[@]}") ;;
+      relaxed) args=(--method=aptq --q_form=relaxed --k_form=relaxed --v_form=relaxed "${calib[@]}") ;;
+      *) echo "kld-table.sh: unknown method '$m' in PAIRS; use rtn, gptq, aptq or relaxed" >&2; exit 2 ;;
+    esac
     echo "# quantize $m $b bits, group $group" >&2
-    run quantize "${model[@]}" --method=$m --bits="$b" --group_size="$group" "${extra[@]}" --output="$f" > /dev/null
+    run quantize "${model[@]}" "${args[@]}" --bits="$b" --group_size="$group" --output="$f.part" > /dev/null
+    mv "$f.part" "$f"
   done
-  for pair in "gptq aptq" "rtn gptq"; do
-    set -- $pair
-    r="$work/$1$b-$2$b-g$group-$set_-n$nseq.json"
+  for pair in $pairs; do
+    set -- ${pair%%:*} ${pair##*:}
+    r="$work/$1$b-$2$b-g$group$cal-$set_-n$nseq.json"
     [ -s "$r" ] && continue
     echo "# eval $1 against $2, $b bits" >&2
     run eval "${model[@]}" --tokens="$data/text/wikitext2-$set_.llama2.u32" --nseq="$nseq" --seqlen=256 \
-      --quantized="$work/$1$b-g$group.h5" --compare="$work/$2$b-g$group.h5" --report="$r" > /dev/null
+      --quantized="$work/$1$b-g$group$cal.h5" --compare="$work/$2$b-g$group$cal.h5" --report="$r.part" > /dev/null
+    mv "$r.part" "$r"
   done
 done
-/usr/bin/python3 - "$work" "$bits" "$group" "$set_" "$nseq" <<'EOF'
+/usr/bin/python3 - "$work" "$bits" "$group" "$set_" "$nseq" "$pairs" "$cal" "$ncal" <<'EOF'
 import json, math, sys
-work, bits, group, set_, nseq = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], sys.argv[5]
+work, bits, group, set_, nseq, cal, ncal = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[7], sys.argv[8]
+pairs = [tuple(p.split(":")) for p in sys.argv[6].split()]
+methods = list(dict.fromkeys(m for p in pairs for m in p))
 gs = "per channel" if group == "0" else f"groups of {group}"
 reports = {}
 for b in bits:
-    for a, c in (("gptq", "aptq"), ("rtn", "gptq")):
-        reports[(b, a, c)] = json.load(open(f"{work}/{a}{b}-{c}{b}-g{group}-{set_}-n{nseq}.json"))
+    for a, c in pairs:
+        reports[(b, a, c)] = json.load(open(f"{work}/{a}{b}-{c}{b}-g{group}{cal}-{set_}-n{nseq}.json"))
 
 def per_seq_se(x, y):
     """Standard error of the mean of the per-sequence differences y - x."""
@@ -67,7 +85,7 @@ def per_seq_se(x, y):
     return math.sqrt(sum((v - m) ** 2 for v in d) / (n - 1) / n)
 
 r0 = next(iter(reports.values()))
-print(f"\n### wt2-llama-s, {gs}, WikiText-2 {set_}, {nseq} x {r0['seqlen']} tokens "
+print(f"\n### wt2-llama-s, {gs}, WikiText-2 {set_}, {nseq} x {r0['seqlen']} tokens, calibration {ncal} x 256 Brown "
       f"(full precision: perplexity {r0['full_precision_perplexity']:.4f})\n")
 print("| bits | method | perplexity | mean KLD ± stderr | KLD p99 | top-1 agreement |")
 print("|---|---|---|---|---|---|")
@@ -78,9 +96,9 @@ for b in bits:
             continue
         rows[a] = r
         rows[c] = r["compare"]
-    for m in ("rtn", "gptq", "aptq"):
+    for m in methods:
         r = rows[m]
-        print(f"| {b} | {m.upper()} | {r['perplexity']:.4f} | {r['kl_divergence']:.5f} ± {r['kl_divergence_stderr']:.5f} "
+        print(f"| {b} | {m.upper() if m != 'relaxed' else 'relaxed'} | {r['perplexity']:.4f} | {r['kl_divergence']:.5f} ± {r['kl_divergence_stderr']:.5f} "
               f"| {r['kl_divergence_p99']:.4f} | {100 * r['top1_agreement']:.2f} ± {100 * r['top1_agreement_stderr']:.2f} % |")
 print("\nPaired differences B − A on the same predictions (± per-prediction stderr as llama.cpp; [± over sequences]):\n")
 print("| bits | A → B | Δ mean KLD | Δ perplexity |")
@@ -91,6 +109,7 @@ for (b, a, c), r in reports.items():
     nll_c = [x / (r["seqlen"] - 1) for x in r["compare"]["nll_per_sequence"]]
     kse = per_seq_se(r["kl_divergence_per_sequence"], r["compare"]["kl_divergence_per_sequence"])
     pse = r["compare"]["perplexity"] * per_seq_se(nll_a, nll_c)
-    print(f"| {b} | {a.upper()} → {c.upper()} | {d['kl_divergence']:+.5f} ± {d['kl_divergence_stderr']:.5f} [± {kse:.5f}] "
+    name = lambda m: m.upper() if m != "relaxed" else "relaxed"
+    print(f"| {b} | {name(a)} → {name(c)} | {d['kl_divergence']:+.5f} ± {d['kl_divergence_stderr']:.5f} [± {kse:.5f}] "
           f"| {d['perplexity']:+.4f} ± {d['perplexity_stderr']:.4f} [± {pse:.4f}] |")
 EOF
