@@ -85,13 +85,7 @@ static int put_file(const char *path, const Options *o, const char *text, const 
 static int synth(const Options *o) {
   const ModelConfig *c = &synth_config;
   char path[OPT_PATH_MAX + 64];
-  struct stat st;
-  if (stat(o->output, &st) == 0 && !S_ISDIR(st.st_mode)) return aptq_error("output '%s' exists and is not a directory", o->output);
-  if (stat(o->output, &st) != 0 && mkdir(o->output, 0777) != 0)
-    return aptq_error("cannot create directory '%s': %s", o->output, strerror(errno));
-  snprintf(path, sizeof path, "%s/config.json", o->output);
-  if (!o->overwrite && stat(path, &st) == 0)
-    return aptq_error("'%s' already holds a model; set overwrite = yes to replace it, or choose another output", o->output);
+  CHECK(synth_output_dir(o));
   static const char *const files[] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                                       "model.safetensors.index.json", "config.json"};
   for (size_t i = 0; i < sizeof files / sizeof *files; i++) {

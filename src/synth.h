@@ -19,6 +19,11 @@ enum { SHAPE_7B, SHAPE_13B, SHAPE_70B, SHAPE_TINY, SHAPE_8B };
  * 7b LLaMA 2 7B, 13b LLaMA 2 13B, 70b LLaMA 2 70B, 8b Llama 3.1 8B, tiny
  * the embedded default's widths (synth_hub.c). */
 void synth_shape(int shape, ModelConfig *c);
+/* Local (rank 0): the output directory is made if absent, refused when it is
+ * something else or already holds a model (config.json) and overwrite is
+ * not set. */
+int synth_output_dir(const Options *o);
+
 /* Collective: write checkpoint c of that shape into o->output as the hub
  * ships it: BF16, sharded model-0000k-of-0000n.safetensors (5 GB shards),
  * model.safetensors.index.json and config.json as transformers writes

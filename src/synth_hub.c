@@ -242,9 +242,8 @@ static void hub_config(const ModelConfig *c, int shape, char *buf, size_t size) 
            scaling, c->rope_theta, c->vocab_size);
 }
 
-/* Local (rank 0): the output is a directory we may fill. */
-static int hub_prepare(const Options *o, const HubModel *h) {
-  char path[OPT_PATH_MAX + 64], file[64];
+int synth_output_dir(const Options *o) {
+  char path[OPT_PATH_MAX + 64];
   struct stat st;
   if (stat(o->output, &st) == 0 && !S_ISDIR(st.st_mode)) return aptq_error("output '%s' exists and is not a directory", o->output);
   if (stat(o->output, &st) != 0 && mkdir(o->output, 0777) != 0)
@@ -252,6 +251,13 @@ static int hub_prepare(const Options *o, const HubModel *h) {
   snprintf(path, sizeof path, "%s/config.json", o->output);
   if (!o->overwrite && stat(path, &st) == 0)
     return aptq_error("'%s' already holds a model; set overwrite = yes to replace it, or choose another output", o->output);
+  return 0;
+}
+
+/* Local (rank 0): the output is a directory we may fill. */
+static int hub_prepare(const Options *o, const HubModel *h) {
+  char path[OPT_PATH_MAX + 64], file[64];
+  CHECK(synth_output_dir(o));
   for (int s = 0; s <= h->nshards + 1; s++) {
     if (s < h->nshards) shard_name(h, s, file, sizeof file);
     snprintf(path, sizeof path, "%s/%s", o->output,
