@@ -10,7 +10,7 @@ dir=$("$here/../tools/llama-cpp.sh")
 lib=$dir/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
 mkdir -p "$out"
 san=  # an ASan build of the core library (tools/run-sanitized.sh) needs its runtime
-if nm "$build/libaptqcore.a" 2>/dev/null | grep -q __asan_; then san=-fsanitize=address; fi
+if nm "$build/libaptqcore.a" 2>/dev/null | grep __asan_ > /dev/null; then san=-fsanitize=address,undefined; fi
 mpicc $san -O2 -std=c11 -Wall -Werror -I"$here/../src" -I"$dir/include" "$here/ksearch_ggml.c" "$build/libaptqcore.a" \
     -L"$lib" -l:libggml-base.so -Wl,-rpath,"$lib" -lm -o "$out/ksearch_ggml"
 "$out/ksearch_ggml" "$nrows"
