@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "ksearch.h"
 #include "quant.h"
 #include "tokens.h"
 
@@ -99,15 +100,18 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
+  int want_qw = ksearch_mode() == KSEARCH_HESSIAN && quant_kgrid_mins();
+  if (want_qw) L->qw = aptq_malloc(sizeof(float) * (size_t)cols, "importance weights");
   /* a partial Hessian's factor stays on the grid: no replicated U */
   if (!reduced_diag) L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
-  int rc = (!L->perm || !L->g_idx || !L->dead || (!reduced_diag && !L->U)) ? APTQ_ERR : 0;
+  int rc = (!L->perm || !L->g_idx || !L->dead || (want_qw && !L->qw) || (!reduced_diag && !L->U)) ? APTQ_ERR : 0;
   double *diag = rc ? NULL : aptq_malloc(sizeof(double) * (size_t)cols, "diagonal");
   if (!diag) rc = APTQ_ERR;
   if (!rc) {
     for (int j = 0; j < cols; j++) {
       diag[j] = reduced_diag ? reduced_diag[j] : H[(size_t)j * cols + j];
       L->dead[j] = diag[j] == 0.0;
+      if (L->qw) L->qw[j] = (float)diag[j];
       L->perm[j] = j;
     }
     if (p->act_order) {
@@ -159,6 +163,7 @@ void gptq_layer_free(GptqLayer *L) {
   aptq_free(L->perm);
   aptq_free(L->g_idx);
   aptq_free(L->dead);
+  aptq_free(L->qw);
   if (L->U_cached) cached_U_busy = 0;
   else aptq_free(L->U);
   dist_factor_free(L->dist);
@@ -192,6 +197,17 @@ static void sweep_work_free(SweepWork *w) {
   memset(w, 0, sizeof *w);
 }
 
+/* grid_search = llama | hessian: a row's sub-block scales and mins searched
+ * as llama.cpp's quantizer does (ksearch.h), super-block by super-block,
+ * from the row as it is after dead columns are zeroed. */
+static void search_row(const GptqLayer *L, const GptqParams *p, const float *w, float *scales, float *mins) {
+  int cols = L->cols, gs = p->group_size, per = QUANT_QK_K / gs;
+  for (int c = 0, b = 0; c < cols; c += QUANT_QK_K, b += per) {
+    int n = cols - c < QUANT_QK_K ? cols - c : QUANT_QK_K;
+    ksearch_superblock(w + c, L->qw ? L->qw + c : NULL, n, gs, p->bits, quant_kgrid_mins(), scales + b, mins + b);
+  }
+}
+
 /* Rows of a slab (a chunk, or a head of the Kronecker solve) before the
  * sweep, as gptq.py: per-row grids (group_size 0) from the original
  * weights, before dead columns are zeroed; dead columns zeroed; static
@@ -221,7 +237,8 @@ static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int ro
       }
   /* the K-quant grids: each super-block's scales on d * sc (and mins on dmin * m) before the sweep */
   for (int r = 0; gs > 0 && p->static_groups && r < rows; r++)
-    if (mins) quant_kgrid_row_mins(scales + (size_t)r * ng, mins + (size_t)r * ng, ng, gs);
+    if (mins && ksearch_mode()) search_row(L, p, W + (size_t)r * cols, scales + (size_t)r * ng, mins + (size_t)r * ng);
+    else if (mins) quant_kgrid_row_mins(scales + (size_t)r * ng, mins + (size_t)r * ng, ng, gs);
     else quant_kgrid_row(scales + (size_t)r * ng, ng, gs);
   for (int r = 0; r < rows; r++)
     for (int k = 0; k < cols; k++) Wp[(size_t)r * cols + k] = W[(size_t)r * cols + L->perm[k]];

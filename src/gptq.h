@@ -27,6 +27,7 @@ typedef struct {
   int *perm;        /* solve order → column (identity without act-order) */
   int *g_idx;       /* column → group */
   uint8_t *dead;    /* column had diag(H) = 0 */
+  float *qw;        /* grid_search = hessian with a grid with mins: diag(H) (the imatrix, ksearch.h), else NULL */
   float *U;         /* cols × cols upper factor of (H+λI)⁻¹ in solve order, or NULL: */
   DistFactor *dist; /* the factor left on the ScaLAPACK grid (gptq_prepare_partial) */
   int U_cached;     /* U is the reused buffer (see gptq.c) */

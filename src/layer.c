@@ -14,6 +14,7 @@
 #include "model.h"
 #include "hessian_stream.h"
 #include "gptq.h"
+#include "ksearch.h"
 #include "outpath.h"
 #include "plan.h"
 #include "qfile.h"
@@ -240,6 +241,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   quant_set_fp16_mins(plan.fp16_mins);
   quant_set_kgrid(plan.kgrid_sc_max);
   quant_set_kgrid_mins(plan.kgrid_m_max);
+  ksearch_set(plan.kgrid_search);
   int rank, size, kron = plan.layer_kron;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

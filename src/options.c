@@ -85,6 +85,10 @@ static const OptSpec specs[] = {
      "symmetric, group scales d*sc per 256-column super-block (each sets group_size 16 and static groups); q4_k = 4-bit, q5_k = "
      "5-bit (groups of 32), q2_k = 2-bit (groups of 16): scale * code - min with scales d*sc and mins dmin*m per super-block "
      "(static groups)"},
+    {"grid_search", T_CHOICE, F(grid_search), "hessian", "none|llama|hessian", 0, 0,
+     "grid = q4_k | q5_k | q2_k with gptq or aptq: how each sub-block's scale and min are chosen before the sweep: hessian = as "
+     "llama.cpp's quantizer with an importance matrix, the layer Hessian's diagonal (make_qkx3_quants, make_qp_quants); llama = as "
+     "llama.cpp's without one (make_qkx2_quants); none = GPTQ's min/max range (docs/gguf.md; rtn keeps min/max)"},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
      "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
     {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,
@@ -358,7 +362,13 @@ int options_parse(Options *o, int argc, char **argv) {
     *eq = 0;
     CHECK(apply(o, buf, eq + 1, "command line", FROM_COMMAND_LINE));
   }
-  return apply_grid(o);
+  CHECK(apply_grid(o));
+  int index = 0;
+  find("grid_search", &index);
+  if (given[index] && strcmp(o->grid, "q4_k") && strcmp(o->grid, "q5_k") && strcmp(o->grid, "q2_k"))
+    return aptq_error("grid_search = %s chooses the sub-blocks of grid = q4_k, q5_k or q2_k, but this run has grid = %s; drop grid_search",
+                      raw[index], o->grid);
+  return 0;
 }
 
 int options_given(const char *key) {

@@ -19,6 +19,7 @@ typedef struct {
   char format[8];                 /* export: auto | gguf */
   char mlp_block[8];              /* export (F32): auto | 32 | 256, the MLP padding */
   char grid[8];                   /* minmax | q4_0 | q4_1 | q8_0 */
+  char grid_search[8];            /* none | llama | hessian */
   char input[OPT_PATH_MAX];       /* layer: HDF5 with W and H */
   char method[16];                /* rtn | gptq | aptq */
   char factor[16];                /* auto | lapack | scalapack */

@@ -49,6 +49,7 @@ void plan_init(Plan *p, const Options *o) {
   p->fp16_mins = grid == 2;
   p->kgrid_sc_max = grid == 4 ? 127 : grid == 5 ? 31 : 0;
   p->kgrid_m_max = grid == 6 || grid == 7 ? 63 : grid == 8 ? 15 : 0;
+  p->kgrid_search = options_choice(o, "grid_search"); /* none|llama|hessian: KSEARCH_NONE, _LLAMA, _HESSIAN */
   p->true_sequential = o->true_sequential;
   p->mlp_resume = o->true_sequential && !p->bf16_activations;
   p->keep_attention = o->true_sequential && o->keep_attention;

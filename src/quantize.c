@@ -11,6 +11,7 @@
 #include "error.h"
 #include "fisher.h"
 #include "heap.h"
+#include "ksearch.h"
 #include "memory.h"
 #include "model.h"
 #include "outpath.h"
@@ -194,6 +195,7 @@ int cmd_quantize(const Options *o_in, MPI_Comm comm) {
   quant_set_fp16_mins(p.fp16_mins);
   quant_set_kgrid(p.kgrid_sc_max);
   quant_set_kgrid_mins(p.kgrid_m_max);
+  ksearch_set(p.kgrid_search);
   aptq_install_signal_handlers();
 
   /* set-up: every input checked before any work */
