@@ -76,12 +76,12 @@ check "scaling.sbatch: exit 0, strong and weak tables with 1 and 2 ranks" \
 check "scaling.sbatch: options reach every run, weak scaling grows the sequences" \
   "/usr/bin/python3 -c \"import json,sys; r=[json.load(open(f'results/sc-$cid/{k}-np{p}.json')) for k in ('strong','weak') for p in (1,2)]; sys.exit(not (all(x['blocks'] == 2 for x in r) and [x['calib_nseq'] for x in r] == [4, 4, 2, 4]))\""
 
-printf 'model = %s/model\nbits = 5\n' "$work" > bad.deck
+printf 'model = %s/model\nbits = 7\n' "$work" > bad.deck
 sbatch --wait -n 2 -J bad "$here/jobs/quantize.sbatch" bad.deck > sbatch.out 2>&1
 rc=$?
 bid=$(awk '{print $4}' sbatch.out)
 check "quantize.sbatch with a bad deck: job fails, log has aptq's one-line error" \
-  "[ $rc != 0 ] && [ \$(grep -c \"aptq: error: .*bad value '5' for 'bits'\" aptq-bad-$bid.log) = 1 ] && [ ! -e results/bad-$bid/model.h5 ]"
+  "[ $rc != 0 ] && [ \$(grep -c \"aptq: error: .*bad value '7' for 'bits'\" aptq-bad-$bid.log) = 1 ] && [ ! -e results/bad-$bid/model.h5 ]"
 sacct_state=$(scontrol show job "$bid" 2> /dev/null | sed -n 's/.*JobState=\([A-Z]*\).*/\1/p')
 check "quantize.sbatch with a bad deck: Slurm records the job as FAILED" "[ \"$sacct_state\" = FAILED ]"
 
