@@ -29,15 +29,7 @@ groups=${APTQ_GROUPS:-0 32}
 set_=${SET:-valid}
 nseq=${NSEQ:-100}
 ncalib=${CALIB:-64}
-if [ -n "${WORK:-}" ]; then
-  work=$WORK
-  mkdir -p "$work"
-else
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
+. "$here/tools/table-env.sh"
 mname=${MODEL:-wt2-llama-s}
 seqlen=256
 if [ "$mname" = default ]; then

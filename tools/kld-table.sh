@@ -28,15 +28,7 @@ set_=${SET:-valid}
 nseq=${NSEQ:-100}
 ncal=${NCAL:-128}
 pairs=${PAIRS:-gptq:aptq rtn:gptq}
-if [ -n "${WORK:-}" ]; then
-  work=$WORK
-  mkdir -p "$work"
-else
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
+. "$here/tools/table-env.sh"
 model=(--model="$data/wt2-llama-s")
 calib=(--calib="$data/text/brown.llama2.u32" --nseq="$ncal" --seqlen=256)
 # the files keep the calibration size in their names unless it is the default 128

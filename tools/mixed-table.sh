@@ -18,16 +18,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 png=${2:-$here/docs/mixed}
 data=${APTQ_DATA:-$here/../shared/data}
 aptq=${APTQ:-$here/build/aptq}
-if [ -n "${WORK:-}" ]; then
-  work=$WORK
-  mkdir -p "$work"
-else
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-fi
 "$here/tools/install-deps.sh" --plots
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-run() { mpirun --oversubscribe -n "$ranks" "$aptq" "$@" < /dev/null; }
+. "$here/tools/table-env.sh"
 ratios="0,0.25,0.5,0.75,0.9,1"
 calib=(--model="$data/wt2-llama-s" --method=aptq --calib="$data/text/brown.llama2.u32" --nseq=128 --seqlen=256)
 evalargs=(--model="$data/wt2-llama-s" --tokens="$data/text/wikitext2-test.llama2.u32" --nseq=100 --seqlen=256)
