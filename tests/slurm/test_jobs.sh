@@ -66,7 +66,17 @@ check "sweep-R.sbatch: array task files identical to the one-task sweep" \
 sbatch --wait -n 2 -J bad --array=2 "$here/jobs/sweep-R.sbatch" job.deck > /dev/null 2>&1
 rc=$?
 check "sweep-R.sbatch: an array index beyond the R list fails" "[ $rc != 0 ]"
+APTQ_AVG_BITS=3 sbatch --wait -n 2 -J both "$here/jobs/sweep-R.sbatch" job.deck > /dev/null 2>&1
+rc=$?
+check "sweep-R.sbatch: APTQ_R and APTQ_AVG_BITS together fail" "[ $rc != 0 ]"
 unset APTQ_R
+
+# the recommended mode: one avg_bits budget per array task, files named as aptq's own sweep names them
+APTQ_AVG_BITS=3,3.5 sbatch --wait -n 2 -J v --array=0-1 "$here/jobs/sweep-R.sbatch" job.deck --method=aptq > sbatch.out
+rc=$?
+vid=$(awk '{print $4}' sbatch.out)
+check "sweep-R.sbatch with APTQ_AVG_BITS: one budget per task, each within it, evaluated" \
+  "[ $rc = 0 ] && [ -s results/v-${vid}_1/eval-b3.5.json ] && /usr/bin/python3 -c \"import json,sys; a=json.load(open('results/v-${vid}_0/quantize-b3.json')); b=json.load(open('results/v-${vid}_1/quantize-b3.5.json')); sys.exit(not (a['average_bits'] <= 3 < b['average_bits'] <= 3.5))\""
 
 APTQ_HOME=$here SHAPE=tiny NSEQ=4 SEQLEN=64 WEAK=2 sbatch --wait -n 2 -J sc "$here/jobs/scaling.sbatch" --blocks=2 > sbatch.out
 rc=$?
