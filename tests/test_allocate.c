@@ -24,6 +24,35 @@ static double used_bits(int n, const long long *p, const int *b) {
   return (double)t;
 }
 
+/* n layers of random sizes, sensitivities and errors at each knapsack width
+ * (an error falling about 4x per bit) */
+static void random_layers(Rng *rng, int n, long long *pk, double *sk, double *ek) {
+  for (int i = 0; i < n; i++) {
+    pk[i] = 1024 * (1 + (long long)(rng_uniform(rng) * 8));
+    sk[i] = rng_uniform(rng);
+    double base = 1 + rng_uniform(rng);
+    for (int c = 0; c < KNAP_CHOICES; c++) ek[i * KNAP_CHOICES + c] = base * pow(4.0, -knapsack_bits[c]) * (1 + 0.3 * rng_uniform(rng));
+  }
+}
+
+/* The least sum of sensitivity x error over every choice of widths for the
+ * n (<= 6) layers whose bits fit cap: 4^n cases. */
+static double brute_force(int n, const long long *pk, const double *sk, const double *ek, double cap) {
+  double best = INFINITY;
+  int cases = 1;
+  for (int i = 0; i < n; i++) cases *= 4;
+  for (int code = 0; code < cases; code++) {
+    int bb[6];
+    double v = 0;
+    for (int i = 0, x = code; i < n; i++, x /= 4) {
+      bb[i] = knapsack_bits[x % 4];
+      v += sk[i] * ek[i * KNAP_CHOICES + x % 4];
+    }
+    if (used_bits(n, pk, bb) <= cap * (1 + 1e-12) && v < best) best = v;
+  }
+  return best;
+}
+
 int main(void) {
   double R[RATIO_MAX];
   int n;
@@ -81,29 +110,16 @@ int main(void) {
     long long pk[NK];
     double sk[NK], ek[NK * KNAP_CHOICES];
     int bk[NK];
-    for (int i = 0; i < NK; i++) {
-      pk[i] = 1024 * (1 + (long long)(rng_uniform(&rng) * 8));
-      sk[i] = rng_uniform(&rng);
-      double base = 1 + rng_uniform(&rng);
-      for (int c = 0; c < KNAP_CHOICES; c++) ek[i * KNAP_CHOICES + c] = base * pow(4.0, -knapsack_bits[c]) * (1 + 0.3 * rng_uniform(&rng));
-    }
+    random_layers(&rng, NK, pk, sk, ek);
     double Rk = rng_uniform(&rng);
     EXPECT(!allocate_bits(ALLOC_KNAPSACK, Rk, NK, pk, sk, ek, 7, 0, bk), "knapsack");
-    double cap = budget_bits(Rk, NK, pk), got = 0, best = INFINITY;
+    double cap = budget_bits(Rk, NK, pk), got = 0, best;
     for (int i = 0; i < NK; i++) {
       int c = bk[i] == 2 ? 0 : bk[i] == 3 ? 1 : bk[i] == 4 ? 2 : 3;
       got += sk[i] * ek[i * KNAP_CHOICES + c];
     }
     EXPECT(used_bits(NK, pk, bk) <= cap * (1 + 1e-12), "knapsack over budget: %g > %g", used_bits(NK, pk, bk), cap);
-    for (int code = 0; code < 4096; code++) { /* 4^6 */
-      int bb[NK];
-      double v = 0;
-      for (int i = 0, x = code; i < NK; i++, x /= 4) {
-        bb[i] = knapsack_bits[x % 4];
-        v += sk[i] * ek[i * KNAP_CHOICES + x % 4];
-      }
-      if (used_bits(NK, pk, bb) <= cap * (1 + 1e-12) && v < best) best = v;
-    }
+    best = brute_force(NK, pk, sk, ek, cap);
     EXPECT(fabs(got - best) <= 1e-12 * best, "trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
   }
   /* the avg_bits knapsack: budgets of X average bits in [2, 8] (8-bit
@@ -113,26 +129,13 @@ int main(void) {
     long long pk[NK];
     double sk[NK], ek[NK * KNAP_CHOICES];
     int bk[NK];
-    for (int i = 0; i < NK; i++) {
-      pk[i] = 1024 * (1 + (long long)(rng_uniform(&rng) * 8));
-      sk[i] = rng_uniform(&rng);
-      double base = 1 + rng_uniform(&rng);
-      for (int c = 0; c < KNAP_CHOICES; c++) ek[i * KNAP_CHOICES + c] = base * pow(4.0, -knapsack_bits[c]) * (1 + 0.3 * rng_uniform(&rng));
-    }
-    double X = 2 + 6 * rng_uniform(&rng), total = 0, got = 0, best = INFINITY;
+    random_layers(&rng, NK, pk, sk, ek);
+    double X = 2 + 6 * rng_uniform(&rng), total = 0, got = 0, best;
     for (int i = 0; i < NK; i++) total += (double)pk[i];
     EXPECT(!allocate_knapsack(NK, pk, sk, ek, X, bk), "avg_bits knapsack");
     for (int i = 0; i < NK; i++) got += sk[i] * ek[i * KNAP_CHOICES + (bk[i] == 2 ? 0 : bk[i] == 3 ? 1 : bk[i] == 4 ? 2 : 3)];
     EXPECT(allocation_average_bits(NK, pk, bk) <= X * (1 + 1e-12), "avg_bits over budget: %g > %g", allocation_average_bits(NK, pk, bk), X);
-    for (int code = 0; code < 4096; code++) {
-      int bb[NK];
-      double v = 0;
-      for (int i = 0, x = code; i < NK; i++, x /= 4) {
-        bb[i] = knapsack_bits[x % 4];
-        v += sk[i] * ek[i * KNAP_CHOICES + x % 4];
-      }
-      if (used_bits(NK, pk, bb) <= X * total * (1 + 1e-12) && v < best) best = v;
-    }
+    best = brute_force(NK, pk, sk, ek, X * total);
     EXPECT(fabs(got - best) <= 1e-12 * best, "avg_bits trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
     if (trial == 0) EXPECT(allocate_knapsack(NK, pk, sk, ek, 1.9, bk), "avg_bits 1.9: nothing fits, refused");
   }
