@@ -79,14 +79,24 @@ static int threads(void) {
   return t && atoi(t) > 0 ? atoi(t) : 2;
 }
 
-static int logprobs(const char *model_path, const char *tokens_path, int nseq, int T, const char *out_path) {
-  FILE *f = fopen(tokens_path, "rb");
+/* nseq x T token ids from the front of a raw int32 token file (malloc'd;
+ * NULL, with the message printed, when it cannot be read) */
+static int32_t *read_tokens(const char *path, int nseq, int T) {
+  FILE *f = fopen(path, "rb");
   int32_t *tok = malloc(sizeof(int32_t) * (size_t)nseq * T);
   if (!f || !tok || fread(tok, 4, (size_t)nseq * T, f) != (size_t)nseq * T) {
-    fprintf(stderr, "gguf_logprobs: cannot read %d x %d tokens from %s\n", nseq, T, tokens_path);
-    return 1;
+    fprintf(stderr, "gguf_logprobs: cannot read %d x %d tokens from %s\n", nseq, T, path);
+    if (f) fclose(f);
+    free(tok);
+    return NULL;
   }
   fclose(f);
+  return tok;
+}
+
+static int logprobs(const char *model_path, const char *tokens_path, int nseq, int T, const char *out_path) {
+  int32_t *tok = read_tokens(tokens_path, nseq, T);
+  if (!tok) return 1;
   struct llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
   mp.progress_callback = no_progress;
@@ -238,13 +248,8 @@ static int imatrix_write(const Imatrix *im, const char *dataset, int nseq, int T
 }
 
 static int imatrix(const char *model_path, const char *tokens_path, int nseq, int T, const char *out_path) {
-  FILE *f = fopen(tokens_path, "rb");
-  int32_t *tok = malloc(sizeof(int32_t) * (size_t)nseq * T);
-  if (!f || !tok || fread(tok, 4, (size_t)nseq * T, f) != (size_t)nseq * T) {
-    fprintf(stderr, "gguf_logprobs: cannot read %d x %d tokens from %s\n", nseq, T, tokens_path);
-    return 1;
-  }
-  fclose(f);
+  int32_t *tok = read_tokens(tokens_path, nseq, T);
+  if (!tok) return 1;
   static Imatrix im;
   struct llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
