@@ -8,6 +8,17 @@
 #include "rng.h"
 
 const int knapsack_bits[KNAP_CHOICES] = {2, 3, 4, 8};
+const KnapWidths knap_code_bits = {KNAP_CHOICES, 1, {2, 3, 4, 8}, {2, 3, 4, 8}};
+/* ggml-common.h: block_q2_K 84 bytes, block_q3_K 110, block_q4_K 144,
+ * block_q5_K 176, block_q6_K 210 per QK_K = 256 weights; block_q8_0 34
+ * per QK8_0 = 32. Bits per weight · 32 = bytes · 8 · 32 / weights. */
+const KnapWidths knap_ggml = {KNAP_MAX, 32, {2, 3, 4, 5, 6, 8}, {84, 110, 144, 176, 210, 272}};
+
+double knap_width_cost(const KnapWidths *w, int bits) {
+  for (int c = 0; c < w->n; c++)
+    if (w->bits[c] == bits) return (double)w->cost[c] / w->per;
+  return 0.0;
+}
 
 int ratio_parse(const char *text, double *R, int *n) {
   *n = 0;
@@ -87,6 +98,11 @@ static int by_key_desc(const void *a, const void *b) {
 /* Exact 0/1-choice knapsack: minimise Σ cost over layers with Σ b·P ≤ B,
  * B = avg·Σ P. */
 int allocate_knapsack(int n, const long long *params, const double *sens, const double *err, double avg, int *bits) {
+  return allocate_knapsack_widths(&knap_code_bits, n, params, sens, err, avg, bits);
+}
+
+int allocate_knapsack_widths(const KnapWidths *kw, int n, const long long *params, const double *sens, const double *err, double avg,
+                             int *bits) {
   long long total = 0, unit = 0;
   for (int i = 0; i < n; i++) {
     total += params[i];
@@ -94,7 +110,7 @@ int allocate_knapsack(int n, const long long *params, const double *sens, const 
   }
   /* budget in parameter-bits, expressed in units of gcd(P_i); the bit widths
    * are integers, so every layer's cost is an integer number of units */
-  long double budget_bits = (long double)avg * total;
+  long double budget_bits = (long double)avg * kw->per * total;
   long long cap = (long long)floorl(budget_bits / unit * (1 + 1e-12L));
   /* keep the table bounded: coarser units round costs up and the budget down
    * (still never over budget, no longer exactly optimal) */
@@ -115,10 +131,10 @@ int allocate_knapsack(int n, const long long *params, const double *sens, const 
     for (size_t w = 0; w < W; w++) {
       next[w] = INFINITY;
       choice[(size_t)i * W + w] = 0xff;
-      for (int c = 0; c < KNAP_CHOICES; c++) {
-        long long units = ((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale;
+      for (int c = 0; c < kw->n; c++) {
+        long long units = ((long long)kw->cost[c] * (params[i] / unit) + scale - 1) / scale;
         if (units > (long long)w || best[w - units] == INFINITY) continue;
-        double v = best[w - units] + sens[i] * err[(size_t)i * KNAP_CHOICES + c];
+        double v = best[w - units] + sens[i] * err[(size_t)i * kw->n + c];
         if (v < next[w]) {
           next[w] = v;
           choice[(size_t)i * W + w] = (uint8_t)c;
@@ -131,13 +147,13 @@ int allocate_knapsack(int n, const long long *params, const double *sens, const 
   }
   int rc = 0;
   if (best[W - 1] == INFINITY) {
-    rc = aptq_error("knapsack: no allocation fits the budget of %g average bits; give at least 2", avg);
+    rc = aptq_error("knapsack: no allocation fits the budget of %g average bits; give at least %g", avg, (double)kw->cost[0] / kw->per);
   } else {
     size_t w = W - 1;
     for (int i = n - 1; i >= 0; i--) {
       int c = choice[(size_t)i * W + w];
-      bits[i] = knapsack_bits[c];
-      w -= (size_t)(((long long)knapsack_bits[c] * (params[i] / unit) + scale - 1) / scale);
+      bits[i] = kw->bits[c];
+      w -= (size_t)(((long long)kw->cost[c] * (params[i] / unit) + scale - 1) / scale);
     }
   }
   aptq_free(best);
@@ -148,7 +164,13 @@ int allocate_knapsack(int n, const long long *params, const double *sens, const 
 
 int allocate_bits(Allocation allocation, double R, int n, const long long *params, const double *sens, const double *err, int per_block,
                   uint64_t seed, int *bits) {
-  if (allocation == ALLOC_KNAPSACK) return allocate_knapsack(n, params, sens, err, 4 * R + 2 * (1 - R), bits);
+  return allocate_bits_widths(&knap_code_bits, allocation, R, n, params, sens, err, per_block, seed, bits);
+}
+
+int allocate_bits_widths(const KnapWidths *kw, Allocation allocation, double R, int n, const long long *params, const double *sens,
+                         const double *err, int per_block, uint64_t seed, int *bits) {
+  if (allocation == ALLOC_KNAPSACK)
+    return allocate_knapsack_widths(kw, n, params, sens, err, knap_width_cost(kw, 4) * R + knap_width_cost(kw, 2) * (1 - R), bits);
   int *order = aptq_malloc(sizeof(int) * (size_t)n + 1, "allocation order");
   if (!order) return APTQ_ERR;
   for (int i = 0; i < n; i++) order[i] = i;
@@ -188,6 +210,15 @@ double allocation_average_bits(int n, const long long *params, const int *bits) 
   long double num = 0, den = 0;
   for (int i = 0; i < n; i++) {
     num += (long double)bits[i] * params[i];
+    den += params[i];
+  }
+  return den > 0 ? (double)(num / den) : 0.0;
+}
+
+double allocation_average_cost(const KnapWidths *w, int n, const long long *params, const int *bits) {
+  long double num = 0, den = 0;
+  for (int i = 0; i < n; i++) {
+    num += (long double)knap_width_cost(w, bits[i]) * params[i];
     den += params[i];
   }
   return den > 0 ? (double)(num / den) : 0.0;

@@ -79,6 +79,7 @@ typedef struct {
   int ff;                   /* the MLP width in the file: hidden_dim, or padded to block (padded_mlp) */
   int block;                /* columns of the layers' ggml blocks: 32, or 256 (K-quants) */
   int count[GGML_TYPE_END];
+  uint32_t mixture; /* several types (grid = ggml): the llama_ftype written (mixture_ftype), else 0 */
 } Export;
 
 /* Output row i of a q_proj/k_proj of heads of hd rows comes from this row:
@@ -102,7 +103,8 @@ static void file_shape(const Export *x, int k, int *rows, int *cols) {
 
 /* The MLP width not a multiple of ggml's blocks (32 columns; 256 for the
  * K-quants' super-blocks, when the quantized file's layers are in groups of
- * 16 at 3 or 6 bits: ggml_block_cols of layer 0's down_proj; wt2-llama-s:
+ * 16 at 3 or 6 bits or have mins: the largest ggml_block_cols of the
+ * down_proj layers, so that a mixed file's K-quants fit too; wt2-llama-s:
  * 688 -> 704, or 768) is padded with zeros to the next multiple: gate and up
  * get zero rows, down zero columns, so each added hidden unit is silu(0)·0 =
  * 0 and contributes 0 to the output: the same function, exactly, with every
@@ -118,12 +120,13 @@ static int padded_mlp(Export *x) {
   if (x->r_open && strcmp(mb, "auto"))
     return aptq_error("mlp_block = %s applies to the full-precision export only; leave it out with quantized (the layers' block decides)",
                       mb);
-  if (x->r_open) {
+  for (int l = 0; x->r_open && l < x->m->cfg.n_layers; l++) { /* the largest block of any down_proj (grid = ggml mixes them) */
     char name[256];
     StoredLayer s;
-    linear_layer_name(0, LIN_DOWN, name, sizeof name);
-    CHECK(stored_read(&x->r, name, (int)x->m->linear[0][LIN_DOWN].rows, (int)x->m->linear[0][LIN_DOWN].cols, &s));
-    x->block = ggml_block_cols(&s.v);
+    linear_layer_name(l, LIN_DOWN, name, sizeof name);
+    CHECK(stored_read(&x->r, name, (int)x->m->linear[l][LIN_DOWN].rows, (int)x->m->linear[l][LIN_DOWN].cols, &s));
+    int b = ggml_block_cols(&s.v);
+    x->block = l == 0 || b > x->block ? b : x->block;
     stored_free(&s);
   }
   x->ff = h % x->block ? (h + x->block - 1) / x->block * x->block : h;
@@ -149,15 +152,40 @@ static int decide_types(Export *x) {
   return 0;
 }
 
+/* A file of several types (grid = ggml): the llama_ftype of llama.cpp's
+ * mixture named after the type that holds the most weights (llama.h:
+ * MOSTLY_Q2_K 10 (itself a mixture), Q3_K_M 12, Q4_K_M 15, Q5_K_M 17,
+ * Q6_K 18, Q8_0 7, Q4_0 2, Q4_1 3; F32 layers (none of these) 0). Like
+ * llama.cpp's own *_M files, the mixture is what the tensors' types say;
+ * general.file_type only names it. */
+static uint32_t mixture_ftype(Export *x) {
+  long long weights[GGML_TYPE_END] = {0};
+  for (int l = 0; l < x->m->cfg.n_layers; l++)
+    for (int k = 0; k < LIN_COUNT; k++) weights[x->type[l][k]] += x->m->linear[l][k].rows * x->m->linear[l][k].cols;
+  static const struct {
+    GgmlType t;
+    uint32_t ftype;
+  } mix[] = {{GGML_Q2_K, 10}, {GGML_Q3_K, 12}, {GGML_Q4_K, 15}, {GGML_Q5_K, 17},
+             {GGML_Q6_K, 18}, {GGML_Q8_0, 7},  {GGML_Q4_0, 2},  {GGML_Q4_1, 3}};
+  uint32_t ftype = 0;
+  long long most = 0;
+  for (size_t i = 0; i < sizeof mix / sizeof *mix; i++)
+    if (weights[mix[i].t] > most) {
+      most = weights[mix[i].t];
+      ftype = mix[i].ftype;
+    }
+  return ftype;
+}
+
 static void metadata(Export *x) {
   const ModelConfig *c = &x->m->cfg;
   GgufWriter *w = &x->w;
   const char *base = strrchr(x->m->source, '/');
   char name[sizeof x->m->source];
   snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : x->m->source);
-  int n[GGML_TYPE_END] = {0};
+  int n[GGML_TYPE_END] = {0}, kinds = 0;
   for (int l = 0; l < c->n_layers; l++)
-    for (int k = 0; k < LIN_COUNT; k++) n[x->type[l][k]]++;
+    for (int k = 0; k < LIN_COUNT; k++) kinds += !n[x->type[l][k]]++;
   /* llama_ftype (llama.h): ALL_F32 0, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q2_K 10, MOSTLY_Q3_K_S 11 (every
    * layer Q3_K), MOSTLY_Q4_K_S 14, MOSTLY_Q5_K_S 16 (every layer Q4_K, Q5_K), MOSTLY_Q6_K 18 */
   uint32_t ftype = !x->r_open     ? 0
@@ -169,6 +197,7 @@ static void metadata(Export *x) {
                    : n[GGML_Q8_0] ? 7
                    : n[GGML_Q4_1] ? 3
                                   : 2;
+  if (x->r_open && kinds > 1) ftype = x->mixture = mixture_ftype(x);
   gguf_kv_string(w, "general.architecture", "llama");
   gguf_kv_string(w, "general.name", name);
   gguf_kv_string(w, "general.quantized_by", "aptq " APTQ_VERSION);
@@ -339,6 +368,7 @@ static void print_summary(const Export *x) {
   for (int t = 0; t < GGML_TYPE_END; t++)
     if (x->count[t]) printf(" %d %s", x->count[t], gguf_type_name((GgmlType)t));
   printf(", %.4f bits per weight\n", 8.0 * x->q_bytes / x->q_params);
+  if (x->mixture) printf("  mixed types: general.file_type %u (llama.cpp's mixture of the type with the most weights)\n", x->mixture);
   if (x->ff != x->m->cfg.hidden_dim)
     printf("  MLP width %d padded with zeros to %d (ggml blocks of %d; the same function)\n", x->m->cfg.hidden_dim, x->ff, x->block);
   printf("  output: %s\n", x->o->output);

@@ -289,7 +289,7 @@ int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, Ggml
     *type = t;
     return 0;
   }
-  if (padded_cols % GGUF_QBLOCK || quant_ngroups(L->cols, GGUF_QBLOCK) != padded_cols / GGUF_QBLOCK) {
+  if (padded_cols % GGUF_QBLOCK || quant_ngroups(L->cols, GGUF_QBLOCK) > padded_cols / GGUF_QBLOCK) {
     *type = GGML_F32; /* ggml blocks need whole rows of 32: our dequantized values, exactly */
     return 0;
   }
@@ -402,8 +402,10 @@ void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *code
   }
   int ng = quant_ngroups(L->cols, L->group_size);
   for (int b = 0; b < padded_cols / GGUF_QBLOCK; b++) {
-    float s = L->scales[(int64_t)i * ng + b];
-    int32_t z = L->zeros[(int64_t)i * ng + b];
+    /* blocks past the groups (a Q4_0/Q8_0 down_proj in a file whose MLP is
+     * padded to 256 for its K-quant layers): d = 0, the value 0 */
+    float s = b < ng ? L->scales[(int64_t)i * ng + b] : 0.0f;
+    int32_t z = b < ng ? L->zeros[(int64_t)i * ng + b] : t == GGML_Q8_0 ? 128 : t == GGML_Q4_0 ? 8 : 0;
     uint8_t c[GGUF_QBLOCK];
     for (int j = 0; j < GGUF_QBLOCK; j++) {
       int col = b * GGUF_QBLOCK + j;

@@ -71,7 +71,8 @@ int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, Ggml
 float ggml_pad_value(const QLayerView *L, int i, int col);
 /* Row i of the layer as padded_cols / 32 blocks of type t (Q4_0, Q4_1,
  * Q8_0; Q3_K, Q6_K: padded_cols / 256 super-blocks): codes are the row's unpacked codes (cols); the columns past cols
- * get the zero point's code (value 0 exactly). */
+ * get the zero point's code (value 0 exactly), whole blocks past the
+ * layer's groups d = 0 (value 0). */
 void ggml_encode_row(const QLayerView *L, GgmlType t, int i, const uint8_t *codes, int padded_cols, uint8_t *dst);
 /* n values of a row of type t (F32, F16, Q4_0, Q4_1, Q8_0, Q2_K .. Q6_K) decoded as ggml's
  * dequantize_row_* does. */

@@ -123,10 +123,7 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
       rc = sort_desc_stable(L->perm, diag, cols);
     }
     aptq_free(diag);
-    for (int k = 0; k < cols; k++) {
-      int j = L->perm[k];
-      L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
-    }
+    gptq_layer_regroup(L, p);
   }
   rc = aptq_agree(comm, rc);
   if (!rc) {
@@ -144,6 +141,13 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
     rc = aptq_agree(comm, rc);
   }
   return rc;
+}
+
+void gptq_layer_regroup(GptqLayer *L, const GptqParams *p) {
+  for (int k = 0; k < L->cols; k++) {
+    int j = L->perm[k];
+    L->g_idx[j] = p->group_size == 0 ? 0 : p->static_groups ? j / p->group_size : k / p->group_size;
+  }
 }
 
 int gptq_prepare_ordered(const double *H, const double *order, int cols, const GptqParams *p, MPI_Comm comm, GptqLayer *L) {

@@ -50,6 +50,11 @@ int gptq_prepare_partial(const double *H, const double *diag, double scale, int 
 int gptq_prepare_stream(const double *grid_sum, int reversed, const double *diag, double scale, int cols, const GptqParams *p,
                         MPI_Comm comm, GptqLayer *L);
 void gptq_layer_free(GptqLayer *L);
+/* L's g_idx made again for p's group_size and static_groups (the column
+ * order and the factor unchanged), so that layers on grids of different
+ * group sizes can be solved in turn with one factor (grid = ggml), each
+ * exactly as if prepared alone. Local. */
+void gptq_layer_regroup(GptqLayer *L, const GptqParams *p);
 
 /* Rows are solved in chunks of GPTQ_ROW_CHUNK; a chunk's result depends only
  * on its own rows, so slabs that start on chunk boundaries give results that

@@ -79,14 +79,16 @@ static const OptSpec specs[] = {
      "backward per sequence: linear in depth; same expectation)"},
     {"scale_dtype", T_CHOICE, F(scale_dtype), "fp32", "fp32|fp16", 0, 0,
      "quantization scales: fp32, or rounded to fp16 as they are made (exact GPTQ-format export, tools/export_gptq.py)"},
-    {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0|q6_k|q3_k|q4_k|q5_k|q2_k", 0, 0,
+    {"grid", T_CHOICE, F(grid), "minmax", "minmax|q4_0|q4_1|q8_0|q6_k|q3_k|q4_k|q5_k|q2_k|ggml", 0, 0,
      "quantization grid: minmax (GPTQ's), or the grid llama.cpp decodes (docs/gguf.md): q4_0 = 4-bit symmetric, q8_0 = 8-bit symmetric, "
      "q4_1 = 4-bit with fp16 min = -scale*zero (each sets group_size 32 and fp16 scales); the K-quants q6_k = 6-bit, q3_k = 3-bit "
      "symmetric, group scales d*sc per 256-column super-block (each sets group_size 16 and static groups); q4_k = 4-bit, q5_k = "
      "5-bit (groups of 32), q2_k = 2-bit (groups of 16): scale * code - min with scales d*sc and mins dmin*m per super-block "
-     "(static groups)"},
+     "(static groups); ggml = mixed precision (avg_bits or R) with every layer on the llama.cpp type of its width: 2 q2_k, 3 q3_k, "
+     "4 q4_k, 5 q5_k, 6 q6_k, 8 q8_0, avg_bits counted as llama.cpp's bits per weight (docs/mixed.md#ggml)"},
     {"grid_search", T_CHOICE, F(grid_search), "hessian", "none|llama|hessian", 0, 0,
-     "grid = q4_k | q5_k | q2_k with gptq or aptq: how each sub-block's scale and min are chosen before the sweep: hessian = as "
+     "grid = q4_k | q5_k | q2_k (or their layers under grid = ggml) with gptq or aptq: how each sub-block's scale and min are chosen "
+     "before the sweep: hessian = as "
      "llama.cpp's quantizer with an importance matrix, the layer Hessian's diagonal (make_qkx3_quants, make_qp_quants); llama = as "
      "llama.cpp's without one (make_qkx2_quants); none = GPTQ's min/max range (docs/gguf.md; rtn keeps min/max)"},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
@@ -249,7 +251,34 @@ static int apply(Options *o, const char *key, const char *value, const char *whe
  * block type (docs/gguf.md), set unless given otherwise (then refused). The
  * K-quants' scales are d * sc (quant_kgrid_row), fixed per super-block
  * before the sweep: static groups. */
+/* grid = ggml: the width, group size, symmetry and scales are each
+ * layer's (plan_layer_params), chosen by the mixed precision; static
+ * groups for all. */
+static int apply_grid_ggml(Options *o) {
+  static const char *const per_layer[] = {"bits", "group_size", "sym", "scale_dtype"};
+  for (int k = 0; k < 4; k++) {
+    int index = 0;
+    find(per_layer[k], &index);
+    if (given[index])
+      return aptq_error("grid = ggml puts each layer on the llama.cpp type of its width (q2_k .. q8_0), which sets its %s; drop %s = %s",
+                        per_layer[k], per_layer[k], raw[index]);
+  }
+  if (!o->R[0] && !o->avg_bits[0])
+    return aptq_error(
+        "grid = ggml is mixed precision (each layer on the llama.cpp type of its width): give avg_bits (e.g. avg_bits = 4.5, "
+        "counted as llama.cpp's bits per weight) or R, or use one grid (q4_k, ...) for every layer");
+  if (o->mse) return aptq_error("grid = ggml fixes each layer's scales on its llama.cpp type; mse = yes searches another grid: drop mse");
+  int index = 0;
+  find("static_groups", &index);
+  if (given[index] && !o->static_groups)
+    return aptq_error(
+        "grid = ggml needs static_groups = yes (the K-quants' super-block scales are fixed before the sweep); drop "
+        "static_groups");
+  return apply(o, "static_groups", "yes", "grid", FROM_GRID);
+}
+
 static int apply_grid(Options *o) {
+  if (!strcmp(o->grid, "ggml")) return apply_grid_ggml(o);
   static const struct {
     const char *grid, *bits, *group_size, *sym, *scale_dtype, *static_groups;
   } g[] = {{"q4_0", "4", "32", "yes", "fp16", NULL},  {"q4_1", "4", "32", "no", "fp16", NULL},   {"q8_0", "8", "32", "yes", "fp16", NULL},
@@ -365,9 +394,11 @@ int options_parse(Options *o, int argc, char **argv) {
   CHECK(apply_grid(o));
   int index = 0;
   find("grid_search", &index);
-  if (given[index] && strcmp(o->grid, "q4_k") && strcmp(o->grid, "q5_k") && strcmp(o->grid, "q2_k"))
-    return aptq_error("grid_search = %s chooses the sub-blocks of grid = q4_k, q5_k or q2_k, but this run has grid = %s; drop grid_search",
-                      raw[index], o->grid);
+  if (given[index] && strcmp(o->grid, "q4_k") && strcmp(o->grid, "q5_k") && strcmp(o->grid, "q2_k") && strcmp(o->grid, "ggml"))
+    return aptq_error(
+        "grid_search = %s chooses the sub-blocks of grid = q4_k, q5_k, q2_k or ggml, but this run has grid = %s; drop "
+        "grid_search",
+        raw[index], o->grid);
   return 0;
 }
 

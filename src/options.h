@@ -18,7 +18,7 @@ typedef struct {
   char tokenizer[OPT_PATH_MAX];   /* export: SentencePiece tokenizer.model */
   char format[8];                 /* export: auto | gguf */
   char mlp_block[8];              /* export (F32): auto | 32 | 256, the MLP padding */
-  char grid[8];                   /* minmax | q4_0 | q4_1 | q8_0 */
+  char grid[8];                   /* minmax | q4_0 | ... | q2_k | ggml */
   char grid_search[8];            /* none | llama | hessian */
   char input[OPT_PATH_MAX];       /* layer: HDF5 with W and H */
   char method[16];                /* rtn | gptq | aptq */

@@ -335,10 +335,20 @@ static int solve_own_form(Pass *P, int l, int k, const GptqParams *p, const char
 }
 
 /* The group's layer-input factor, and the layers that share it solved
- * together. */
+ * together: all in one sweep when they are on one grid; with grid = ggml
+ * one sweep per grid (the same factor, g_idx made again for its group
+ * size), each layer's result the same as solved alone. The factor is
+ * prepared under the grid of a layer with mins if there is one, so that
+ * it keeps the Hessian's diagonal for their sub-block search. */
 static int solve_with_group_factor(Pass *P, int g, SolveLayer *shared, int nshared) {
   GroupHessian *gh = &P->gh[g];
   const GptqParams *p = &shared[0].p;
+  for (int k = 0; k < nshared; k++)
+    if (plan_layer_mins(P->p, shared[k].p.bits)) {
+      p = &shared[k].p;
+      break;
+    }
+  plan_use_grid(P->p, p->bits);
   GptqLayer L;
   double t = MPI_Wtime();
   CHECK(gh->streamed  ? gptq_prepare_stream(gh->S.acc, gh->S.reversed, gh->diag, gh->scale, gh->d, p, P->comm, &L)
@@ -346,7 +356,20 @@ static int solve_with_group_factor(Pass *P, int g, SolveLayer *shared, int nshar
                       : gptq_prepare(gh->H.sum, gh->d, p, P->comm, &L));
   phase_add(PH_FACTOR, t);
   phase_shift(PH_FACTOR, PH_REDUCE, L.factor.reduce_seconds);
-  int rc = solve_shared(P->qw, &L, FORM_GPTQ, shared, nshared, P->comm);
+  int rc = 0, done[LIN_COUNT] = {0};
+  for (int k = 0; !rc && k < nshared; k++) {
+    if (done[k]) continue;
+    SolveLayer same[LIN_COUNT];
+    int n = 0, key = plan_grid_key(P->p, shared[k].p.bits);
+    for (int j = k; j < nshared; j++)
+      if (!done[j] && plan_grid_key(P->p, shared[j].p.bits) == key) {
+        same[n++] = shared[j];
+        done[j] = 1;
+      }
+    plan_use_grid(P->p, same[0].p.bits);
+    gptq_layer_regroup(&L, &same[0].p);
+    rc = solve_shared(P->qw, &L, FORM_GPTQ, same, n, P->comm);
+  }
   gptq_layer_free(&L);
   return rc;
 }
@@ -370,6 +393,7 @@ static int solve_group(Pass *P, int l, int g) {
     e->bits = P->layer_bits ? P->layer_bits[l * LIN_COUNT + k] : P->p->gptq.bits;
     GptqParams lp = plan_layer_params(P->p, e->bits);
     if (!plan_shares_factor(P->p, k)) {
+      plan_use_grid(P->p, e->bits);
       CHECK(solve_own_form(P, l, k, &lp, name, e));
       continue;
     }

@@ -3,6 +3,21 @@
 #include "factor.h"
 #include "hessian.h"
 #include "hessian_stream.h"
+#include "quant.h"
+
+/* grid = ggml: the llama.cpp type of each width (the settings of grid =
+ * q2_k .. q8_0, options.c apply_grid; docs/gguf.md). */
+typedef struct {
+  int bits, group_size, sym, fp16_scales, sc_max, m_max;
+} GgmlWidth;
+static const GgmlWidth ggml_widths[] = {{2, 16, 0, 0, 0, 15}, {3, 16, 1, 0, 31, 0},  {4, 32, 0, 0, 0, 63},
+                                        {5, 32, 0, 0, 0, 63}, {6, 16, 1, 0, 127, 0}, {8, 32, 1, 1, 0, 0}};
+
+static const GgmlWidth *ggml_width(int bits) {
+  for (size_t i = 0; i < sizeof ggml_widths / sizeof *ggml_widths; i++)
+    if (ggml_widths[i].bits == bits) return &ggml_widths[i];
+  return &ggml_widths[2]; /* not reached: the widths come from knap_ggml, R's 2 and 4, or the measuring pass's 4 */
+}
 
 GptqParams gptq_params_from_options(const Options *o) {
   /* the enums of factor.h follow the choices: auto|lapack|scalapack, trtri|potri */
@@ -50,6 +65,7 @@ void plan_init(Plan *p, const Options *o) {
   p->kgrid_sc_max = grid == 4 ? 127 : grid == 5 ? 31 : 0;
   p->kgrid_m_max = grid == 6 || grid == 7 ? 63 : grid == 8 ? 15 : 0;
   p->kgrid_search = options_choice(o, "grid_search"); /* none|llama|hessian: KSEARCH_NONE, _LLAMA, _HESSIAN */
+  p->ggml = grid == 9;
   p->true_sequential = o->true_sequential;
   p->mlp_resume = o->true_sequential && !p->bf16_activations;
   p->keep_attention = o->true_sequential && o->keep_attention;
@@ -58,6 +74,7 @@ void plan_init(Plan *p, const Options *o) {
   p->seqlen = o->seqlen;
   p->threads = o->threads;
   p->gptq = gptq_params_from_options(o);
+  if (p->ggml) p->gptq.group_size = 16;                   /* the smallest of the widths' groups: the memory plan's most scales */
   p->layer_kron = options_choice(o, "hessian_form") == 1; /* gptq|kron */
 }
 
@@ -111,7 +128,30 @@ Plan plan_make(const Options *o, const ModelConfig *c, int size) {
 GptqParams plan_layer_params(const Plan *p, int bits) {
   GptqParams g = p->gptq;
   g.bits = bits;
+  if (p->ggml) {
+    const GgmlWidth *w = ggml_width(bits);
+    g.group_size = w->group_size;
+    g.sym = w->sym;
+    g.static_groups = 1;
+  }
   return g;
+}
+
+int plan_layer_mins(const Plan *p, int bits) { return p->ggml ? ggml_width(bits)->m_max != 0 : p->kgrid_m_max != 0; }
+
+void plan_use_grid(const Plan *p, int bits) {
+  if (!p->ggml) {
+    quant_set_fp16_scales(p->fp16_scales);
+    quant_set_fp16_mins(p->fp16_mins);
+    quant_set_kgrid(p->kgrid_sc_max);
+    quant_set_kgrid_mins(p->kgrid_m_max);
+    return;
+  }
+  const GgmlWidth *w = ggml_width(bits);
+  quant_set_fp16_scales(w->fp16_scales);
+  quant_set_fp16_mins(0);
+  quant_set_kgrid(w->sc_max);
+  quant_set_kgrid_mins(w->m_max);
 }
 
 int plan_ranks_by_sensitivity(const Plan *p) { return p->allocation == ALLOC_TRACE || p->allocation == ALLOC_KNAPSACK; }

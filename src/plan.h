@@ -42,6 +42,7 @@ typedef struct {
   int kgrid_sc_max;     /* grid = q6_k (127) | q3_k (31): scales d * sc per super-block (quant_set_kgrid); 0 otherwise */
   int kgrid_search;     /* grid_search: KSEARCH_NONE | LLAMA | HESSIAN (ksearch_set) */
   int kgrid_m_max;      /* grid = q4_k, q5_k (63) | q2_k (15): scales d * sc and mins dmin * m per super-block (quant_set_kgrid_mins) */
+  int ggml;             /* grid = ggml: each layer on the llama.cpp type of its width (plan_layer_params, plan_use_grid) */
   int true_sequential;
   /* true-sequential with float32 activations: the gate/up group's forward
    * leaves the residual after attention in the activations, so the down
@@ -79,8 +80,24 @@ static inline int plan_shares_factor(const Plan *p, int k) { return p->form[k] =
 /* Is layer k (q or k) solved as a Kronecker product whose input factor is
  * the group's whole layer-input Hessian (kron and relaxed forms)? */
 static inline int plan_kron_input(const Plan *p, int k) { return p->form[k] == FORM_KRON || p->form[k] == FORM_RELAXED; }
-/* The solve's parameters of a layer at `bits` (mixed precision). */
+/* The solve's parameters of a layer at `bits` (mixed precision); with
+ * grid = ggml those of the llama.cpp type of that width (docs/mixed.md):
+ * 2 q2_k, 3 q3_k, 6 q6_k in groups of 16, 4 q4_k, 5 q5_k, 8 q8_0 in
+ * groups of 32, static groups. */
 GptqParams plan_layer_params(const Plan *p, int bits);
+/* Sets the process-wide grid of quant.h (fp16 scales and mins, the
+ * K-quant scales d * sc, the mins dmin * m) for a layer at `bits`: the
+ * run's one grid, or with grid = ggml that width's type. Local; every
+ * rank calls it before the same solve. */
+void plan_use_grid(const Plan *p, int bits);
+/* Is a layer at `bits` on a grid with mins (q4_k, q5_k, q2_k)? */
+int plan_layer_mins(const Plan *p, int bits);
+/* Layers whose keys differ are on different grids and cannot share one
+ * sweep (grid = ggml: each width its own; else all alike). */
+static inline int plan_grid_key(const Plan *p, int bits) { return p->ggml ? bits : 0; }
+/* The widths the knapsack chooses from and their costs: llama.cpp's bits
+ * per weight with grid = ggml, else code bits {2, 3, 4, 8}. */
+static inline const KnapWidths *plan_widths(const Plan *p) { return p->ggml ? &knap_ggml : &knap_code_bits; }
 /* Do the allocation's layers need sensitivities (trace, knapsack)? */
 int plan_ranks_by_sensitivity(const Plan *p);
 /* The solve's parameters straight from options (aptq layer). */

@@ -191,10 +191,7 @@ int cmd_quantize(const Options *o_in, MPI_Comm comm) {
   const Options *o = &o_def;
   Plan p;
   plan_init(&p, o);
-  quant_set_fp16_scales(p.fp16_scales);
-  quant_set_fp16_mins(p.fp16_mins);
-  quant_set_kgrid(p.kgrid_sc_max);
-  quant_set_kgrid_mins(p.kgrid_m_max);
+  plan_use_grid(&p, p.gptq.bits);
   ksearch_set(p.kgrid_search);
   aptq_install_signal_handlers();
 

@@ -58,21 +58,36 @@ int rtn_pass(QFileWriter *qw, const Plan *p, const Model *m, LayerError *err, do
 
 int rtn_errors(const Plan *p, const Model *m, double *err, MPI_Comm comm) {
   int rank, size, n = m->cfg.n_layers * LIN_COUNT, rc = 0;
+  const KnapWidths *kw = plan_widths(p);
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  memset(err, 0, sizeof(double) * (size_t)n * KNAP_CHOICES);
+  memset(err, 0, sizeof(double) * (size_t)n * kw->n);
   for (int i = 0; !rc && i < n; i++) {
     const TensorRef *t = &m->linear[i / LIN_COUNT][i % LIN_COUNT];
     int r0, nr, cols = (int)t->cols;
     shard_range((int)t->rows, size, rank, &r0, &nr);
-    Slab s;
-    rc = slab_alloc(&s, (size_t)nr, cols, quant_ngroups(cols, p->gptq.group_size), 0, 0) || tensor_rows_f32(t, r0, r0 + nr, s.W);
-    for (int c = 0; !rc && c < KNAP_CHOICES; c++)
-      quant_rtn(s.W, nr, cols, p->gptq.group_size, knapsack_bits[c], p->gptq.sym, s.codes, s.scales, s.zeros,
-                &err[(size_t)i * KNAP_CHOICES + c]);
-    slab_free(&s);
+    if (!p->ggml) {
+      Slab s;
+      rc = slab_alloc(&s, (size_t)nr, cols, quant_ngroups(cols, p->gptq.group_size), 0, 0) || tensor_rows_f32(t, r0, r0 + nr, s.W);
+      for (int c = 0; !rc && c < kw->n; c++)
+        quant_rtn(s.W, nr, cols, p->gptq.group_size, kw->bits[c], p->gptq.sym, s.codes, s.scales, s.zeros, &err[(size_t)i * kw->n + c]);
+      slab_free(&s);
+      continue;
+    }
+    /* grid = ggml: each width on its own llama.cpp type (min/max grids, as RTN) */
+    for (int c = 0; !rc && c < kw->n; c++) {
+      GptqParams lp = plan_layer_params(p, kw->bits[c]);
+      plan_use_grid(p, kw->bits[c]);
+      Slab s;
+      rc = slab_alloc(&s, (size_t)nr, cols, quant_ngroups(cols, lp.group_size), 0, 0) || tensor_rows_f32(t, r0, r0 + nr, s.W);
+      double *e = &err[(size_t)i * kw->n + c];
+      if (!rc && s.mins) quant_rtn_mins(s.W, nr, cols, lp.group_size, lp.bits, s.codes, s.scales, s.zeros, s.mins, e);
+      else if (!rc) quant_rtn(s.W, nr, cols, lp.group_size, lp.bits, lp.sym, s.codes, s.scales, s.zeros, e);
+      slab_free(&s);
+    }
   }
+  plan_use_grid(p, p->gptq.bits);
   CHECK(aptq_agree(comm, rc));
-  MPI_Allreduce(MPI_IN_PLACE, err, n * KNAP_CHOICES, MPI_DOUBLE, MPI_SUM, comm);
+  MPI_Allreduce(MPI_IN_PLACE, err, n * kw->n, MPI_DOUBLE, MPI_SUM, comm);
   return 0;
 }

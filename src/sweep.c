@@ -108,11 +108,24 @@ static int sensitivities(Sweep *s, const Options *o, const Plan *p, const Model 
     info->alloc_sens_err = fisher ? s->sens_err : NULL;
   }
   if (p->allocation == ALLOC_KNAPSACK) {
-    s->rtn_err = aptq_malloc(sizeof(double) * (size_t)s->n * KNAP_CHOICES, "RTN errors");
+    s->rtn_err = aptq_malloc(sizeof(double) * (size_t)s->n * plan_widths(p)->n, "RTN errors");
     if (!s->rtn_err) aptq_fatal(comm);
     CHECK(rtn_errors(p, m, s->rtn_err, comm));
   }
   return 0;
+}
+
+/* grid = ggml: how many layers of each llama.cpp type, and their bits per
+ * weight as llama.cpp counts them (the linear layers, unpadded). */
+static void print_ggml_types(const Sweep *s, const KnapWidths *kw) {
+  static const char *const type[KNAP_MAX] = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0"};
+  printf("aptq quantize: grid = ggml: linear layers");
+  for (int c = 0; c < kw->n; c++) {
+    int count = 0;
+    for (int i = 0; i < s->n; i++) count += s->bits[i] == kw->bits[c];
+    if (count) printf(" %d %s", count, type[c]);
+  }
+  printf(", %.4f bits per weight (llama.cpp's count, MLP unpadded)\n", allocation_average_cost(kw, s->n, s->params, s->bits));
 }
 
 /* The widths for one value of R (or of avg_bits), then its output. */
@@ -120,9 +133,11 @@ static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m,
                       const char *rep, OutputInfo *info, double t_start, MPI_Comm comm) {
   int rank;
   MPI_Comm_rank(comm, &rank);
-  if (p->avg_budget) CHECK(aptq_agree(comm, allocate_knapsack(s->n, s->params, s->sens, s->rtn_err, R, s->bits)));
+  const KnapWidths *kw = plan_widths(p);
+  if (p->avg_budget) CHECK(aptq_agree(comm, allocate_knapsack_widths(kw, s->n, s->params, s->sens, s->rtn_err, R, s->bits)));
   else
-    CHECK(aptq_agree(comm, allocate_bits(p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
+    CHECK(aptq_agree(
+        comm, allocate_bits_widths(kw, p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
   info->output = out;
   info->report = rep;
   info->R = R;
@@ -133,6 +148,7 @@ static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m,
     else
       printf("aptq quantize: R = %g: %s allocation, %.4f of the parameters above 2 bits, average %.4f bits\n", R, o->allocation,
              info->R_achieved, info->average_bits);
+    if (p->ggml) print_ggml_types(s, kw);
     fflush(stdout);
   }
   return quantize_output(o, p, m, calib, s->bits, info, s->err, NULL, t_start, comm);
