@@ -14,6 +14,7 @@
 typedef struct {
   int n;             /* layers */
   long long *params; /* weights per layer */
+  long long *budget; /* what the budget counts per layer: params, or with grid = ggml the weights as the GGUF file stores them */
   int *bits;         /* the widths of the output being made */
   double *sens, *sens_err;
   double *rtn_err;      /* knapsack: n × KNAP_CHOICES squared RTN errors */
@@ -21,7 +22,21 @@ typedef struct {
   LayerError *measured; /* the 4-bit measuring pass's */
 } Sweep;
 
-static int sweep_alloc(Sweep *s, const Model *m) {
+/* grid = ggml: the weights of each layer as the export stores them, the
+ * MLP width padded to a multiple of 256 (gate and up rows, down columns;
+ * export.c padded_mlp, for the K-quants' super-blocks), so that the
+ * budget's bits per weight are those llama.cpp counts for the file
+ * (wt2-llama-s: 688 -> 768). */
+static long long stored_weights(const Model *m, int i) {
+  const TensorRef *t = &m->linear[i / LIN_COUNT][i % LIN_COUNT];
+  long long h = m->cfg.hidden_dim, ff = (h + 255) / 256 * 256, rows = t->rows, cols = t->cols;
+  int k = i % LIN_COUNT;
+  if (k == LIN_DOWN) cols = ff;
+  else if (k == LIN_GATE || k == LIN_UP) rows = ff;
+  return rows * cols;
+}
+
+static int sweep_alloc(Sweep *s, const Plan *p, const Model *m) {
   *s = (Sweep){.n = m->cfg.n_layers * LIN_COUNT};
   size_t n = (size_t)s->n;
   s->params = aptq_malloc(sizeof(long long) * n, "layer sizes");
@@ -32,10 +47,16 @@ static int sweep_alloc(Sweep *s, const Model *m) {
   s->measured = aptq_calloc(n, sizeof(LayerError), "layer errors");
   if (!s->params || !s->bits || !s->sens || !s->sens_err || !s->err || !s->measured) return APTQ_ERR;
   for (int i = 0; i < s->n; i++) s->params[i] = m->linear[i / LIN_COUNT][i % LIN_COUNT].rows * m->linear[i / LIN_COUNT][i % LIN_COUNT].cols;
+  s->budget = s->params;
+  if (!p->ggml) return 0;
+  s->budget = aptq_malloc(sizeof(long long) * n, "layer sizes");
+  if (!s->budget) return APTQ_ERR;
+  for (int i = 0; i < s->n; i++) s->budget[i] = stored_weights(m, i);
   return 0;
 }
 
 static void sweep_free(Sweep *s) {
+  if (s->budget != s->params) aptq_free(s->budget);
   aptq_free(s->params);
   aptq_free(s->bits);
   aptq_free(s->sens);
@@ -125,7 +146,7 @@ static void print_ggml_types(const Sweep *s, const KnapWidths *kw) {
     for (int i = 0; i < s->n; i++) count += s->bits[i] == kw->bits[c];
     if (count) printf(" %d %s", count, type[c]);
   }
-  printf(", %.4f bits per weight (llama.cpp's count, MLP unpadded)\n", allocation_average_cost(kw, s->n, s->params, s->bits));
+  printf(", %.4f bits per weight (llama.cpp's count)\n", allocation_average_cost(kw, s->n, s->budget, s->bits));
 }
 
 /* The widths for one value of R (or of avg_bits), then its output. */
@@ -134,10 +155,10 @@ static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m,
   int rank;
   MPI_Comm_rank(comm, &rank);
   const KnapWidths *kw = plan_widths(p);
-  if (p->avg_budget) CHECK(aptq_agree(comm, allocate_knapsack_widths(kw, s->n, s->params, s->sens, s->rtn_err, R, s->bits)));
+  if (p->avg_budget) CHECK(aptq_agree(comm, allocate_knapsack_widths(kw, s->n, s->budget, s->sens, s->rtn_err, R, s->bits)));
   else
     CHECK(aptq_agree(
-        comm, allocate_bits_widths(kw, p->allocation, R, s->n, s->params, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
+        comm, allocate_bits_widths(kw, p->allocation, R, s->n, s->budget, s->sens, s->rtn_err, LIN_COUNT, (uint64_t)o->seed, s->bits)));
   info->output = out;
   info->report = rep;
   info->R = R;
@@ -161,7 +182,7 @@ int sweep_run(const Options *o, const Plan *p, const Model *m, const TokenShard 
   for (int j = 0; j < nR; j++)
     if (R[j] == 1.0 && p->allocation != ALLOC_KNAPSACK) reuse = j;
   Sweep s;
-  if (sweep_alloc(&s, m)) aptq_fatal(comm);
+  if (sweep_alloc(&s, p, m)) aptq_fatal(comm);
   int rc = sensitivities(&s, o, p, m, calib, nR, reuse, out, rep, info, t_start, comm);
   for (int j = 0; !rc && j < nR; j++)
     if (j != reuse) rc = one_output(&s, o, p, m, calib, R[j], out[j], rep[j], info, t_start, comm);
