@@ -1,7 +1,9 @@
 /* Bit-allocation unit tests (src/allocate.c): R parsing; the fill rules
  * (trace, random, blockwise) never exceed the budget and follow their order;
  * the knapsack's dynamic program equals brute force over all 4^n choices on
- * random small instances, and stays within budget. */
+ * random small instances, and stays within budget; the same for the
+ * widths of grid = ggml (knap_ggml: 6^n choices, costs in llama.cpp's bits
+ * per weight). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +51,24 @@ static double brute_force(int n, const long long *pk, const double *sk, const do
       v += sk[i] * ek[i * KNAP_CHOICES + x % 4];
     }
     if (used_bits(n, pk, bb) <= cap * (1 + 1e-12) && v < best) best = v;
+  }
+  return best;
+}
+
+/* The same over the widths w (n <= 6 layers, w->n^n cases) whose average
+ * cost per weight (w's bits per weight) is at most avg. */
+static double brute_force_widths(const KnapWidths *w, int n, const long long *pk, const double *sk, const double *ek, double avg) {
+  double best = INFINITY;
+  int cases = 1;
+  for (int i = 0; i < n; i++) cases *= w->n;
+  for (int code = 0; code < cases; code++) {
+    int bb[6];
+    double v = 0;
+    for (int i = 0, x = code; i < n; i++, x /= w->n) {
+      bb[i] = w->bits[x % w->n];
+      v += sk[i] * ek[i * w->n + x % w->n];
+    }
+    if (allocation_average_cost(w, n, pk, bb) <= avg * (1 + 1e-12) && v < best) best = v;
   }
   return best;
 }
@@ -139,6 +159,30 @@ int main(void) {
     EXPECT(fabs(got - best) <= 1e-12 * best, "avg_bits trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
     if (trial == 0) EXPECT(allocate_knapsack(NK, pk, sk, ek, 1.9, bk), "avg_bits 1.9: nothing fits, refused");
   }
+  /* grid = ggml's widths 2, 3, 4, 5, 6, 8 at 2.625 .. 8.5 bits per weight:
+   * against brute force over 6^6 choices; nothing fits below 2.625 */
+  for (int trial = 0; trial < 20; trial++) {
+    enum { NK = 6 };
+    const KnapWidths *w = &knap_ggml;
+    long long pk[NK];
+    double sk[NK], ek[NK * KNAP_MAX], got = 0;
+    int bk[NK];
+    for (int i = 0; i < NK; i++) {
+      pk[i] = 256 * (1 + (long long)(rng_uniform(&rng) * 8));
+      sk[i] = rng_uniform(&rng);
+      for (int c = 0; c < w->n; c++) ek[i * w->n + c] = pow(4.0, -w->bits[c]) * (1 + 0.3 * rng_uniform(&rng));
+    }
+    double X = 2.625 + 5.875 * rng_uniform(&rng);
+    EXPECT(!allocate_knapsack_widths(w, NK, pk, sk, ek, X, bk), "ggml knapsack");
+    for (int i = 0; i < NK; i++)
+      for (int c = 0; c < w->n; c++) got += bk[i] == w->bits[c] ? sk[i] * ek[i * w->n + c] : 0;
+    double avg = allocation_average_cost(w, NK, pk, bk), best = brute_force_widths(w, NK, pk, sk, ek, X);
+    EXPECT(avg <= X * (1 + 1e-12), "ggml knapsack over budget: %g > %g", avg, X);
+    EXPECT(fabs(got - best) <= 1e-12 * best, "ggml trial %d: knapsack %.12g, brute force %.12g", trial, got, best);
+    if (trial == 0) EXPECT(allocate_knapsack_widths(w, NK, pk, sk, ek, 2.6, bk), "ggml 2.6: nothing fits, refused");
+  }
+  EXPECT(knap_width_cost(&knap_ggml, 3) == 3.4375 && knap_width_cost(&knap_ggml, 8) == 8.5 && knap_width_cost(&knap_code_bits, 8) == 8,
+         "ggml costs");
   double X[RATIO_MAX];
   int nX;
   EXPECT(!avg_bits_parse("3,3.5,8", X, &nX) && nX == 3 && X[1] == 3.5, "avg_bits_parse list");

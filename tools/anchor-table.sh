@@ -7,10 +7,13 @@
 # llama.cpp (node-llama-cpp 3.21.1, tools/llama-cpp.sh) on WikiText-2 test,
 # 100 x 256 tokens; calibration: the first 128 x 256 Brown tokens.
 #   tools/anchor-table.sh WORKDIR [RANKS] [TYPES]
-# TYPES (default "q4_0 q4_k q3_k q2_k"): a type whose grid aptq quantize does
-# not accept (grid = q4_k, q2_k before the K-quants with mins land) gets its
-# llama.cpp columns and a note instead of aptq's; the mixtures Q4_K_M, Q3_K_M
-# and Q2_K (llama.cpp's default for those ftypes) follow. 33 minutes on 2
+# TYPES (default "q4_0 q4_k q3_k q2_k"; "" for none): a type whose grid aptq
+# quantize does not accept (grid = q4_k, q2_k before the K-quants with mins
+# land) gets its llama.cpp columns and a note instead of aptq's; the
+# mixtures Q4_K_M, Q3_K_M and Q2_K (llama.cpp's default for those ftypes)
+# follow, each with aptq's own mixture at the same bits per weight: grid =
+# ggml with avg_bits = the llama.cpp file's bits per weight of the linear
+# layers (docs/mixed.md#ggml; its budget counts them as that file does). 33 minutes on 2
 # busy cores on 2026-12-03 (each perplexity 1-2 minutes). Results
 # are cached in WORKDIR: a rerun redoes only what is missing. After the table,
 # paired differences (per-sequence mean NLL, 100 sequences) with standard errors.
@@ -18,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: tools/anchor-table.sh WORKDIR [RANKS] [TYPES]}
 np=${2:-2}
-types=${3:-q4_0 q4_k q3_k q2_k}
+types=${3-q4_0 q4_k q3_k q2_k}
 data=${APTQ_DATA:-$here/../shared/data}
 aptq=$here/build/aptq
 model=$data/wt2-llama-s
@@ -85,6 +88,19 @@ for mix in Q4_K_M:15 Q3_K_M:12 Q2_K:10; do # llama.cpp's own per-tensor mixtures
     llama_q "llama-$n-im.gguf" "$ft" 256 imatrix-256.gguf
     echo "| llama.cpp's mixture $n ($(bpw "llama-$n.gguf"): $($L bpw "llama-$n.gguf" | cut -d' ' -f2- | sed 's/ /, /g')) | $(mb "llama-$n-im.gguf") | | | $(ppl "llama-$n.gguf") | $(ppl "llama-$n-im.gguf") |"
 done
+mixes="Q4_K_M Q3_K_M Q2_K"
+for n in $mixes; do # aptq's mixtures (grid = ggml) at the bits per weight of llama.cpp's
+    avg=$(bpw "llama-$n.gguf")
+    say "grid = ggml at avg_bits = $avg ($n)"
+    for m in gptq aptq; do
+        [ -s "$m-ggml-$n.gguf" ] || { run quantize --model="$model" --method=$m --grid=ggml --avg_bits="$avg" --act_order=yes \
+            --calib="$calib" --nseq=128 --seqlen=256 --output="$m-ggml-$n.h5" --overwrite=yes &&
+            run export --model="$model" --quantized="$m-ggml-$n.h5" "$tok" --output="$m-ggml-$n.gguf" --overwrite=yes; }
+    done
+    ours=$(bpw "gptq-ggml-$n.gguf")
+    /usr/bin/python3 -c "import sys; sys.exit(not $ours <= $avg)" || { say "gptq-ggml-$n.gguf has $ours bits per weight, over $avg"; exit 1; }
+    echo "| aptq grid = ggml, avg_bits = $avg ($ours: $($L bpw "gptq-ggml-$n.gguf" | cut -d' ' -f2- | sed 's/ /, /g')) | $(mb "gptq-ggml-$n.gguf") | $(ppl "gptq-ggml-$n.gguf") | $(ppl "aptq-ggml-$n.gguf") | | |"
+done
 paired() { # A B: mean NLL per token of A minus B over the 100 sequences, and its standard error (paired by sequence)
     /usr/bin/python3 -c "
 import numpy as np
@@ -97,4 +113,8 @@ for g in $types; do
     for b in "llama-$g.gguf" "llama-$g-im.gguf" "aptq-$g.gguf"; do paired "gptq-$g.gguf" "$b"; done
 done
 for g in $types; do paired "llama-$g-im.gguf" "llama-$g.gguf"; done
+for n in $mixes; do
+    for b in "llama-$n.gguf" "llama-$n-im.gguf" "aptq-ggml-$n.gguf"; do paired "gptq-ggml-$n.gguf" "$b"; done
+    for b in "llama-$n.gguf" "llama-$n-im.gguf"; do paired "aptq-ggml-$n.gguf" "$b"; done
+done
 for n in "${notes[@]}"; do echo "anchor-table: $n" >&2; done
