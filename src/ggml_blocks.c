@@ -296,8 +296,8 @@ int ggml_exact_type(const char *name, const QLayerView *L, int padded_cols, Ggml
   if (L->bits != 4 && L->bits != 8)
     return aptq_error(
         "layer %s is at %d bits; GGUF export maps 4 bits (Q4_0/Q4_1), 8 bits (Q8_0), in groups of 16 3 and 6 bits (Q3_K, Q6_K), "
-        "and layers with mins (Q2_K, Q4_K, Q5_K) exactly: quantize with grid = q4_0, q4_1, q8_0, q3_k, q6_k, q2_k, q4_k or q5_k (no "
-        "mixed precision)",
+        "and layers with mins (Q2_K, Q4_K, Q5_K) exactly: quantize with grid = q4_0, q4_1, q8_0, q3_k, q6_k, q2_k, q4_k or q5_k "
+        "(mixed precision: grid = ggml)",
         name, L->bits);
   if (L->group_size != GGUF_QBLOCK)
     return aptq_error("layer %s has group_size %d; ggml's Q4_0/Q4_1/Q8_0 blocks are 32 columns: quantize with group_size = 32", name,

@@ -247,6 +247,9 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   MPI_Comm_size(comm, &size);
   double t[5] = {MPI_Wtime()}; /* start, read, factor, solve, write */
   CHECK(aptq_agree(comm, options_require(o, "input") || options_require(o, "output")));
+  if (plan.ggml)
+    CHECK(aptq_agree(comm, aptq_error("aptq layer solves one layer on one grid, but grid = ggml chooses each layer's type by mixed "
+                                      "precision (quantize); give the layer's type: grid = q2_k, q3_k, q4_k, q5_k, q6_k or q8_0")));
   CHECK(output_check(o->output, "output", o->overwrite, o, comm));
   LayerJob J = {.o = o};
   int rc = read_layer(&J, kron, comm);

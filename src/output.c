@@ -30,14 +30,15 @@ static void print_summary(const Options *o, const Plan *p, const Model *m, const
   double err2, norm2, peak = 0;
   long long params;
   totals(m, err, &err2, &norm2, &params);
+  char groups[64]; /* grid = ggml: each layer's type sets its groups */
+  if (p->ggml) snprintf(groups, sizeof groups, "grid ggml (each layer on the llama.cpp type of its width)");
+  else snprintf(groups, sizeof groups, "group_size %d%s", o->group_size, o->sym ? ", symmetric" : "");
   if (p->avg_budget)
-    printf(
-        "aptq quantize: method %s, avg_bits %g (achieved %.6f average code bits per weight), knapsack allocation, group_size %d%s, %d "
-        "ranks\n",
-        o->method, info->R, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
+    printf("aptq quantize: method %s, avg_bits %g (achieved %.6f average code bits per weight), knapsack allocation, %s, %d ranks\n",
+           o->method, info->R, info->average_bits, groups, size);
   else if (p->mixed)
-    printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, group_size %d%s, %d ranks\n", o->method,
-           info->R, info->R_achieved, o->allocation, info->average_bits, o->group_size, o->sym ? ", symmetric" : "", size);
+    printf("aptq quantize: method %s, R %g (achieved %.6f), %s allocation, average %.6f bits, %s, %d ranks\n", o->method, info->R,
+           info->R_achieved, o->allocation, info->average_bits, groups, size);
   else
     printf("aptq quantize: method %s, %d bits, group_size %d%s, %d ranks\n", o->method, o->bits, o->group_size, o->sym ? ", symmetric" : "",
            size);
