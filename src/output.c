@@ -33,7 +33,12 @@ static void print_summary(const Options *o, const Plan *p, const Model *m, const
   char groups[64]; /* grid = ggml: each layer's type sets its groups */
   if (p->ggml) snprintf(groups, sizeof groups, "grid ggml (each layer on the llama.cpp type of its width)");
   else snprintf(groups, sizeof groups, "group_size %d%s", o->group_size, o->sym ? ", symmetric" : "");
-  if (p->avg_budget)
+  if (p->avg_budget && p->ggml)
+    printf(
+        "aptq quantize: method %s, avg_bits %g (achieved %.6f bits per weight as llama.cpp counts them, %.6f code bits), knapsack "
+        "allocation, %s, %d ranks\n",
+        o->method, info->R, info->ggml_bits, info->average_bits, groups, size);
+  else if (p->avg_budget)
     printf("aptq quantize: method %s, avg_bits %g (achieved %.6f average code bits per weight), knapsack allocation, %s, %d ranks\n",
            o->method, info->R, info->average_bits, groups, size);
   else if (p->mixed)
@@ -153,6 +158,7 @@ static int write_report(const Options *o, const Plan *p, const Model *m, const T
   report_int(&rep, "ranks", size);
   report_int(&rep, "parameters", params);
   report_num(&rep, "average_bits", info->average_bits);
+  if (p->ggml) report_num(&rep, "ggml_bits_per_weight", info->ggml_bits);
   report_num(&rep, "relative_error", layer_error_relative(err2, norm2));
   report_num(&rep, "seconds", seconds);
   report_begin(&rep, "phase_seconds", '{');
@@ -181,6 +187,7 @@ static void write_metadata(QFileWriter *qw, const Options *o, const Plan *p, con
   int n = m->cfg.n_layers * LIN_COUNT;
   if (qfile_write_metadata(qw, o, m, o->calib[0] ? calib->sha256 : NULL, o->method) ||
       qfile_attr_double(qw, "/meta", "seconds_quantize", seconds) || qfile_attr_double(qw, "/meta", "average_bits", info->average_bits) ||
+      (p->ggml && qfile_attr_double(qw, "/meta", "ggml_bits_per_weight", info->ggml_bits)) ||
       (p->avg_budget &&
        (qfile_attr_double(qw, "/meta", "avg_bits", info->R) || qfile_attr_string(qw, "/meta", "allocation", "knapsack"))) ||
       (p->mixed && !p->avg_budget &&

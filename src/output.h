@@ -18,6 +18,7 @@
 typedef struct {
   const char *output, *report;
   double R, R_achieved, average_bits; /* R, R_achieved: mixed precision only (plan->mixed) */
+  double ggml_bits;                   /* grid = ggml: the bits per weight llama.cpp counts (knap_ggml), else 0 */
   const double *alloc_sens;           /* the sensitivities the allocation used, or NULL */
   const double *alloc_sens_err;       /* their standard errors (Fisher estimates), or NULL */
   double predicted_peak;              /* the predicted peak memory per rank (memory.h), for the report */

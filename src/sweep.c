@@ -89,6 +89,7 @@ static int measuring_pass(Sweep *s, const Options *o, const Plan *p, const Model
   info->report = rep[reuse];
   info->R = info->R_achieved = 1.0;
   info->average_bits = 4.0;
+  info->ggml_bits = p->ggml ? knap_width_cost(&knap_ggml, 4) : 0.0;
   for (int i = 0; i < s->n; i++) s->bits[i] = 4;
   return quantize_output(&o4, &p4, m, calib, s->bits, info, s->measured, NULL, t_start, comm);
 }
@@ -164,6 +165,7 @@ static int one_output(Sweep *s, const Options *o, const Plan *p, const Model *m,
   info->R = R;
   info->R_achieved = allocation_fraction_high(s->n, s->params, s->bits);
   info->average_bits = allocation_average_bits(s->n, s->params, s->bits);
+  info->ggml_bits = p->ggml ? allocation_average_cost(kw, s->n, s->budget, s->bits) : 0.0;
   if (rank == 0) {
     if (p->avg_budget) printf("aptq quantize: avg_bits = %g: knapsack allocation, average %.4f bits\n", R, info->average_bits);
     else
