@@ -60,7 +60,8 @@ static const OptSpec specs[] = {
     {"avg_bits", T_PATH, F(avg_bits), "", NULL, 0, 0,
      "mixed precision (recommended; the default of quantize without method): a budget in average code bits per weight (scales and zeros "
      "not counted), each layer at 2, 3, 4 or 8 bits chosen by the knapsack (Fisher sensitivity x squared RTN error); comma-separated "
-     "list = a sweep, one output per value; bits and allocation are then not used"},
+     "list = a sweep, one output per value; bits and allocation are then not used (grid = ggml: widths 2, 3, 4, 5, 6, 8 on llama.cpp's "
+     "types, the budget in llama.cpp's bits per weight)"},
     {"allocation", T_CHOICE, F(allocation), "trace", "trace|knapsack|random|blockwise", 0, 0,
      "mixed precision: trace = most sensitive layers (mean Hessian trace) at 4 bits; knapsack = bits in {2,3,4,8} minimising the predicted "
      "loss; random (seed); blockwise = whole blocks, first first"},

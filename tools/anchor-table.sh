@@ -13,8 +13,9 @@
 # mixtures Q4_K_M, Q3_K_M and Q2_K (llama.cpp's default for those ftypes)
 # follow, each with aptq's own mixture at the same bits per weight: grid =
 # ggml with avg_bits = the llama.cpp file's bits per weight of the linear
-# layers (docs/mixed.md#ggml; its budget counts them as that file does). 33 minutes on 2
-# busy cores on 2026-12-03 (each perplexity 1-2 minutes). Results
+# layers (docs/mixed.md#ggml; its budget counts them as that file does).
+# 33 minutes on 2 busy cores on 2026-12-03 (each perplexity 1-2 minutes),
+# aptq's mixtures about 10 more (TYPES "" with the rest cached: 10). Results
 # are cached in WORKDIR: a rerun redoes only what is missing. After the table,
 # paired differences (per-sequence mean NLL, 100 sequences) with standard errors.
 set -euo pipefail
