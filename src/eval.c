@@ -397,7 +397,7 @@ static int eval_predict(const Options *o, const Model *m, const TokenShard *tok,
   MPI_Comm_size(comm, &size);
   MemPlan plan;
   memplan_eval(&plan, &m->cfg, tok->seqlen, (tok->nseq + size - 1) / size, tok->nseq, models, qf->file >= 0);
-  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", memplan_mapped_bytes(m));
+  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding rows, a layer)", memplan_mapped_bytes(m, tok, comm));
   *heap = memplan_heap_peak(&plan);
   return memory_check(&plan, baseline, o, comm, predicted);
 }

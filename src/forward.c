@@ -240,8 +240,8 @@ int head_load(const Model *m, Head *h) {
   h->xf = aptq_malloc(sizeof(float) * (size_t)HEAD_CHUNK * c->dim, "final norm output");
   if (!h->final_norm || !h->lm_head_f32 || !h->buf || !h->xf) return APTQ_ERR;
   CHECK(tensor_f32(&m->final_norm, h->final_norm));
-  CHECK(tensor_f32(&m->lm_head, h->lm_head_f32));
-  model_release(m, &m->lm_head); /* converted: its mapped pages leave the resident set (memory.h) */
+  /* chunk by chunk: at most one chunk of its mapped pages resident (memory.h) */
+  CHECK(tensor_f32_release(m, &m->lm_head, h->lm_head_f32));
   return 0;
 }
 

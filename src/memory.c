@@ -229,14 +229,54 @@ void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, i
   plan_solves(p, pl, c, scattered, gather);
 }
 
-double memplan_mapped_bytes(const Model *m) {
-  double b = (double)(m->embed.rows * m->embed.cols) * dtype_size(m->embed.dtype), block = 0;
-  for (int l = 0; l < m->cfg.n_layers; l++) {
-    double x = 0;
-    for (int k = 0; k < LIN_COUNT; k++) x += (double)(m->linear[l][k].rows * m->linear[l][k].cols) * dtype_size(m->linear[l][k].dtype);
-    block = x > block ? x : block;
+/* The kernel maps a file page fault's neighbours that are in the page
+ * cache too, up to this aligned window (mm/memory.c fault_around_bytes,
+ * 64 KiB unless changed in debugfs): the resident pages of a row read
+ * through the mapping are at most its windows. */
+#define FAULT_AROUND_BYTES ((uintptr_t)65536)
+
+static int cmp_uintptr(const void *a, const void *b) {
+  uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Bytes of the embedding's fault-around windows that embedding the ids
+ * touches (all of the embedding if that is less, or on allocation failure). */
+static double embed_touched(const TensorRef *e, const uint32_t *ids, size_t n) {
+  double all = (double)(e->rows * e->cols) * dtype_size(e->dtype);
+  uintptr_t row = (uintptr_t)e->cols * dtype_size(e->dtype), per = row / FAULT_AROUND_BYTES + 2;
+  if (n == 0 || !e->data) return 0;
+  uintptr_t *w = aptq_malloc(sizeof *w * n * per, "embedding windows");
+  if (!w) {
+    aptq_clear_error(); /* the worst case will do */
+    return all;
   }
-  return b + block;
+  size_t k = 0;
+  for (size_t t = 0; t < n; t++) {
+    uintptr_t a = (uintptr_t)e->data + ids[t] * row;
+    for (uintptr_t x = a / FAULT_AROUND_BYTES; x <= (a + row - 1) / FAULT_AROUND_BYTES; x++) w[k++] = x;
+  }
+  qsort(w, k, sizeof *w, cmp_uintptr);
+  size_t distinct = 0;
+  for (size_t i = 0; i < k; i++) distinct += i == 0 || w[i] != w[i - 1];
+  aptq_free(w);
+  double b = (double)distinct * FAULT_AROUND_BYTES;
+  return b < all ? b : all;
+}
+
+double memplan_mapped_bytes(const Model *m, const TokenShard *tok, MPI_Comm comm) {
+  double embed = tok ? embed_touched(&m->embed, tok->ids, (size_t)tok->count * tok->seqlen) : 0;
+  double one = 0; /* the largest piece read at once: a linear layer, a chunk of a converted or hashed tensor */
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    for (int k = 0; k < LIN_COUNT; k++) {
+      double x = (double)(m->linear[l][k].rows * m->linear[l][k].cols) * dtype_size(m->linear[l][k].dtype);
+      one = x > one ? x : one;
+    }
+  double head = (double)(m->lm_head.rows * m->lm_head.cols) * dtype_size(m->lm_head.dtype);
+  double chunk = head < (double)MODEL_CHUNK_BYTES ? head : (double)MODEL_CHUNK_BYTES;
+  double b = embed + (one > chunk ? one : chunk);
+  MPI_Allreduce(MPI_IN_PLACE, &b, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return b;
 }
 
 void memplan_head(MemPlan *p, const ModelConfig *c) {

@@ -9,6 +9,7 @@
 #include "model.h"
 #include "options.h"
 #include "plan.h"
+#include "tokens.h"
 
 typedef struct {
   const char *what;
@@ -39,10 +40,13 @@ double memplan_heap_peak(const MemPlan *p);
  * calibration sequences of T tokens, on pl->size ranks. */
 void memplan_quantize(MemPlan *p, const Plan *pl, const ModelConfig *c, int T, int local_seqs);
 
-/* The checkpoint's pages resident at once: the embedding (rows touched by
- * the tokens, all of it at worst) and one block being converted (the
- * lm_head's are dropped once converted, forward.h's head_load). */
-double memplan_mapped_bytes(const Model *m);
+/* The checkpoint's pages resident at once, the most of any rank: the
+ * embedding's rows that this rank's tokens touch (tok; NULL: none), counted
+ * in the kernel's fault-around windows, plus the largest piece read at once
+ * (one linear layer being converted, or one MODEL_CHUNK_BYTES chunk of the
+ * lm_head or of a hashed tensor: model.h releases each once read).
+ * Collective. */
+double memplan_mapped_bytes(const Model *m, const TokenShard *tok, MPI_Comm comm);
 /* The head (forward.h's head_load): lm_head in float32, the final norm,
  * and one chunk of HEAD_CHUNK tokens' logits, never seqlen × vocab. */
 void memplan_head(MemPlan *p, const ModelConfig *c);

@@ -341,13 +341,32 @@ int model_open(const char *path, Model *m) {
   return rc;
 }
 
-void model_release(const Model *m, const TensorRef *t) {
+void model_release_rows(const Model *m, const TensorRef *t, int64_t r0, int64_t r1) {
   if (!m->nfiles && !m->map) return; /* not a file mapping: nothing to give back */
   long page = sysconf(_SC_PAGESIZE);
-  uintptr_t a = (uintptr_t)t->data, b = a + (size_t)(t->rows * t->cols) * dtype_size(t->dtype);
-  a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page; /* whole pages inside the tensor only */
+  size_t row = (size_t)t->cols * dtype_size(t->dtype);
+  uintptr_t a = (uintptr_t)t->data + (size_t)r0 * row, b = (uintptr_t)t->data + (size_t)r1 * row;
+  a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page; /* whole pages inside the rows only */
   b = b / (uintptr_t)page * (uintptr_t)page;
   if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void model_release(const Model *m, const TensorRef *t) { model_release_rows(m, t, 0, t->rows); }
+
+int64_t model_chunk_rows(const TensorRef *t) {
+  int64_t row = t->cols * (int64_t)dtype_size(t->dtype);
+  int64_t n = row > 0 ? MODEL_CHUNK_BYTES / row : t->rows;
+  return n < 1 ? 1 : n;
+}
+
+int tensor_f32_release(const Model *m, const TensorRef *t, float *dst) {
+  int64_t chunk = model_chunk_rows(t);
+  for (int64_t r = 0; r < t->rows; r += chunk) {
+    int64_t e = r + chunk < t->rows ? r + chunk : t->rows;
+    CHECK(tensor_rows_f32(t, r, e, dst + (size_t)(r * t->cols)));
+    model_release_rows(m, t, r, e);
+  }
+  return 0;
 }
 
 void model_close(Model *m) {
@@ -439,12 +458,7 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
   size_t buf_size = 0; /* floats */
   for (int i = rank; i < n && !rc; i += size) {
     const TensorRef *t = list[i];
-    /* the hash is over the stored bytes; the conversion checks finiteness */
-    Sha256 s;
-    sha256_init(&s);
-    sha256_update(&s, t->data, (size_t)(t->rows * t->cols) * dtype_size(t->dtype));
-    sha256_final(&s, digests + 32 * i);
-    int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1;
+    int64_t chunk = t->cols > 0 ? (1 << 20) / t->cols + 1 : 1; /* rows of about 2^20 elements */
     size_t need = (size_t)(chunk * t->cols);
     if (need > buf_size) { /* by elements: fewer, longer rows may need more */
       aptq_free(buf);
@@ -455,8 +469,19 @@ int model_fingerprint(Model *m, MPI_Comm comm) {
         break;
       }
     }
-    for (int64_t r = 0; r < t->rows && !rc; r += chunk) rc = tensor_rows_f32(t, r, r + chunk < t->rows ? r + chunk : t->rows, buf);
-    model_release(m, t);
+    /* the hash is over the stored bytes, chunk by chunk (the same digest),
+     * each chunk's pages released once hashed and converted (the conversion
+     * checks finiteness): one chunk of the checkpoint resident at a time */
+    Sha256 s;
+    sha256_init(&s);
+    size_t row = (size_t)t->cols * dtype_size(t->dtype);
+    for (int64_t r = 0; r < t->rows && !rc; r += chunk) {
+      int64_t e = r + chunk < t->rows ? r + chunk : t->rows;
+      sha256_update(&s, t->data + (size_t)r * row, (size_t)(e - r) * row);
+      rc = tensor_rows_f32(t, r, e, buf);
+      model_release_rows(m, t, r, e);
+    }
+    sha256_final(&s, digests + 32 * i);
   }
   aptq_free(buf);
   if (aptq_agree(comm, rc)) {

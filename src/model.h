@@ -54,6 +54,15 @@ int tensor_f32(const TensorRef *t, float *dst);
  * resident set (they stay in the page cache; a later read maps them again),
  * so that the peak RSS holds the block in use, not the whole checkpoint. */
 void model_release(const Model *m, const TensorRef *t);
+/* The same for rows [r0, r1) (whole pages inside them only). */
+void model_release_rows(const Model *m, const TensorRef *t, int64_t r0, int64_t r1);
+/* Large tensors are converted and hashed MODEL_CHUNK_BYTES of stored rows
+ * at a time (at least one row), each chunk's pages released after it, so
+ * that at most one chunk of them is resident (memory.h). */
+#define MODEL_CHUNK_BYTES ((int64_t)16 << 20)
+int64_t model_chunk_rows(const TensorRef *t);
+/* tensor_f32, chunk by chunk, each chunk's mapped pages released once converted. */
+int tensor_f32_release(const Model *m, const TensorRef *t, float *dst);
 /* Content hash, computed in parallel (tensors dealt round-robin over ranks);
  * also checks every weight is finite. Collective. */
 int model_fingerprint(Model *m, MPI_Comm comm);

@@ -127,11 +127,12 @@ static int load_inputs(const Options *o, const Plan *p, Model *m, TokenShard *ca
 
 /* Collective: the peak memory per rank predicted (and refused above
  * max_memory) before anything large is allocated. */
-static int predict_memory(const Options *o, const Plan *p, const Model *m, double baseline, OutputInfo *info, MPI_Comm comm) {
+static int predict_memory(const Options *o, const Plan *p, const Model *m, const TokenShard *calib, double baseline, OutputInfo *info,
+                          MPI_Comm comm) {
   int size = p->size;
   MemPlan plan;
   memplan_quantize(&plan, p, &m->cfg, o->seqlen, p->method != METHOD_RTN ? (o->nseq + size - 1) / size : 0);
-  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding, one block)", memplan_mapped_bytes(m));
+  memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding rows, a layer)", memplan_mapped_bytes(m, calib, comm));
   if (p->mixed && p->sensitivity == SENSITIVITY_FISHER && plan_ranks_by_sensitivity(p)) {
     /* before the pass and freed when it starts: its streams and head
      * buffers, the lm_head in float32, its own block weights and scratch */
@@ -208,7 +209,7 @@ int cmd_quantize(const Options *o_in, MPI_Comm comm) {
   }
   plan_shape(&p, &m.cfg, size);
   OutputInfo info = {0};
-  CHECK(predict_memory(o, &p, &m, baseline, &info, comm));
+  CHECK(predict_memory(o, &p, &m, &calib, baseline, &info, comm));
   heap_audit_mark();
   info.t_load = MPI_Wtime() - t_start;
 
