@@ -1,5 +1,6 @@
 #include "ggml_blocks.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "error.h"
@@ -65,6 +66,33 @@ static int kgrid_split_from(const float *s, int n, int lo, int sc_max, float *d,
 
 static int kgrid_split(const float *s, int n, int sc_max, float *d, int *sc) { return kgrid_split_from(s, n, 1, sc_max, d, sc); }
 
+/* Q3_K, Q6_K: the scales as d * sc with nonzero sc in [-(sc_max + 1),
+ * sc_max] (grid_search gives scales of either sign, ksearch.h). Positive
+ * scales as kgrid_split (the same file as before); else, for the scale of
+ * largest magnitude, sc of the largest magnitude first, negative before
+ * positive (llama.cpp's d = max_scale / -128 (-32) lands it on -128). */
+static int kgrid_split_signed(const float *s, int n, int sc_max, float *d, int *sc) {
+  if (!kgrid_split(s, n, sc_max, d, sc)) return 0;
+  float smag = 0.0f;
+  for (int g = 0; g < n; g++) smag = fabsf(s[g]) > fabsf(smag) ? s[g] : smag;
+  for (int k = sc_max + 1; k >= 1 && smag != 0.0f; k--)
+    for (int sign = -1; sign <= 1; sign += 2) {
+      if (sign * k > sc_max) continue;
+      float dd = smag / (float)(sign * k);
+      int ok = is_f16(dd);
+      for (int g = 0; ok && g < n; g++) {
+        float r = rintf(s[g] / dd);
+        ok = r != 0.0f && r >= (float)-(sc_max + 1) && r <= (float)sc_max && dd * r == s[g];
+        sc[g] = (int)r;
+      }
+      if (ok) {
+        *d = dd;
+        return 0;
+      }
+    }
+  return -1;
+}
+
 /* Is the layer a K-quant layer of type t in rows of padded_cols? 0 if so,
  * else APTQ_ERR naming the first misfit and the setting. */
 static int kquant_fits(const char *name, const QLayerView *L, GgmlType t, int padded_cols) {
@@ -85,11 +113,11 @@ static int kquant_fits(const char *name, const QLayerView *L, GgmlType t, int pa
         if (L->zeros[(int64_t)i * ng + b * KSUBS + g] != zero)
           return aptq_error("layer %s row %d group %d has zero point %d; %s is symmetric (zero %d): quantize with grid = %s", name, i,
                             b * KSUBS + g, (int)L->zeros[(int64_t)i * ng + b * KSUBS + g], gguf_type_name(t), zero, grid);
-      if (kgrid_split(s, n, ksc_max(t), &d, sc))
+      if (kgrid_split_signed(s, n, ksc_max(t), &d, sc))
         return aptq_error(
-            "layer %s row %d super-block %d: its group scales are not d * sc (one fp16 d, integers sc up to %d), so %s "
+            "layer %s row %d super-block %d: its group scales are not d * sc (one fp16 d, nonzero integers sc in [%d, %d]), so %s "
             "cannot hold them: quantize with grid = %s",
-            name, i, b, ksc_max(t), gguf_type_name(t), grid);
+            name, i, b, -ksc_max(t) - 1, ksc_max(t), gguf_type_name(t), grid);
     }
   return 0;
 }
@@ -340,7 +368,7 @@ static void kquant_block(const QLayerView *L, GgmlType t, int i, const uint8_t *
   int ng = quant_ngroups(L->cols, L->group_size), n = ng - b * KSUBS < KSUBS ? ng - b * KSUBS : KSUBS;
   for (int g = 0; g < KSUBS; g++) sc[g] = 0;
   *d = 0.0f;
-  if (n > 0) kgrid_split(L->scales + (int64_t)i * ng + b * KSUBS, n, ksc_max(t), d, sc); /* checked by ggml_exact_type */
+  if (n > 0) kgrid_split_signed(L->scales + (int64_t)i * ng + b * KSUBS, n, ksc_max(t), d, sc); /* checked by ggml_exact_type */
   for (int j = 0; j < GGUF_QK_K; j++) {
     int col = b * GGUF_QK_K + j;
     c[j] = col < L->cols ? codes[col] : (uint8_t)(1 << (L->bits - 1));

@@ -20,9 +20,10 @@
  *   Q3_K: d * sc * (q - 4),   q in 0..7, sc = 6-bit scale - 32, d fp16
  * so a layer maps exactly when its groups are those 16-column sub-blocks,
  * sym (zero 32 at 6 bits, 4 at 3 bits), and each super-block's scales are
- * d * sc with one fp16 d and integers sc in [1, 127] (Q6_K) or [1, 31]
- * (Q3_K), products exact in float (grid = q6_k | q3_k makes them so,
- * quant_kgrid_row): then ggml's (d * sc) * (q - zero) is our
+ * d * sc with one fp16 d and nonzero integers sc in [-128, 127] (Q6_K)
+ * or [-32, 31] (Q3_K; negative with grid_search, ksearch.h), products exact
+ * in float (grid = q6_k | q3_k makes them so, quant_kgrid_row or
+ * ksearch_sym_superblock): then ggml's (d * sc) * (q - zero) is our
  * scale * (q - zero).
  * The K-quants with a min per sub-block (block_q4_K, block_q5_K,
  * block_q2_K; dequantize_row_q4_K/q5_K/q2_K) decode as

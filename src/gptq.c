@@ -100,7 +100,7 @@ static int prepare(const double *H, const double *grid_sum, int grid_sum_reverse
   L->perm = aptq_malloc(sizeof(int) * (size_t)cols, "permutation");
   L->g_idx = aptq_malloc(sizeof(int) * (size_t)cols, "g_idx");
   L->dead = aptq_calloc((size_t)cols, 1, "dead columns");
-  int want_qw = ksearch_mode() == KSEARCH_HESSIAN && quant_kgrid_mins();
+  int want_qw = (ksearch_mode() == KSEARCH_HESSIAN && quant_kgrid_mins()) || (ksearch_sym_mode() == KSEARCH_HESSIAN && quant_kgrid());
   if (want_qw) L->qw = aptq_malloc(sizeof(float) * (size_t)cols, "importance weights");
   /* a partial Hessian's factor stays on the grid: no replicated U */
   if (!reduced_diag) L->U = factor_buffer((size_t)cols * cols, &L->U_cached);
@@ -212,6 +212,16 @@ static void search_row(const GptqLayer *L, const GptqParams *p, const float *w, 
   }
 }
 
+/* grid_search for q3_k | q6_k: a row's sub-block scales (of either sign)
+ * as llama.cpp's quantizer chooses them (ksearch_sym_superblock). */
+static void search_sym_row(const GptqLayer *L, const GptqParams *p, const float *w, float *scales) {
+  int cols = L->cols;
+  for (int c = 0, b = 0; c < cols; c += QUANT_QK_K, b += QUANT_QK_K / 16) {
+    int n = cols - c < QUANT_QK_K ? cols - c : QUANT_QK_K;
+    ksearch_sym_superblock(w + c, L->qw ? L->qw + c : NULL, n, p->bits, scales + b);
+  }
+}
+
 /* Rows of a slab (a chunk, or a head of the Kronecker solve) before the
  * sweep, as gptq.py: per-row grids (group_size 0) from the original
  * weights, before dead columns are zeroed; dead columns zeroed; static
@@ -242,6 +252,7 @@ static void rows_begin(const GptqLayer *L, const GptqParams *p, float *W, int ro
   /* the K-quant grids: each super-block's scales on d * sc (and mins on dmin * m) before the sweep */
   for (int r = 0; gs > 0 && p->static_groups && r < rows; r++)
     if (mins && ksearch_mode()) search_row(L, p, W + (size_t)r * cols, scales + (size_t)r * ng, mins + (size_t)r * ng);
+    else if (!mins && ksearch_sym_mode() && quant_kgrid()) search_sym_row(L, p, W + (size_t)r * cols, scales + (size_t)r * ng);
     else if (mins) quant_kgrid_row_mins(scales + (size_t)r * ng, mins + (size_t)r * ng, ng, gs);
     else quant_kgrid_row(scales + (size_t)r * ng, ng, gs);
   for (int r = 0; r < rows; r++)

@@ -6,10 +6,12 @@
 #include "gguf.h"
 #include "quant.h"
 
-static int mode;
+static int mode, sym_mode;
 
 void ksearch_set(int m) { mode = m; }
 int ksearch_mode(void) { return mode; }
+void ksearch_set_sym(int m) { sym_mode = m; }
+int ksearch_sym_mode(void) { return sym_mode; }
 
 /* ggml-quants.c nearest_int: round to nearest, ties to even. */
 static int nearest_int(float fval) {
@@ -200,5 +202,202 @@ void ksearch_superblock(const float *x, const float *qw, int n, int sub, int bit
   for (int j = 0; j < nsub; j++) {
     scales[j] = d * (float)(ls[j] < 1 ? 1 : ls[j]);
     mins[j] = dmin * (float)lm[j];
+  }
+}
+
+/* ---- the symmetric K-quants Q3_K and Q6_K (ksearch_sym_superblock) ---- */
+
+enum { SYM_SUB = 16, SYM_NSUB = QUANT_QK_K / SYM_SUB };
+
+/* make_qx_quants (ggml-quants.c), rmse_type 1, transcribed: the n values x
+ * on scale * l, l in [-nmax, nmax - 1], the weighted least-squares scale of
+ * the best of 19 candidate rounding scales; weights qw, or x^2 when qw is
+ * NULL. Returns the scale (negative when the largest magnitude is
+ * positive); L is not needed by the callers here. */
+static float make_qx_quants(int n, int nmax, const float *x, const float *qw) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    float ax = fabsf(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) return 0.f; /* GROUP_MAX_EPS */
+  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+    float w = qw ? qw[i] : x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * x[i]);
+      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+      float w = qw ? qw[i] : x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+/* make_qx_quants' integers for the n sub-block scales (quantize_row_q3_K_impl:
+ * make_qx_quants(16, 32, scales, Ls, 1, sw)): returns the super-block scale,
+ * Ls[i] - 32 in [-32, 31] into sc. The same search as above, keeping L. */
+static float make_qx_quants_ints(int n, int nmax, const float *x, const float *qw, int *sc) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    float ax = fabsf(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {
+    for (int i = 0; i < n; ++i) sc[i] = -nmax; /* L = 0 */
+    return 0.f;
+  }
+  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+    sc[i] = l;
+    sumlx += qw[i] * x[i] * l;
+    suml2 += qw[i] * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * x[i]);
+      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+      sumlx += qw[i] * x[i] * l;
+      suml2 += qw[i] * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        int l = nearest_int(iscale * x[i]);
+        sc[i] = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+/* make_q3_quants (ggml-quants.c) with do_rmse, transcribed: weights x^2,
+ * levels [-nmax, nmax - 1], up to 5 passes moving single levels. */
+static float make_q3_quants(int n, int nmax, const float *x) {
+  float max = 0, amax = 0;
+  int L[SYM_SUB];
+  for (int i = 0; i < n; ++i) {
+    float ax = fabsf(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) return 0.f;
+  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+    L[i] = l;
+    float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * L[i];
+      if (slx > 0) {
+        float sl2 = suml2 - w * L[i] * L[i];
+        int new_l = nearest_int(x[i] * sl2 / slx);
+        new_l = new_l < -nmax ? -nmax : new_l > nmax - 1 ? nmax - 1 : new_l;
+        if (new_l != L[i]) {
+          slx += w * x[i] * new_l;
+          sl2 += w * new_l * new_l;
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = new_l;
+            sumlx = slx;
+            suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* The ref path's integers (quantize_row_q3_K_ref, quantize_row_q6_K_ref and
+ * _impl): iscale = -kneg / (the signed scale of largest magnitude), sc =
+ * nearest_int(iscale * scale) clamped to [-kneg, kneg - 1], d =
+ * fp16(1 / iscale); d = 0 when every scale is (about) 0. */
+static float signed_ints(const float *s, int nsub, int kneg, float eps, int *sc) {
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < nsub; j++)
+    if (fabsf(s[j]) > amax) {
+      amax = fabsf(s[j]);
+      max_scale = s[j];
+    }
+  for (int j = 0; j < nsub; j++) sc[j] = 0;
+  if (amax < eps || max_scale == 0.0f) return 0.0f;
+  float iscale = -(float)kneg / max_scale;
+  for (int j = 0; j < nsub; j++) {
+    int l = nearest_int(iscale * s[j]);
+    sc[j] = l < -kneg ? -kneg : l > kneg - 1 ? kneg - 1 : l;
+  }
+  return fp16(1 / iscale);
+}
+
+void ksearch_sym_superblock(const float *x, const float *qw, int n, int bits, float *scales) {
+  int nsub = (n + SYM_SUB - 1) / SYM_SUB, q3 = bits == 3, sc[SYM_NSUB];
+  float xs[QUANT_QK_K] = {0}, ws[QUANT_QK_K] = {0}, s[SYM_NSUB] = {0}, d;
+  memcpy(xs, x, sizeof(float) * (size_t)n); /* a short super-block as llama.cpp's zero padding */
+  if (qw) memcpy(ws, qw, sizeof(float) * (size_t)n);
+  if (q3 && qw) { /* quantize_row_q3_K_impl */
+    float sumx2 = 0, sw[SYM_NSUB], w[SYM_SUB];
+    for (int j = 0; j < QUANT_QK_K; ++j) sumx2 += xs[j] * xs[j];
+    float sigma2 = 2 * sumx2 / QUANT_QK_K;
+    for (int j = 0; j < SYM_NSUB; ++j) {
+      for (int l = 0; l < SYM_SUB; ++l) w[l] = ws[SYM_SUB * j + l] * sqrtf(sigma2 + xs[SYM_SUB * j + l] * xs[SYM_SUB * j + l]);
+      float sumw = 0;
+      for (int l = 0; l < SYM_SUB; ++l) sumw += w[l];
+      sw[j] = sumw;
+      s[j] = make_qx_quants(SYM_SUB, 4, xs + SYM_SUB * j, w);
+    }
+    d = fp16(make_qx_quants_ints(SYM_NSUB, 32, s, sw, sc));
+    if (d == 0.0f) memset(sc, 0, sizeof sc);
+  } else if (q3) { /* quantize_row_q3_K_ref */
+    for (int j = 0; j < SYM_NSUB; ++j) s[j] = make_q3_quants(SYM_SUB, 4, xs + SYM_SUB * j);
+    d = signed_ints(s, SYM_NSUB, 32, 0.0f, sc);
+  } else { /* quantize_row_q6_K_ref (qw NULL: weights x^2) and _impl (weights qw) */
+    for (int j = 0; j < SYM_NSUB; ++j) s[j] = make_qx_quants(SYM_SUB, 32, xs + SYM_SUB * j, qw ? ws + SYM_SUB * j : NULL);
+    d = signed_ints(s, SYM_NSUB, 128, 1e-15f, sc);
+  }
+  /* aptq's departure: no sub-block scale 0 (llama.cpp's sc = 0, value 0):
+   * sc = +-1 on the side of the searched scale, and d > 0 when all are 0 */
+  if (d == 0.0f) d = 5.9604645e-08f;
+  for (int j = 0; j < nsub; j++) {
+    int k = sc[j] ? sc[j] : s[j] / d < 0.0f ? -1 : 1;
+    scales[j] = d * (float)k;
   }
 }

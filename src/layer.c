@@ -242,6 +242,7 @@ int cmd_layer(const Options *o, MPI_Comm comm) {
   quant_set_kgrid(plan.kgrid_sc_max);
   quant_set_kgrid_mins(plan.kgrid_m_max);
   ksearch_set(plan.kgrid_search);
+  ksearch_set_sym(plan.ksym_search);
   int rank, size, kron = plan.layer_kron;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

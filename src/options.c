@@ -88,10 +88,11 @@ static const OptSpec specs[] = {
      "(static groups); ggml = mixed precision (avg_bits or R) with every layer on the llama.cpp type of its width: 2 q2_k, 3 q3_k, "
      "4 q4_k, 5 q5_k, 6 q6_k, 8 q8_0, avg_bits counted as llama.cpp's bits per weight (docs/mixed.md#ggml)"},
     {"grid_search", T_CHOICE, F(grid_search), "hessian", "none|llama|hessian", 0, 0,
-     "grid = q4_k | q5_k | q2_k (or their layers under grid = ggml) with gptq or aptq: how each sub-block's scale and min are chosen "
-     "before the sweep: hessian = as "
-     "llama.cpp's quantizer with an importance matrix, the layer Hessian's diagonal (make_qkx3_quants, make_qp_quants); llama = as "
-     "llama.cpp's without one (make_qkx2_quants); none = GPTQ's min/max range (docs/gguf.md; rtn keeps min/max)"},
+     "grid = q4_k | q5_k | q2_k | q3_k | q6_k (or their layers under grid = ggml) with gptq or aptq: how each sub-block's scale "
+     "(and min) are chosen before the sweep: hessian = as llama.cpp's quantizer with an importance matrix, the layer Hessian's "
+     "diagonal (make_qkx3_quants, make_qp_quants; q3_k, q6_k: make_qx_quants, scales of either sign); llama = as llama.cpp's "
+     "without one (make_qkx2_quants; make_q3_quants, make_qx_quants); none = GPTQ's min/max range (docs/gguf.md; rtn keeps "
+     "min/max). Default: hessian for q4_k, q5_k, q2_k; none for q3_k, q6_k unless given"},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
      "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
     {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,
@@ -395,9 +396,10 @@ int options_parse(Options *o, int argc, char **argv) {
   CHECK(apply_grid(o));
   int index = 0;
   find("grid_search", &index);
-  if (given[index] && strcmp(o->grid, "q4_k") && strcmp(o->grid, "q5_k") && strcmp(o->grid, "q2_k") && strcmp(o->grid, "ggml"))
+  if (given[index] && strcmp(o->grid, "q4_k") && strcmp(o->grid, "q5_k") && strcmp(o->grid, "q2_k") && strcmp(o->grid, "q3_k") &&
+      strcmp(o->grid, "q6_k") && strcmp(o->grid, "ggml"))
     return aptq_error(
-        "grid_search = %s chooses the sub-blocks of grid = q4_k, q5_k, q2_k or ggml, but this run has grid = %s; drop "
+        "grid_search = %s chooses the sub-blocks of grid = q4_k, q5_k, q2_k, q3_k, q6_k or ggml, but this run has grid = %s; drop "
         "grid_search",
         raw[index], o->grid);
   return 0;

@@ -194,6 +194,7 @@ int cmd_quantize(const Options *o_in, MPI_Comm comm) {
   plan_init(&p, o);
   plan_use_grid(&p, p.gptq.bits);
   ksearch_set(p.kgrid_search);
+  ksearch_set_sym(p.ksym_search);
   aptq_install_signal_handlers();
 
   /* set-up: every input checked before any work */

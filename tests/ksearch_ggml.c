@@ -42,6 +42,66 @@ static void decode(enum ggml_type t, const uint8_t *blk, float *d, float *dmin, 
     else sc[j] = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), m[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
 }
 
+/* Q3_K / Q6_K: block b's d and 16 signed sub-block scales sc. */
+static void decode_sym(enum ggml_type t, const uint8_t *blk, float *d, int *sc) {
+  if (t == GGML_TYPE_Q6_K) {
+    for (int j = 0; j < 16; j++) sc[j] = (int8_t)blk[192 + j];
+    *d = h2f(blk + 208);
+    return;
+  }
+  const uint8_t *s = blk + 96;
+  for (int j = 0; j < 16; j++) sc[j] = ((j < 8 ? s[j] & 0xF : s[j - 8] >> 4) | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+  *d = h2f(blk + 108);
+}
+
+/* Q3_K, Q6_K, each mode: ksearch_sym_superblock's scales against ggml's d *
+ * sc, and ggml's decoded values against scale * clamp(round(x / scale))
+ * (aptq's RTN on that grid, quant_code) for every sub-block with sc != 0.
+ * Returns the number that differ. */
+static int check_sym(const float *x, const float *qw, int nrows, int ncols, uint8_t *dst) {
+  struct {
+    enum ggml_type t;
+    const char *name;
+    int bits;
+  } types[] = {{GGML_TYPE_Q3_K, "q3_k", 3}, {GGML_TYPE_Q6_K, "q6_k", 6}};
+  int bad_total = 0;
+  float *y = malloc(sizeof(float) * (size_t)ncols);
+  for (int ti = 0; ti < 2; ti++)
+    for (int mode = 0; mode < 2; mode++) {
+      enum ggml_type t = types[ti].t;
+      int zero = 1 << (types[ti].bits - 1), maxq = (1 << types[ti].bits) - 1;
+      size_t rs = ggml_row_size(t, ncols), bs = rs / (ncols / 256);
+      ggml_quantize_chunk(t, x, dst, 0, nrows, ncols, mode ? qw : NULL);
+      int compared = 0, bad = 0, negative = 0, values_bad = 0;
+      for (int r = 0; r < nrows; r++) {
+        ggml_get_type_traits(t)->to_float(dst + r * rs, y, ncols);
+        for (int b = 0; b < ncols / 256; b++) {
+          const float *xb = x + (size_t)r * ncols + b * 256;
+          float s[16], d;
+          int sc[16];
+          ksearch_sym_superblock(xb, mode ? qw + b * 256 : NULL, 256, types[ti].bits, s);
+          decode_sym(t, dst + r * rs + b * bs, &d, sc);
+          for (int j = 0; j < 16; j++) {
+            if (sc[j] == 0) continue;
+            compared++;
+            negative += s[j] < 0.0f;
+            if (s[j] != d * (float)sc[j]) bad++;
+            for (int l = 0; l < 16; l++) {
+              float q = rintf(xb[16 * j + l] / s[j]) + (float)zero;
+              q = q < 0.0f ? 0.0f : q > (float)maxq ? (float)maxq : q;
+              if (s[j] * (q - (float)zero) != y[b * 256 + 16 * j + l]) values_bad++;
+            }
+          }
+        }
+      }
+      printf("%s %s: %d sub-blocks compared (%d with negative scales), %d differ; values: %d differ\n", types[ti].name,
+             mode ? "hessian (imatrix)" : "llama (ref)", compared, negative, bad, values_bad);
+      bad_total += bad + values_bad;
+    }
+  free(y);
+  return bad_total;
+}
+
 int main(int argc, char **argv) {
   int nrows = argc > 1 ? atoi(argv[1]) : 64, ncols = 512, bad_total = 0;
   float *x = malloc(sizeof(float) * (size_t)nrows * ncols), *qw = malloc(sizeof(float) * ncols);
@@ -75,6 +135,7 @@ int main(int argc, char **argv) {
       printf("%s %s: %d sub-blocks compared, %d differ\n", types[ti].name, mode ? "hessian (imatrix)" : "llama (ref)", compared, bad);
       bad_total += bad;
     }
+  bad_total += check_sym(x, qw, nrows, ncols, dst);
   free(x);
   free(qw);
   free(dst);
