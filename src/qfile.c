@@ -346,9 +346,16 @@ int qlayer_check(const H5Src *s, const char *name, int n, int cols, int bits, in
   for (int j = 0; j < cols; j++)
     if (b->g_idx[j] < 0 || b->g_idx[j] >= ng)
       return aptq_error("%s '%s': layer %s g_idx[%d] = %d is outside [0, %d); %s", s->what, s->path, name, j, b->g_idx[j], ng, s->fix);
+  /* 3- and 6-bit groups of 16 without mins (grid = q3_k | q6_k) may hold
+   * negative scales: llama.cpp's sub-block scales d * sc of either sign
+   * (grid_search, ksearch.h); any other scale is positive */
+  int signed_ok = !b->mins && (bits == 3 || bits == 6) && ng == quant_ngroups(cols, 16);
   for (size_t i = 0; i < (size_t)n * ng; i++) {
     float sc = b->scales[i];
-    if (!isfinite(sc) || !(sc > 0))
+    if (signed_ok && (!isfinite(sc) || sc == 0.0f))
+      return aptq_error("%s '%s': layer %s scales[%zu][%zu] = %g; a scale must be finite and nonzero; %s", s->what, s->path, name, i / ng,
+                        i % ng, sc, s->fix);
+    if (!signed_ok && (!isfinite(sc) || !(sc > 0)))
       return aptq_error("%s '%s': layer %s scales[%zu][%zu] = %g; a scale must be finite and positive; %s", s->what, s->path, name, i / ng,
                         i % ng, sc, s->fix);
     if (b->zeros[i] < 0 || b->zeros[i] > maxq)
