@@ -92,7 +92,7 @@ static const OptSpec specs[] = {
      "(and min) are chosen before the sweep: hessian = as llama.cpp's quantizer with an importance matrix, the layer Hessian's "
      "diagonal (make_qkx3_quants, make_qp_quants; q3_k, q6_k: make_qx_quants, scales of either sign); llama = as llama.cpp's "
      "without one (make_qkx2_quants; make_q3_quants, make_qx_quants); none = GPTQ's min/max range (docs/gguf.md; rtn keeps "
-     "min/max). Default: hessian for q4_k, q5_k, q2_k; none for q3_k, q6_k unless given"},
+     "min/max)."},
     {"checkpoint", T_PATH, F(checkpoint), "", NULL, 0, 0,
      "quantize (gptq, aptq): directory where the state after every finished block is kept, for resume"},
     {"resume", T_BOOL, F(resume), "no", NULL, 0, 0,

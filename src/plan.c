@@ -65,9 +65,9 @@ void plan_init(Plan *p, const Options *o) {
   p->kgrid_sc_max = grid == 4 ? 127 : grid == 5 ? 31 : 0;
   p->kgrid_m_max = grid == 6 || grid == 7 ? 63 : grid == 8 ? 15 : 0;
   p->kgrid_search = options_choice(o, "grid_search"); /* none|llama|hessian: KSEARCH_NONE, _LLAMA, _HESSIAN */
-  /* q3_k, q6_k (and those layers of grid = ggml): the search only when
-   * grid_search is given; by default GPTQ's symmetric scales (docs/gguf.md) */
-  p->ksym_search = options_given("grid_search") ? p->kgrid_search : 0; /* KSEARCH_NONE */
+  /* q3_k, q6_k (and those layers of grid = ggml): the same choice, default
+   * hessian as for the grids with mins (chosen on WikiText-2 valid, docs/gguf.md) */
+  p->ksym_search = p->kgrid_search;
   p->ggml = grid == 9;
   p->true_sequential = o->true_sequential;
   p->mlp_resume = o->true_sequential && !p->bf16_activations;

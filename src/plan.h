@@ -41,7 +41,7 @@ typedef struct {
   int fp16_mins;        /* grid = q4_1: -scale*zero an fp16 value too */
   int kgrid_sc_max;     /* grid = q6_k (127) | q3_k (31): scales d * sc per super-block (quant_set_kgrid); 0 otherwise */
   int kgrid_search;     /* grid_search: KSEARCH_NONE | LLAMA | HESSIAN (ksearch_set) */
-  int ksym_search;      /* the same for grid = q3_k | q6_k (ksearch_set_sym) */
+  int ksym_search;      /* the same for grid = q3_k | q6_k (ksearch_set_sym): kgrid_search */
   int kgrid_m_max;      /* grid = q4_k, q5_k (63) | q2_k (15): scales d * sc and mins dmin * m per super-block (quant_set_kgrid_mins) */
   int ggml;             /* grid = ggml: each layer on the llama.cpp type of its width (plan_layer_params, plan_use_grid) */
   int true_sequential;
