@@ -338,13 +338,14 @@ static int solve_own_form(Pass *P, int l, int k, const GptqParams *p, const char
  * together: all in one sweep when they are on one grid; with grid = ggml
  * one sweep per grid (the same factor, g_idx made again for its group
  * size), each layer's result the same as solved alone. The factor is
- * prepared under the grid of a layer with mins if there is one, so that
- * it keeps the Hessian's diagonal for their sub-block search. */
+ * prepared under the grid of a K-quant layer (with mins, or Q3_K / Q6_K)
+ * if there is one, so that it keeps the Hessian's diagonal for their
+ * sub-block search. */
 static int solve_with_group_factor(Pass *P, int g, SolveLayer *shared, int nshared) {
   GroupHessian *gh = &P->gh[g];
   const GptqParams *p = &shared[0].p;
   for (int k = 0; k < nshared; k++)
-    if (plan_layer_mins(P->p, shared[k].p.bits)) {
+    if (plan_layer_searched(P->p, shared[k].p.bits)) {
       p = &shared[k].p;
       break;
     }

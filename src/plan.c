@@ -142,6 +142,10 @@ GptqParams plan_layer_params(const Plan *p, int bits) {
 
 int plan_layer_mins(const Plan *p, int bits) { return p->ggml ? ggml_width(bits)->m_max != 0 : p->kgrid_m_max != 0; }
 
+int plan_layer_searched(const Plan *p, int bits) {
+  return p->ggml ? ggml_width(bits)->m_max != 0 || ggml_width(bits)->sc_max != 0 : p->kgrid_m_max != 0 || p->kgrid_sc_max != 0;
+}
+
 void plan_use_grid(const Plan *p, int bits) {
   if (!p->ggml) {
     quant_set_fp16_scales(p->fp16_scales);

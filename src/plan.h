@@ -93,6 +93,9 @@ GptqParams plan_layer_params(const Plan *p, int bits);
 void plan_use_grid(const Plan *p, int bits);
 /* Is a layer at `bits` on a grid with mins (q4_k, q5_k, q2_k)? */
 int plan_layer_mins(const Plan *p, int bits);
+/* Is a layer of this width on a searched K-quant grid (with mins, or Q3_K /
+ * Q6_K: grid_search, ksearch.h)? */
+int plan_layer_searched(const Plan *p, int bits);
 /* Layers whose keys differ are on different grids and cannot share one
  * sweep (grid = ggml: each width its own; else all alike). */
 static inline int plan_grid_key(const Plan *p, int bits) { return p->ggml ? bits : 0; }
