@@ -54,6 +54,9 @@ static const OptSpec specs[] = {
     {"v_form", T_CHOICE, F(v_form), "kron", "kron|gptq|relaxed", 0, 0,
      "aptq: v_proj Hessian, kron = attention-mixed inputs x W_O^T W_O per kv group, gptq = layer inputs, relaxed = BoA/aespa: the "
      "attention-mixed inputs' covariance per kv group (mean over its heads), one Hessian per head's rows"},
+    {"aptq_shrink", T_FLOAT, F(aptq_shrink), "0", NULL, 0, 1,
+     "aptq: shrink each attention-aware factor toward GPTQ's, lambda in [0, 1]: input factors toward the layer-input Hessian, output "
+     "factors toward the identity, each at unit mean diagonal (0 = the forms as they are, 1 = GPTQ's Hessians)"},
     {"R", T_PATH, F(R), "", NULL, 0, 0,
      "mixed precision: fraction(s) of the quantized parameters at 4 bits, the rest at 2 (comma-separated list = a sweep, one output per "
      "value); bits is then ignored"},

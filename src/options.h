@@ -48,6 +48,7 @@ typedef struct {
   int act_order, static_groups, mse, true_sequential;
   int keep_attention; /* true-sequential: o_proj's inputs kept for the gate/up group's forward */
   double damp;
+  double aptq_shrink; /* aptq: λ of the factors' shrinkage toward GPTQ's (shrink.h) */
   int block_size, nb;
   int seqlen, nseq;
   int bits, group_size, sym;

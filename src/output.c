@@ -90,6 +90,7 @@ static void report_settings(Report *rep, const Options *o, const Plan *p, const 
     report_begin(rep, "hessian_forms", '{');
     for (int k = 0; k < LIN_COUNT; k++) report_str(rep, linear_names[k], plan_form_name(p->form[k]));
     report_end(rep, '}');
+    report_num(rep, "aptq_shrink", p->shrink);
   }
   if (p->avg_budget) {
     report_str(rep, "allocation", "knapsack");

@@ -13,6 +13,7 @@
 #include "hessian.h"
 #include "hessian_stream.h"
 #include "phases.h"
+#include "shrink.h"
 #include "solve.h"
 
 /* APTQ's statistics for the q/k/v forms of their own (docs/aptq.md),
@@ -250,6 +251,36 @@ static int collect(Pass *P, int g) {
   return 0;
 }
 
+/* aptq_shrink = λ > 0 (shrink.h, docs/aptq.md#shrinkage-toward-gptq): each
+ * factor the q/k/v solves will use, reduced, moved toward GPTQ's: input
+ * factors toward group 0's layer-input Hessian H_x (q and k row-shared, v
+ * per kv group), output factors toward the identity (q and k Kronecker or
+ * relaxed per head or kv group, v Kronecker). The Kronecker q/k forms'
+ * input factor is H_x already; relaxed v's output factor is I already. */
+static void shrink_factors(Pass *P) {
+  const Plan *p = P->p;
+  if (!plan_shrinks(p)) return;
+  AttnStats *a = &P->a;
+  const double *Hx = P->gh[0].H.sum;
+  double lam = p->shrink;
+  int d = P->c->dim, dh = P->c->head_dim, heads = P->c->n_heads, groups = P->c->n_kv_heads;
+  size_t dh2 = (size_t)dh * dh;
+  if (p->form[LIN_Q] == FORM_ROWSHARED) shrink_toward(a->qh.in.sum, Hx, d, lam);
+  if (p->form[LIN_K] == FORM_ROWSHARED) shrink_toward(a->kh.in.sum, Hx, d, lam);
+  for (int h = 0; h < heads; h++) {
+    if (p->form[LIN_Q] == FORM_KRON) shrink_to_identity(a->qh.out + h * dh2, dh, lam);
+    if (p->form[LIN_Q] == FORM_RELAXED) shrink_to_identity(a->rq.qout + h * dh2, dh, lam);
+  }
+  for (int g = 0; g < groups; g++) {
+    if (p->form[LIN_K] == FORM_KRON) shrink_to_identity(a->kh.out + g * dh2, dh, lam);
+    if (p->form[LIN_K] == FORM_RELAXED) shrink_to_identity(a->rq.kout + g * dh2, dh, lam);
+  }
+  for (int g = 0; a->v && g < a->vh.groups; g++) {
+    shrink_toward(a->vh.in[g].sum, Hx, d, lam);
+    if (!a->vh.relaxed) shrink_to_identity(a->vh.out + g * dh2, dh, lam);
+  }
+}
+
 /* Group g's Hessian summed over the ranks (whole, or its diagonal where
  * the factor reduces the rest into its grid); APTQ's with the q/k/v group. */
 static int reduce(Pass *P, int g) {
@@ -268,6 +299,7 @@ static int reduce(Pass *P, int g) {
   if (g == 0 && a->q) CHECK(aptq_agree(comm, qhessian_finish(&a->qh, comm)));
   if (g == 0 && a->k) CHECK(aptq_agree(comm, khessian_finish(&a->kh, comm)));
   if (g == 0 && a->r) CHECK(aptq_agree(comm, relaxed_finish(&a->rq, P->c, &P->s, comm)));
+  if (g == 0) shrink_factors(P);
   phase_add(PH_REDUCE, t);
   return 0;
 }

@@ -51,6 +51,7 @@ void plan_init(Plan *p, const Options *o) {
     p->form[LIN_Q] = form_of(o, "q_form");
     p->form[LIN_K] = form_of(o, "k_form");
     p->form[LIN_V] = form_of(o, "v_form");
+    p->shrink = o->aptq_shrink;
   }
   p->reduce = (HessianReduce)options_choice(o, "hessian_reduce");
   p->allocation = (Allocation)options_choice(o, "allocation");
@@ -85,7 +86,8 @@ void plan_init(Plan *p, const Options *o) {
  * ScaLAPACK grid (gptq_prepare_partial)? Not where the factor runs on
  * LAPACK, nor group 0 when a Kronecker q or k form reads it whole. */
 static int scattered(const Plan *p, int g, int d, int size) {
-  int kron_reads_whole = plan_kron_input(p, LIN_Q) || plan_kron_input(p, LIN_K);
+  /* ... nor when the shrinkage (aptq_shrink) reads it as its target */
+  int kron_reads_whole = plan_kron_input(p, LIN_Q) || plan_kron_input(p, LIN_K) || plan_shrinks(p);
   return p->reduce != REDUCE_ALLREDUCE && factor_uses_scalapack(p->gptq.factor_path, d, size) && !(g == 0 && kron_reads_whole);
 }
 

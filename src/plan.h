@@ -31,6 +31,7 @@ enum { GROUP_COUNT = 4 }; /* linear_groups: q/k/v, o, gate/up, down */
 typedef struct {
   Method method;
   HessianForm form[LIN_COUNT]; /* per projection: FORM_GPTQ but for APTQ's q/k/v */
+  double shrink;               /* aptq_shrink: λ toward GPTQ's factors (shrink.h); 0 unless APTQ */
   HessianReduce reduce;
   Allocation allocation;
   SensitivityKind sensitivity;
@@ -81,6 +82,9 @@ static inline int plan_shares_factor(const Plan *p, int k) { return p->form[k] =
 /* Is layer k (q or k) solved as a Kronecker product whose input factor is
  * the group's whole layer-input Hessian (kron and relaxed forms)? */
 static inline int plan_kron_input(const Plan *p, int k) { return p->form[k] == FORM_KRON || p->form[k] == FORM_RELAXED; }
+/* Are APTQ's factors shrunk toward GPTQ's (aptq_shrink > 0 with a form
+ * of APTQ's own), so that group 0's layer-input Hessian is read whole? */
+static inline int plan_shrinks(const Plan *p) { return p->shrink > 0 && p->attention_stats; }
 /* The solve's parameters of a layer at `bits` (mixed precision); with
  * grid = ggml those of the llama.cpp type of that width (docs/mixed.md):
  * 2 q2_k, 3 q3_k, 6 q6_k in groups of 16, 4 q4_k, 5 q5_k, 8 q8_0 in

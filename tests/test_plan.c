@@ -95,6 +95,17 @@ static void policies(void) {
   p = plan_of("--method=aptq", "--q_form=gptq", "--k_form=relaxed");
   plan_shape(&p, &c, 4);
   EXPECT(!p.scattered[0] && p.scattered[1] && p.attention_stats, "a relaxed k form reads the q/k/v Hessian whole");
+  p = plan_of("--method=aptq", NULL, NULL);
+  plan_shape(&p, &c, 4);
+  EXPECT(p.scattered[0] && p.shrink == 0 && !plan_shrinks(&p), "the row-shared forms leave the q/k/v Hessian scattered");
+  p = plan_of("--method=aptq", "--aptq_shrink=0.5", NULL);
+  plan_shape(&p, &c, 4);
+  EXPECT(!p.scattered[0] && p.scattered[1] && p.shrink == 0.5, "aptq_shrink reads the q/k/v Hessian whole (its target)");
+  p = plan_of("--method=gptq", "--aptq_shrink=0.5", NULL);
+  plan_shape(&p, &c, 4);
+  EXPECT(p.scattered[0] && p.shrink == 0, "gptq ignores aptq_shrink");
+  p = plan_of("--method=aptq", "--aptq_shrink=1", "--q_form=gptq");
+  EXPECT(plan_shrinks(&p), "aptq_shrink with k and v in forms of their own");
   p = plan_of("--method=gptq", "--hessian_reduce=stream", NULL);
   plan_shape(&p, &c, 4);
   for (int g = 0; g < GROUP_COUNT; g++) EXPECT(p.streamed[g], "stream: every scattered group streamed (group %d)", g);
