@@ -31,41 +31,7 @@ nseq=${NSEQ:-100}
 ncalib=${CALIB:-64}
 . "$here/tools/table-env.sh"
 mname=${MODEL:-wt2-llama-s}
-seqlen=256
-if [ "$mname" = default ]; then
-  [ -s "$here/build/default/calib.u32" ] || { echo "avgbits-table.sh: MODEL=default needs tools/run-default.sh first" >&2; exit 1; }
-  model=(--model="$here/build/default/model")
-  p=default-
-  seqlen=128
-  ncalib=32
-  for s in 4:valid 5:test; do
-    f="$work/default-${s#*:}.u32"
-    [ -s "$f" ] || run generate "${model[@]}" --nseq="$nseq" --seqlen=$seqlen --seed="${s%:*}" --output="$f" --overwrite=yes > /dev/null
-  done
-  calib=(--calib="$here/build/default/calib.u32" --nseq="$ncalib" --seqlen=$seqlen)
-  tokens=$work/default-$set_.u32
-  tokdesc="tokens sampled from the model (seed $([ "$set_" = valid ] && echo 4 || echo 5))"
-  calibdesc="tokens sampled by tools/run-default.sh (seed 1)"
-elif [ "$mname" = stories260K ]; then
-  model=(--model="$data/stories260K/stories260K.bin")
-  p=stories-
-  for s in 1:calib 2:valid 3:test; do
-    f="$work/stories-${s#*:}.u32"
-    [ -s "$f" ] || run generate "${model[@]}" --nseq=$((ncalib > nseq ? ncalib : nseq)) --seqlen=256 --seed="${s%:*}" \
-      --output="$f" --overwrite=yes > /dev/null
-  done
-  calib=(--calib="$work/stories-calib.u32" --nseq="$ncalib" --seqlen=256)
-  tokens=$work/stories-$set_.u32
-  tokdesc="tokens sampled from the model (seed $([ "$set_" = valid ] && echo 2 || echo 3))"
-  calibdesc="sampled tokens (seed 1)"
-else
-  model=(--model="$data/wt2-llama-s")
-  p=
-  calib=(--calib="$data/text/brown.llama2.u32" --nseq="$ncalib" --seqlen=256)
-  tokens=$data/text/wikitext2-$set_.llama2.u32
-  tokdesc="WikiText-2 $set_"
-  calibdesc="Brown"
-fi
+. "$here/tools/table-models.sh"
 list=$(echo $avg | tr ' ' ',')
 for g in $groups; do
   files=()
