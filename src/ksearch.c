@@ -213,49 +213,26 @@ enum { SYM_SUB = 16, SYM_NSUB = QUANT_QK_K / SYM_SUB };
  * on scale * l, l in [-nmax, nmax - 1], the weighted least-squares scale of
  * the best of 19 candidate rounding scales; weights qw, or x^2 when qw is
  * NULL. Returns the scale (negative when the largest magnitude is
- * positive); L is not needed by the callers here. */
-static float make_qx_quants(int n, int nmax, const float *x, const float *qw) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    float ax = fabsf(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < 1e-15f) return 0.f; /* GROUP_MAX_EPS */
-  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+ * positive); when L is not NULL, the chosen levels l (ggml's L - nmax) go
+ * there (quantize_row_q3_K_impl's make_qx_quants(16, 32, scales, Ls, 1, sw)
+ * for the sub-block scales' integers). */
+static void qx_sums(int n, int nmax, const float *x, const float *qw, float iscale, float *sumlx, float *suml2) {
+  *sumlx = *suml2 = 0;
   for (int i = 0; i < n; ++i) {
     int l = nearest_int(iscale * x[i]);
     l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
     float w = qw ? qw[i] : x[i] * x[i];
-    sumlx += w * x[i] * l;
-    suml2 += w * l * l;
+    *sumlx += w * x[i] * l;
+    *suml2 += w * l * l;
   }
-  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
-  for (int is = -9; is <= 9; ++is) {
-    if (is == 0) continue;
-    iscale = -(nmax + 0.1f * is) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      int l = nearest_int(iscale * x[i]);
-      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      float w = qw ? qw[i] : x[i] * x[i];
-      sumlx += w * x[i] * l;
-      suml2 += w * l * l;
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      scale = sumlx / suml2;
-      best = scale * sumlx;
-    }
-  }
-  return scale;
 }
-
-/* make_qx_quants' integers for the n sub-block scales (quantize_row_q3_K_impl:
- * make_qx_quants(16, 32, scales, Ls, 1, sw)): returns the super-block scale,
- * Ls[i] - 32 in [-32, 31] into sc. The same search as above, keeping L. */
-static float make_qx_quants_ints(int n, int nmax, const float *x, const float *qw, int *sc) {
+static void qx_levels(int n, int nmax, const float *x, float iscale, int *L) {
+  for (int i = 0; L && i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    L[i] = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+  }
+}
+static float make_qx_quants(int n, int nmax, const float *x, const float *qw, int *L) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     float ax = fabsf(x[i]);
@@ -264,36 +241,22 @@ static float make_qx_quants_ints(int n, int nmax, const float *x, const float *q
       max = x[i];
     }
   }
-  if (amax < 1e-15f) {
-    for (int i = 0; i < n; ++i) sc[i] = -nmax; /* L = 0 */
+  if (amax < 1e-15f) { /* GROUP_MAX_EPS */
+    for (int i = 0; L && i < n; ++i) L[i] = -nmax; /* ggml's L = 0 */
     return 0.f;
   }
-  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    int l = nearest_int(iscale * x[i]);
-    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-    sc[i] = l;
-    sumlx += qw[i] * x[i] * l;
-    suml2 += qw[i] * l * l;
-  }
+  float iscale = -nmax / max, sumlx, suml2;
+  qx_sums(n, nmax, x, qw, iscale, &sumlx, &suml2);
   float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+  qx_levels(n, nmax, x, iscale, L);
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
     iscale = -(nmax + 0.1f * is) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      int l = nearest_int(iscale * x[i]);
-      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      sumlx += qw[i] * x[i] * l;
-      suml2 += qw[i] * l * l;
-    }
+    qx_sums(n, nmax, x, qw, iscale, &sumlx, &suml2);
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * x[i]);
-        sc[i] = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      }
       scale = sumlx / suml2;
       best = scale * sumlx;
+      qx_levels(n, nmax, x, iscale, L);
     }
   }
   return scale;
@@ -382,15 +345,15 @@ void ksearch_sym_superblock(const float *x, const float *qw, int n, int bits, fl
       float sumw = 0;
       for (int l = 0; l < SYM_SUB; ++l) sumw += w[l];
       sw[j] = sumw;
-      s[j] = make_qx_quants(SYM_SUB, 4, xs + SYM_SUB * j, w);
+      s[j] = make_qx_quants(SYM_SUB, 4, xs + SYM_SUB * j, w, NULL);
     }
-    d = fp16(make_qx_quants_ints(SYM_NSUB, 32, s, sw, sc));
+    d = fp16(make_qx_quants(SYM_NSUB, 32, s, sw, sc));
     if (d == 0.0f) memset(sc, 0, sizeof sc);
   } else if (q3) { /* quantize_row_q3_K_ref */
     for (int j = 0; j < SYM_NSUB; ++j) s[j] = make_q3_quants(SYM_SUB, 4, xs + SYM_SUB * j);
     d = signed_ints(s, SYM_NSUB, 32, 0.0f, sc);
   } else { /* quantize_row_q6_K_ref (qw NULL: weights x^2) and _impl (weights qw) */
-    for (int j = 0; j < SYM_NSUB; ++j) s[j] = make_qx_quants(SYM_SUB, 32, xs + SYM_SUB * j, qw ? ws + SYM_SUB * j : NULL);
+    for (int j = 0; j < SYM_NSUB; ++j) s[j] = make_qx_quants(SYM_SUB, 32, xs + SYM_SUB * j, qw ? ws + SYM_SUB * j : NULL, NULL);
     d = signed_ints(s, SYM_NSUB, 128, 1e-15f, sc);
   }
   /* aptq's departure: no sub-block scale 0 (llama.cpp's sc = 0, value 0):
