@@ -241,7 +241,7 @@ static float make_qx_quants(int n, int nmax, const float *x, const float *qw, in
       max = x[i];
     }
   }
-  if (amax < 1e-15f) { /* GROUP_MAX_EPS */
+  if (amax < 1e-15f) {                             /* GROUP_MAX_EPS */
     for (int i = 0; L && i < n; ++i) L[i] = -nmax; /* ggml's L = 0 */
     return 0.f;
   }
