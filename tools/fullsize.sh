@@ -31,11 +31,18 @@ if [ "${1:-}" = --rank-wrap ]; then # one rank: its peak RSS and I/O into PREFIX
   prefix=$2
   shift 2
   exec python3 - "$prefix.r${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}" "$@" << 'EOF'
-import os, sys
+import os, signal, sys
 pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
-_, status, ru = os.wait4(pid, 0)
+def forward(sig, _frame):  # mpirun's kill reaches aptq, which removes its .partial files
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # already gone (the same signal sent to the whole group)
+        pass
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, forward)
+_, status, ru = os.wait4(pid, 0)  # retried after a handled signal (PEP 475)
 io = dict(l.split(": ") for l in open("/proc/self/io").read().split("\n") if l)  # the reaped child's counts are in ours
 with open(sys.argv[1], "w") as f:
     cpu_ms = round((ru.ru_utime + ru.ru_stime) * 1000)
