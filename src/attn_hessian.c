@@ -48,8 +48,9 @@ int vhessian_init(VHessian *v, const ModelConfig *c, int T, int relaxed) {
   v->in = aptq_calloc((size_t)v->groups, sizeof *v->in, "v_proj input factors");
   v->out = aptq_calloc((size_t)v->groups * v->dh * v->dh, sizeof(double), "v_proj output factors");
   v->Y = aptq_malloc(sizeof(float) * (size_t)T * v->d, "attention-mixed inputs");
-  if (!v->in || !v->out || !v->Y) return APTQ_ERR;
-  for (int g = 0; g < v->groups; g++) CHECK(hessian_init(&v->in[g], v->d));
+  v->chunk = aptq_malloc(sizeof(float) * hessian_chunk_floats(v->d), "v_proj Hessian chunk");
+  if (!v->in || !v->out || !v->Y || !v->chunk) return APTQ_ERR;
+  for (int g = 0; g < v->groups; g++) CHECK(hessian_init_borrow(&v->in[g], v->d, v->chunk));
   return 0;
 }
 
@@ -58,6 +59,7 @@ void vhessian_free(VHessian *v) {
   aptq_free(v->in);
   aptq_free(v->out);
   aptq_free(v->Y);
+  aptq_free(v->chunk);
   memset(v, 0, sizeof *v);
 }
 

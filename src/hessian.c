@@ -7,23 +7,27 @@
 #include "error.h"
 #include "phases.h"
 
-int hessian_init(Hessian *h, int d) {
+static int hessian_alloc(Hessian *h, int d, float *chunk) {
   memset(h, 0, sizeof *h);
   h->d = d;
   h->sum = aptq_malloc(sizeof(double) * (size_t)d * d, "Hessian");
-  size_t chunk = (size_t)d * hessian_panel_width(d);
-  h->chunk = aptq_malloc(sizeof(float) * chunk, "Hessian chunk");
+  h->borrowed = chunk != NULL;
+  h->chunk = chunk ? chunk : aptq_malloc(sizeof(float) * hessian_chunk_floats(d), "Hessian chunk");
   if (!h->sum || !h->chunk) return APTQ_ERR;
   /* touch every page now: the first accumulation would otherwise pay the
    * page faults (about a third of a 4096² update), which is set-up cost */
   memset(h->sum, 0, sizeof(double) * (size_t)d * d);
-  memset(h->chunk, 0, sizeof(float) * chunk);
+  memset(h->chunk, 0, sizeof(float) * hessian_chunk_floats(d));
   return 0;
 }
 
+int hessian_init(Hessian *h, int d) { return hessian_alloc(h, d, NULL); }
+
+int hessian_init_borrow(Hessian *h, int d, float *chunk) { return hessian_alloc(h, d, chunk); }
+
 void hessian_free(Hessian *h) {
   aptq_free(h->sum);
-  aptq_free(h->chunk);
+  if (!h->borrowed) aptq_free(h->chunk);
   memset(h, 0, sizeof *h);
 }
 

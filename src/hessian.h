@@ -35,14 +35,22 @@ void hessian_panel(const float *x, int m, int d, int j0, int w, float *chunk);
  * (float64 sums of the float32 products, exact: see above). */
 void hessian_panel_add(const float *chunk, int j0, int w, double *dst, size_t ld);
 
+/* Floats of a Hessian's float32 scratch at this d. */
+static inline size_t hessian_chunk_floats(int d) { return (size_t)d * hessian_panel_width(d); }
+
 typedef struct {
   int d;
   double *sum;  /* d × d, full symmetric after hessian_finish */
   float *chunk; /* float32 scratch: d × d, or d × HESS_PANEL (see above) */
   int64_t tokens;
+  int borrowed; /* chunk is the caller's (hessian_init_borrow) */
 } Hessian;
 
 int hessian_init(Hessian *h, int d);
+/* The same with the caller's scratch of hessian_chunk_floats(d) floats,
+ * which Hessians that are added to one at a time may share (nothing is kept
+ * in it between calls); hessian_free leaves it to the caller. */
+int hessian_init_borrow(Hessian *h, int d, float *chunk);
 void hessian_free(Hessian *h);
 void hessian_reset(Hessian *h);
 /* X: n × d row-major (one row per token). */

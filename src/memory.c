@@ -135,8 +135,9 @@ static void plan_hessians(MemPlan *p, const Plan *pl, const ModelConfig *c, int 
               0);
   double Dh = D * D * (dbl + f);
   int v_own = pl->form[LIN_V] == FORM_KRON || pl->form[LIN_V] == FORM_RELAXED;
-  if (v_own) /* vhessian_init: one input factor per kv group, output factors, Y */
-    memplan_add(p, "APTQ v_proj factors", c->n_kv_heads * Dh + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
+  if (v_own) /* vhessian_init: one input factor per kv group (one float32 scratch for all), output factors, Y */
+    memplan_add(p, "APTQ v_proj factors",
+                c->n_kv_heads * D * D * dbl + (double)hessian_chunk_floats(c->dim) * f + c->n_kv_heads * dh2 * dbl + t * D * f, 0);
   if (pl->form[LIN_Q] == FORM_ROWSHARED || pl->form[LIN_Q] == FORM_KRON) /* qhessian_init */
     memplan_add(p, "APTQ q_proj statistics",
                 Dh + 2 * c->n_heads * dh2 * dbl + c->n_heads * dh2 * f + 3 * t * dh2 * f + t * dh * f + t * D * f + t * f + dh2 * (f + dbl),
