@@ -46,6 +46,7 @@ int rtn_pass(QFileWriter *qw, const Plan *p, const Model *m, LayerError *err, do
       shard_range((int)t->rows, size, rank, &r0, &n);
       LayerError *e = &err[l * LIN_COUNT + k];
       CHECK(rtn_layer(qw, &p->gptq, t, name, r0, n, e, comm));
+      model_release_rows(m, t, r0, r0 + n); /* the checkpoint's pages of these rows: read once */
       MPI_Allreduce(MPI_IN_PLACE, &e->err2, 2, MPI_DOUBLE, MPI_SUM, comm);
     }
     if (rank == 0) {
@@ -72,6 +73,7 @@ int rtn_errors(const Plan *p, const Model *m, double *err, MPI_Comm comm) {
       for (int c = 0; !rc && c < kw->n; c++)
         quant_rtn(s.W, nr, cols, p->gptq.group_size, kw->bits[c], p->gptq.sym, s.codes, s.scales, s.zeros, &err[(size_t)i * kw->n + c]);
       slab_free(&s);
+      model_release_rows(m, t, r0, r0 + nr);
       continue;
     }
     /* grid = ggml: each width on its own llama.cpp type (min/max grids, as RTN) */
@@ -85,6 +87,7 @@ int rtn_errors(const Plan *p, const Model *m, double *err, MPI_Comm comm) {
       else if (!rc) quant_rtn(s.W, nr, cols, lp.group_size, lp.bits, lp.sym, s.codes, s.scales, s.zeros, e);
       slab_free(&s);
     }
+    model_release_rows(m, t, r0, r0 + nr); /* the checkpoint's pages of these rows: read once per width above */
   }
   plan_use_grid(p, p->gptq.bits);
   CHECK(aptq_agree(comm, rc));
