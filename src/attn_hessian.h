@@ -20,8 +20,8 @@ typedef struct {
   int d, dh, groups, heads_per_group, relaxed;
   Hessian *in;  /* [groups], d × d */
   float *chunk; /* the groups' one float32 scratch (hessian_init_borrow) */
-  double *out; /* groups × dh × dh */
-  float *Y;    /* T × d scratch: A^h X */
+  double *out;  /* groups × dh × dh */
+  float *Y;     /* T × d scratch: A^h X */
   int T;
 } VHessian;
 
