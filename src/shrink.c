@@ -2,11 +2,9 @@
 
 #include <stddef.h>
 
-static double mean_diag(const double *H, int n) {
-  double s = 0;
-  for (int i = 0; i < n; i++) s += H[(size_t)i * n + i];
-  return s / n;
-}
+#include "layer_error.h"
+
+static double mean_diag(const double *H, int n) { return matrix_trace(H, n) / n; }
 
 void shrink_toward(double *H, const double *X, int n, double lambda) {
   if (lambda == 0) return;
