@@ -119,6 +119,13 @@ void heap_audit_mark(void) {
 
 double heap_audit_peak(void) { return peak - base; }
 
+double heap_audit_live(void) {
+  pthread_mutex_lock(&lock);
+  double v = live;
+  pthread_mutex_unlock(&lock);
+  return v;
+}
+
 void heap_audit_print_peak(FILE *out) {
   if (state != 2) return;
   for (int i = 0; i < n_at_peak; i++)

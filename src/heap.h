@@ -21,6 +21,8 @@ void heap_audit_mark(void);
 /* The most bytes of aptq allocations live at once since the mark, beyond
  * the base (0 when the audit is off). */
 double heap_audit_peak(void);
+/* The bytes of aptq allocations live now (0 when the audit is off). */
+double heap_audit_live(void);
 /* APTQ_HEAP_AUDIT=2: what was live at the peak, by label (a diagnosis of a
  * plan that does not match). */
 #include <stdio.h>

@@ -1,6 +1,9 @@
 #include "memory.h"
 
 #include <ctype.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,6 +332,39 @@ int memory_parse(const char *text, double *bytes) {
   if (*end) return aptq_error("max_memory '%s' is not a size; give e.g. 8G, 512M or 1.5T", text);
   *bytes = v * unit;
   return 0;
+}
+
+void memory_allocator_setup(void) {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+#endif
+}
+
+/* kB of a /proc/self/status line ("RssAnon:"), 0 if absent */
+static double status_kb(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double v = 0;
+  size_t n = strlen(key);
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, key, n)) v = atof(line + n);
+  if (f) fclose(f);
+  return v;
+}
+
+void memory_trace(const char *where) {
+  const char *env = getenv("APTQ_MEMORY_TRACE");
+  if (!env || !*env || !strcmp(env, "0")) return;
+  double heap_used = 0, heap_held = 0, mapped = 0;
+#ifdef __GLIBC__
+  struct mallinfo2 mi = mallinfo2();
+  heap_used = (double)mi.uordblks, heap_held = (double)mi.arena, mapped = (double)mi.hblkhd;
+#endif
+  printf(
+      "aptq memory: %s: RSS anonymous %.1f MB, file %.1f MB; heap in use %.1f MB, held %.1f MB; mapped buffers %.1f MB; tracked %.1f MB\n",
+      where, status_kb("RssAnon:") / 1e3, status_kb("RssFile:") / 1e3, heap_used / 1e6, heap_held / 1e6, mapped / 1e6,
+      heap_audit_live() / 1e6);
+  fflush(stdout);
 }
 
 double memory_peak_rss(void) {
