@@ -245,12 +245,18 @@ static int eval_forward(const Model *m, const TokenShard *tok, EvalBuffers *b, M
   CHECK(aptq_agree(comm, rc));
   for (int k = EV_MAIN + 1; k < EV_MODELS; k++)
     if (b->active[k] && stream) memcpy(b->mod[k].x, b->mod[EV_MAIN].x, sizeof(float) * stream);
-  for (int l = 0; l < c->n_layers; l++)
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  for (int l = 0; l < c->n_layers; l++) {
     for (int k = 0; k < EV_MODELS; k++) {
       if (!b->active[k]) continue;
       CHECK(aptq_agree(comm, qfile_block_weights(b->mod[k].qf, m, l, &b->w)));
       for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->mod[k].x + (size_t)i * T * D);
     }
+    char where[64];
+    snprintf(where, sizeof where, "eval block %d", l + 1);
+    if (rank == 0) memory_trace(where);
+  }
   for (int i = 0; i < tok->count; i++) eval_head_sequence(c, b, tok->ids + (size_t)i * T, T, i);
   return eval_gather(tok, b, comm);
 }
