@@ -15,7 +15,6 @@
 #include "commands.h"
 #include "error.h"
 #include "heap.h"
-#include "memory.h"
 #include "options.h"
 
 static const struct {
@@ -48,7 +47,6 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-  memory_allocator_setup();
   MPI_Init(&argc, &argv);
   int rank;
   MPI_Comm comm = MPI_COMM_WORLD;

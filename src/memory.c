@@ -334,12 +334,6 @@ int memory_parse(const char *text, double *bytes) {
   return 0;
 }
 
-void memory_allocator_setup(void) {
-#ifdef __GLIBC__
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-#endif
-}
-
 /* kB of a /proc/self/status line ("RssAnon:"), 0 if absent */
 static double status_kb(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");

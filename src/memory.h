@@ -63,13 +63,6 @@ double memplan_block_bytes(const ModelConfig *c, int T);
 int memory_parse(const char *text, double *bytes);
 /* This process's peak resident set so far, bytes (getrusage). */
 double memory_peak_rss(void);
-/* Before anything is allocated: buffers of 4 MB and more are mapped on
- * their own and given back when freed (glibc's M_MMAP_THRESHOLD, fixed).
- * glibc otherwise raises that threshold to the largest buffer freed (up to
- * 32 MB), after which the per-layer buffers of varying sizes come from the
- * heap and fragment it: at the 8b shape the resident memory grew by about
- * 44 MB per block. Local. */
-void memory_allocator_setup(void);
 /* With APTQ_MEMORY_TRACE set (not empty, not 0): one line on stdout,
  * "aptq memory: WHERE: ..." with this rank's resident memory (anonymous,
  * file pages), the allocator's heap (in use, held) and mapped buffers, and
