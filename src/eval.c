@@ -253,6 +253,7 @@ static int eval_forward(const Model *m, const TokenShard *tok, EvalBuffers *b, M
       CHECK(aptq_agree(comm, qfile_block_weights(b->mod[k].qf, m, l, &b->w)));
       for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->mod[k].x + (size_t)i * T * D);
     }
+    memory_release_free();
     char where[64];
     snprintf(where, sizeof where, "eval block %d", l + 1);
     if (rank == 0) memory_trace(where);

@@ -334,6 +334,12 @@ int memory_parse(const char *text, double *bytes) {
   return 0;
 }
 
+void memory_release_free(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 /* kB of a /proc/self/status line ("RssAnon:"), 0 if absent */
 static double status_kb(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");

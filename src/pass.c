@@ -509,6 +509,7 @@ static int pass_block(Pass *P, int l) {
     double ts = MPI_Wtime();
     P->times->hessian += ts - th;
     CHECK(solve_group(P, l, g));
+    memory_release_free();
     progress(P, l, g);
     P->times->solve += MPI_Wtime() - ts;
   }
