@@ -254,9 +254,7 @@ static int eval_forward(const Model *m, const TokenShard *tok, EvalBuffers *b, M
       for (int i = 0; i < tok->count; i++) block_forward(c, &b->w, &b->s, b->mod[k].x + (size_t)i * T * D);
     }
     memory_release_free();
-    char where[64];
-    snprintf(where, sizeof where, "eval block %d", l + 1);
-    if (rank == 0) memory_trace(where);
+    if (rank == 0) memory_trace("eval block %d", l + 1);
   }
   for (int i = 0; i < tok->count; i++) eval_head_sequence(c, b, tok->ids + (size_t)i * T, T, i);
   return eval_gather(tok, b, comm);

@@ -4,6 +4,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,30 +341,34 @@ void memory_release_free(void) {
 #endif
 }
 
-/* kB of a /proc/self/status line ("RssAnon:"), 0 if absent */
-static double status_kb(const char *key) {
+/* RssAnon and RssFile of /proc/self/status, kB (0 where absent) */
+static void rss_kb(double *anon, double *file) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
-  double v = 0;
-  size_t n = strlen(key);
-  while (f && fgets(line, sizeof line, f))
-    if (!strncmp(line, key, n)) v = atof(line + n);
+  *anon = *file = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    if (!strncmp(line, "RssAnon:", 8)) *anon = atof(line + 8);
+    if (!strncmp(line, "RssFile:", 8)) *file = atof(line + 8);
+  }
   if (f) fclose(f);
-  return v;
 }
 
-void memory_trace(const char *where) {
+void memory_trace(const char *fmt, ...) {
   const char *env = getenv("APTQ_MEMORY_TRACE");
   if (!env || !*env || !strcmp(env, "0")) return;
-  double heap_used = 0, heap_held = 0, mapped = 0;
+  double anon, file, heap_used = 0, heap_held = 0, mapped = 0;
+  rss_kb(&anon, &file);
 #ifdef __GLIBC__
   struct mallinfo2 mi = mallinfo2();
   heap_used = (double)mi.uordblks, heap_held = (double)mi.arena, mapped = (double)mi.hblkhd;
 #endif
-  printf(
-      "aptq memory: %s: RSS anonymous %.1f MB, file %.1f MB; heap in use %.1f MB, held %.1f MB; mapped buffers %.1f MB; tracked %.1f MB\n",
-      where, status_kb("RssAnon:") / 1e3, status_kb("RssFile:") / 1e3, heap_used / 1e6, heap_held / 1e6, mapped / 1e6,
-      heap_audit_live() / 1e6);
+  va_list ap;
+  va_start(ap, fmt);
+  printf("aptq memory: ");
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf(": RSS anonymous %.1f MB, file %.1f MB; heap in use %.1f MB, held %.1f MB; mapped buffers %.1f MB; tracked %.1f MB\n", anon / 1e3,
+         file / 1e3, heap_used / 1e6, heap_held / 1e6, mapped / 1e6, heap_audit_live() / 1e6);
   fflush(stdout);
 }
 

@@ -64,17 +64,16 @@ int memory_parse(const char *text, double *bytes);
 /* This process's peak resident set so far, bytes (getrusage). */
 double memory_peak_rss(void);
 /* Give the pages of the heap's free chunks back to the system (glibc's
- * malloc_trim): called between layer groups of the pass and between
- * blocks of eval, so that the
- * per-layer buffers of changing sizes do not leave resident holes behind
- * (the heap grew by about 44 MB per block at the 8b shape without it).
- * Local. */
+ * malloc_trim): called between layer groups of the pass and between blocks
+ * of eval, so that per-layer buffers of changing sizes leave no resident
+ * holes behind (the heap grew by about 44 MB per block at the 8b shape
+ * without it). Local. */
 void memory_release_free(void);
 /* With APTQ_MEMORY_TRACE set (not empty, not 0): one line on stdout,
- * "aptq memory: WHERE: ..." with this rank's resident memory (anonymous,
+ * "aptq memory: WHERE: ..." (WHERE: fmt and its arguments, as printf) with this rank's resident memory (anonymous,
  * file pages), the allocator's heap (in use, held) and mapped buffers, and
  * aptq's own tracked allocations (with APTQ_HEAP_AUDIT). Local. */
-void memory_trace(const char *where);
+void memory_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Collective: print the plan (rank 0) and refuse, with one agreed error,
  * when baseline (the largest over ranks) + plan exceeds max_memory.
  * *predicted: that sum. */

@@ -8,11 +8,11 @@
 #include "activations.h"
 #include "attn_hessian.h"
 #include "error.h"
-#include "memory.h"
 #include "forward.h"
 #include "gptq.h"
 #include "hessian.h"
 #include "hessian_stream.h"
+#include "memory.h"
 #include "phases.h"
 #include "shrink.h"
 #include "solve.h"
@@ -448,9 +448,7 @@ static void progress(const Pass *P, int l, int g) {
     printf("aptq quantize: block %d of %d  %-18s error %-12.6g rel %.5f%s  %.1f s elapsed, ETA %.1f s\n", l + 1, c->n_layers,
            linear_names[k], e->loss, layer_error_relative(e->err2, e->norm2), e->retries ? " (damping raised)" : "", now - P->t_start,
            (now - P->t_blocks) * (1.0 - done) / done);
-    char where[64];
-    snprintf(where, sizeof where, "block %d %s", l + 1, linear_names[k]);
-    memory_trace(where);
+    memory_trace("block %d %s", l + 1, linear_names[k]);
     if (e->retries) {
       char name[256];
       linear_layer_name(l, k, name, sizeof name);

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Projection of a measured full-size run (tools/fullsize.sh) to one 64-core
-node and to 4 and 16 such nodes (docs/scaling.md "Projection to a node and
-to nodes"). A model, not a measurement; every input is a measured figure.
+node and to 4 and 16 such nodes (docs/scaling.md "Projection to a 64-core
+node and to 4 and 16 nodes"). A model, not a measurement; every input is a measured figure.
   usage: fullsize_projection.py QUANTIZE_JSON EVAL_JSON EXPORT_SECONDS DEVICE_DIR [BYTES_PER_BLOCK [NSEQ SEQLEN]]
 QUANTIZE_JSON, EVAL_JSON: the reports of fullsize.sh's quantize and eval
 (WORKDIR/q.json, WORKDIR/e.json, kept with --keep); EXPORT_SECONDS: its
@@ -31,7 +31,8 @@ The model, per phase of the measured run at P0 ranks (max over ranks):
   held; beyond one node, plus a
   network term per block: 64 ranks of a node each sending half the block's
   Hessian bytes over a 25 GB/s (200 Gb/s) link (recursive halving: the
-  first exchanges pair ranks on different nodes), BYTES_PER_BLOCK * 32 / 25e9.
+  first exchanges pair ranks on different nodes): per block,
+  BYTES_PER_BLOCK * 64 / 2 / 25e9 s.
 """
 import json
 import math
