@@ -13,6 +13,7 @@
 #include "error.h"
 #include "forward.h"
 #include "h5read.h"
+#include "memory.h"
 #include "outpath.h"
 #include "quant.h"
 #include "sha256.h"
@@ -470,8 +471,40 @@ int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w) 
     char name[256];
     linear_layer_name(l, k, name, sizeof name);
     CHECK(qfile_read_linear(r, name, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols, w->w[k]));
+    memory_release_free(); /* the stored form's freed pages, before the next layer's (of another size) */
   }
   return 0;
+}
+
+/* Bytes qfile_read_linear holds for layer g (rows × cols) besides W: the
+ * stored form (qlayer_buffers_alloc, mins where stored) and a row's codes. */
+static int stored_bytes(const H5Src *s, hid_t file, const char *g, double *bytes) {
+  int bits, rows, cols, gs, has_mins;
+  char d[600];
+  CHECK(layer_attrs(s, file, g, &bits, &rows, &cols, &gs, NULL));
+  snprintf(d, sizeof d, "%s/mins", g);
+  CHECK(h5r_exists(s, file, d, &has_mins));
+  double ng = layer_ngroups(cols, gs), n = rows;
+  *bytes = 4 * (n * quant_words_per_row(cols, bits) + 1) + (2 + has_mins) * 4 * (n * ng + 1) + 4 * ((double)cols + 1) + cols;
+  return 0;
+}
+
+double qfile_stored_bytes_max(const QFileReader *r, const Model *m) {
+  H5Src s = qfile_src(r);
+  double most = 0;
+  for (int l = 0; r->file >= 0 && l < m->cfg.n_layers; l++)
+    for (int k = 0; k < LIN_COUNT; k++) {
+      char name[256], g[512];
+      double b;
+      linear_layer_name(l, k, name, sizeof name);
+      snprintf(g, sizeof g, "/layers/%s", name);
+      if (stored_bytes(&s, r->file, g, &b)) {
+        aptq_clear_error(); /* reading the layer reports it */
+        continue;
+      }
+      most = b > most ? b : most;
+    }
+  return most;
 }
 
 void qfile_close(QFileReader *r) {

@@ -106,6 +106,11 @@ int qfile_open_model(QFileReader *r, const char *path, const Model *m, MPI_Comm 
  * (block_weights_load), its seven projections dequantized from r instead
  * when r is open (r->file >= 0). Local. */
 int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w);
+/* The most bytes qfile_block_weights holds at once besides the block's
+ * weights: the stored form of r's largest layer of m while it is
+ * dequantized (0 when r is not open; a layer whose attributes cannot be
+ * read is left out: reading it reports why). Local. */
+double qfile_stored_bytes_max(const QFileReader *r, const Model *m);
 
 /* The values of n stored rows of layer NAME (cols columns, bits, ng
  * groups) a reader may use: g_idx in [0, ng), every scale finite and
