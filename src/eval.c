@@ -405,7 +405,8 @@ static int eval_predict(const Options *o, const Model *m, const TokenShard *tok,
   memplan_add_mapped(&plan, "checkpoint pages mapped at once (embedding rows, a layer)", memplan_mapped_bytes(m, tok, comm));
   double qf_bytes = qfile_stored_bytes_max(qf, m), qc_bytes = qfile_stored_bytes_max(qc, m);
   if (qf_bytes > 0 || qc_bytes > 0)
-    memplan_add(&plan, "stored form of a quantized layer while it is dequantized (the largest)", qf_bytes > qc_bytes ? qf_bytes : qc_bytes, 0);
+    memplan_add(&plan, "stored form of a quantized layer while it is dequantized (the largest)", qf_bytes > qc_bytes ? qf_bytes : qc_bytes,
+                0);
   *heap = memplan_heap_peak(&plan);
   return memory_check(&plan, baseline, o, comm, predicted);
 }

@@ -7,7 +7,10 @@
  *   floor = (2d³/3) / (P · DGEMM rate of one rank while all ranks run one).
  * H is the Kac-Murdock-Szegő matrix 0.9^|i-j| (symmetric positive definite,
  * made in O(d²), so that large d cost nothing to set up); the work of the
- * factorization does not depend on the values.
+ * factorization does not depend on the values. One untimed ScaLAPACK and
+ * one LAPACK factorization (d = 2048) run first: the first ScaLAPACK call
+ * of a process costs seconds more (measured at d = 11008 on 2 ranks: nb = 256
+ * first 18.7 s, then 17.2 s; nb = 64 first 26.2 s, then 16.9-17.2 s).
  *   usage: mpirun -n P build/bench_factor D[,D...] [NB[,NB...] [lapack|scalapack|both]]
  * prints one line per run: d, ranks, path, grid, nb, seconds, floor, ratio
  * (docs/scaling.md "The factor phase"). REPS (default 1): runs per point,
@@ -86,6 +89,15 @@ int main(int argc, char **argv) {
   int nd = parse_list(argv[1], ds, 16), nnb = argc > 2 ? parse_list(argv[2], nbs, 16) : (nbs[0] = 64, 1);
   const char *which = argc > 3 ? argv[3] : "both";
   double dgemm = dgemm_rate(comm);
+  { /* warm-up, untimed */
+    int w = 2048, pr, pc;
+    double *H = aptq_calloc((size_t)w * w, sizeof(double), "warm-up Hessian");
+    if (!H) aptq_fatal(comm);
+    for (int a = 0; a < w; a++) H[(size_t)a * w + a] = 1;
+    factor_once(H, w, 1, 64, comm, &pr, &pc);
+    factor_once(H, w, 0, 64, comm, &pr, &pc);
+    aptq_free(H);
+  }
   if (rank == 0) printf("bench_factor: %d ranks, DGEMM %.1f GFLOP/s per rank (all ranks at once)\n", size, dgemm / 1e9);
   if (rank == 0) printf("%6s %5s %9s %6s %4s %9s %9s %6s\n", "d", "ranks", "path", "grid", "nb", "seconds", "floor_s", "ratio");
   for (int i = 0; i < nd; i++) {
