@@ -477,11 +477,13 @@ int qfile_block_weights(QFileReader *r, const Model *m, int l, BlockWeights *w) 
 }
 
 /* Bytes qfile_read_linear holds for layer g (rows × cols) besides W: the
- * stored form (qlayer_buffers_alloc, mins where stored) and a row's codes. */
-static int stored_bytes(const H5Src *s, hid_t file, const char *g, double *bytes) {
-  int bits, rows, cols, gs, has_mins;
+ * stored form (qlayer_buffers_alloc, mins where stored) and a row's codes;
+ * an error for a layer of another shape (reading it reports that). */
+static int stored_bytes(const H5Src *s, hid_t file, const char *g, int rows, int cols, double *bytes) {
+  int bits, grows, gcols, gs, has_mins;
   char d[600];
-  CHECK(layer_attrs(s, file, g, &bits, &rows, &cols, &gs, NULL));
+  CHECK(layer_attrs(s, file, g, &bits, &grows, &gcols, &gs, NULL));
+  if (grows != rows || gcols != cols) return APTQ_ERR;
   snprintf(d, sizeof d, "%s/mins", g);
   CHECK(h5r_exists(s, file, d, &has_mins));
   double ng = layer_ngroups(cols, gs), n = rows;
@@ -498,7 +500,7 @@ double qfile_stored_bytes_max(const QFileReader *r, const Model *m) {
       double b;
       linear_layer_name(l, k, name, sizeof name);
       snprintf(g, sizeof g, "/layers/%s", name);
-      if (stored_bytes(&s, r->file, g, &b)) {
+      if (stored_bytes(&s, r->file, g, (int)m->linear[l][k].rows, (int)m->linear[l][k].cols, &b)) {
         aptq_clear_error(); /* reading the layer reports it */
         continue;
       }
