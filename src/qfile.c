@@ -486,8 +486,7 @@ static int stored_bytes(const H5Src *s, hid_t file, const char *g, int rows, int
   if (grows != rows || gcols != cols) return APTQ_ERR;
   snprintf(d, sizeof d, "%s/mins", g);
   CHECK(h5r_exists(s, file, d, &has_mins));
-  double ng = layer_ngroups(cols, gs), n = rows;
-  *bytes = 4 * (n * quant_words_per_row(cols, bits) + 1) + (2 + has_mins) * 4 * (n * ng + 1) + 4 * ((double)cols + 1) + cols;
+  *bytes = qlayer_buffers_bytes(rows, cols, bits, gs > cols ? cols : gs, has_mins) + cols; /* + a row's codes */
   return 0;
 }
 
@@ -546,6 +545,12 @@ static herr_t copy_attr(hid_t loc, const char *name, const H5A_info_t *info, voi
     c->rc = h5r_attr_string(c->src, c->file, c->group, name, v, sizeof v) || (c->w && qfile_attr_string(c->w, c->group, name, v));
   }
   return c->rc ? -1 : 0;
+}
+
+double qlayer_buffers_bytes(int n, int cols, int bits, int group_size, int mins) {
+  double ng = quant_ngroups(cols, group_size), wpr = quant_words_per_row(cols, bits);
+  return sizeof(uint32_t) * ((double)n * wpr + 1) + (2.0 + (mins != 0)) * sizeof(float) * ((double)n * ng + 1) +
+         sizeof(int32_t) * ((double)cols + 1);
 }
 
 int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size) {

@@ -47,6 +47,9 @@ typedef struct {
 } QLayerBuffers;
 /* 0, or APTQ_ERR (out of memory, recorded; free anyway); mins NULL. Local. */
 int qlayer_buffers_alloc(QLayerBuffers *b, int n, int cols, int bits, int group_size);
+/* Bytes qlayer_buffers_alloc allocates for these arguments, and the
+ * reader's mins where the layer has them. Local. */
+double qlayer_buffers_bytes(int n, int cols, int bits, int group_size, int mins);
 void qlayer_buffers_free(QLayerBuffers *b);
 
 /* Collective. Checks nothing about the final path: callers check first
