@@ -15,36 +15,15 @@
  * prints one line per run: d, ranks, path, grid, nb, seconds, floor, ratio
  * (docs/scaling.md "The factor phase"). REPS (default 1): runs per point,
  * the fastest kept. */
-#include <cblas.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_gemm.h"
 #include "error.h"
 #include "factor.h"
 #include "heap.h"
-
-/* DGEMM rate of one rank while every rank runs one (n = 2048, best of 3). */
-static double dgemm_rate(MPI_Comm comm) {
-  int n = 2048;
-  size_t sz = (size_t)n * n;
-  double *a = aptq_calloc(sz, 8, "GEMM operand"), *b = aptq_calloc(sz, 8, "GEMM operand"), *c = aptq_calloc(sz, 8, "GEMM result");
-  if (!a || !b || !c) aptq_fatal(comm);
-  double best = 0;
-  for (int rep = 0; rep < 3; rep++) {
-    MPI_Barrier(comm);
-    double t = MPI_Wtime();
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
-    t = MPI_Wtime() - t;
-    best = 2.0 * n * n * (double)n / t > best ? 2.0 * n * n * (double)n / t : best;
-  }
-  MPI_Allreduce(MPI_IN_PLACE, &best, 1, MPI_DOUBLE, MPI_MIN, comm);
-  aptq_free(a);
-  aptq_free(b);
-  aptq_free(c);
-  return best;
-}
 
 static int parse_list(const char *s, int *v, int max) {
   int n = 0;
@@ -88,7 +67,7 @@ int main(int argc, char **argv) {
   int ds[16], nbs[16], reps = getenv("REPS") ? atoi(getenv("REPS")) : 1;
   int nd = parse_list(argv[1], ds, 16), nnb = argc > 2 ? parse_list(argv[2], nbs, 16) : (nbs[0] = 64, 1);
   const char *which = argc > 3 ? argv[3] : "both";
-  double dgemm = dgemm_rate(comm);
+  double dgemm = gemm_rate(1, 2048, comm);
   { /* warm-up, untimed */
     int w = 2048, pr, pc;
     double *H = aptq_calloc((size_t)w * w, sizeof(double), "warm-up Hessian");
