@@ -82,14 +82,17 @@ static void reverse_in_place(double *a, size_t n) {
 }
 
 /* 0 on success, >0: not positive definite (retry), <0: argument error */
-static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *U) {
+static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *U, FactorInfo *fi) {
   int d = h->d, info = 0;
   size_t n2 = (size_t)d * d;
   if (!U) return -1;
   if (alg == FACTOR_TRTRI) {
     if (fill(h, lambda, 1, U)) return -1;
+    double t = MPI_Wtime();
     dpotrf_("U", &d, U, &d, &info);
+    fi->potrf_seconds = MPI_Wtime() - t;
     if (!info) dtrtri_("U", "N", &d, U, &d, &info);
+    fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
     if (info) return info;
     /* column-major upper R⁻¹ reversed flat = row-major upper J R⁻ᵀ J */
     reverse_in_place(U, n2);
@@ -98,9 +101,12 @@ static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg,
     return 0;
   }
   if (fill(h, lambda, 0, U)) return -1;
+  double t = MPI_Wtime();
   dpotrf_("U", &d, U, &d, &info);
+  fi->potrf_seconds = MPI_Wtime() - t;
   if (!info) dpotri_("U", &d, U, &d, &info);
   if (!info) dpotrf_("U", &d, U, &d, &info);
+  fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
   if (info) return info;
   /* column-major upper U(i,j) is at row-major (j,i): move it above the diagonal */
   for (int i = 0; i < d; i++)
@@ -453,13 +459,16 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
   }
   if (!rc) {
     int one = 1;
+    double t = MPI_Wtime();
     pdpotrf_("U", &d, A, &one, &one, desc, &info);
+    fi->potrf_seconds = MPI_Wtime() - t;
     if (trtri) {
       if (!info) pdtrtri_("U", "N", &d, A, &one, &one, desc, &info);
     } else {
       if (!info) pdpotri_("U", &d, A, &one, &one, desc, &info);
       if (!info) pdpotrf_("U", &d, A, &one, &one, desc, &info);
     }
+    fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
     rc = info;
   }
   int flags[2] = {rc<0, rc> 0 ? rc : 0}; /* any argument error, worst pivot failure */
@@ -525,7 +534,8 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
   int status = APTQ_ERR, failed_start = 0;
   for (int attempt = 0; attempt <= 6; attempt++) {
     double lambda = damp * mean;
-    int rc = scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, keep ? &kept : NULL, info) : lapack_path(h, lambda, alg, work);
+    int rc =
+        scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, keep ? &kept : NULL, info) : lapack_path(h, lambda, alg, work, info);
     if (rc == 0 && work) {
 #pragma omp parallel for schedule(static)
       for (int i = 0; i < d; i++)

@@ -24,7 +24,9 @@ typedef struct {
   int retries;
   int used_scalapack, nprow, npcol;
   double seconds;
-  double reduce_seconds; /* of seconds: reducing a partial Hessian into the grid */
+  double reduce_seconds;  /* of seconds: reducing a partial Hessian into the grid */
+  double potrf_seconds;   /* of seconds: the Cholesky factorization (the last attempt's) */
+  double inverse_seconds; /* of seconds: trtri, or potri + potrf (the last attempt's) */
 } FactorInfo;
 
 /* The matrix to factor, read in place: element (a, b) is H[perm[a]][perm[b]]

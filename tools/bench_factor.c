@@ -1,24 +1,36 @@
 /* Benchmark: the factor phase alone (issue 15 item 3). For each size d and
  * each ScaLAPACK block size nb, the factor the GPTQ solve needs (U, the
  * upper Cholesky factor of (H + λI)⁻¹, potrf + trtri: 2d³/3 flops) by
- * LAPACK on every rank (replicated, as the pass does below the ScaLAPACK
- * threshold) and by ScaLAPACK on the grid of all ranks with the factor kept
- * there (as the pass does with a partial Hessian), against the floor
+ *   lapack:    LAPACK on every rank (replicated, as the pass does below the
+ *              ScaLAPACK threshold);
+ *   scalapack: ScaLAPACK on the grid of all ranks with the factor kept
+ *              there (as the pass does with a partial Hessian);
+ *   node:      LAPACK on rank 0 with OpenBLAS threads on every core of the
+ *              node (one thread per rank of the node; run with
+ *              `--bind-to none`), the other ranks asleep in a polled
+ *              barrier (1 ms), then U (float32) broadcast to every rank: a
+ *              measurement of a path the pass does not have;
+ * against the floor
  *   floor = (2d³/3) / (P · DGEMM rate of one rank while all ranks run one).
+ * The columns potrf_s and inv_s split the time (the slowest rank's of
+ * each): the Cholesky factorization and the triangular inverse, d³/3 flops
+ * each, so each alone has half the floor.
  * H is the Kac-Murdock-Szegő matrix 0.9^|i-j| (symmetric positive definite,
  * made in O(d²), so that large d cost nothing to set up); the work of the
  * factorization does not depend on the values. One untimed ScaLAPACK and
  * one LAPACK factorization (d = 2048) run first: the first ScaLAPACK call
  * of a process costs seconds more (measured at d = 11008 on 2 ranks: nb = 256
  * first 18.7 s, then 17.2 s; nb = 64 first 26.2 s, then 16.9-17.2 s).
- *   usage: mpirun -n P build/bench_factor D[,D...] [NB[,NB...] [lapack|scalapack|both]]
- * prints one line per run: d, ranks, path, grid, nb, seconds, floor, ratio
+ *   usage: mpirun -n P build/bench_factor D[,D...] [NB[,NB...] [lapack|scalapack|node|both|all]]
+ * (both: lapack and scalapack; all: the three) prints one line per run: d,
+ * ranks, path, grid, nb, seconds, potrf_s, inv_s, floor, ratio
  * (docs/scaling.md "The factor phase"). REPS (default 1): runs per point,
  * the fastest kept. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench_gemm.h"
 #include "error.h"
@@ -31,26 +43,64 @@ static int parse_list(const char *s, int *v, int max) {
   return n;
 }
 
-/* Seconds of one factorization of H (d × d) by this path, the slowest rank's. */
-static double factor_once(const double *H, int d, int scalapack, int nb, MPI_Comm comm, int *nprow, int *npcol) {
+enum { PATH_LAPACK, PATH_SCALAPACK, PATH_NODE };
+
+/* The other ranks' wait in the node path: a barrier polled every 1 ms, so
+ * that their cores are free for rank 0's threads. */
+static void sleep_in_barrier(MPI_Comm comm) {
+  MPI_Request req;
+  int done = 0;
+  MPI_Ibarrier(comm, &req);
+  while (MPI_Test(&req, &done, MPI_STATUS_IGNORE), !done) nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
+
+/* The node path: LAPACK with `threads` OpenBLAS threads on rank 0, U then
+ * broadcast (its time is in the total, not in potrf_s or inv_s). */
+static int node_factor(const HessianView *view, int nb, int threads, MPI_Comm comm, float *U, FactorInfo *info) {
+  int rank, rc = 0;
+  MPI_Comm_rank(comm, &rank);
+  memset(info, 0, sizeof *info);
+  if (rank == 0) {
+    openblas_set_num_threads(threads);
+    rc = factor_inverse_cholesky(view, 0.01, FACTOR_LAPACK, FACTOR_TRTRI, nb, MPI_COMM_SELF, U, info);
+    openblas_set_num_threads(1);
+  }
+  sleep_in_barrier(comm);
+  MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+  if (!rc) MPI_Bcast(U, view->d * view->d, MPI_FLOAT, 0, comm);
+  return rc;
+}
+
+/* Seconds of one factorization of H (d × d) by this path, the slowest
+ * rank's; split[0..1]: its potrf and inverse seconds, the slowest rank's. */
+static double factor_once(const double *H, int d, int path, int nb, MPI_Comm comm, int *nprow, int *npcol, double split[2]) {
   HessianView view = {.H = H, .d = d};
   FactorInfo info;
+  float *U = NULL;
+  int size, rc;
+  MPI_Comm_size(comm, &size);
+  if (path != PATH_SCALAPACK && !(U = aptq_malloc(sizeof(float) * (size_t)d * d, "U"))) aptq_fatal(comm);
   MPI_Barrier(comm);
   double t = MPI_Wtime();
-  if (scalapack) {
+  if (path == PATH_SCALAPACK) {
     DistFactor *f;
-    if (factor_inverse_cholesky_dist(&view, 0.01, FACTOR_TRTRI, nb, comm, &f, &info)) aptq_fatal(comm);
+    rc = factor_inverse_cholesky_dist(&view, 0.01, FACTOR_TRTRI, nb, comm, &f, &info);
     dist_factor_free(f);
+  } else if (path == PATH_NODE) {
+    rc = node_factor(&view, nb, size, comm, U, &info);
   } else {
-    float *U = aptq_malloc(sizeof(float) * (size_t)d * d, "U");
-    if (!U || factor_inverse_cholesky(&view, 0.01, FACTOR_LAPACK, FACTOR_TRTRI, nb, comm, U, &info)) aptq_fatal(comm);
-    aptq_free(U);
+    rc = factor_inverse_cholesky(&view, 0.01, FACTOR_LAPACK, FACTOR_TRTRI, nb, comm, U, &info);
   }
+  if (rc) aptq_fatal(comm);
   t = MPI_Wtime() - t;
-  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, comm);
+  aptq_free(U);
+  double times[3] = {t, info.potrf_seconds, info.inverse_seconds};
+  MPI_Allreduce(MPI_IN_PLACE, times, 3, MPI_DOUBLE, MPI_MAX, comm);
+  split[0] = times[1];
+  split[1] = times[2];
   *nprow = info.nprow;
   *npcol = info.npcol;
-  return t;
+  return times[0];
 }
 
 int main(int argc, char **argv) {
@@ -60,25 +110,33 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   if (argc < 2) {
-    if (rank == 0) fprintf(stderr, "usage: mpirun -n P bench_factor D[,D...] [NB[,NB...] [lapack|scalapack|both]]\n");
+    if (rank == 0) fprintf(stderr, "usage: mpirun -n P bench_factor D[,D...] [NB[,NB...] [lapack|scalapack|node|both|all]]\n");
     MPI_Finalize();
     return 2;
   }
   int ds[16], nbs[16], reps = getenv("REPS") ? atoi(getenv("REPS")) : 1;
   int nd = parse_list(argv[1], ds, 16), nnb = argc > 2 ? parse_list(argv[2], nbs, 16) : (nbs[0] = 64, 1);
   const char *which = argc > 3 ? argv[3] : "both";
+  if (strcmp(which, "lapack") && strcmp(which, "scalapack") && strcmp(which, "node") && strcmp(which, "both") && strcmp(which, "all")) {
+    if (rank == 0) fprintf(stderr, "bench_factor: unknown path '%s'; give lapack, scalapack, node, both or all\n", which);
+    MPI_Finalize();
+    return 2;
+  }
   double dgemm = gemm_rate(1, 2048, comm);
   { /* warm-up, untimed */
     int w = 2048, pr, pc;
+    double split[2];
     double *H = aptq_calloc((size_t)w * w, sizeof(double), "warm-up Hessian");
     if (!H) aptq_fatal(comm);
     for (int a = 0; a < w; a++) H[(size_t)a * w + a] = 1;
-    factor_once(H, w, 1, 64, comm, &pr, &pc);
-    factor_once(H, w, 0, 64, comm, &pr, &pc);
+    factor_once(H, w, PATH_SCALAPACK, 64, comm, &pr, &pc, split);
+    factor_once(H, w, PATH_LAPACK, 64, comm, &pr, &pc, split);
     aptq_free(H);
   }
   if (rank == 0) printf("bench_factor: %d ranks, DGEMM %.1f GFLOP/s per rank (all ranks at once)\n", size, dgemm / 1e9);
-  if (rank == 0) printf("%6s %5s %9s %6s %4s %9s %9s %6s\n", "d", "ranks", "path", "grid", "nb", "seconds", "floor_s", "ratio");
+  if (rank == 0)
+    printf("%6s %5s %9s %6s %4s %9s %8s %8s %9s %6s\n", "d", "ranks", "path", "grid", "nb", "seconds", "potrf_s", "inv_s", "floor_s",
+           "ratio");
   for (int i = 0; i < nd; i++) {
     int d = ds[i];
     double *H = aptq_calloc((size_t)d * d, sizeof(double), "Hessian");
@@ -88,18 +146,20 @@ int main(int argc, char **argv) {
       for (int k = 0; a + k < d && x > 1e-30; k++, x *= 0.9) H[(size_t)a * d + a + k] = H[(size_t)(a + k) * d + a] = x;
     }
     double floor_s = 2.0 / 3.0 * d * (double)d * d / (size * dgemm);
-    for (int path = 0; path < 2; path++) {
-      if ((path == 0 && !strcmp(which, "scalapack")) || (path == 1 && !strcmp(which, "lapack"))) continue;
-      for (int k = 0; k < (path ? nnb : 1); k++) {
-        double best = 1e300;
-        int pr = 1, pc = 1;
+    static const char *names[] = {"lapack", "scalapack", "node"};
+    for (int path = PATH_LAPACK; path <= PATH_NODE; path++) {
+      int both = !strcmp(which, "both") && path != PATH_NODE;
+      if (!both && strcmp(which, "all") && strcmp(which, names[path])) continue;
+      for (int k = 0; k < (path == PATH_SCALAPACK ? nnb : 1); k++) {
+        double best = 1e300, split[2], best_split[2] = {0, 0};
+        int pr = 1, pc = 1, nb = path == PATH_SCALAPACK ? nbs[k] : 64;
         for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
-          double t = factor_once(H, d, path, path ? nbs[k] : 64, comm, &pr, &pc);
-          best = t < best ? t : best;
+          double t = factor_once(H, d, path, nb, comm, &pr, &pc, split);
+          if (t < best) best = t, best_split[0] = split[0], best_split[1] = split[1];
         }
         if (rank == 0)
-          printf("%6d %5d %9s %3dx%-2d %4d %9.3f %9.3f %6.2f\n", d, size, path ? "scalapack" : "lapack", pr, pc, path ? nbs[k] : 0, best,
-                 floor_s, best / floor_s);
+          printf("%6d %5d %9s %3dx%-2d %4d %9.3f %8.3f %8.3f %9.3f %6.2f\n", d, size, names[path], pr, pc, path == PATH_SCALAPACK ? nb : 0,
+                 best, best_split[0], best_split[1], floor_s, best / floor_s);
         fflush(stdout);
       }
     }
