@@ -6,7 +6,7 @@
  *   scalapack: ScaLAPACK on the grid of all ranks with the factor kept
  *              there (as the pass does with a partial Hessian);
  *   node:      LAPACK on rank 0 with OpenBLAS threads on every core of the
- *              node (one thread per rank of the node; run with
+ *              node (one thread per rank: run all ranks on one node, with
  *              `--bind-to none`), the other ranks asleep in a polled
  *              barrier (1 ms), then U (float32) broadcast to every rank: a
  *              measurement of a path the pass does not have;
@@ -43,7 +43,13 @@ static int parse_list(const char *s, int *v, int max) {
   return n;
 }
 
-enum { PATH_LAPACK, PATH_SCALAPACK, PATH_NODE };
+enum { PATH_LAPACK, PATH_SCALAPACK, PATH_NODE, PATH_COUNT };
+static const char *const path_names[PATH_COUNT] = {"lapack", "scalapack", "node"};
+
+/* Does the command line's `which` (a path's name, both or all) ask for this path? */
+static int path_wanted(const char *which, int path) {
+  return !strcmp(which, "all") || (!strcmp(which, "both") && path != PATH_NODE) || !strcmp(which, path_names[path]);
+}
 
 /* The other ranks' wait in the node path: a barrier polled every 1 ms, so
  * that their cores are free for rank 0's threads. */
@@ -117,7 +123,9 @@ int main(int argc, char **argv) {
   int ds[16], nbs[16], reps = getenv("REPS") ? atoi(getenv("REPS")) : 1;
   int nd = parse_list(argv[1], ds, 16), nnb = argc > 2 ? parse_list(argv[2], nbs, 16) : (nbs[0] = 64, 1);
   const char *which = argc > 3 ? argv[3] : "both";
-  if (strcmp(which, "lapack") && strcmp(which, "scalapack") && strcmp(which, "node") && strcmp(which, "both") && strcmp(which, "all")) {
+  int any = 0;
+  for (int path = 0; path < PATH_COUNT; path++) any |= path_wanted(which, path);
+  if (!any) {
     if (rank == 0) fprintf(stderr, "bench_factor: unknown path '%s'; give lapack, scalapack, node, both or all\n", which);
     MPI_Finalize();
     return 2;
@@ -146,10 +154,8 @@ int main(int argc, char **argv) {
       for (int k = 0; a + k < d && x > 1e-30; k++, x *= 0.9) H[(size_t)a * d + a + k] = H[(size_t)(a + k) * d + a] = x;
     }
     double floor_s = 2.0 / 3.0 * d * (double)d * d / (size * dgemm);
-    static const char *names[] = {"lapack", "scalapack", "node"};
-    for (int path = PATH_LAPACK; path <= PATH_NODE; path++) {
-      int both = !strcmp(which, "both") && path != PATH_NODE;
-      if (!both && strcmp(which, "all") && strcmp(which, names[path])) continue;
+    for (int path = 0; path < PATH_COUNT; path++) {
+      if (!path_wanted(which, path)) continue;
       for (int k = 0; k < (path == PATH_SCALAPACK ? nnb : 1); k++) {
         double best = 1e300, split[2], best_split[2] = {0, 0};
         int pr = 1, pc = 1, nb = path == PATH_SCALAPACK ? nbs[k] : 64;
@@ -158,8 +164,8 @@ int main(int argc, char **argv) {
           if (t < best) best = t, best_split[0] = split[0], best_split[1] = split[1];
         }
         if (rank == 0)
-          printf("%6d %5d %9s %3dx%-2d %4d %9.3f %8.3f %8.3f %9.3f %6.2f\n", d, size, names[path], pr, pc, path == PATH_SCALAPACK ? nb : 0,
-                 best, best_split[0], best_split[1], floor_s, best / floor_s);
+          printf("%6d %5d %9s %3dx%-2d %4d %9.3f %8.3f %8.3f %9.3f %6.2f\n", d, size, path_names[path], pr, pc,
+                 path == PATH_SCALAPACK ? nb : 0, best, best_split[0], best_split[1], floor_s, best / floor_s);
         fflush(stdout);
       }
     }
