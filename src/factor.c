@@ -1,5 +1,6 @@
 #include "factor.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "error.h"
 #include "grid.h"
 #include "heap.h"
+#include "node.h"
 
 /* LAPACK (column-major Fortran interface). H is symmetric, so a row-major
  * array is the same matrix; the computed column-major upper factor U(i,j),
@@ -73,48 +75,43 @@ static int fill(const HessianView *h, double lambda, int reversed, double *A) {
 void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info);
 void pdtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
 
-static void reverse_in_place(double *a, size_t n) {
-  for (size_t k = 0; k < n / 2; k++) {
-    double t = a[k];
-    a[k] = a[n - 1 - k];
-    a[n - 1 - k] = t;
+/* 0 on success, >0: not positive definite (retry), <0: argument error.
+ * work: LAPACK's result as it leaves it (lapack_result reads U from it). */
+static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *work, FactorInfo *fi) {
+  int d = h->d, info = 0, trtri = alg == FACTOR_TRTRI;
+  if (!work) return -1;
+  if (fill(h, lambda, trtri, work)) return -1;
+  double t = MPI_Wtime();
+  dpotrf_("U", &d, work, &d, &info);
+  fi->potrf_seconds = MPI_Wtime() - t;
+  if (trtri) {
+    if (!info) dtrtri_("U", "N", &d, work, &d, &info);
+  } else {
+    if (!info) dpotri_("U", &d, work, &d, &info);
+    if (!info) dpotrf_("U", &d, work, &d, &info);
   }
+  fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
+  return info;
 }
 
-/* 0 on success, >0: not positive definite (retry), <0: argument error */
-static int lapack_path(const HessianView *h, double lambda, FactorAlgorithm alg, double *U, FactorInfo *fi) {
-  int d = h->d, info = 0;
+/* U (row-major float32, upper triangle, 0 below) from the LAPACK path's
+ * work, in one pass. TRTRI: work is the column-major upper R⁻¹ of the
+ * index-reversed matrix, and reversed flat it is the row-major upper
+ * J R⁻ᵀ J: U(i,j) = work[d² − 1 − (i·d + j)]. POTRI: work is the
+ * column-major upper U: U(i,j) = work[i + j·d]. */
+static void lapack_result(const double *work, int d, int trtri, float *U) {
   size_t n2 = (size_t)d * d;
-  if (!U) return -1;
-  if (alg == FACTOR_TRTRI) {
-    if (fill(h, lambda, 1, U)) return -1;
-    double t = MPI_Wtime();
-    dpotrf_("U", &d, U, &d, &info);
-    fi->potrf_seconds = MPI_Wtime() - t;
-    if (!info) dtrtri_("U", "N", &d, U, &d, &info);
-    fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
-    if (info) return info;
-    /* column-major upper R⁻¹ reversed flat = row-major upper J R⁻ᵀ J */
-    reverse_in_place(U, n2);
-    /* below the diagonal: what was left of A */
-    for (int i = 1; i < d; i++) memset(U + (size_t)i * d, 0, sizeof(double) * (size_t)i);
-    return 0;
-  }
-  if (fill(h, lambda, 0, U)) return -1;
-  double t = MPI_Wtime();
-  dpotrf_("U", &d, U, &d, &info);
-  fi->potrf_seconds = MPI_Wtime() - t;
-  if (!info) dpotri_("U", &d, U, &d, &info);
-  if (!info) dpotrf_("U", &d, U, &d, &info);
-  fi->inverse_seconds = MPI_Wtime() - t - fi->potrf_seconds;
-  if (info) return info;
-  /* column-major upper U(i,j) is at row-major (j,i): move it above the diagonal */
-  for (int i = 0; i < d; i++)
-    for (int j = i + 1; j < d; j++) {
-      U[(size_t)i * d + j] = U[(size_t)j * d + i];
-      U[(size_t)j * d + i] = 0.0;
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < d; i++) {
+    float *row = U + (size_t)i * d;
+    memset(row, 0, sizeof(float) * (size_t)i);
+    if (trtri) {
+      const double *src = work + (n2 - 1 - (size_t)i * d);
+      for (int j = i; j < d; j++) row[j] = (float)src[-j];
+    } else {
+      for (int j = i; j < d; j++) row[j] = (float)work[i + (size_t)j * d];
     }
-  return 0;
+  }
 }
 
 /* reduce_partial's maps and send buffer */
@@ -508,11 +505,50 @@ static double *factor_workspace(size_t n) {
   return workspace;
 }
 
+static int factor_run(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
+                      DistFactor **keep, FactorInfo *info);
+
+/* The node path on a team that has more threads than one rank: the leader
+ * runs the LAPACK path (its retries included) on the node's cores while the
+ * others sleep; then the outcome and U go to the node's ranks. */
+static int node_path(const HessianView *h, double damp, FactorAlgorithm alg, int nb, const NodeTeam *t, float *U, FactorInfo *info) {
+  struct {
+    FactorInfo info;
+    int rc;
+  } out;
+  memset(&out, 0, sizeof out);
+  if (t->leader) {
+    NodeLease lease;
+    node_team_lease(t, &lease);
+    out.rc = factor_run(h, damp, FACTOR_LAPACK, alg, nb, MPI_COMM_SELF, U, NULL, &out.info);
+    node_team_return(&lease);
+  }
+  double t0 = MPI_Wtime();
+  node_team_sync(t);
+  MPI_Bcast(&out, (int)sizeof out, MPI_BYTE, 0, t->comm);
+  if (!out.rc) MPI_Bcast(U, h->d * h->d, MPI_FLOAT, 0, t->comm);
+  *info = out.info;
+  info->node_threads = t->threads;
+  info->seconds += MPI_Wtime() - t0; /* the leader's factor time, then the wait and the broadcast */
+  return out.rc;
+}
+
+/* FACTOR_NODE: the node path where some node has ranks to lend, else the
+ * LAPACK path on every rank. Collective. */
+static int node_or_lapack(const HessianView *h, double damp, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U, FactorInfo *info) {
+  NodeTeam t;
+  if (node_team_open(comm, &t)) return APTQ_ERR;
+  int rc = t.threads > t.own ? node_path(h, damp, alg, nb, &t, U, info) : factor_run(h, damp, FACTOR_LAPACK, alg, nb, comm, U, NULL, info);
+  node_team_close(&t);
+  return rc;
+}
+
 /* keep NULL: U replicated; otherwise the factor stays on the grid (*keep). */
 static int factor_run(const HessianView *h, double damp, FactorPath path, FactorAlgorithm alg, int nb, MPI_Comm comm, float *U,
                       DistFactor **keep, FactorInfo *info) {
   int size, d = h->d;
   MPI_Comm_size(comm, &size);
+  if (path == FACTOR_NODE && !keep && !h->partial) return node_or_lapack(h, damp, alg, nb, comm, U, info);
   double t0 = MPI_Wtime(), mean = mean_diag(h);
   memset(info, 0, sizeof *info);
   info->damp_requested = damp;
@@ -536,11 +572,7 @@ static int factor_run(const HessianView *h, double damp, FactorPath path, Factor
     double lambda = damp * mean;
     int rc =
         scalapack ? scalapack_path(h, lambda, alg, &grid, comm, U, keep ? &kept : NULL, info) : lapack_path(h, lambda, alg, work, info);
-    if (rc == 0 && work) {
-#pragma omp parallel for schedule(static)
-      for (int i = 0; i < d; i++)
-        for (int j = 0; j < d; j++) U[(size_t)i * d + j] = (float)work[(size_t)i * d + j];
-    }
+    if (rc == 0 && work) lapack_result(work, d, alg == FACTOR_TRTRI, U);
     if (rc < 0) {
       status =
           aptq_error("%s failed to start (d = %d, nb = %d): out of memory or bad arguments", scalapack ? "ScaLAPACK" : "LAPACK", d, nb);

@@ -13,7 +13,12 @@
 
 #include "grid.h"
 
-typedef enum { FACTOR_AUTO, FACTOR_LAPACK, FACTOR_SCALAPACK } FactorPath;
+/* NODE: LAPACK on the first rank of each node with one OpenBLAS thread per
+ * core of the node's ranks, the others asleep, U broadcast on the node
+ * (node.h); every node's leader uses the same thread count, so U is the
+ * same on every rank, but it may differ in the last bits from LAPACK's on
+ * one thread. Where no node has two ranks, the LAPACK path itself. */
+typedef enum { FACTOR_AUTO, FACTOR_LAPACK, FACTOR_SCALAPACK, FACTOR_NODE } FactorPath;
 /* TRTRI: potrf of the index-reversed matrix and a triangular inverse
  * (2d³/3 flops, the default); POTRI: potrf, potri, potrf (4d³/3 flops).
  * Both give the same U up to rounding. */
@@ -27,6 +32,7 @@ typedef struct {
   double reduce_seconds;  /* of seconds: reducing a partial Hessian into the grid */
   double potrf_seconds;   /* of seconds: the Cholesky factorization (the last attempt's) */
   double inverse_seconds; /* of seconds: trtri, or potri + potrf (the last attempt's) */
+  int node_threads;       /* the node path's threads on a node's first rank (0: another path) */
 } FactorInfo;
 
 /* The matrix to factor, read in place: element (a, b) is H[perm[a]][perm[b]]

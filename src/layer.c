@@ -196,7 +196,10 @@ static int write_layer(const LayerJob *J, int kron, MPI_Comm comm) {
       qfile_attr_int(&w, "/", "sym", o->sym) || qfile_attr_int(&w, "/", "static_groups", o->static_groups) ||
       qfile_attr_int(&w, "/", "mse", o->mse) || qfile_attr_int(&w, "/", "block_size", o->block_size) ||
       qfile_attr_string(&w, "/", "hessian_form", kron ? "kron" : "gptq") || qfile_attr_double(&w, "/", "damp_out", J->damp_out) ||
-      qfile_attr_string(&w, "/", "factor", f->used_scalapack ? "scalapack" : "lapack") ||
+      qfile_attr_string(&w, "/", "factor",
+                        f->used_scalapack ? "scalapack"
+                        : f->node_threads ? "node"
+                                          : "lapack") ||
       qfile_write_matrix(&w, "/", "Q", H5T_NATIVE_FLOAT, rows, cols, r0, r1, J->s.Q) ||
       qfile_write_matrix(&w, "/", "codes", H5T_NATIVE_INT32, rows, cols, r0, r1, J->codes32) ||
       qfile_write_matrix(&w, "/", "scales", H5T_NATIVE_FLOAT, rows, ng, r0, r1, J->s.scales) ||
@@ -214,8 +217,13 @@ static void print_layer(const LayerJob *J, int kron, int size, const double *t) 
   printf("aptq layer: %d x %d, %d bits, group_size %d, act_order %s, sym %s%s%s\n", J->rows, J->cols, o->bits, o->group_size,
          o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
   if (kron) printf("  form    : Kronecker H x H_out, %d heads of %d rows, head-wise simultaneous quantization\n", J->rows / J->dh, J->dh);
-  printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", f->used_scalapack ? "ScaLAPACK" : "LAPACK",
-         f->used_scalapack ? "" : " (every rank)", f->nprow, f->npcol, f->damp_used,
+  char where[64];
+  snprintf(where, sizeof where,
+           f->used_scalapack ? ""
+           : f->node_threads ? " (each node's first rank, %d threads)"
+                             : " (every rank)",
+           f->node_threads);
+  printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", f->used_scalapack ? "ScaLAPACK" : "LAPACK", where, f->nprow, f->npcol, f->damp_used,
          f->retries ? " (raised: the factorization failed at the requested damping)" : "");
   if (f->retries)
     printf("aptq layer: warning: damping raised from %g to %g after %d failed factorization(s)\n", f->damp_requested, f->damp_used,

@@ -182,7 +182,11 @@ static void plan_factors(MemPlan *p, const Plan *pl, double *scattered, double *
   }
   double rep = rep_lapack > rep_scalapack ? rep_lapack : rep_scalapack;
   if (rep > 0) memplan_add(p, "inverse-Hessian factor U, replicated (float32, kept)", rep * rep * f, 0);
-  if (rep_lapack > 0) memplan_add(p, "LAPACK factor work space (float64, kept)", rep_lapack * rep_lapack * dbl, 0);
+  if (rep_lapack > 0)
+    memplan_add(p,
+                pl->gptq.factor_path == FACTOR_NODE ? "LAPACK factor work space (float64, kept; --factor=node: each node's first rank)"
+                                                    : "LAPACK factor work space (float64, kept)",
+                rep_lapack * rep_lapack * dbl, 0);
   if (rep_scalapack > 0) memplan_add(p, "ScaLAPACK local matrix of a replicated factor", rep_scalapack * rep_scalapack * dbl / size, 1);
 }
 

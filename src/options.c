@@ -132,9 +132,10 @@ static const OptSpec specs[] = {
     {"true_sequential", T_BOOL, F(true_sequential), "yes", NULL, 0, 0, "GPTQ: later groups of a block see the quantized earlier groups"},
     {"damp", T_FLOAT, F(damp), "0.01", NULL, 0, 10, "GPTQ: damping as a fraction of mean(diag H)"},
     {"block_size", T_INT, F(block_size), "128", NULL, 1, 65536, "GPTQ: columns per lazy batch update"},
-    {"factor", T_CHOICE, F(factor), "auto", "auto|lapack|scalapack", 0, 0,
+    {"factor", T_CHOICE, F(factor), "auto", "auto|lapack|scalapack|node", 0, 0,
      "Hessian factorization: ScaLAPACK on a BLACS grid, or LAPACK on every rank; auto = ScaLAPACK for d >= 8192, or d >= 2048 on 4 or more "
-     "ranks"},
+     "ranks; node = LAPACK on each node's first rank with the cores of all its ranks (threaded OpenBLAS: U may differ in the last bits "
+     "from one thread's)"},
     {"factor_algorithm", T_CHOICE, F(factor_algorithm), "trtri", "trtri|potri", 0, 0,
      "how U = chol(H^-1) is formed: potrf of the reversed H and trtri (2d^3/3 flops), or potrf, potri, potrf (4d^3/3)"},
     {"hessian_form", T_CHOICE, F(hessian_form), "gptq", "gptq|kron", 0, 0,

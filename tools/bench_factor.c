@@ -5,11 +5,10 @@
  *              ScaLAPACK threshold);
  *   scalapack: ScaLAPACK on the grid of all ranks with the factor kept
  *              there (as the pass does with a partial Hessian);
- *   node:      LAPACK on rank 0 with OpenBLAS threads on every core of the
- *              node (one thread per rank: run all ranks on one node, with
- *              `--bind-to none`), the other ranks asleep in a polled
- *              barrier (1 ms), then U (float32) broadcast to every rank: a
- *              measurement of a path the pass does not have;
+ *   node:      the pass's --factor=node: LAPACK on each node's first rank
+ *              with OpenBLAS threads on the cores of all the node's ranks,
+ *              the others asleep in a polled barrier (1 ms), then U
+ *              (float32) broadcast on the node (node.h);
  * against the floor
  *   floor = (2d³/3) / (P · DGEMM rate of one rank while all ranks run one).
  * The columns potrf_s and inv_s split the time (the slowest rank's of
@@ -51,32 +50,6 @@ static int path_wanted(const char *which, int path) {
   return !strcmp(which, "all") || (!strcmp(which, "both") && path != PATH_NODE) || !strcmp(which, path_names[path]);
 }
 
-/* The other ranks' wait in the node path: a barrier polled every 1 ms, so
- * that their cores are free for rank 0's threads. */
-static void sleep_in_barrier(MPI_Comm comm) {
-  MPI_Request req;
-  int done = 0;
-  MPI_Ibarrier(comm, &req);
-  while (MPI_Test(&req, &done, MPI_STATUS_IGNORE), !done) nanosleep(&(struct timespec){0, 1000000}, NULL);
-}
-
-/* The node path: LAPACK with `threads` OpenBLAS threads on rank 0, U then
- * broadcast (its time is in the total, not in potrf_s or inv_s). */
-static int node_factor(const HessianView *view, int nb, int threads, MPI_Comm comm, float *U, FactorInfo *info) {
-  int rank, rc = 0;
-  MPI_Comm_rank(comm, &rank);
-  memset(info, 0, sizeof *info);
-  if (rank == 0) {
-    openblas_set_num_threads(threads);
-    rc = factor_inverse_cholesky(view, 0.01, FACTOR_LAPACK, FACTOR_TRTRI, nb, MPI_COMM_SELF, U, info);
-    openblas_set_num_threads(1);
-  }
-  sleep_in_barrier(comm);
-  MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
-  if (!rc) MPI_Bcast(U, view->d * view->d, MPI_FLOAT, 0, comm);
-  return rc;
-}
-
 /* Seconds of one factorization of H (d × d) by this path, the slowest
  * rank's; split[0..1]: its potrf and inverse seconds, the slowest rank's. */
 static double factor_once(const double *H, int d, int path, int nb, MPI_Comm comm, int *nprow, int *npcol, double split[2]) {
@@ -92,10 +65,8 @@ static double factor_once(const double *H, int d, int path, int nb, MPI_Comm com
     DistFactor *f;
     rc = factor_inverse_cholesky_dist(&view, 0.01, FACTOR_TRTRI, nb, comm, &f, &info);
     dist_factor_free(f);
-  } else if (path == PATH_NODE) {
-    rc = node_factor(&view, nb, size, comm, U, &info);
   } else {
-    rc = factor_inverse_cholesky(&view, 0.01, FACTOR_LAPACK, FACTOR_TRTRI, nb, comm, U, &info);
+    rc = factor_inverse_cholesky(&view, 0.01, path == PATH_NODE ? FACTOR_NODE : FACTOR_LAPACK, FACTOR_TRTRI, nb, comm, U, &info);
   }
   if (rc) aptq_fatal(comm);
   t = MPI_Wtime() - t;
@@ -111,6 +82,7 @@ static double factor_once(const double *H, int d, int path, int nb, MPI_Comm com
 
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
+  openblas_set_num_threads(1); /* one thread per rank, as aptq runs (--threads=1); the node path lends them to a leader */
   MPI_Comm comm = MPI_COMM_WORLD;
   int rank, size;
   MPI_Comm_rank(comm, &rank);
