@@ -218,11 +218,8 @@ static void print_layer(const LayerJob *J, int kron, int size, const double *t) 
          o->act_order ? "yes" : "no", o->sym ? "yes" : "no", o->static_groups ? ", static groups" : "", o->mse ? ", mse grid" : "");
   if (kron) printf("  form    : Kronecker H x H_out, %d heads of %d rows, head-wise simultaneous quantization\n", J->rows / J->dh, J->dh);
   char where[64];
-  snprintf(where, sizeof where,
-           f->used_scalapack ? ""
-           : f->node_threads ? " (each node's first rank, %d threads)"
-                             : " (every rank)",
-           f->node_threads);
+  if (f->node_threads) snprintf(where, sizeof where, " (each node's first rank, %d threads)", f->node_threads);
+  else snprintf(where, sizeof where, "%s", f->used_scalapack ? "" : " (every rank)");
   printf("  factor  : %s%s, %d x %d grid, damp %g%s\n", f->used_scalapack ? "ScaLAPACK" : "LAPACK", where, f->nprow, f->npcol, f->damp_used,
          f->retries ? " (raised: the factorization failed at the requested damping)" : "");
   if (f->retries)

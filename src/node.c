@@ -8,16 +8,17 @@
 
 #include "error.h"
 
-/* This thread's CPUs; all CPUs of the set if the kernel will not say. */
-static void own_cpus(cpu_set_t *s) {
-  if (sched_getaffinity(0, sizeof *s, s) == 0) return;
+/* This thread's CPUs; 0, or -1 (the set empty) if the kernel will not say. */
+static int own_cpus(cpu_set_t *s) {
+  if (sched_getaffinity(0, sizeof *s, s) == 0) return 0;
   CPU_ZERO(s);
-  CPU_SET(0, s);
+  return -1;
 }
 
 int node_team_open(MPI_Comm comm, NodeTeam *t) {
   int rank, nsize;
   memset(t, 0, sizeof *t);
+  t->comm = MPI_COMM_NULL;
   MPI_Comm_rank(comm, &rank);
   if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &t->comm) != MPI_SUCCESS)
     return aptq_error("the ranks sharing a node could not be found (MPI_Comm_split_type); use --factor=lapack");
@@ -27,17 +28,19 @@ int node_team_open(MPI_Comm comm, NodeTeam *t) {
   t->leader = nrank == 0;
   t->own = openblas_get_num_threads();
   cpu_set_t mine;
-  own_cpus(&mine);
+  int known = own_cpus(&mine) == 0;
   /* the node's masks, byte-wise OR: a cpu_set_t is a plain bit array */
   MPI_Allreduce(&mine, &t->cpus, (int)sizeof mine, MPI_BYTE, MPI_BOR, t->comm);
+  MPI_Allreduce(MPI_IN_PLACE, &known, 1, MPI_INT, MPI_MIN, t->comm);
   int threads = t->own * nsize, cpus = CPU_COUNT(&t->cpus);
   if (threads > cpus) threads = cpus;
+  if (!known) threads = t->own; /* a mask unknown: nothing to lend (the LAPACK path) */
   MPI_Allreduce(&threads, &t->threads, 1, MPI_INT, MPI_MIN, comm);
   return 0;
 }
 
 void node_team_close(NodeTeam *t) {
-  if (t->comm != MPI_COMM_NULL && t->comm) MPI_Comm_free(&t->comm);
+  if (t->comm != MPI_COMM_NULL) MPI_Comm_free(&t->comm);
 }
 
 /* New OpenBLAS and OpenMP threads inherit the calling thread's mask, so the caller
