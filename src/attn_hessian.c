@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective.h"
 #include "error.h"
 
 /* out += W_O^hᵀ W_O^h (dh × dh) in float64, summed over the rows of W_O
@@ -31,7 +32,7 @@ static void wo_grams_f32(const float *Wo, int d, int heads, int dh, float *P, do
 
 /* Collective: out (n) summed over the ranks and divided by all ranks' tokens. */
 static void reduce_token_mean(double *out, size_t n, int64_t tokens, MPI_Comm comm) {
-  MPI_Allreduce(MPI_IN_PLACE, out, (int)n, MPI_DOUBLE, MPI_SUM, comm);
+  allreduce_sum_f64(out, n, comm);
   int64_t total = tokens;
   MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
   for (size_t k = 0; k < n; k++) out[k] /= (double)total;

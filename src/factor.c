@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective.h"
 #include "error.h"
 #include "grid.h"
 #include "heap.h"
@@ -480,7 +481,7 @@ static int scalapack_path(const HessianView *h, double lambda, FactorAlgorithm a
       /* replicate U: every rank contributes its pieces; every entry comes
        * from exactly one rank, so the sum is exact */
       local_rows(g, F, d, trtri, 0, d, U);
-      MPI_Allreduce(MPI_IN_PLACE, U, d * d, MPI_FLOAT, MPI_SUM, comm);
+      allreduce_sum_f32(U, (size_t)d * d, comm);
       aptq_free(F);
     }
   }

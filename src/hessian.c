@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective.h"
 #include "error.h"
 #include "phases.h"
 
@@ -67,19 +68,29 @@ void hessian_add(Hessian *h, const float *X, int n) {
   phases_hessian_kernel(MPI_Wtime() - t0, (double)n * d * (d + 1)); /* ssyrk: n·d(d+1) flops */
 }
 
+/* S (d × d) = its upper triangle times scale, mirrored: in square tiles,
+ * so that the lower triangle's writes (a column of S each) stay in cache. */
+static void scale_mirror(double *S, int d, double scale) {
+  enum { TILE = 64 };
+  for (int i0 = 0; i0 < d; i0 += TILE)
+    for (int j0 = i0; j0 < d; j0 += TILE) {
+      int i1 = i0 + TILE < d ? i0 + TILE : d, j1 = j0 + TILE < d ? j0 + TILE : d;
+      for (int i = i0; i < i1; i++)
+        for (int j = j0 > i ? j0 : i; j < j1; j++) {
+          double v = S[(size_t)i * d + j] * scale;
+          S[(size_t)i * d + j] = v;
+          S[(size_t)j * d + i] = v;
+        }
+    }
+}
+
 int hessian_finish(Hessian *h, MPI_Comm comm) {
   int d = h->d;
-  MPI_Allreduce(MPI_IN_PLACE, h->sum, d * d, MPI_DOUBLE, MPI_SUM, comm);
+  allreduce_sum_f64(h->sum, (size_t)d * d, comm);
   int64_t total = h->tokens;
   MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
   if (total == 0) return aptq_error("no calibration tokens reached the Hessian");
-  double scale = 2.0 / (double)total;
-  for (int i = 0; i < d; i++)
-    for (int j = i; j < d; j++) {
-      double v = h->sum[(size_t)i * d + j] * scale;
-      h->sum[(size_t)i * d + j] = v;
-      h->sum[(size_t)j * d + i] = v;
-    }
+  scale_mirror(h->sum, d, 2.0 / (double)total);
   h->tokens = total;
   return 0;
 }
@@ -98,11 +109,7 @@ int hessian_finish_diag(Hessian *h, MPI_Comm comm, double *diag, double *scale) 
   for (int i = 0; i < d; i++) diag[i] = h->sum[(size_t)i * d + i];
   CHECK(hessian_reduce_diag(diag, d, &h->tokens, comm, scale));
   /* both triangles of the partial sum, so the reduction into the grid reads
-   * rows (factor.c); in tiles, so the transposed side stays in cache */
-  enum { TILE = 64 };
-  for (int i0 = 0; i0 < d; i0 += TILE)
-    for (int j0 = i0; j0 < d; j0 += TILE)
-      for (int i = i0; i < i0 + TILE && i < d; i++)
-        for (int j = j0 > i ? j0 : i + 1; j < j0 + TILE && j < d; j++) h->sum[(size_t)j * d + i] = h->sum[(size_t)i * d + j];
+   * rows (factor.c); not scaled (the grid scales after the sum) */
+  scale_mirror(h->sum, d, 1.0);
   return 0;
 }

@@ -4,14 +4,16 @@
  * hessian_finish_diag's reduced diagonal and symmetric partial against
  * hessian_finish; and the streamed sums (hessian_stream.c: several flushes,
  * shards of different sizes, both product paths) against hessian_add +
- * hessian_finish, bit for bit, on the grid of the ranks. Run on 1 or more
- * ranks (the reduction is over them). */
+ * hessian_finish, bit for bit, on the grid of the ranks; and the sums in
+ * pieces (collective.c) across piece boundaries. Run on 1 or more ranks
+ * (the reduction is over them). */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "collective.h"
 #include "error.h"
 #include "expect.h"
 #include "hessian.h"
@@ -113,6 +115,27 @@ static void check_stream(int d, int nb, int T, int tokens, int reversed, const c
   aptq_free(rdiag);
 }
 
+/* allreduce_sum_f64/f32 over n elements (past one piece, with a partial
+ * last piece): rank r holds (i mod 97) + r/2, exact in either precision. */
+static void check_pieces(size_t n, int f32, int rank, int size) {
+  double *x = f32 ? NULL : TEST_MALLOC(sizeof(double) * n);
+  float *y = f32 ? TEST_MALLOC(sizeof(float) * n) : NULL;
+  for (size_t i = 0; i < n; i++)
+    if (f32) y[i] = (float)(i % 97) + 0.5f * (float)rank;
+    else x[i] = (double)(i % 97) + 0.5 * rank;
+  if (f32) allreduce_sum_f32(y, n, MPI_COMM_WORLD);
+  else allreduce_sum_f64(x, n, MPI_COMM_WORLD);
+  size_t wrong = 0;
+  for (size_t i = 0; i < n; i++) {
+    double want = (double)size * (double)(i % 97) + 0.25 * size * (size - 1);
+    wrong += (f32 ? (double)y[i] : x[i]) != want;
+  }
+  EXPECT(wrong == 0, "allreduce in pieces (%s, %zu elements, %d pieces): %zu wrong", f32 ? "float32" : "float64", n,
+         (int)((n + ALLREDUCE_PIECE - 1) / ALLREDUCE_PIECE), wrong);
+  aptq_free(x);
+  aptq_free(y);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int rank, size;
@@ -137,18 +160,21 @@ int main(int argc, char **argv) {
   int same_diag = 1, symmetric = 1, partial = 1;
   for (int i = 0; i < d; i++) {
     same_diag &= diag[i] == a.sum[(size_t)i * d + i];
-    for (int j = 0; j < d; j++) symmetric &= b.sum[(size_t)i * d + j] == b.sum[(size_t)j * d + i];
+    for (int j = 0; j < d; j++)
+      symmetric &= b.sum[(size_t)i * d + j] == b.sum[(size_t)j * d + i] && a.sum[(size_t)i * d + j] == a.sum[(size_t)j * d + i];
   }
   /* the partial stays this rank's own: on one rank it is the sum before scaling */
   if (size == 1)
     for (int i = 0; i < d; i++) partial &= b.sum[(size_t)i * d + (d - 1 - i)] * scale == a.sum[(size_t)i * d + (d - 1 - i)];
   EXPECT(same_diag, "finish_diag: the reduced, scaled diagonal equals hessian_finish's");
-  EXPECT(symmetric, "finish_diag: the partial sum has both triangles");
+  EXPECT(symmetric, "finish and finish_diag: the sum and the partial sum have both triangles");
   EXPECT(partial, "finish_diag: the partial sum is unreduced and unscaled");
   hessian_free(&a);
   hessian_free(&b);
   aptq_free(X);
   aptq_free(diag);
+  check_pieces(2 * (size_t)ALLREDUCE_PIECE + 1001, 0, rank, size);
+  check_pieces((size_t)ALLREDUCE_PIECE + 3, 1, rank, size);
   check_stream(130, 16, 7, 14, 0, "stream, one ssyrk");
   check_stream(130, 16, 7, 14, 1, "stream, one ssyrk");
   check_stream(HESS_PANEL_MIN + 37, 64, 5, 5, 0, "stream, panels");
