@@ -1,4 +1,4 @@
-/* Sums over the ranks of large arrays, in place, in pieces.
+/* Sums and broadcasts of large arrays over the ranks, in place, in pieces.
  *
  * One MPI_Allreduce of a whole Hessian (d² float64: 0.97 GB at d = 11008)
  * makes Open MPI allocate reduction buffers of about the message's size on
@@ -25,5 +25,11 @@ enum { ALLREDUCE_PIECE = 1 << 21 };
 /* Collective over comm: buf[0..n) summed over the ranks, in place. */
 void allreduce_sum_f64(double *buf, size_t n, MPI_Comm comm);
 void allreduce_sum_f32(float *buf, size_t n, MPI_Comm comm);
+
+/* A broadcast needs no reduction buffers: its pieces (BCAST_PIECE
+ * elements) only keep the counts int. Collective over comm: buf[0..n)
+ * from root. */
+enum { BCAST_PIECE = 1 << 30 };
+void bcast_f32(float *buf, size_t n, int root, MPI_Comm comm);
 
 #endif

@@ -527,8 +527,7 @@ static int node_path(const HessianView *h, double damp, FactorAlgorithm alg, int
   double t0 = MPI_Wtime();
   node_team_sync(t);
   MPI_Bcast(&out, (int)sizeof out, MPI_BYTE, 0, t->comm);
-  int d = h->d, rows = d < (1 << 30) / d ? d : (1 << 30) / d; /* counts are int: at most 2³⁰ floats a broadcast */
-  for (int r = 0; !out.rc && r < d; r += rows) MPI_Bcast(U + (size_t)r * d, (d - r < rows ? d - r : rows) * d, MPI_FLOAT, 0, t->comm);
+  if (!out.rc) bcast_f32(U, (size_t)h->d * h->d, 0, t->comm);
   *info = out.info;
   info->node_threads = t->threads;
   info->seconds += MPI_Wtime() - t0; /* the leader's factor time, then the wait and the broadcast */
